@@ -1,0 +1,211 @@
+"""The pjsua2 endpoint: lifecycle, transports, the single event loop, timers.
+
+pjsua2 is driven from one thread: `threadCnt=0`, `mainThreadOnly=True`, and
+`SipStack.run()` polls `libHandleEvents`. Every callback runs on that thread.
+Other threads (signal handlers, the metrics server) hand work over with
+`SipStack.call_soon`, which the loop drains between polls.
+
+Timers are kept in Python (a heap checked after every poll) rather than in
+pjlib, so a timer callback is a plain Python callable with its own context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import heapq
+import itertools
+import os
+import queue
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import pjsua2 as pj
+
+from gateway.logs import get_logger
+
+# pjsip's own log levels (0 fatal .. 6 trace) mapped onto ours.
+_PJ_LEVEL_NAMES = {0: "error", 1: "error", 2: "warning", 3: "info", 4: "debug", 5: "debug", 6: "debug"}
+
+
+@contextlib.contextmanager
+def _c_stdout_silenced():
+    """pjlib logs to C stdout before our log writer is installed (libCreate)
+    and after it is gone (libDestroy); stdout carries JSON lines only."""
+    sys.stdout.flush()
+    libc = ctypes.CDLL(None)
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+class PjsipLogWriter(pj.LogWriter):
+    """Routes pjsip's log through structlog, as `event="pjsip"` lines."""
+
+    def __init__(self):
+        super().__init__()
+        self._log = get_logger(component="pjsip")
+
+    def write(self, entry):
+        level = _PJ_LEVEL_NAMES.get(entry.level, "debug")
+        getattr(self._log, level)("pjsip", message=entry.msg.strip(), pj_level=entry.level)
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    transport: str  # "udp" | "tcp" | "tls"
+    address: str
+    port: int
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class Timer:
+    """A cancellable one-shot timer handle."""
+
+    __slots__ = ("when", "callback", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[[], None]):
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+_TRANSPORT_TYPES = {
+    "udp": pj.PJSIP_TRANSPORT_UDP,
+    "tcp": pj.PJSIP_TRANSPORT_TCP,
+    "tls": pj.PJSIP_TRANSPORT_TLS,
+}
+_TRANSPORT_TYPES_V6 = {
+    "udp": pj.PJSIP_TRANSPORT_UDP6,
+    "tcp": pj.PJSIP_TRANSPORT_TCP6,
+    "tls": pj.PJSIP_TRANSPORT_TLS6,
+}
+
+
+class SipStack:
+    """Owns the one pjsua2 `Endpoint` and the loop that drives it."""
+
+    def __init__(self, *, max_calls: int = 4000, pjsip_log_level: int = 1, user_agent: str = "dialout-gw"):
+        self.log = get_logger(component="sipstack")
+        self.endpoint = pj.Endpoint()
+        with _c_stdout_silenced():
+            self.endpoint.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.maxCalls = max_calls
+        cfg.uaConfig.userAgent = user_agent
+        # Debian's repack strips libresample; G.711 at 8 kHz then needs no resampling.
+        cfg.medConfig.clockRate = 8000
+        cfg.medConfig.sndClockRate = 8000
+        cfg.medConfig.threadCnt = 0
+        cfg.medConfig.hasIoqueue = False
+        cfg.medConfig.noVad = True
+        cfg.medConfig.maxMediaPorts = max_calls * 2 + 2
+        self._log_writer = PjsipLogWriter()
+        cfg.logConfig.writer = self._log_writer
+        cfg.logConfig.level = pjsip_log_level
+        cfg.logConfig.consoleLevel = pjsip_log_level
+        cfg.logConfig.decor = 0
+        self.endpoint.libInit(cfg)
+        self.transport_ids: list[int] = []
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._timer_seq = itertools.count()
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._after_poll: list[Callable[[], None]] = []
+        self.running = False
+
+    def listen(self, listener: Listener) -> int:
+        cfg = pj.TransportConfig()
+        cfg.port = listener.port
+        cfg.boundAddress = listener.address
+        if listener.transport == "tls":
+            cfg.tlsConfig.certFile = listener.cert_file or ""
+            cfg.tlsConfig.privKeyFile = listener.key_file or ""
+        types = _TRANSPORT_TYPES_V6 if ":" in listener.address else _TRANSPORT_TYPES
+        tid = self.endpoint.transportCreate(types[listener.transport], cfg)
+        self.transport_ids.append(tid)
+        return tid
+
+    def start(self) -> None:
+        self.endpoint.libStart()
+        # No sound device: no conference clock ticks, so held calls cost nothing.
+        self.endpoint.audDevManager().setNoDev()
+
+    # --- scheduling -------------------------------------------------------------
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer:
+        """Run `callback` on the loop thread after `delay_s` seconds."""
+        timer = Timer(time.monotonic() + delay_s, callback)
+        heapq.heappush(self._timers, (timer.when, next(self._timer_seq), timer))
+        return timer
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Thread-safe: queue `callback` for the loop thread."""
+        self._jobs.put(callback)
+
+    def after_poll(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once, after the current pjsip callback has returned.
+
+        Dropping the last reference to a `pj.Call` inside its own callback is
+        unsafe, so registries release legs here.
+        """
+        self._after_poll.append(callback)
+
+    def _run_due(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            self._guard(job)
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                self._guard(timer.callback)
+        if self._after_poll:
+            pending, self._after_poll = self._after_poll, []
+            for job in pending:
+                self._guard(job)
+
+    def _guard(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception:  # one bad job must not stop the loop serving other calls
+            self.log.exception("loop_job_failed")
+
+    def poll(self, timeout_ms: int = 10) -> None:
+        self.endpoint.libHandleEvents(timeout_ms)
+        self._run_due()
+
+    def run(self, should_stop: Callable[[], bool] | None = None) -> None:
+        """Poll until `stop()` is called or `should_stop()` says so."""
+        self.running = True
+        while self.running and not (should_stop and should_stop()):
+            self.poll(10)
+
+    def stop(self) -> None:
+        self.running = False
+
+    def shutdown(self) -> None:
+        try:
+            self.endpoint.hangupAllCalls()
+            for _ in range(20):
+                self.poll(5)
+        finally:
+            with _c_stdout_silenced():
+                self.endpoint.libDestroy()

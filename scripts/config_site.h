@@ -1,0 +1,31 @@
+/* Capacity build of pjproject for dialout-gateway.
+ *
+ * The PyPI wheels are built with PJSUA_MAX_CALLS=4 and a 64-handle select()
+ * ioqueue; a gateway needs thousands of dialogs and sockets. Everything here
+ * is folded into the wheel cache key, so editing it triggers one rebuild. */
+#define PJ_DEBUG                         0
+#define PJ_LOG_MAX_LEVEL                 5
+
+/* Calls and dialogs: two dialogs per relayed call, plus transactions in
+ * flight for INVITE/ACK/BYE/re-INVITE on each leg. */
+#define PJSUA_MAX_CALLS                  4096
+#define PJSUA_MAX_CONF_PORTS             (PJSUA_MAX_CALLS * 2)
+#define PJSIP_MAX_TSX_COUNT              (64 * 1024 - 1)
+#define PJSIP_MAX_DIALOG_COUNT           (64 * 1024 - 1)
+
+/* epoll ioqueue with room for every TCP connection and media socket. */
+#define PJ_IOQUEUE_MAX_HANDLES           16384
+#define PJ_IOQUEUE_MAX_EVENTS_IN_SINGLE_POLL 64
+
+/* Bursts of hundreds of INVITEs per second must not be dropped by the kernel. */
+#define PJSIP_UDP_SO_RCVBUF_SIZE         (8 * 1024 * 1024)
+#define PJSIP_UDP_SO_SNDBUF_SIZE         (8 * 1024 * 1024)
+
+/* A TCP/TLS listener must accept many bridges and connections at once. */
+#define PJSIP_TCP_TRANSPORT_BACKLOG      1024
+#define PJSIP_TLS_TRANSPORT_BACKLOG      1024
+#define PJSIP_MAX_TRANSPORTS             (PJ_IOQUEUE_MAX_HANDLES / 4)
+
+/* No video, no sound devices in a signalling-only relay. */
+#define PJMEDIA_HAS_VIDEO                0
+#define PJMEDIA_AUDIO_DEV_HAS_NULL_AUDIO 1

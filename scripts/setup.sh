@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Install everything dialout-gateway needs on a fresh Debian machine, idempotently.
+#
+#   scripts/setup.sh          runtime: build tools, SIPp, the pjsua2 capacity wheel, the venv
+#   scripts/setup.sh --test   the same, plus what the test suite needs (PostgreSQL server)
+#
+# A second run with nothing changed takes about a second: every step checks
+# before it acts (dpkg for packages, a stamp for the venv, the wheel cache).
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+venv=${VENV:-$top/.venv}
+log() { echo "setup: $*" >&2; }
+
+packages=(build-essential pkg-config swig libsrtp2-dev libopus-dev libssl-dev
+          dpkg-dev ca-certificates sip-tester)
+if [ "${1:-}" = "--test" ]; then
+  packages+=(postgresql)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  log "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python >= 3.11 for the venv: the first that fits.
+python=""
+for candidate in ${PYTHON:-} python3 python3.13 python3.12 python3.11; do
+  if command -v "$candidate" >/dev/null 2>&1 \
+     && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    python=$candidate; break
+  fi
+done
+[ -n "$python" ] || { log "Python 3.11 or newer is required (set PYTHON=/path/to/python3.11)"; exit 1; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating $venv with $python"
+  "$python" -m venv "$venv" || {
+    log "python venv module missing; installing python3-venv"; apt-get install -y -qq python3-venv >/dev/null
+    "$python" -m venv "$venv"; }
+fi
+
+# The capacity pjsua2 wheel (built once per machine, cached outside the tree).
+wheel=$("$top/scripts/build_pjsua2.sh" "$venv/bin/python")
+wheel_stamp="$venv/.pjsua2-$(basename "$wheel")-$(sha256sum "$wheel" | cut -c1-12)"
+if [ ! -f "$wheel_stamp" ]; then
+  log "installing $(basename "$wheel")"
+  "$venv/bin/pip" -q install --disable-pip-version-check --force-reinstall --no-deps "$wheel"
+  rm -f "$venv"/.pjsua2-*
+  touch "$wheel_stamp"
+fi
+
+# The project itself, editable, with test extras; redone when pyproject changes.
+deps_stamp="$venv/.deps-$(sha256sum "$top/pyproject.toml" | cut -c1-12)"
+if [ ! -f "$deps_stamp" ]; then
+  log "installing Python dependencies"
+  "$venv/bin/pip" -q install --disable-pip-version-check -e "$top[test]"
+  rm -f "$venv"/.deps-*
+  touch "$deps_stamp"
+fi
