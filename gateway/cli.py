@@ -8,6 +8,7 @@ import sys
 
 from gateway import __version__
 from gateway.commands import COMMAND_MODULES
+from gateway.config import ConfigError
 
 DESCRIPTION = """\
 SIP dial-out gateway between a conference bridge and a PSTN trunk.
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except UserError as exc:
+    except (UserError, ConfigError) as exc:
         print(f"dialout-gw {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,305 @@
+"""`decide`: the pure entitlement decision (docs/dialout-rules.md, "Decision order").
+
+Rule 1 (trusted source) is the gateway's: it runs before any lookup. This
+module applies rules 2–9 in order; the first rule that fails decides. Nothing
+here reads a clock, a file or a counter: `now` and the `Snapshot` come in.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from policy.model import (
+    AudioConferencing,
+    CallRequest,
+    Check,
+    Decision,
+    DialoutPolicy,
+    Organizer,
+    PolicySettings,
+    Snapshot,
+    Tenant,
+)
+from policy.numbers import NormalizedNumber, normalize_destination
+from policy.reasons import Bucket, Reason
+
+PASS, FAIL, SKIP, INFO = "pass", "fail", "skip", "info"
+
+
+def _deny(
+    reason: Reason,
+    explanation: str,
+    trace: list[Check],
+    organizer: Organizer | None = None,
+    number: NormalizedNumber | None = None,
+    retry_after_s: int | None = None,
+    period: str | None = None,
+) -> Decision:
+    return Decision(
+        allow=False,
+        reason=reason,
+        status=reason.status,
+        e164=number.e164 if number else None,
+        region=number.region if number else None,
+        number_type=number.number_type if number else None,
+        tenant=organizer.tenant.id if organizer else None,
+        organizer=organizer.id if organizer else None,
+        retry_after_s=retry_after_s,
+        period=period,
+        explanation=explanation,
+        trace=tuple(trace),
+    )
+
+
+def _who(org: Organizer) -> str:
+    return f"organiser {org.id} has policy {org.policy_name} (usage location {org.usage_location})"
+
+
+def _dest(number: NormalizedNumber) -> str:
+    return f"{number.e164} is in {number.region} ({number.number_type})"
+
+
+def decide(request: CallRequest, snapshot: Snapshot, now: datetime, settings: PolicySettings) -> Decision:
+    """Decide whether `request` may go out now and which entitlement pays for it."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("decide() needs an aware datetime for `now`")
+    cat = settings.catalogue
+    trace: list[Check] = []
+    if request.location:
+        trace.append(Check("location", INFO, f"reported physical location {request.location} (logged only)"))
+
+    # 2. Identity ---------------------------------------------------------------
+    organizer_id = (request.organizer or "").strip()
+    if not organizer_id:
+        trace.append(Check("identity", FAIL, "no organiser named"))
+        return _deny(Reason.ORGANIZER_MISSING, "the request names no meeting organiser", trace)
+    org = settings.organizers.get(organizer_id.casefold())
+    if org is None:
+        trace.append(Check("identity", FAIL, f"organiser {organizer_id} is not in the directory"))
+        return _deny(Reason.ORGANIZER_UNKNOWN, f"organiser {organizer_id} is not in the directory", trace)
+    tenant: Tenant = org.tenant
+    if request.tenant and request.tenant.strip().casefold() != tenant.id.casefold():
+        trace.append(Check("identity", FAIL, f"organiser {org.id} belongs to tenant {tenant.id}, not {request.tenant}"))
+        return _deny(
+            Reason.ORGANIZER_UNKNOWN,
+            f"organiser {org.id} is not known in tenant {request.tenant}",
+            trace,
+        )
+    local = now.astimezone(tenant.tz)
+    period = f"{local.year:04d}-{local.month:02d}"
+    trace.append(Check("identity", PASS, f"organiser {org.id} of tenant {tenant.id}; local time {local.isoformat()}"))
+
+    # 3. Destination ----------------------------------------------------------------
+    number = normalize_destination(request.dialled, org.usage_location, cat.number_validation)
+    if not number.ok:
+        trace.append(Check("destination", FAIL, f"{request.dialled!r}: {number.error}"))
+        return _deny(
+            Reason.NUMBER_INVALID,
+            f"{request.dialled!r} is not a dialable number in {org.usage_location}: {number.error}",
+            trace,
+            org,
+            period=period,
+        )
+    if number.is_special:
+        trace.append(Check("destination", PASS, f"{request.dialled!r} is a {number.number_type} number in {number.region}"))
+    else:
+        trace.append(Check("destination", PASS, f"{request.dialled!r} → {number.e164}, region {number.region}"))
+
+    # 4. Number class -------------------------------------------------------------------
+    if number.number_type in cat.blocked_types:
+        trace.append(Check("number_class", FAIL, f"{number.number_type} numbers are blocked"))
+        what = request.dialled.strip() if number.is_special else number.e164
+        return _deny(
+            Reason.DESTINATION_BLOCKED,
+            f"{what} is a {number.number_type} number, which dial-out never calls",
+            trace,
+            org,
+            number,
+            period=period,
+        )
+    trace.append(Check("number_class", PASS, f"{number.number_type}"))
+    region: str = number.region  # type: ignore[assignment]
+
+    # 5. Licence --------------------------------------------------------------------------
+    if org.audio_conferencing is AudioConferencing.NONE:
+        trace.append(Check("licence", FAIL, f"organiser {org.id} holds no Audio Conferencing licence"))
+        return _deny(
+            Reason.NO_AUDIO_CONFERENCING,
+            f"organiser {org.id} holds no Audio Conferencing licence",
+            trace,
+            org,
+            number,
+            period=period,
+        )
+    trace.append(Check("licence", PASS, f"Audio Conferencing {org.audio_conferencing}"))
+
+    # 6. Organiser policy -------------------------------------------------------------------
+    policy = org.dialout_policy
+    if policy is DialoutPolicy.DISABLED:
+        trace.append(Check("policy", FAIL, f"policy {org.policy_name} disables meeting dial-out"))
+        return _deny(Reason.DIALOUT_DISABLED, f"{_who(org)}, which disables meeting dial-out", trace, org, number, period=period)
+    if policy is DialoutPolicy.DOMESTIC and region not in org.domestic_regions:
+        trace.append(Check("policy", FAIL, f"domestic: {region} is not {org.usage_location}"))
+        return _deny(Reason.NOT_DOMESTIC, f"{_who(org)}; {_dest(number)}", trace, org, number, period=period)
+    if policy is DialoutPolicy.ZONE_A and region not in cat.zone_a:
+        trace.append(Check("policy", FAIL, f"zone_a: {region} is not in Zone A"))
+        return _deny(Reason.OUTSIDE_ZONE_A, f"{_who(org)}; {_dest(number)}, outside Zone A", trace, org, number, period=period)
+    trace.append(Check("policy", PASS, f"{org.policy_name} ({policy}) allows {region}"))
+
+    # 7. Fair-use and fraud guards -----------------------------------------------------------
+    g = cat.guards
+    if snapshot.concurrent_organizer >= g.max_concurrent_per_organizer:
+        detail = f"organiser has {snapshot.concurrent_organizer} dial-outs in progress (limit {g.max_concurrent_per_organizer})"
+        trace.append(Check("guard_concurrency", FAIL, detail))
+        return _deny(Reason.LIMIT_CONCURRENCY, detail, trace, org, number, g.retry_after_concurrency_s, period)
+    if snapshot.concurrent_tenant >= g.max_concurrent_per_tenant:
+        detail = f"tenant {tenant.id} has {snapshot.concurrent_tenant} dial-outs in progress (limit {g.max_concurrent_per_tenant})"
+        trace.append(Check("guard_concurrency", FAIL, detail))
+        return _deny(Reason.LIMIT_CONCURRENCY, detail, trace, org, number, g.retry_after_concurrency_s, period)
+    trace.append(Check("guard_concurrency", PASS, f"organiser {snapshot.concurrent_organizer}, tenant {snapshot.concurrent_tenant}"))
+    if snapshot.calls_last_minute_organizer >= g.max_calls_per_minute_per_organizer:
+        detail = (
+            f"organiser placed {snapshot.calls_last_minute_organizer} calls in the last minute "
+            f"(limit {g.max_calls_per_minute_per_organizer})"
+        )
+        trace.append(Check("guard_rate", FAIL, detail))
+        return _deny(Reason.LIMIT_RATE, detail, trace, org, number, g.retry_after_rate_s, period)
+    trace.append(Check("guard_rate", PASS, f"{snapshot.calls_last_minute_organizer} calls in the last minute"))
+    if region in g.high_risk_regions:
+        detail = f"{region} is on the high-risk destination list"
+        trace.append(Check("guard_fraud", FAIL, detail))
+        return _deny(Reason.FRAUD_SUSPECTED, f"{number.e164}: {detail}", trace, org, number, period=period)
+    if not snapshot.destination_seen_today and snapshot.distinct_destinations_today >= g.max_distinct_destinations_per_day:
+        detail = (
+            f"organiser already called {snapshot.distinct_destinations_today} distinct numbers today "
+            f"(limit {g.max_distinct_destinations_per_day})"
+        )
+        trace.append(Check("guard_fraud", FAIL, detail))
+        return _deny(Reason.FRAUD_SUSPECTED, detail, trace, org, number, period=period)
+    trace.append(Check("guard_fraud", PASS, f"{snapshot.distinct_destinations_today} distinct destinations today"))
+    addon_applies = org.usca_addon and region in cat.usca_regions
+    if addon_applies:
+        if snapshot.addon_used_minutes >= cat.addon_fair_use_minutes_per_month:
+            detail = (
+                f"organiser used {snapshot.addon_used_minutes:g} US/CA add-on minutes this month "
+                f"(fair use {cat.addon_fair_use_minutes_per_month:g})"
+            )
+            trace.append(Check("guard_fair_use", FAIL, detail))
+            return _deny(Reason.FAIR_USE_EXCEEDED, detail, trace, org, number, period=period)
+        trace.append(Check("guard_fair_use", PASS, f"{snapshot.addon_used_minutes:g} add-on minutes this month"))
+
+    # 8. Which entitlement pays ------------------------------------------------------------------
+    unit = cat.billing_increment.seconds
+    subscription = org.audio_conferencing is AudioConferencing.SUBSCRIPTION
+    non_premium = number.number_type not in cat.pool_excluded_types
+    allowances: list[tuple[Bucket, int | None]] = []
+
+    # 8.1 promotion
+    if subscription and non_premium:
+        day = local.date()
+        for promo in cat.promotions:
+            if not promo.covers(day, region):
+                continue
+            if promo.monthly_cap_minutes_per_user is None:
+                allowances.append((Bucket.PROMOTION, None))
+                trace.append(Check("bucket_promotion", PASS, f"{promo.name} covers {region} on {day}"))
+                break
+            cap = promo.monthly_cap_minutes_per_user * tenant.subscription_licences
+            left = _seconds(cap - snapshot.promotion_used_minutes, unit)
+            if left > 0:
+                allowances.append((Bucket.PROMOTION, left))
+                trace.append(Check("bucket_promotion", PASS, f"{promo.name} covers {region} on {day}; {left} s of cap left"))
+                break
+            trace.append(Check("bucket_promotion", SKIP, f"{promo.name}: monthly cap of {cap:g} min used up"))
+        else:
+            trace.append(Check("bucket_promotion", SKIP, f"no active promotion covers {region} on {day}"))
+    else:
+        trace.append(Check("bucket_promotion", SKIP, "needs a subscription organiser and a non-premium number"))
+
+    # 8.2 US/CA add-on
+    if addon_applies:
+        allowances.append((Bucket.USCA_UNLIMITED, None))
+        trace.append(Check("bucket_usca_unlimited", PASS, f"add-on covers {region}; pool not drawn"))
+    elif org.usca_addon:
+        trace.append(Check("bucket_usca_unlimited", SKIP, f"add-on covers US and CA only, not {region}"))
+
+    # 8.3 tenant pool
+    if subscription and non_premium and region in cat.zone_a:
+        left = _seconds(tenant.pool_minutes - snapshot.pool_used_minutes, unit)
+        if left > 0:
+            allowances.append((Bucket.TENANT_POOL, left))
+            trace.append(Check("bucket_tenant_pool", PASS, f"{left} s left of {tenant.pool_minutes:g} min"))
+        else:
+            trace.append(Check("bucket_tenant_pool", SKIP, f"pool of {tenant.pool_minutes:g} min used up"))
+    else:
+        trace.append(Check("bucket_tenant_pool", SKIP, "needs a subscription organiser and a non-premium Zone A number"))
+
+    # 8.4 Communications Credits
+    rate = cat.credit_rate(region)
+    if org.credits_licence and tenant.credits_enabled:
+        balance = tenant.credits_balance if snapshot.credits_balance is None else snapshot.credits_balance
+        if balance > 0 and rate <= 0:
+            allowances.append((Bucket.CREDITS, None))
+            trace.append(Check("bucket_credits", PASS, f"balance {balance:g}, {region} is free"))
+        else:
+            left = _seconds(balance / rate, unit) if balance > 0 else 0
+            if left > 0:
+                allowances.append((Bucket.CREDITS, left))
+                trace.append(Check("bucket_credits", PASS, f"balance {balance:g} at {rate:g}/min → {left} s"))
+            else:
+                trace.append(Check("bucket_credits", SKIP, f"balance {balance:g} does not pay a {unit}-s increment at {rate:g}/min"))
+    else:
+        why = "organiser holds no credits licence" if not org.credits_licence else f"tenant {tenant.id} has credits disabled"
+        trace.append(Check("bucket_credits", SKIP, why))
+
+    if not allowances:
+        return _deny(
+            Reason.NO_ENTITLEMENT,
+            f"{_who(org)}; {_dest(number)}; no promotion, add-on, pool minutes or credits pay for it",
+            trace,
+            org,
+            number,
+            period=period,
+        )
+
+    # 9. Authorised duration -------------------------------------------------------------------------
+    total = 0
+    for _, seconds in allowances:
+        if seconds is None:
+            total = cat.max_call_length_s
+            break
+        total += seconds
+    max_duration = min(total, cat.max_call_length_s)
+    trace.append(Check("duration", PASS, f"{max_duration} s (global maximum {cat.max_call_length_s} s)"))
+
+    bucket = allowances[0][0]
+    uses_credits = any(b is Bucket.CREDITS for b, _ in allowances)
+    return Decision(
+        allow=True,
+        reason=Reason.ALLOWED,
+        status=200,
+        bucket=bucket,
+        fallback_buckets=tuple(b for b, _ in allowances[1:]),
+        allowances=tuple(allowances),
+        max_duration_s=max_duration,
+        e164=number.e164,
+        region=region,
+        number_type=number.number_type,
+        tenant=tenant.id,
+        organizer=org.id,
+        credit_rate_per_minute=rate if uses_credits else None,
+        period=period,
+        billing_increment_s=unit,
+        explanation=f"{_who(org)}; {_dest(number)}; charged to {bucket} for up to {max_duration} s",
+        trace=tuple(trace),
+    )
+
+
+def _seconds(minutes: float, unit: int) -> int:
+    """Whole seconds that `minutes` pay for when billing per `unit` seconds."""
+    if minutes <= 0:
+        return 0
+    # Round to a microsecond first so that 2.9999999 stays 180 s, not 179.
+    seconds = math.floor(round(minutes * 60, 6))
+    return seconds - seconds % unit
