@@ -1,0 +1,100 @@
+"""PostgreSQL backend through psycopg 3: shared by several gateway instances.
+
+Autocommit is off and every store method is one explicit transaction
+(READ COMMITTED). Bucket rows are locked by the upsert that reads them, call
+rows by SELECT ... FOR UPDATE, always in the order call row, then buckets in
+chain order, so concurrent instances queue instead of deadlocking (and a
+deadlock or serialization failure, should one happen, is retried). A dropped
+connection is re-opened once and the transaction replayed; every write is
+idempotent or harmless to replay (a replayed `extend` at worst reserves a chunk
+that settlement releases).
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from store.base import Store
+from store.types import StoreError
+
+
+def mask_url(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+class PostgresStore(Store):
+    dialect = "postgresql"
+    for_update = " FOR UPDATE"
+
+    def __init__(self, url: str, *, connect_timeout_s: int = 5, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.url = url
+        self.connect_timeout_s = connect_timeout_s
+        self._sql_cache: dict[str, str] = {}
+        self._conn = self._connect()
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(self.url, autocommit=False, connect_timeout=self.connect_timeout_s,
+                                   application_name=f"dialout-gw:{self.instance_id}"[:63])
+        except (psycopg.Error, ValueError) as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot connect to PostgreSQL at {mask_url(self.url)}: {message}") from None
+
+    def _sql(self, sql: str) -> str:
+        out = self._sql_cache.get(sql)
+        if out is None:
+            out = self._sql_cache[sql] = sql.replace("?", "%s")
+        return out
+
+    def _x(self, sql, params=()):
+        return self._conn.execute(self._sql(sql), params)
+
+    def _xmany(self, sql, rows):
+        with self._conn.cursor() as cur:
+            cur.executemany(self._sql(sql), rows)
+
+    def _begin(self, write: bool) -> None:
+        pass  # psycopg opens the transaction on the first statement
+
+    def _commit(self) -> None:
+        self._conn.commit()
+
+    def _rollback(self) -> None:
+        if not self._conn.closed:
+            self._conn.rollback()
+
+    def _classify(self, exc):
+        if isinstance(exc, (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)):
+            return "retry"
+        if isinstance(exc, psycopg.OperationalError) and (self._conn.closed or self._conn.broken):
+            return "reconnect"
+        if isinstance(exc, psycopg.Error):
+            return "error"
+        return None
+
+    def _reconnect(self) -> None:
+        self._close_connection()
+        self._conn = self._connect()
+
+    def _table_exists(self, name: str) -> bool:
+        return self._x("SELECT to_regclass(?)", (name,)).fetchone()[0] is not None
+
+    def _lock_migrations(self) -> None:
+        self._x("SELECT pg_advisory_xact_lock(7242016001)")  # any constant; one migrator at a time
+
+    def _close_connection(self) -> None:
+        try:
+            self._conn.close()
+        except psycopg.Error:
+            pass
+
+    def _raw_connection(self) -> psycopg.Connection:
+        """For tests that simulate a dropped connection."""
+        return self._conn
+
+
+__all__ = ["PostgresStore", "StoreError", "mask_url"]

@@ -1,0 +1,76 @@
+"""SQLite backend: embedded, WAL mode, one connection per process.
+
+Durability: WAL with synchronous=NORMAL. A committed transaction survives a
+crash of the process (kill -9) because it is already in the WAL file; only an
+OS crash or power loss can lose the last transactions before a checkpoint.
+Several processes may share one file: writers take `BEGIN IMMEDIATE` and wait
+up to busy_timeout for each other.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from store.base import Store
+from store.types import StoreError
+
+
+class SQLiteStore(Store):
+    dialect = "sqlite"
+
+    def __init__(self, path: str, *, busy_timeout_ms: int = 10000, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=self.busy_timeout_ms / 1000.0, cached_statements=256)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            if self.path != ":memory:":
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise StoreError(f"SQLite database {self.path}: cannot switch to WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from None
+        return conn
+
+    def _x(self, sql, params=()):
+        return self._conn.execute(sql, params)
+
+    def _xmany(self, sql, rows):
+        self._conn.executemany(sql, rows)
+
+    def _begin(self, write: bool) -> None:
+        self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def _commit(self) -> None:
+        self._conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _classify(self, exc):
+        if isinstance(exc, sqlite3.Error):
+            return "error"
+        return None
+
+    def _reconnect(self) -> None:
+        self._close_connection()
+        self._conn = self._connect()
+
+    def _table_exists(self, name: str) -> bool:
+        return self._x("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+    def _close_connection(self) -> None:
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
