@@ -1,0 +1,187 @@
+"""Tiny SDP (RFC 8866) helpers, enough to prove SDP passthrough and to spot
+hold. The gateway never rewrites SDP; these only read it.
+
+Also :func:`extract_sdp`, which finds the SDP in a request body that is
+either ``application/sdp`` or a ``multipart/*`` body (RFC 2046) holding an
+``application/sdp`` part.
+"""
+
+from __future__ import annotations
+
+from .errors import SipParseError
+from .message import parse_header_params
+
+__all__ = ["connection_address", "media_ports", "is_hold", "extract_sdp"]
+
+_HOLD_DIRECTIONS = frozenset(("sendonly", "inactive"))
+_DIRECTIONS = frozenset(("sendrecv", "sendonly", "recvonly", "inactive"))
+_NULL_ADDRESSES = frozenset(("0.0.0.0", "::"))
+
+
+def _lines(sdp: str) -> list[tuple[str, str]]:
+    """``x=value`` lines as (type, value); anything else is skipped."""
+    out = []
+    for line in sdp.split("\n"):
+        line = line.strip(" \t\r")
+        if len(line) >= 2 and line[1] == "=":
+            out.append((line[0], line[2:]))
+    return out
+
+
+def _c_address(value: str) -> str | None:
+    parts = value.split()
+    if len(parts) < 3:
+        return None
+    return parts[2].split("/", 1)[0]
+
+
+def connection_address(sdp: str) -> str | None:
+    """The session-level ``c=`` address, else the first media-level one
+    (TTL/count suffixes dropped), or None."""
+    first_media: str | None = None
+    in_media = False
+    for kind, value in _lines(sdp):
+        if kind == "m":
+            in_media = True
+        elif kind == "c":
+            addr = _c_address(value)
+            if not in_media:
+                if addr:
+                    return addr
+            elif first_media is None:
+                first_media = addr
+    return first_media
+
+
+def media_ports(sdp: str) -> list[int]:
+    """The port of each ``m=`` line, in order (``49170/2`` → 49170)."""
+    ports = []
+    for kind, value in _lines(sdp):
+        if kind == "m":
+            parts = value.split()
+            if len(parts) >= 2:
+                port = parts[1].split("/", 1)[0]
+                if port.isdigit() and port.isascii():
+                    ports.append(int(port))
+    return ports
+
+
+def is_hold(sdp: str) -> bool:
+    """True when the offer puts the other side on hold: every active media
+    stream (port ≠ 0) is ``a=sendonly``/``a=inactive`` (media level overrides
+    session level) or has a null connection address (``c=IN IP4 0.0.0.0``,
+    RFC 2543 style). With no active stream, the session-level attributes
+    decide."""
+    session_dir = "sendrecv"
+    session_addr: str | None = None
+    streams: list[list] = []  # [port, direction or None, address or None]
+    for kind, value in _lines(sdp):
+        if kind == "m":
+            parts = value.split()
+            port = parts[1].split("/", 1)[0] if len(parts) >= 2 else "0"
+            streams.append([port, None, None])
+        elif kind == "a" and value in _DIRECTIONS:
+            if streams:
+                streams[-1][1] = value
+            else:
+                session_dir = value
+        elif kind == "c":
+            addr = _c_address(value)
+            if streams:
+                streams[-1][2] = addr
+            else:
+                session_addr = addr
+    active = [s for s in streams if s[0] != "0"]
+    if not active:
+        return session_dir in _HOLD_DIRECTIONS or session_addr in _NULL_ADDRESSES
+    for _, direction, addr in active:
+        direction = direction or session_dir
+        addr = addr or session_addr
+        if direction not in _HOLD_DIRECTIONS and addr not in _NULL_ADDRESSES:
+            return False
+    return True
+
+
+def _media_type(content_type: str | None) -> tuple[str, str]:
+    """('multipart/mixed', 'boundary=…;…') from a Content-Type value."""
+    if not content_type:
+        return "text/plain", ""
+    media, _, params = content_type.partition(";")
+    return media.strip(" \t").lower(), params
+
+
+def _boundary(params: str) -> str | None:
+    if not params.strip():
+        return None
+    try:
+        parsed = parse_header_params(params)
+    except SipParseError:
+        return None
+    for name, value in parsed:
+        if name == "boundary" and value:
+            return value
+    return None
+
+
+def _multipart_parts(body: str, boundary: str) -> list[tuple[str | None, str]]:
+    """(Content-Type, content) of each part."""
+    delim = "--" + boundary
+    close = delim + "--"
+    parts: list[tuple[str | None, str]] = []
+    current: list[str] | None = None
+    for line in body.split("\n"):
+        bare = line.rstrip("\r").rstrip(" \t")
+        if bare == delim or bare == close:
+            if current is not None:
+                parts.append(_split_part("\n".join(current)))
+            if bare == close:
+                current = None
+                break
+            current = []
+            continue
+        if current is not None:
+            current.append(line)
+    # A part left open (no close delimiter) is ignored: truncated body.
+    return parts
+
+
+def _split_part(text: str) -> tuple[str | None, str]:
+    # The line end before the next delimiter belongs to the delimiter.
+    if text.endswith("\r"):
+        text = text[:-1]
+    crlf = text.find("\r\n\r\n")
+    lf = text.find("\n\n")
+    if text.startswith("\r\n"):
+        head, content = "", text[2:]
+    elif text.startswith("\n"):
+        head, content = "", text[1:]
+    elif crlf >= 0 and (lf < 0 or crlf < lf):
+        head, content = text[:crlf], text[crlf + 4 :]
+    elif lf >= 0:
+        head, content = text[:lf], text[lf + 2 :]
+    else:
+        head, content = text, ""
+    ctype: str | None = None
+    for line in head.split("\n"):
+        name, colon, value = line.partition(":")
+        if colon and name.strip(" \t").lower() in ("content-type", "c"):
+            ctype = value.strip(" \t\r")
+    return ctype, content
+
+
+def extract_sdp(content_type: str | None, body: str, _depth: int = 0) -> str | None:
+    """The SDP in a body: the body itself for ``application/sdp``, the first
+    ``application/sdp`` part of a ``multipart/*`` body (one level of nesting
+    is followed), else None."""
+    media, params = _media_type(content_type)
+    if media == "application/sdp":
+        return body
+    if media.startswith("multipart/") and _depth < 2:
+        boundary = _boundary(params)
+        if boundary is None:
+            return None
+        for part_type, content in _multipart_parts(body, boundary):
+            found = extract_sdp(part_type, content, _depth + 1) if part_type else None
+            if found is not None:
+                return found
+    return None
