@@ -73,7 +73,7 @@ VALIDATION_LEVELS = ("possible", "valid")
 # (vanity numbers), "*", "#" and non-ASCII digits are refused on purpose: a
 # bridge sends digits, and anything else is either junk or an attempt to
 # smuggle a string past the checks.
-_ALLOWED = re.compile(r"\+?[0-9][0-9 \-.()/]*\Z")
+_ALLOWED = re.compile(r"\+?[ \-.()/]*[0-9][0-9 \-.()/]*\Z")
 _VISUAL = str.maketrans("", "", " -.()/")
 
 

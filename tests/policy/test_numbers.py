@@ -1,0 +1,223 @@
+"""Destination handling: formats, regions from metadata, number classes, junk."""
+
+from __future__ import annotations
+
+import phonenumbers
+import pytest
+from policy_testlib import AFTER_PROMO, FR_PARIS, US_NYC, example_e164, make_settings, run
+
+from policy import Bucket, NumberType, Reason, Snapshot, normalize_destination
+
+OTHER_PLUS_ONE_REGIONS = sorted(set(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]) - {"US", "CA"})
+
+
+def test_other_plus_one_regions_are_derived_from_metadata():
+    # A sanity floor, so the parametrisation below cannot silently be empty.
+    assert {"JM", "DO", "PR", "BS", "VI", "GU"} <= set(OTHER_PLUS_ONE_REGIONS)
+    assert "US" not in OTHER_PLUS_ONE_REGIONS and "CA" not in OTHER_PLUS_ONE_REGIONS
+
+
+@pytest.mark.parametrize(
+    ("dialled", "region", "e164", "dest_region"),
+    [
+        ("+33142685300", "US", FR_PARIS, "FR"),
+        ("+33 1 42 68 53 00", "US", FR_PARIS, "FR"),
+        ("+33 (0)1 42.68.53.00", "US", FR_PARIS, "FR"),
+        ("01 42 68 53 00", "FR", FR_PARIS, "FR"),
+        ("01-42-68-53-00", "FR", FR_PARIS, "FR"),
+        ("0033142685300", "FR", FR_PARIS, "FR"),  # FR international prefix
+        ("011 33 1 42 68 53 00", "US", FR_PARIS, "FR"),  # US international prefix
+        ("tel:+33-1-42-68-53-00", "US", FR_PARIS, "FR"),
+        ("TEL:+33142685300", "US", FR_PARIS, "FR"),
+        ("tel:0142685300;phone-context=+33", "US", FR_PARIS, "FR"),
+        ("tel:212-200-1234;phone-context=+1", "FR", US_NYC, "US"),
+        ("tel:0142685300;phone-context=example.com", "FR", FR_PARIS, "FR"),
+        ("tel:+12122001234;ext=12", "FR", US_NYC, "US"),
+        ("sip:+12122001234@trunk.example;user=phone", "FR", US_NYC, "US"),
+        ("(212) 200-1234", "US", US_NYC, "US"),
+        ("1 212 200 1234", "US", US_NYC, "US"),
+        ("+1 876 209 1234", "US", "+18762091234", "JM"),
+        ("+1 787 200 1234", "US", "+17872001234", "PR"),
+        ("+44 7624 200123", "GB", "+447624200123", "IM"),
+        ("  +33142685300  ", "US", FR_PARIS, "FR"),
+    ],
+)
+def test_formats_normalise_to_e164_and_region(dialled, region, e164, dest_region):
+    n = normalize_destination(dialled, region)
+    assert n.ok, n.error
+    assert (n.e164, n.region) == (e164, dest_region)
+
+
+@pytest.mark.parametrize(
+    "dialled",
+    [
+        "",
+        "   ",
+        "+",
+        "++33142685300",
+        "abc",
+        "12ab",
+        "1-800-FLOWERS",  # vanity letters are refused
+        "1" * 40,
+        "9" * 40,
+        "+" + "3" * 40,
+        "+999123456",  # unassigned country code
+        "*67 212 200 1234",
+        "#31#",
+        "0142685300#",
+        "tel:",
+        "tel:;phone-context=+33",
+        "sip:@host",
+        "\x00\x01",
+        "１２１２２００１２３４",  # fullwidth digits
+        "٠١٤٢٦٨٥٣٠٠",  # Arabic-Indic digits
+        "０１４２６８５３００",
+        "+３３１４２６８５３００",
+        "2⁰1",  # superscript
+        "+33 1 42 68 53 00 ☎",
+        "1",
+        "42",  # neither a number nor a short code in FR
+    ],
+)
+@pytest.mark.parametrize("region", ["FR", "US"])
+def test_junk_is_number_invalid(settings, dialled, region):
+    n = normalize_destination(dialled, region)
+    assert not n.ok and n.error
+    organizer = "alice@contoso.com" if region == "FR" else "erin@fabrikam.com"
+    d = run(settings, organizer, dialled)
+    assert (d.allow, d.reason, d.status) == (False, Reason.NUMBER_INVALID, 484)
+    assert d.e164 is None
+
+
+def test_junk_never_raises_even_for_non_strings():
+    assert not normalize_destination(None, "FR").ok  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("region", OTHER_PLUS_ONE_REGIONS)
+def test_every_plus_one_region_other_than_us_ca_is_its_own_region(settings, region):
+    e164 = example_e164(region)
+    assert e164.startswith("+1")
+    n = normalize_destination(e164, "US")
+    assert n.ok and n.region == region
+    # Dialled nationally from the US it is the same number.
+    assert normalize_destination(e164[2:], "US").region == region
+    # The add-on never pays for it: erin (subscription, add-on, no credits) gets
+    # the pool only if the region is in Zone A (PR is), else no entitlement.
+    d = run(settings, "erin@fabrikam.com", e164)
+    assert d.bucket is not Bucket.USCA_UNLIMITED
+    assert Bucket.USCA_UNLIMITED not in d.fallback_buckets
+    if region in settings.catalogue.zone_a:
+        assert d.allow and d.bucket is Bucket.TENANT_POOL
+    else:
+        assert (d.allow, d.reason) == (False, Reason.NO_ENTITLEMENT)
+
+
+@pytest.mark.parametrize("region", OTHER_PLUS_ONE_REGIONS)
+def test_every_plus_one_region_other_than_us_is_not_domestic_for_a_us_organiser(region):
+    s = make_settings()
+    import copy
+
+    from policy_testlib import BASE
+
+    from policy import parse_policy_sections
+
+    data = copy.deepcopy(BASE)
+    data["organizers"][4]["dialout_policy"] = "domestic"
+    s = parse_policy_sections(data)
+    d = run(s, "erin@fabrikam.com", example_e164(region))
+    assert (d.allow, d.reason) == (False, Reason.NOT_DOMESTIC)
+
+
+@pytest.mark.parametrize(("region", "usca"), [("US", True), ("CA", True)])
+def test_us_and_ca_are_the_addon(settings, region, usca):
+    d = run(settings, "erin@fabrikam.com", example_e164(region))
+    assert d.allow and d.bucket is Bucket.USCA_UNLIMITED
+
+
+@pytest.mark.parametrize(
+    ("dialled", "region", "number_type"),
+    [
+        ("112", "FR", NumberType.EMERGENCY),
+        ("15", "FR", NumberType.EMERGENCY),
+        ("911", "US", NumberType.EMERGENCY),
+        ("112", "DE", NumberType.EMERGENCY),
+        ("999", "GB", NumberType.EMERGENCY),
+        ("000", "AU", NumberType.EMERGENCY),
+        ("3950", "FR", NumberType.SHORT_CODE),
+        ("+19002001234", "US", NumberType.PREMIUM_RATE),
+        ("+881612345678", "US", NumberType.SATELLITE),
+        ("+870773123456", "US", NumberType.SATELLITE),
+        ("+33142685300", "US", NumberType.FIXED_LINE),
+        ("+33612345678", "US", NumberType.MOBILE),
+        ("+18002001234", "US", NumberType.TOLL_FREE),
+    ],
+)
+def test_number_classes_come_from_metadata(dialled, region, number_type):
+    n = normalize_destination(dialled, region)
+    assert n.ok and n.number_type is number_type
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        phonenumbers.PhoneNumberType.PREMIUM_RATE,
+        phonenumbers.PhoneNumberType.SHARED_COST,
+        phonenumbers.PhoneNumberType.UAN,
+        phonenumbers.PhoneNumberType.PERSONAL_NUMBER,
+        phonenumbers.PhoneNumberType.PAGER,
+        phonenumbers.PhoneNumberType.VOICEMAIL,
+    ],
+)
+def test_blocked_types_from_metadata_examples_are_blocked(kind):
+    s = make_settings()
+    # Find a region in phonenumbers' metadata with an example of this type.
+    checked = 0
+    for region in ("GB", "FR", "DE", "US", "IT", "ES", "NL", "AT", "BE", "CH", "SE", "NO", "PL"):
+        number = phonenumbers.example_number_for_type(region, kind)
+        if number is None or phonenumbers.number_type(number) != kind:
+            continue
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        d = run(s, "alice@contoso.com", e164)
+        assert (d.allow, d.reason, d.status) == (False, Reason.DESTINATION_BLOCKED, 403), (region, e164)
+        assert d.number_type is NumberType.from_phonenumbers(kind)
+        checked += 1
+    assert checked, f"no example of {kind} in the sampled regions"
+
+
+def test_blocked_types_are_configurable_but_emergency_stays_blocked():
+    s = make_settings(blocked_number_types=[])
+    d = run(s, "alice@contoso.com", "+19002001234")
+    assert d.reason is not Reason.DESTINATION_BLOCKED
+    # Premium numbers never draw on the pool even when not blocked; alice has credits.
+    assert d.allow and d.bucket is Bucket.CREDITS
+    assert run(s, "alice@contoso.com", "112").reason is Reason.DESTINATION_BLOCKED
+    assert run(s, "alice@contoso.com", "3950").reason is Reason.DESTINATION_BLOCKED
+
+
+def test_validation_level_valid_rejects_possible_but_unassigned():
+    unassigned = "+33 7 00 00 00 00"  # right length for FR, outside every assigned range
+    n = normalize_destination(unassigned, "FR", "possible")
+    assert n.ok and not n.valid and n.region == "FR" and n.number_type is NumberType.UNKNOWN
+    assert not normalize_destination(unassigned, "FR", "valid").ok
+    strict = make_settings(number_validation="valid")
+    assert run(strict, "alice@contoso.com", unassigned).reason is Reason.NUMBER_INVALID
+    assert run(make_settings(), "alice@contoso.com", unassigned).allow  # the rules' default: possible is enough
+    assert run(strict, "alice@contoso.com", FR_PARIS).allow
+
+
+def test_parsing_is_cached_per_dialled_and_region():
+    normalize_destination.cache_clear()
+    a = normalize_destination("+33 1 42 68 53 00", "FR")
+    b = normalize_destination("+33 1 42 68 53 00", "FR")
+    assert a is b
+    info = normalize_destination.cache_info()
+    assert info.hits >= 1 and info.misses == 1
+    c = normalize_destination("+33 1 42 68 53 00", "US")
+    assert c == a and normalize_destination.cache_info().misses == 2
+
+
+def test_national_format_uses_usage_location(settings):
+    # "0142685300" is Paris for a FR organiser; for a US organiser it is no number.
+    assert run(settings, "alice@contoso.com", "0142685300", snapshot=Snapshot()).e164 == FR_PARIS
+    d = run(settings, "erin@fabrikam.com", "0142685300", AFTER_PROMO)
+    assert d.reason is Reason.NUMBER_INVALID
