@@ -1,0 +1,120 @@
+"""`dialout-gw explain` from flags and from JSONL, and its error handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+
+EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "gateway.toml")
+KEYS = {"allow", "status", "reason", "bucket", "fallback_buckets", "e164", "region", "number_type",
+        "max_duration_s", "explanation", "trace"}
+
+
+def _explain(capsys, *argv: str) -> tuple[int, list[dict], str]:
+    code = main(["explain", "--config", EXAMPLE, *argv])
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines() if line.strip()], err
+
+
+def test_single_request_from_flags(capsys):
+    code, out, err = _explain(capsys, "--organizer", "alice@contoso.com", "--number", "+33 1 42 68 53 00",
+                              "--at", "2018-05-01T10:00:00+02:00", "--initiator", "guest@example.org")
+    assert code == 0 and err == ""
+    (d,) = out
+    assert KEYS <= set(d)
+    assert d["allow"] is True and d["reason"] == "allowed" and d["bucket"] == "promotion"
+    assert d["e164"] == "+33142685300" and d["region"] == "FR" and d["status"] == 200
+
+
+@pytest.mark.parametrize(("at", "bucket"), [("2018-06-30T23:59:59", "promotion"), ("2018-07-01T00:00:00", "tenant_pool")])
+def test_naive_at_is_tenant_local_time(capsys, at, bucket):
+    code, (d,), _ = _explain(capsys, "--organizer", "alice@contoso.com", "--number", "+33142685300", "--at", at)
+    assert code == 0 and d["bucket"] == bucket
+
+
+def test_counters_flag(capsys):
+    code, (d,), _ = _explain(capsys, "--organizer", "alice@contoso.com", "--number", "0142685300", "--at", "2020-01-10T12:00",
+                             "--counters", '{"pool_used_minutes": 1497, "credits_balance": 0}')
+    assert code == 0 and d["bucket"] == "tenant_pool" and d["max_duration_s"] == 180
+
+
+def test_many_requests_from_jsonl(capsys, tmp_path):
+    lines = [
+        {"organizer": "erin@fabrikam.com", "number": "+1 212 200 1234", "at": "2020-01-10T12:00", "location": "ZW"},
+        {"organizer": "erin@fabrikam.com", "number": "+1 876 209 1234", "at": "2020-01-10T12:00"},
+        {"organizer": "dmitri@contoso.com", "number": "+33142685300"},
+        {"organizer": "bob@contoso.com", "number": "+49 30 901820"},
+        {"organizer": "alice@contoso.com", "number": "112"},
+        {"organizer": "alice@contoso.com", "number": "12ab"},
+        {"number": "+33142685300"},
+        {"organizer": "alice@contoso.com", "number": "+33142685300", "counters": {"concurrent_organizer": 10}},
+    ]
+    path = tmp_path / "calls.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines[:3]) + "\n\n" + "\n".join(json.dumps(x) for x in lines[3:]) + "\n")
+    code, out, err = _explain(capsys, "--requests", str(path))
+    assert code == 0 and err == ""
+    assert [d["reason"] for d in out] == ["allowed", "no_entitlement", "no_audio_conferencing", "not_domestic",
+                                         "destination_blocked", "number_invalid", "organizer_missing", "limit_concurrency"]
+    assert [d["status"] for d in out] == [200, 403, 403, 403, 403, 484, 403, 480]
+    assert out[0]["bucket"] == "usca_unlimited" and out[0]["location"] == "ZW"
+    assert out[7]["retry_after_s"] == 30
+    for d in out:
+        assert KEYS <= set(d)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json}\n", "calls.jsonl:1: not valid JSON"),
+        ('{"organizer": "a"}\n[1]\n', "calls.jsonl:1: 'number' is required"),
+        ('{"organizer": "a", "number": "1"}\n[1]\n', "calls.jsonl:2: expected a JSON object"),
+        ('{"organizer": "a", "numbr": "1"}\n', "calls.jsonl:1: unknown key 'numbr'"),
+        ('{"organizer": "a", "number": 33142685300}\n', "'number' must be a string"),
+        ('{"organizer": "a", "number": "1", "at": "tomorrow"}\n', "'at': expected an ISO 8601"),
+        ('{"organizer": "a", "number": "1", "counters": {"pool": 3}}\n', "counters.pool: unknown counter"),
+        ('{"organizer": "a", "number": "1", "counters": {"concurrent_tenant": -1}}\n', "counters.concurrent_tenant: expected a number >= 0"),
+        ("\n\n", "no requests"),
+    ],
+)
+def test_bad_input_lines_exit_2_with_one_line(capsys, tmp_path, content, message):
+    path = tmp_path / "calls.jsonl"
+    path.write_text(content)
+    code = main(["explain", "--config", EXAMPLE, "--requests", str(path)])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_config_exits_2(capsys, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[organizers]]\nid = "x"\ntenant = "none"\nusage_location = "FR"\n')
+    code = main(["explain", "--config", str(bad), "--organizer", "x", "--number", "1"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "organizers[0].tenant: expected" in err and str(bad) in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--organizer", "alice@contoso.com"],  # no number
+        ["--requests", "x.jsonl", "--number", "1"],  # both modes
+        ["--requests", "/nonexistent/x.jsonl"],
+        ["--number", "1", "--counters", "[]"],
+    ],
+)
+def test_operator_mistakes_exit_2(capsys, argv):
+    code = main(["explain", "--config", EXAMPLE, *argv])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.startswith("dialout-gw explain: ")
+
+
+def test_help_mentions_the_modes(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["explain", "--help"])
+    out, _ = capsys.readouterr()
+    assert exc.value.code == 0
+    assert "--requests" in out and "counters" in out and "--at" in out
