@@ -19,12 +19,12 @@ import os
 import queue
 import sys
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import pjsua2 as pj
 
 from gateway.logs import get_logger
+from gateway.settings import Listener
 
 # pjsip's own log levels (0 fatal .. 6 trace) mapped onto ours.
 _PJ_LEVEL_NAMES = {0: "error", 1: "error", 2: "warning", 3: "info", 4: "debug", 5: "debug", 6: "debug"}
@@ -58,15 +58,6 @@ class PjsipLogWriter(pj.LogWriter):
     def write(self, entry):
         level = _PJ_LEVEL_NAMES.get(entry.level, "debug")
         getattr(self._log, level)("pjsip", message=entry.msg.strip(), pj_level=entry.level)
-
-
-@dataclass(frozen=True, slots=True)
-class Listener:
-    transport: str  # "udp" | "tcp" | "tls"
-    address: str
-    port: int
-    cert_file: str | None = None
-    key_file: str | None = None
 
 
 class Timer:

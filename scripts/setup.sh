@@ -61,7 +61,8 @@ fi
 deps_stamp="$venv/.deps-$(sha256sum "$top/pyproject.toml" | cut -c1-12)"
 if [ ! -f "$deps_stamp" ]; then
   log "installing Python dependencies"
-  "$venv/bin/pip" -q install --disable-pip-version-check -e "$top[test]"
+  # compat mode: a path entry to the repo, so packages added later import too.
+  "$venv/bin/pip" -q install --disable-pip-version-check --config-settings editable_mode=compat -e "$top[test]"
   rm -f "$venv"/.deps-*
   touch "$deps_stamp"
 fi

@@ -1,0 +1,163 @@
+"""`dialout-gw run`: start the gateway and serve until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from datetime import datetime, timezone
+
+DESCRIPTION = """\
+Start the gateway: listen for the bridge's INVITEs on the configured
+transports, decide each one, relay it to the trunk or reject it, and meter
+answered minutes in the ledger (store.url).
+
+Signals:
+  SIGTERM, SIGINT  stop taking new calls (503 + Retry-After), let active calls
+                   finish for up to gateway.drain_timeout_s, then end the rest
+                   with a BYE, settle the ledger and exit 0.
+  SIGHUP           reload the directory and policy from the config file; calls
+                   in progress keep the decision they started with.
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run", help="start the gateway (SIP listener, relay, ledger)",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="the gateway's TOML config file")
+    p.add_argument("--check", action="store_true",
+                   help="validate the config, open the ledger, then exit without listening")
+    p.set_defaults(handler=handle)
+
+
+def load_everything(path: str):
+    """The config file, parsed and validated: (GatewayConfig, RuntimeSettings)."""
+    from gateway.cli import UserError
+    from gateway.config import load_config
+    from gateway.settings import SettingsError, parse_runtime_settings
+
+    config = load_config(path)
+    try:
+        runtime = parse_runtime_settings(config.raw_sections)
+    except SettingsError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    return config, runtime
+
+
+def handle(args) -> int:
+    from gateway.cli import UserError
+    from gateway.logs import configure_logging, get_logger
+
+    config, runtime = load_everything(args.config)
+    configure_logging(runtime.logging.level, runtime.logging.format)
+    log = get_logger(component="main")
+
+    import pjsua2 as pj
+
+    from gateway.sipstack import SipStack
+    from store import StoreError, open_store
+
+    try:
+        store = open_store(runtime.store.url, instance_id=runtime.store.instance_id, chunk_s=runtime.store.chunk_s)
+        store.migrate()
+    except StoreError as exc:
+        raise UserError(f"store.url {runtime.store.url}: {exc}") from None
+    if args.check:
+        log.info("config_ok", config=args.config, organizers=len(config.policy.organizers))
+        store.close()
+        return 0
+
+    recovered = store.recover_open_calls(datetime.now(timezone.utc))
+    for s in recovered:
+        log.warning("call_recovered", call_id=s.call_id, talk_s=s.talk_s, billed_units=s.billed_units,
+                    charges=dict(s.charges))
+
+    # Two pjsua calls per relayed call, plus room for rejects in flight.
+    stack = SipStack(max_calls=min(8192, runtime.max_concurrent_calls * 2 + 256),
+                     pjsip_log_level=runtime.logging.pjsip_level)
+    try:
+        for listener in runtime.listeners:
+            try:
+                stack.listen(listener)
+            except pj.Error as exc:
+                raise UserError(
+                    f"cannot listen on {listener.transport} {listener.address}:{listener.port}: {exc.reason}"
+                ) from None
+        stack.start()
+
+        from gateway.service import GatewayService
+
+        metrics = None
+        if runtime.metrics.port:
+            from gateway.metrics import start_metrics
+
+            metrics = start_metrics(runtime.metrics)
+        service = GatewayService(stack=stack, config=config, runtime=runtime, store=store, metrics=metrics)
+        if metrics:
+            metrics.bind(service)
+        service.start()
+
+        state = {"stop_requested": False, "deadline": None, "reload": False}
+
+        def on_stop(signum, _frame):
+            state["stop_requested"] = True
+
+        def on_hup(signum, _frame):
+            state["reload"] = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+        log.info("gateway_started", config=args.config,
+                 listen=[f"{l.transport}:{l.address}:{l.port}" for l in runtime.listeners],
+                 trunk=runtime.trunk.uri, store=_redact(runtime.store.url), recovered_calls=len(recovered))
+
+        def should_stop() -> bool:
+            if state["reload"]:
+                state["reload"] = False
+                _reload(service, args.config, log)
+            if state["stop_requested"] and state["deadline"] is None:
+                state["deadline"] = time.monotonic() + runtime.drain_timeout_s
+                service.begin_drain()
+            if state["deadline"] is not None:
+                return service.active == 0 or time.monotonic() >= state["deadline"]
+            return False
+
+        stack.run(should_stop)
+        if service.active:
+            log.warning("drain_timeout", active_calls=service.active)
+            service.hangup_everything("the gateway is shutting down")
+            end = time.monotonic() + 5
+            while service.active and time.monotonic() < end:
+                stack.poll(10)
+        # Let final responses and BYE transactions go out.
+        for _ in range(20):
+            stack.poll(5)
+        log.info("gateway_stopped", active_calls=service.active)
+        service.account.shutdown()
+    finally:
+        stack.shutdown()
+        store.close()
+    return 0
+
+
+def _reload(service, path: str, log) -> None:
+    from gateway.config import ConfigError
+
+    try:
+        config, _runtime = load_everything(path)
+    except (ConfigError, Exception) as exc:  # a bad edit must not take the gateway down
+        log.error("config_reload_failed", config=path, error=str(exc))
+        return
+    service.reload(config)
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a store URL before logging it."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
+    return url

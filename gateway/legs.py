@@ -1,0 +1,63 @@
+"""The two call legs of a relayed call, as thin pjsua2 `Call` subclasses.
+
+A leg only forwards pjsua2's callbacks to its `RelayedCall` (gateway/relay.py),
+which owns the call-control logic. Every callback is guarded: an exception is
+logged with the call's context and the gateway keeps serving other calls.
+"""
+
+from __future__ import annotations
+
+import pjsua2 as pj
+
+
+class Leg(pj.Call):
+    side = "?"
+
+    def __init__(self, account, relay, call_id: int = pj.PJSUA_INVALID_ID):
+        super().__init__(account, call_id)
+        self.relay = relay
+        # The SDP this leg should offer or answer next, set by the relay
+        # before pjsua asks for it in onCallSdpCreated.
+        self.next_local_sdp: str | None = None
+        self.disconnected = False
+
+    def alive(self) -> bool:
+        """True while an operation on this leg is safe (see field notes: an
+        operation on a disconnected call aborts the process)."""
+        return not self.disconnected and self.isActive()
+
+    def _guard(self, handler, prm) -> None:
+        try:
+            handler(self, prm)
+        except Exception:
+            self.relay.log.exception("callback_failed", leg=self.side)
+
+    def onCallState(self, prm):
+        self._guard(self.relay.on_state, prm)
+
+    def onCallTsxState(self, prm):
+        self._guard(self.relay.on_tsx, prm)
+
+    def onCallSdpCreated(self, prm):
+        # SDP passthrough: replace pjsua's own offer/answer with the peer's.
+        if self.next_local_sdp:
+            prm.sdp.wholeSdp = self.next_local_sdp
+
+    def onCallRxReinvite(self, prm):
+        self._guard(self.relay.on_rx_reinvite, prm)
+
+    def onCallMediaState(self, prm):
+        # Signalling-only relay: nothing is connected to the conference bridge.
+        pass
+
+
+class BridgeLeg(Leg):
+    """The A-leg: the gateway is the UAS toward the conference bridge."""
+
+    side = "bridge"
+
+
+class TrunkLeg(Leg):
+    """The B-leg: the gateway is the UAC toward the PSTN trunk."""
+
+    side = "trunk"

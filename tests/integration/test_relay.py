@@ -1,0 +1,59 @@
+"""Relay through the real gateway: SIPp bridge -> gateway -> SIPp trunk."""
+
+import pytest
+
+from sip import connection_address, media_ports
+from tests.integration.sipp_runner import free_port, run_sipp
+
+pytestmark = pytest.mark.integration
+
+FR_NUMBER = "+33142685300"
+
+
+def start_trunk(gw, tmp_path, scenario="trunk_answer.xml", calls=1, extra=None):
+    return run_sipp(scenario, "", tmp_path / "trunk", calls=calls, local_port=gw.trunk_port,
+                    extra=["-mp", "9000", "-trace_msg", *(extra or [])], background=True, timeout_s=30)
+
+
+def bridge(gw, tmp_path, scenario="bridge_call.xml", *, organizer="alice@contoso.com", number=FR_NUMBER,
+           location="FR", calls=1, rate=10, talk_ms=200, extra=None):
+    return run_sipp(scenario, gw.target, tmp_path / "bridge", calls=calls, rate=rate, service=number,
+                    local_port=free_port(),
+                    extra=["-key", "organizer", organizer, "-key", "location", location, "-mp", "7000",
+                           "-d", str(talk_ms), "-trace_msg", *(extra or [])], timeout_s=30)
+
+
+def messages(workdir):
+    """All messages SIPp traced (-trace_msg), as one string per message."""
+    text = "".join(p.read_text(errors="replace") for p in sorted(workdir.glob("*_messages.log")))
+    return text
+
+
+def test_answered_call_is_relayed_with_sdp_passed_through_and_hung_up_by_bridge(gateway, tmp_path):
+    trunk = start_trunk(gateway, tmp_path)
+    result = bridge(gateway, tmp_path)
+    trunk_out, trunk_err = trunk.communicate(timeout=30)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert trunk.returncode == 0, trunk_err[-2000:]
+
+    trunk_msgs = messages(tmp_path / "trunk")
+    bridge_msgs = messages(tmp_path / "bridge")
+    # The trunk sees a +E164 Request-URI with user=phone, the configured caller ID,
+    # no X-Dialout-* header, and the bridge's own media address (port 7000).
+    invite_at_trunk = trunk_msgs[trunk_msgs.index("INVITE sip:"):]
+    invite_at_trunk = invite_at_trunk[: invite_at_trunk.index("\n\n", invite_at_trunk.index("m=audio"))]
+    assert "INVITE sip:+33142685300@127.0.0.1" in invite_at_trunk and "user=phone" in invite_at_trunk
+    assert "+18005550100" in invite_at_trunk.split("From:", 1)[1].split("\n", 1)[0]
+    assert "x-dialout" not in invite_at_trunk.lower()
+    assert 7000 in media_ports(invite_at_trunk)
+    # The bridge gets the trunk's media address (port 9000) in the 200.
+    ok = bridge_msgs[bridge_msgs.index("SIP/2.0 200 OK"):]
+    assert 9000 in media_ports(ok)
+
+    line = gateway.wait_calls(1)[0]
+    assert line["decision"] == "allow" and line["reason"] == "allowed"
+    assert line["organizer"] == "alice@contoso.com" and line["destination"] == FR_NUMBER
+    assert line["region"] == "FR" and line["bucket"] == "tenant_pool"
+    assert line["bridge_status"] == 200 and line["trunk_status"] == 200
+    assert line["ended_by"] == "bridge" and line["billed_units"] == 1
+    assert line["meeting"] == "meeting-1" and line["location"] == "FR"
