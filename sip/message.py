@@ -286,7 +286,11 @@ def parse_address(value: str, *, allow_star: bool = False) -> Address:
             return Address(None, uri, params)
         words = v[:lt].split()
         for word in words:
-            if not _is_token(word):
+            # Lenient: UTF-8 letters are accepted in an unquoted display name
+            # (RFC 3261 wants them quoted; real UAs do not always bother).
+            if not _TOKEN_CHARS.issuperset(word) and not all(
+                c in _TOKEN_CHARS or c > "\x7f" for c in word
+            ):
                 raise SipParseError("unquoted display name holds separators")
         display = " ".join(words) if words else None
         rest = v[lt:]
@@ -428,52 +432,56 @@ def parse_request(raw: str | bytes) -> SipRequest:
     if not raw:
         raise SipParseError("empty message")
     head, body = _split_head(raw)
-    lines = head.split("\n")
+    lines = head.replace("\r\n", "\n").split("\n")
     method, uri, version = _parse_start_line(lines[0].rstrip("\r"))
 
     # Unfold, then split each header line at its colon.
     entries: list[tuple[str, str]] = []
     for line in lines[1:]:
-        if line.endswith("\r"):
-            line = line[:-1]
-        if not line:
+        if not line or line == "\r":
             raise SipParseError("blank line inside the header section")
-        if line[0] in " \t":
+        c0 = line[0]
+        if c0 == " " or c0 == "\t":
             if not entries:
                 raise SipParseError("continuation line before any header")
             name, value = entries[-1]
-            more = line.strip(" \t")
+            more = line.strip(" \t\r")
             if more:
                 entries[-1] = (name, f"{value} {more}" if value else more)
             continue
         colon = line.find(":")
         if colon <= 0:
             raise SipParseError("header line without a name and colon")
-        name = line[:colon].rstrip(" \t")
-        if not _is_token(name):
+        name = line[:colon]
+        if name[-1] in " \t":
+            name = name.rstrip(" \t")
+        if not _TOKEN_CHARS.issuperset(name):
             raise SipParseError("malformed header name")
-        entries.append((name, line[colon + 1 :].strip(" \t")))
+        entries.append((name, line[colon + 1 :].strip(" \t\r")))
 
     index: dict[str, list[str]] = {}
     headers: list[tuple[str, str]] = []
     for name, value in entries:
-        key = COMPACT_FORMS.get(name.lower(), None) or name.lower()
+        lname = name.lower()
+        key = COMPACT_FORMS.get(lname, lname)
         canon = _CANONICAL.get(key, name)
-        if key in _LIST_HEADERS:
-            raw_parts = _split_outside(value, ",")
-            values = [p.strip(" \t") for p in raw_parts]
+        if key in _LIST_HEADERS and "," in value:
+            values = [p.strip(" \t") for p in _split_outside(value, ",")]
             if "" in values:
                 if key in _NO_EMPTY_ELEMENTS:
                     raise SipParseError(f"empty element in {canon}")
                 values = [v for v in values if v]
+            bucket = index.setdefault(key, [])
+            for v in values:
+                bucket.append(v)
+                headers.append((canon, v))
         else:
-            values = [value]
-        bucket = index.get(key)
-        if bucket is None:
-            index[key] = bucket = []
-        for v in values:
-            bucket.append(v)
-            headers.append((canon, v))
+            bucket = index.get(key)
+            if bucket is None:
+                index[key] = [value]
+            else:
+                bucket.append(value)
+            headers.append((canon, value))
 
     for key in _REQUIRED:
         if key not in index:
