@@ -9,4 +9,5 @@ Each module exposes `register(subparsers)`, which adds its parser and sets
 COMMAND_MODULES = (
     "run",
     "explain",
+    "usage", "db", "directory",
 )
