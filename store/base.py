@@ -293,9 +293,11 @@ class Store(ABC):
             bperiod = LIFETIME if is_credits else period
             unit_amount = increment_s / 60.0 * (spec.rate_per_minute if is_credits else 1.0)
             if spec.capacity is None:
-                self._x("INSERT INTO reservations (call_id, seq, tenant, period, bucket, units, unit_amount, amount)"
-                        " VALUES (?, ?, ?, ?, ?, NULL, ?, 0)",
-                        (call_id, seq, tenant, bperiod, spec.bucket, unit_amount))
+                cur = self._x("INSERT INTO reservations (call_id, seq, tenant, period, bucket, units, unit_amount,"
+                              " amount) VALUES (?, ?, ?, ?, ?, NULL, ?, 0) ON CONFLICT (call_id, seq) DO NOTHING",
+                              (call_id, seq, tenant, bperiod, spec.bucket, unit_amount))
+                if cur.rowcount != 1:
+                    raise _Retry()
                 return pos, seq + 1, spec.bucket, None
             capacity = float(spec.capacity)
             # Upsert = lock the bucket row and read its latest committed state.
@@ -317,9 +319,11 @@ class Store(ABC):
                           (amount, tenant, bperiod, spec.bucket, amount, capacity + EPS))
             if cur.rowcount != 1:  # cannot happen while we hold the row; never overspend if it does
                 continue
-            self._x("INSERT INTO reservations (call_id, seq, tenant, period, bucket, units, unit_amount, amount)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (call_id, seq, tenant, bperiod, spec.bucket, units, unit_amount, amount))
+            cur = self._x("INSERT INTO reservations (call_id, seq, tenant, period, bucket, units, unit_amount, amount)"
+                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_id, seq) DO NOTHING",
+                          (call_id, seq, tenant, bperiod, spec.bucket, units, unit_amount, amount))
+            if cur.rowcount != 1:
+                raise _Retry()  # the Call-ID already has this chunk: a replayed open_call
             total = granted + units * increment_s
             if max_duration_s is not None:
                 total = min(total, max_duration_s)
@@ -338,13 +342,27 @@ class Store(ABC):
         period, day = _period_day(call.started_at, call.tz)
         chain_json = _encode_chain(call.chain)
 
+        replay = [False]  # first try without the lookup: a repeated Call-ID is rare
+
         def fn() -> Grant | None:
-            row = self._x("SELECT bucket, granted_s FROM calls WHERE call_id = ?", (call.call_id,)).fetchone()
-            if row is not None:
-                return Grant(row[0], row[1])
+            try:
+                return attempt()
+            except _Retry:
+                replay[0] = True
+                raise
+
+        def attempt() -> Grant | None:
+            if replay[0]:
+                row = self._x("SELECT bucket, granted_s FROM calls WHERE call_id = ?", (call.call_id,)).fetchone()
+                if row is not None:
+                    return Grant(row[0], row[1])
             got = self._reserve(call.call_id, call.tenant, period, call.chain, 0, 0, 0,
                                 call.increment_s, call.max_duration_s)
             if got is None:
+                if not replay[0]:  # nothing left: but is this Call-ID already open?
+                    row = self._x("SELECT bucket, granted_s FROM calls WHERE call_id = ?", (call.call_id,)).fetchone()
+                    if row is not None:
+                        return Grant(row[0], row[1])
                 return None
             pos, nres, bucket, granted = got
             cur = self._x(
@@ -356,7 +374,7 @@ class Store(ABC):
                  period, day, started, call.increment_s, call.max_duration_s, chain_json, pos, nres, bucket,
                  granted))
             if cur.rowcount != 1:
-                raise _Retry()  # another instance opened the same Call-ID first: return its grant
+                raise _Retry()  # the Call-ID is already open (a retransmission, or another instance): roll back, return its grant
             return Grant(bucket, granted)
 
         return self._run(fn)

@@ -35,6 +35,7 @@ class PostgresStore(Store):
         self.connect_timeout_s = connect_timeout_s
         self._sql_cache: dict[str, str] = {}
         self._conn = self._connect()
+        self._cur = self._conn.cursor()
 
     def _connect(self) -> psycopg.Connection:
         try:
@@ -51,7 +52,7 @@ class PostgresStore(Store):
         return out
 
     def _x(self, sql, params=()):
-        return self._conn.execute(self._sql(sql), params)
+        return self._cur.execute(self._sql(sql), params)
 
     def _xmany(self, sql, rows):
         with self._conn.cursor() as cur:
@@ -79,6 +80,7 @@ class PostgresStore(Store):
     def _reconnect(self) -> None:
         self._close_connection()
         self._conn = self._connect()
+        self._cur = self._conn.cursor()
 
     def _table_exists(self, name: str) -> bool:
         return self._x("SELECT to_regclass(?)", (name,)).fetchone()[0] is not None

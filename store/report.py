@@ -23,7 +23,9 @@ def tenant_info(obj, fallback_id: str | None = None) -> dict:
     else:
         enabled, balance = _get(obj, "credits_enabled", False), _get(obj, "credits_balance", None)
     licences = _get(obj, "subscription_licences")
+    pool_minutes = _get(obj, "pool_minutes")  # policy.model.Tenant precomputes it
     return {
+        "pool_minutes": float(pool_minutes) if pool_minutes is not None else None,
         "id": str(_get(obj, "id", None) or fallback_id),
         "timezone": _get(obj, "timezone", None) or _get(obj, "tz", None) or "UTC",
         "subscription_licences": int(licences) if licences is not None else None,
@@ -70,7 +72,9 @@ def build_usage_report(store, *, tenant, month, tenants_config, now: datetime, t
                 "SELECT bucket, period, capacity, used, reserved FROM buckets WHERE tenant = ?"
                 " AND period IN (?, ?)", (tid, period, LIFETIME)).fetchall()}
             pool_cap, pool_used, pool_res = buckets.get(("tenant_pool", period), (None, 0.0, 0.0))
-            if info["subscription_licences"] is not None:
+            if info.get("pool_minutes") is not None:
+                pool_size = info["pool_minutes"]
+            elif info["subscription_licences"] is not None:
                 pool_size = float(info["subscription_licences"] * pool_minutes_per_licence)
             else:
                 pool_size = float(pool_cap or 0.0)

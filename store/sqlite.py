@@ -24,6 +24,7 @@ class SQLiteStore(Store):
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self._conn = self._connect()
+        self._cur = self._conn.cursor()
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -42,16 +43,16 @@ class SQLiteStore(Store):
         return conn
 
     def _x(self, sql, params=()):
-        return self._conn.execute(sql, params)
+        return self._cur.execute(sql, params)
 
     def _xmany(self, sql, rows):
         self._conn.executemany(sql, rows)
 
     def _begin(self, write: bool) -> None:
-        self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        self._cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
     def _commit(self) -> None:
-        self._conn.execute("COMMIT")
+        self._cur.execute("COMMIT")
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:
@@ -65,6 +66,7 @@ class SQLiteStore(Store):
     def _reconnect(self) -> None:
         self._close_connection()
         self._conn = self._connect()
+        self._cur = self._conn.cursor()
 
     def _table_exists(self, name: str) -> bool:
         return self._x("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None

@@ -141,6 +141,12 @@ def test_open_is_idempotent(store):
     g2 = store.open_call(call())
     assert g1 == g2 == Grant(POOL, 300)
     assert store.bucket_row("t1", "2018-07", POOL)["reserved"] == 5.0
+    # Replayed when the pool is dry: still the first grant, nothing more reserved.
+    assert store.open_call(call("c2", BucketSpec(POOL, 5))) is None
+    assert store.open_call(call("c1", BucketSpec(POOL, 5))) == Grant(POOL, 300)
+    store.close_call("c1", at(10), "cancelled")
+    assert store.open_call(call()) == Grant(POOL, 300)  # a replay after the close changes nothing
+    assert store.bucket_row("t1", "2018-07", POOL) == {"capacity": 600.0, "used": 0.0, "reserved": 0.0}
 
 
 def test_unused_reservation_is_released(store):
