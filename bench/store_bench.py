@@ -124,6 +124,10 @@ def main() -> int:
                 conn.execute("DROP SCHEMA IF EXISTS store_bench CASCADE")
             if env:
                 subprocess.run([str(ROOT / "scripts" / "pg_test_server.sh"), "stop"], env=env, capture_output=True)
+                try:
+                    os.rmdir(os.path.dirname(env["DIALOUT_PG_DIR"]))
+                except OSError:
+                    pass
     report = {
         "benchmark": "store_bench",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
