@@ -125,11 +125,19 @@ class GatewayService:
         call = RelayedCall(self, leg, sip_call_id="", log=self.log, received_at=received)
         leg.relay = call
         self.calls[prm.callId] = call
+        # Decide once this callback has returned: inside onIncomingCall the
+        # INVITE session is not set up yet, and pjsua would delay a rejection
+        # and drop its Reason/Warning headers.
+        self.stack.after_poll(lambda: self._decide_and_act(call, raw, source, received))
+
+    def _decide_and_act(self, call: RelayedCall, raw: str, source: str, received: float) -> None:
+        if not call.bridge.alive():
+            return  # CANCELled or failed in between; on_state has the details
         try:
             self._handle_invite(call, raw, source, received)
         except Exception:
             self.log.exception("invite_failed", source=source)
-            if leg.alive() and call.bridge_status is None:
+            if call.bridge.alive() and call.bridge_status is None:
                 call.reject(500, [], Reason.TRUNK_FAILURE)
 
     def _handle_invite(self, call: RelayedCall, raw: str, source: str, received: float) -> None:

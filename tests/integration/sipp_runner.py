@@ -66,6 +66,7 @@ def run_sipp(
     workdir.mkdir(parents=True, exist_ok=True)
     stat_file = workdir / f"{Path(scenario).stem}-{local_port or 'auto'}-stats.csv"
     scenario_args = (["-sn", scenario] if scenario in ("uas", "uac") else ["-sf", str(SCENARIOS / scenario)])
+    # SCENARIOS / an absolute path is that path: formatted templates live in tmp dirs.
     cmd = [sipp_binary(), *scenario_args]
     if target:
         cmd.append(target)
@@ -96,6 +97,17 @@ def run_sipp(
         proc.stdout,
         proc.stderr,
     )
+
+
+def scenario_from_template(template: str, workdir: Path, **values) -> str:
+    """Format a `*.xml.tmpl` scenario (e.g. {status}) into workdir; returns its path."""
+    text = (SCENARIOS / template).read_text()
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", str(value))
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / template.replace(".xml.tmpl", "-" + "-".join(str(v) for v in values.values()) + ".xml")
+    out.write_text(text)
+    return str(out)
 
 
 def read_stats(stat_file: Path) -> dict:

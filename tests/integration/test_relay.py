@@ -24,9 +24,19 @@ def bridge(gw, tmp_path, scenario="bridge_call.xml", *, organizer="alice@contoso
 
 
 def messages(workdir):
-    """All messages SIPp traced (-trace_msg), as one string per message."""
+    """Everything SIPp traced (-trace_msg) in workdir, as one string."""
     text = "".join(p.read_text(errors="replace") for p in sorted(workdir.glob("*_messages.log")))
     return text
+
+
+def message_list(workdir) -> list[str]:
+    """The traced SIP messages one by one, without SIPp's separator lines."""
+    out = []
+    for block in messages(workdir).split("\n-----------------------------------------------"):
+        _, _, message = block.partition(":\n\n")
+        if message.strip():
+            out.append(message.strip("\n"))
+    return out
 
 
 def test_answered_call_is_relayed_with_sdp_passed_through_and_hung_up_by_bridge(gateway, tmp_path):
