@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass, field
 
 from sip import HeaderNames
+from store.settings import StoreSettings, parse_store_section
 
 _MISSING = object()
 
@@ -41,14 +42,6 @@ class TrunkSettings:
     uri: str
     caller_id: str
     answer_timeout_s: float = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class StoreSettings:
-    url: str = "sqlite:///var/ledger.db"
-    heartbeat_s: float = 30.0
-    chunk_s: int = 300
-    instance_id: str = field(default_factory=socket.gethostname)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,17 +182,7 @@ def parse_runtime_settings(sections: dict[str, dict]) -> RuntimeSettings:
                 raise SettingsError(f"sip.headers.{k}", "a SIP header name such as X-Dialout-Organizer", v)
         headers = HeaderNames(**names)
 
-    st = sections.get("store", {})
-    _check_keys(st, "store", {"url", "heartbeat_s", "chunk_s", "instance_id"})
-    url = _get(st, "store", "url", str, '"sqlite:///path.db" or "postgresql://user@host/db"', "sqlite:///var/ledger.db")
-    if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
-        raise SettingsError("store.url", '"sqlite:///path.db" or "postgresql://user@host/db"', url)
-    store = StoreSettings(
-        url=url,
-        heartbeat_s=_positive(_get(st, "store", "heartbeat_s", float, "seconds > 0", 30.0), "store.heartbeat_s", "seconds > 0"),
-        chunk_s=_positive(_get(st, "store", "chunk_s", int, "seconds > 0", 300), "store.chunk_s", "seconds > 0"),
-        instance_id=_get(st, "store", "instance_id", str, "a string", socket.gethostname()),
-    )
+    store = parse_store_section(sections.get("store"))  # raises StoreSettingsError
 
     lg = sections.get("logging", {})
     _check_keys(lg, "logging", {"level", "format", "pjsip_level", "mask_numbers", "refusal_log_interval_s"})

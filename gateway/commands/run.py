@@ -37,11 +37,12 @@ def load_everything(path: str):
     from gateway.cli import UserError
     from gateway.config import load_config
     from gateway.settings import SettingsError, parse_runtime_settings
+    from store.settings import StoreSettingsError
 
     config = load_config(path)
     try:
         runtime = parse_runtime_settings(config.raw_sections)
-    except SettingsError as exc:
+    except (SettingsError, StoreSettingsError) as exc:
         raise UserError(f"{path}: {exc}") from None
     return config, runtime
 
@@ -57,10 +58,11 @@ def handle(args) -> int:
     import pjsua2 as pj
 
     from gateway.sipstack import SipStack
-    from store import StoreError, open_store
+    from store import StoreError
+    from store.settings import open_from_settings
 
     try:
-        store = open_store(runtime.store.url, instance_id=runtime.store.instance_id, chunk_s=runtime.store.chunk_s)
+        store = open_from_settings(runtime.store, log=get_logger(component="ledger"))
         store.migrate()
     except StoreError as exc:
         raise UserError(f"store.url {runtime.store.url}: {exc}") from None
