@@ -82,6 +82,7 @@ class GatewayService:
         self.answered: dict[str, RelayedCall] = {}       # SIP Call-ID -> answered call (heartbeats)
         self.active = 0
         self.draining = False
+        self.store_ok = True              # readiness: false while the ledger cannot be reached
         self.account: GatewayAccount | None = None
         self.trunk_host = runtime.trunk.uri.split(":", 1)[1]
         self.mask = runtime.logging.mask_numbers
@@ -99,6 +100,7 @@ class GatewayService:
         self.account = GatewayAccount(self)
         self.account.create(cfg, True)
         self._schedule_heartbeat()
+        self._check_store()
 
     def reload(self, config) -> None:
         """SIGHUP: swap directory and policy; calls in progress keep their decision."""
@@ -148,6 +150,8 @@ class GatewayService:
             # Nothing about organisers or numbers goes into this answer or its log.
             call.admission_refused = True
             self.refusals.refused(source, refusal, received, transport=transport)
+            if self.metrics:
+                self.metrics.admission_refused(refusal.reason.value)
             call.reject(refusal.reason.status, self.reject_headers_for(refusal.reason, refusal.sentence, refusal.retry_after_s),
                         refusal.reason)
             return
@@ -171,7 +175,12 @@ class GatewayService:
         )
         now = datetime.now(UTC)
         decision_started = time.perf_counter()
-        snapshot = self._snapshot(request, now)
+        try:
+            snapshot = self._snapshot(request, now)
+        except Exception as exc:
+            self._ledger_failed("snapshot", exc)
+            self._reject_unmetered(call)
+            return
         decision = decide(request, snapshot, now, self.policy)
         call.decision = decision
         call.explanation = decision.explanation
@@ -182,7 +191,12 @@ class GatewayService:
                         self.reject_headers_for(decision.reason, decision.explanation, decision.retry_after_s),
                         decision.reason)
             return
-        grant = self._open_ledger(call, decision, now)
+        try:
+            grant = self._open_ledger(call, decision, now)
+        except Exception as exc:
+            self._ledger_failed("open_call", exc)
+            self._reject_unmetered(call)
+            return
         if grant is None:
             call.explanation = "every entitlement was spent by calls in progress before this one could reserve"
             call.reject(Reason.NO_ENTITLEMENT.status,
@@ -233,6 +247,40 @@ class GatewayService:
         call.ledger_open = grant is not None
         return grant
 
+    def _reject_unmetered(self, call: RelayedCall) -> None:
+        """Fail closed: a call the ledger cannot meter is not placed."""
+        call.explanation = "the usage ledger is unavailable, so the call was not placed (it could not be metered)"
+        call.reject(503, self.reject_headers_for(Reason.OVERLOADED, call.explanation, 5), Reason.OVERLOADED)
+
+    def _ledger_failed(self, operation: str, exc: Exception) -> None:
+        self.store_ok = False
+        self.log.error("ledger_write_failed", operation=operation, error=str(exc) or type(exc).__name__)
+        if self.metrics:
+            self.metrics.ledger_errors.inc()
+
+    def _check_store(self) -> None:
+        """Readiness probe of the ledger, every few seconds on the loop thread."""
+        try:
+            self.store.schema_version()
+            self.store_ok = True
+            if self.metrics:
+                self._export_pool_usage()
+        except Exception as exc:
+            if self.store_ok:
+                self.log.error("ledger_unreachable", error=str(exc) or type(exc).__name__)
+            self.store_ok = False
+        self.stack.call_later(5.0, self._check_store)
+
+    def _export_pool_usage(self) -> None:
+        from store.base import period_of
+
+        now = datetime.now(UTC)
+        for tenant in self.policy.tenants.values():
+            row = self.store.bucket_row(tenant.id, period_of(now, tenant.timezone), "tenant_pool")
+            used = (row["used"] + row["reserved"]) if row else 0.0
+            self.metrics.pool_used.labels(tenant.id).set(used)
+            self.metrics.pool_size.labels(tenant.id).set(tenant.pool_minutes)
+
     def reject_headers_for(self, reason: Reason, sentence: str, retry_after_s: int | None = None):
         if retry_after_s is None and reason.transient:
             retry_after_s = 1
@@ -248,7 +296,11 @@ class GatewayService:
     def call_answered(self, call: RelayedCall) -> None:
         call.answered_at = datetime.now(UTC)
         self.answered[call.sip_call_id] = call
-        self.store.answered(call.sip_call_id, call.answered_at)
+        try:
+            self.store.answered(call.sip_call_id, call.answered_at)
+        except Exception as exc:
+            # The call goes on; close_call carries the answer time again.
+            self._ledger_failed("answered", exc)
         self._schedule_cut(call)
 
     def _schedule_cut(self, call: RelayedCall) -> None:
@@ -288,19 +340,18 @@ class GatewayService:
             try:
                 settlement = self.store.close_call(
                     call.sip_call_id, ended_at, str(call.reason or Reason.ALLOWED),
-                    a_status=call.bridge_status, b_status=call.trunk_status)
+                    a_status=call.bridge_status, b_status=call.trunk_status, answered_at=call.answered_at)
             except Exception as exc:
-                # The call stays open in the ledger and is settled by recovery.
-                self.log.error("ledger_write_failed", call_id=call.sip_call_id, error=str(exc))
-                if self.metrics:
-                    self.metrics.ledger_errors.inc()
+                # The call stays open in the ledger; recovery settles it to its last heartbeat.
+                self._ledger_failed("close_call", exc)
         if call.counted_active:
             self.active -= 1
         self.answered.pop(call.sip_call_id, None)
+        # Admission refusals have their own rate-limited event and counter.
         if not call.admission_refused:
             self._canonical_line(call, settlement, ended_at)
-        if self.metrics:
-            self.metrics.call_finished(call, settlement)
+            if self.metrics:
+                self.metrics.call_finished(call, settlement)
         ids = [call.bridge.getId()] + ([call.trunk.getId()] if call.trunk else [])
         self.stack.after_poll(lambda: [self.calls.pop(i, None) for i in ids])
 
@@ -314,9 +365,7 @@ class GatewayService:
             if self.answered:
                 self.store.heartbeat(list(self.answered), datetime.now(UTC))
         except Exception as exc:
-            self.log.error("ledger_write_failed", operation="heartbeat", error=str(exc))
-            if self.metrics:
-                self.metrics.ledger_errors.inc()
+            self._ledger_failed("heartbeat", exc)
         finally:
             self._schedule_heartbeat()
 

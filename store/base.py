@@ -424,8 +424,13 @@ class Store(ABC):
     # ------------------------------------------------------------------ settlement
 
     def close_call(self, call_id: str, ended_at: datetime, outcome: str, *,
-                   a_status: int | None = None, b_status: int | None = None) -> Settlement:
-        """Settle a call; idempotent: a second close returns the first Settlement."""
+                   a_status: int | None = None, b_status: int | None = None,
+                   answered_at: datetime | None = None) -> Settlement:
+        """Settle a call; idempotent: a second close returns the first Settlement.
+
+        `answered_at` is the caller's own record of the answer, used when the
+        `answered()` write itself was lost (e.g. the disk was full then).
+        """
         end_ts = _epoch(ended_at)
 
         def fn() -> Settlement:
@@ -436,6 +441,8 @@ class Store(ABC):
                 return Settlement(call_id, outcome, 0.0, 0, 60, (), False)
             if row[12] == "closed":
                 return self._settlement_of(row)
+            if row[10] is None and answered_at is not None:
+                row = (*row[:10], _epoch(answered_at), *row[11:])
             return self._settle(row, end_ts, outcome, False, a_status, b_status)
 
         return self._run(fn)

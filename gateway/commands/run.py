@@ -139,6 +139,8 @@ def handle(args) -> int:
             stack.poll(5)
         log.info("gateway_stopped", active_calls=service.active)
         service.account.shutdown()
+        if metrics:
+            metrics.close()
     finally:
         stack.shutdown()
         store.close()

@@ -1,0 +1,124 @@
+"""Prometheus metrics and health over HTTP on a loopback port (`[metrics]`).
+
+    GET /metrics   Prometheus text format (prometheus_client)
+    GET /healthz   {"live": true, "ready": bool, "draining": bool, "store_ok": bool, "active_calls": n}
+                   200 when ready, 503 when not (draining, or the ledger unreachable)
+
+The HTTP server runs on its own thread and only reads plain attributes the
+SIP loop keeps up to date; it never touches pjsua2 or the store connection.
+Label values are closed vocabularies (reason, bucket, decision) or tenant
+ids, never phone numbers, so masking has nothing to hide here.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Decision latency is tens of microseconds; setup delay is milliseconds to seconds.
+DECISION_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
+SETUP_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+disable_created_metrics()  # *_created series double the output and nobody graphs them
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.calls = Counter("dialout_calls", "Calls ended, by decision, reason and bucket",
+                             ["decision", "reason", "bucket"], registry=r)
+        self.active = Gauge("dialout_active_calls", "Relayed calls in progress", registry=r)
+        self.admission_refusals = Counter("dialout_admission_refusals", "INVITEs refused before any lookup",
+                                          ["reason"], registry=r)
+        self.decision_seconds = Histogram("dialout_decision_seconds", "Time to decide one INVITE (snapshot + policy)",
+                                          buckets=DECISION_BUCKETS, registry=r)
+        self.setup_seconds = Histogram("dialout_setup_seconds", "INVITE to final response sent to the bridge",
+                                       ["outcome"], buckets=SETUP_BUCKETS, registry=r)
+        self.ledger_errors = Counter("dialout_ledger_write_errors", "Ledger writes that failed", registry=r)
+        self.billed_units = Counter("dialout_billed_units", "Billing units charged, by bucket", ["bucket"], registry=r)
+        self.pool_used = Gauge("dialout_pool_used_minutes", "Tenant pool minutes used this period (incl. reservations)",
+                               ["tenant"], registry=r)
+        self.pool_size = Gauge("dialout_pool_size_minutes", "Tenant pool size this period", ["tenant"], registry=r)
+        self.ready = Gauge("dialout_ready", "1 when the gateway takes new calls", registry=r)
+        self.service = None
+        self.server: ThreadingHTTPServer | None = None
+
+    def bind(self, service) -> None:
+        self.service = service
+
+    # --- hooks called by the service on the SIP loop thread ------------------------
+
+    def admission_refused(self, reason: str) -> None:
+        self.admission_refusals.labels(reason).inc()
+
+    def call_finished(self, call, settlement) -> None:
+        d = call.decision
+        decision = "allow" if d is not None and d.allow else "deny"
+        bucket = str(d.bucket) if d is not None and d.bucket else "none"
+        reason = str(call.reason or (d.reason if d else "unknown"))
+        self.calls.labels(decision, reason, bucket).inc()
+        if call.setup_ms is not None:
+            outcome = "answered" if call.bridge_status == 200 else "rejected" if decision == "deny" else "failed"
+            self.setup_seconds.labels(outcome).observe(call.setup_ms / 1000)
+        if settlement is not None:
+            for charged_bucket, _amount in settlement.charges:
+                self.billed_units.labels(charged_bucket).inc(settlement.billed_units)
+
+    def health(self) -> dict:
+        s = self.service
+        draining = bool(s and s.draining)
+        store_ok = bool(s and s.store_ok)
+        ready = s is not None and not draining and store_ok
+        self.ready.set(1 if ready else 0)
+        return {"live": True, "ready": ready, "draining": draining, "store_ok": store_ok,
+                "active_calls": s.active if s else 0}
+
+    # --- HTTP ----------------------------------------------------------------------
+
+    def serve(self, address: str, port: int) -> None:
+        metrics = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    if metrics.service is not None:
+                        metrics.active.set(metrics.service.active)
+                    metrics.health()
+                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
+                elif path == "/healthz":
+                    health = metrics.health()
+                    self._send(200 if health["ready"] else 503, "application/json",
+                               json.dumps(health).encode())
+                else:
+                    self._send(404, "text/plain", b"not found: try /metrics or /healthz\n")
+
+            def _send(self, status, ctype, body):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # scrapes are not worth a log line each
+                pass
+
+        self.server = ThreadingHTTPServer((address, port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, name="metrics-http", daemon=True).start()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def start_metrics(settings) -> Metrics:
+    metrics = Metrics()
+    metrics.serve(settings.address, settings.port)
+    return metrics
