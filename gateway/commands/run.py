@@ -51,6 +51,19 @@ def handle(args) -> int:
     from gateway.cli import UserError
     from gateway.logs import configure_logging, get_logger
 
+    # Signals first: a SIGTERM during start-up must still end in a clean exit.
+    state = {"stop_requested": False, "deadline": None, "reload": False}
+
+    def on_stop(signum, _frame):
+        state["stop_requested"] = True
+
+    def on_hup(signum, _frame):
+        state["reload"] = True
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+
     config, runtime = load_everything(args.config)
     configure_logging(runtime.logging.level, runtime.logging.format)
     log = get_logger(component="main")
@@ -101,17 +114,6 @@ def handle(args) -> int:
             metrics.bind(service)
         service.start()
 
-        state = {"stop_requested": False, "deadline": None, "reload": False}
-
-        def on_stop(signum, _frame):
-            state["stop_requested"] = True
-
-        def on_hup(signum, _frame):
-            state["reload"] = True
-
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        signal.signal(signal.SIGHUP, on_hup)
         log.info("gateway_started", config=args.config,
                  listen=[f"{l.transport}:{l.address}:{l.port}" for l in runtime.listeners],
                  trunk=runtime.trunk.uri, store=_redact(runtime.store.url), recovered_calls=len(recovered))
