@@ -67,3 +67,15 @@ def test_answered_call_is_relayed_with_sdp_passed_through_and_hung_up_by_bridge(
     assert line["bridge_status"] == 200 and line["trunk_status"] == 200
     assert line["ended_by"] == "bridge" and line["billed_units"] == 1
     assert line["meeting"] == "meeting-1" and line["location"] == "FR"
+
+
+def test_bridge_over_tcp_is_relayed(gateway, tmp_path):
+    trunk = start_trunk(gateway, tmp_path)
+    result = bridge(gateway, tmp_path, extra=["-t", "t1"])
+    trunk.communicate(timeout=30)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert trunk.returncode == 0
+    invite = messages(tmp_path / "bridge")
+    assert "INVITE sip:" in invite and "SIP/2.0/TCP" in invite
+    line = gateway.wait_calls(1)[0]
+    assert line["reason"] == "allowed" and line["bridge_status"] == 200 and line["billed_units"] == 1
