@@ -48,6 +48,14 @@ def _body_of(raw: str) -> str | None:
     return body if body.strip() and "application/sdp" in head.lower() else None
 
 
+def _ender(side: str, info) -> str:
+    """Who ended a leg: its peer, or our own RFC 4028 session timer."""
+    text = (info.lastReason or "").lower()
+    if "session refresh" in text or "session timer" in text:  # pjsip's wording for an expiry
+        return "session_timer"
+    return side
+
+
 class RelayedCall:
     def __init__(self, service: GatewayService, bridge: BridgeLeg, *, sip_call_id: str, log, received_at: float):
         self.service = service
@@ -207,7 +215,7 @@ class RelayedCall:
                 self.bridge.hangup(op)
                 self.ended_by = self.ended_by or "trunk"
         else:
-            self.ended_by = self.ended_by or "trunk"
+            self.ended_by = self.ended_by or _ender("trunk", info)
             if self.bridge.alive():
                 self.bridge.hangup(pj.CallOpParam())
 
@@ -215,7 +223,8 @@ class RelayedCall:
         if self.bridge_status is None:
             # CANCEL (or transport failure) before we sent a final response.
             self.bridge_status = info.lastStatusCode or 487
-        self.ended_by = self.ended_by or "bridge"
+        self.log.debug("leg_ended", leg="bridge", status=info.lastStatusCode, text=info.lastReason)
+        self.ended_by = self.ended_by or _ender("bridge", info)
         if self.trunk is not None and self.trunk.alive():
             self.trunk.hangup(pj.CallOpParam())
 

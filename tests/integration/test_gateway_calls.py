@@ -290,3 +290,21 @@ dialout_policy = "any"
     failed = gw.wait_for(lambda e: e.get("event") == "config_reload_failed")
     assert "gateway.toml" in failed["error"]
     assert gw.proc.poll() is None
+
+
+def test_session_timer_clears_a_dead_bridge_leg_and_the_trunk_leg(gateway, tmp_path):
+    """RFC 4028: the bridge asked to refresh every 90 s and never does. The
+    gateway ends the call on both legs instead of billing a dead call forever."""
+    trunk = start_trunk(gateway, tmp_path, timeout_s=150)  # waits for a BYE
+    result = run_sipp("bridge_silent_session.xml", gateway.target, tmp_path / "bridge", service="+33142685300",
+                      local_port=free_port(),
+                      extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-trace_msg"],
+                      timeout_s=150)
+    trunk.communicate(timeout=30)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert trunk.returncode == 0  # the trunk leg got its BYE too
+    ok = [m for m in message_list(tmp_path / "bridge") if m.startswith("SIP/2.0 200")][0]
+    assert header(ok, "Session-Expires").startswith("90")
+    line = gateway.wait_calls(1, timeout_s=20)[0]
+    assert 60 <= line["talk_s"] <= 95  # cleared within the session interval
+    assert line["billed_units"] == 2 and line["ended_by"] == "session_timer"

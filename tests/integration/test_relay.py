@@ -10,9 +10,9 @@ pytestmark = pytest.mark.integration
 FR_NUMBER = "+33142685300"
 
 
-def start_trunk(gw, tmp_path, scenario="trunk_answer.xml", calls=1, extra=None):
+def start_trunk(gw, tmp_path, scenario="trunk_answer.xml", calls=1, extra=None, timeout_s=30):
     return run_sipp(scenario, "", tmp_path / "trunk", calls=calls, local_port=gw.trunk_port,
-                    extra=["-mp", "9000", "-trace_msg", *(extra or [])], background=True, timeout_s=30)
+                    extra=["-mp", "9000", "-trace_msg", *(extra or [])], background=True, timeout_s=timeout_s)
 
 
 def bridge(gw, tmp_path, scenario="bridge_call.xml", *, organizer="alice@contoso.com", number=FR_NUMBER,
