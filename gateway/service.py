@@ -91,7 +91,8 @@ class GatewayService:
 
     def start(self) -> None:
         cfg = pj.AccountConfig()
-        cfg.idUri = self.runtime.trunk.caller_id
+        # The Contact toward both sides; the trunk sees trunk.caller_id as From (per call).
+        cfg.idUri = f"sip:dialout-gw@{self.runtime.gateway_host}"
         # No RTP sockets and no media work: the SDP passes through untouched.
         cfg.mediaConfig.useLoopMedTp = True
         cfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL

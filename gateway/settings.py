@@ -208,11 +208,15 @@ def parse_runtime_settings(sections: dict[str, dict]) -> RuntimeSettings:
         port=_get(mt, "metrics", "port", int, "a port number (0 disables)", 0),
     )
 
+    host = _get(gw, "gateway", "host", str, "a host name for Warning headers", socket.gethostname())
+    if not host or not all(c.isalnum() or c in ".-" for c in host):
+        raise SettingsError("gateway.host", "a host name (letters, digits, dots, dashes)", host)
+
     return RuntimeSettings(
         listeners=_listeners(gw.get("listen")),
         trusted_sources=_networks(gw.get("trusted_sources")),
         trunk=trunk,
-        gateway_host=_get(gw, "gateway", "host", str, "a host name for Warning headers", socket.gethostname()),
+        gateway_host=host,
         require_tls=_get(gw, "gateway", "require_tls", bool, "true or false", False),
         max_concurrent_calls=_positive(
             _get(gw, "gateway", "max_concurrent_calls", int, "an integer > 0", 3000),

@@ -12,10 +12,11 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$top/.venv}
 log() { echo "setup: $*" >&2; }
 
-packages=(build-essential pkg-config swig libsrtp2-dev libopus-dev libssl-dev
-          dpkg-dev ca-certificates sip-tester)
+packages=(build-essential pkg-config swig libsrtp2-dev libopus-dev libssl-dev uuid-dev
+          python3-dev python3-venv dpkg-dev ca-certificates sip-tester)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(postgresql)
+  # A throw-away PostgreSQL and the Kamailio dispatcher of the topology test.
+  packages+=(postgresql kamailio)
 fi
 
 missing=()
