@@ -67,4 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m gateway.cli` runs this file as __main__; use the importable
+    # module's main so that its UserError is the one commands raise.
+    from gateway.cli import main as _main
+
+    sys.exit(_main())

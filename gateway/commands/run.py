@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import time
 from datetime import datetime, timezone
 
@@ -78,7 +79,9 @@ def handle(args) -> int:
         store = open_from_settings(runtime.store, log=get_logger(component="ledger"))
         store.migrate()
     except StoreError as exc:
-        raise UserError(f"store.url {runtime.store.url}: {exc}") from None
+        # Not the operator's typo but the database: a runtime failure, exit 1.
+        print(f"dialout-gw run: store.url {_redact(runtime.store.url)}: {exc}", file=sys.stderr)
+        return 1
     if args.check:
         log.info("config_ok", config=args.config, organizers=len(config.policy.organizers))
         store.close()
