@@ -6,8 +6,12 @@ import signal
 import sqlite3
 import time
 import uuid
+from datetime import datetime, timezone
 
 import pytest
+
+from store import open_store
+from store.base import period_of
 
 from tests.integration.gateway_proc import GatewayProcess, example_policy_text, gateway_config
 from tests.integration.sipp_runner import free_port, run_sipp
@@ -189,3 +193,66 @@ def test_two_gateways_on_one_postgres_never_overspend_a_pool(pg_database, tmp_pa
     used, reserved = bucket_used(pg_database, "tiny", "tenant_pool")
     assert used <= 60 and reserved == 0
     assert used == sum(e["billed_units"] for e in relayed)
+
+
+EDGE_TENANT = """
+[[tenants]]
+id = "edge"
+timezone = "UTC"
+subscription_licences = 1
+credits = { enabled = true, balance = 0.03 }
+
+[[organizers]]
+id = "eve@edge.example"
+tenant = "edge"
+usage_location = "FR"
+audio_conferencing = "subscription"
+credits_licence = true
+dialout_policy = "any"
+"""
+
+
+def test_pool_running_dry_mid_call_moves_charging_to_credits_then_cuts(tmp_path):
+    """Per-second billing, 2-second chunks: 3 s of pool, then 3 s of credits
+    (0.03 at 0.6/min), then a BYE on both legs."""
+    policy = (example_policy_text()
+              .replace('billing_increment = "minute"', 'billing_increment = "second"')
+              .replace("FR = 0.024", "FR = 0.6")) + EDGE_TENANT
+    sip_port, trunk_port = free_port(), free_port()
+    db = tmp_path / "ledger.db"
+    text = gateway_config(sip_port=sip_port, trunk_port=trunk_port, db_path=db, policy_text=policy)
+    text = text.replace("heartbeat_s = 30", "heartbeat_s = 30\nchunk_s = 2")
+    gw = GatewayProcess(tmp_path, text, sip_port=sip_port, trunk_port=trunk_port)
+    # 59.95 of the 60 pool minutes are used this month: 3 seconds are left.
+    store = open_store(f"sqlite:///{db}")
+    store.migrate()
+    store.close()
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO buckets (tenant, period, bucket, capacity, used, reserved) VALUES (?, ?, ?, ?, ?, 0)",
+                 ("edge", period_of(datetime.now(timezone.utc), "UTC"), "tenant_pool", 60, 59.95))
+    conn.commit()
+    conn.close()
+
+    gw.start()
+    try:
+        trunk = run_sipp("trunk_answer.xml", "", tmp_path / "trunk", local_port=trunk_port, background=True,
+                         timeout_s=30)
+        started = time.monotonic()
+        bridge = run_sipp("bridge_wait_bye.xml", gw.target, tmp_path / "bridge", service="+33142685300",
+                          local_port=free_port(), extra=["-key", "organizer", "eve@edge.example", "-key", "location", "FR"],
+                          timeout_s=20)
+        elapsed = time.monotonic() - started
+        trunk.communicate(timeout=20)
+        assert bridge.returncode == 0 and trunk.returncode == 0  # both legs got the BYE
+        line = gw.wait_calls(1)[0]
+    finally:
+        gw.stop()
+    assert line["bucket"] == "tenant_pool" and line["fallback_buckets"] == ["credits"]
+    assert line["max_duration_s"] == 6 and line["reason"] == "duration_exhausted"
+    assert 5.8 <= elapsed < 9
+    assert line["billed_units"] == 6
+    assert line["charges"]["tenant_pool"] == pytest.approx(0.05)
+    assert line["charges"]["credits"] == pytest.approx(0.03)
+    extended = [e for e in gw.events() if e.get("event") == "grant_extended"]
+    assert [e["bucket"] for e in extended][-1] == "credits"
+    assert bucket_used(f"sqlite:///{db}", "edge", "tenant_pool") == pytest.approx((60.0, 0))
