@@ -10,4 +10,5 @@ COMMAND_MODULES = (
     "run",
     "explain",
     "usage", "db", "directory",
+    "logs",
 )
