@@ -39,8 +39,23 @@ class GatewayConfig:
         return self.policy.catalogue
 
 
-def load_config(path: str | Path) -> GatewayConfig:
-    """Read, parse and validate `path`. Raises ConfigError with a one-line message."""
+def _merge_imported(data: dict[str, Any], imported: tuple[list[dict], list[dict]]) -> dict[str, Any]:
+    """Add directory rows imported into the ledger (`dialout-gw directory import`)
+    after the file's own; an id the file already defines keeps the file's row."""
+    merged = dict(data)
+    for key, rows in zip(("tenants", "organizers"), imported):
+        own = list(data.get(key, []))
+        ids = {str(row.get("id", "")).strip().casefold() for row in own if isinstance(row, dict)}
+        merged[key] = own + [row for row in rows if str(row.get("id", "")).strip().casefold() not in ids]
+    return merged
+
+
+def load_config(path: str | Path, imported: tuple[list[dict], list[dict]] | None = None) -> GatewayConfig:
+    """Read, parse and validate `path`. Raises ConfigError with a one-line message.
+
+    `imported` is (tenants, organizers) from the ledger's directory tables; they
+    are validated by the same rules as the file's own rows.
+    """
     from policy.config import PolicyConfigError, parse_policy_sections
 
     path = Path(path)
@@ -66,8 +81,11 @@ def load_config(path: str | Path) -> GatewayConfig:
             if not isinstance(data[key], dict):
                 raise ConfigError(f"{path}: {key}: expected a table [{key}], got {data[key]!r}")
             raw[key] = data[key]
+    if imported and any(imported):
+        data = _merge_imported(data, imported)
     try:
         settings = parse_policy_sections(data)
     except PolicyConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        where = " (the file's rows, then those imported into the ledger)" if imported and any(imported) else ""
+        raise ConfigError(f"{path}: {exc}{where}") from None
     return GatewayConfig(path=path, policy=settings, raw_sections=raw)

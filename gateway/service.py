@@ -23,7 +23,7 @@ from gateway.logs import get_logger
 from gateway.relay import RelayedCall
 from policy import Bucket, CallRequest, Reason, Snapshot, decide, normalize_destination
 from gateway.privacy import mask_number
-from sip import SipParseError, read_invite, reject_headers
+from sip import SipParseError, invite_from_request, parse_request, reject_headers, sanitize_text
 
 UTC = timezone.utc
 
@@ -39,27 +39,25 @@ class GatewayAccount(pj.Account):
         self.service.on_invite(self, prm)
 
 
-class RefusalLog:
-    """Admission refusals logged at most once per interval per source, with a
-    count of what was suppressed, so that a flood cannot fill the disk."""
+class RateLimitedLog:
+    """Events logged at most once per interval per (source, kind), with a count
+    of what was suppressed, so that a flood cannot fill the disk."""
 
     def __init__(self, log, interval_s: float):
         self.log = log
         self.interval_s = interval_s
         self._last: dict[tuple[str, str], tuple[float, int]] = {}
 
-    def refused(self, source: str, refusal: Refusal, now: float, **fields) -> None:
-        key = (source, refusal.reason.value)
-        last, suppressed = self._last.get(key, (0.0, 0))
+    def warning(self, event: str, source: str, kind: str, now: float, **fields) -> None:
+        key = (source, kind)
+        last, suppressed = self._last.get(key, (float("-inf"), 0))
         if now - last < self.interval_s:
             self._last[key] = (last, suppressed + 1)
             return
         if len(self._last) > 50_000:
             self._last.clear()
         self._last[key] = (now, 0)
-        self.log.warning("admission_refused", source=source, reason=refusal.reason.value,
-                         status=refusal.reason.status, explanation=refusal.sentence,
-                         suppressed_since_last=suppressed, **fields)
+        self.log.warning(event, source=source, suppressed_since_last=suppressed, **fields)
 
 
 class GatewayService:
@@ -77,7 +75,7 @@ class GatewayService:
             max_calls_per_second=runtime.max_calls_per_second,
             require_tls=runtime.require_tls,
         )
-        self.refusals = RefusalLog(self.log, runtime.logging.refusal_log_interval_s)
+        self.refusals = RateLimitedLog(self.log, runtime.logging.refusal_log_interval_s)
         self.calls: dict[int, RelayedCall] = {}          # pjsua call id of either leg -> call
         self.answered: dict[str, RelayedCall] = {}       # SIP Call-ID -> answered call (heartbeats)
         self.active = 0
@@ -150,21 +148,25 @@ class GatewayService:
         if refusal is not None:
             # Nothing about organisers or numbers goes into this answer or its log.
             call.admission_refused = True
-            self.refusals.refused(source, refusal, received, transport=transport)
+            self.refusals.warning("admission_refused", source, refusal.reason.value, received,
+                                  reason=refusal.reason.value, status=refusal.reason.status,
+                                  explanation=refusal.sentence, transport=transport)
             if self.metrics:
                 self.metrics.admission_refused(refusal.reason.value)
             call.reject(refusal.reason.status, self.reject_headers_for(refusal.reason, refusal.sentence, refusal.retry_after_s),
                         refusal.reason)
             return
         try:
-            invite = read_invite(raw, self.runtime.headers)
+            message = parse_request(raw)
+            invite = invite_from_request(message, self.runtime.headers)
         except SipParseError as exc:
-            call.invite = None
-            call.sip_call_id = _call_id_of(raw)
-            call.log = self.log.bind(call_id=call.sip_call_id, source=source)
-            call.explanation = f"the Request-URI could not be read as a dialled number: {exc}"
-            call.reject(Reason.NUMBER_INVALID.status,
-                        self.reject_headers_for(Reason.NUMBER_INVALID, call.explanation), Reason.NUMBER_INVALID)
+            # Broken SIP, not a decision: answer as RFC 3261 says (400, 416 or
+            # 505) with a Warning; no policy reason code applies.
+            self._reject_malformed(call, raw, source, exc.status, f"malformed request: {exc.reason}", received)
+            return
+        if not _accepts_sdp(message.headers_all("Accept")):
+            self._reject_malformed(call, raw, source, 406,
+                                   "the INVITE's Accept header excludes application/sdp", received)
             return
         call.invite = invite
         call.sip_call_id = invite.call_id
@@ -247,6 +249,14 @@ class GatewayService:
         ))
         call.ledger_open = grant is not None
         return grant
+
+    def _reject_malformed(self, call: RelayedCall, raw: str, source: str, status: int, detail: str,
+                          now: float) -> None:
+        call.admission_refused = True  # no decision was made: no call line, a rate-limited event
+        call.sip_call_id = _call_id_of(raw)
+        self.refusals.warning("invalid_request", source, str(status), now, status=status, explanation=detail,
+                              call_id=call.sip_call_id)
+        call.reject(status, [("Warning", f'399 {self.runtime.gateway_host} "{sanitize_text(detail)}"')], None)
 
     def _reject_unmetered(self, call: RelayedCall) -> None:
         """Fail closed: a call the ledger cannot meter is not placed."""
@@ -416,6 +426,17 @@ def _promotion_cap(catalogue, tenant, region, now):
                 return None
             return promo.monthly_cap_minutes_per_user * tenant.subscription_licences
     return None
+
+
+def _accepts_sdp(accept_values: list[str]) -> bool:
+    """RFC 3261 §21.4.7: without an Accept header, application/sdp is assumed."""
+    if not accept_values:
+        return True
+    for value in accept_values:
+        media = value.split(";", 1)[0].strip().lower()
+        if media in ("application/sdp", "application/*", "*/*"):
+            return True
+    return False
 
 
 def _via_transport(raw: str) -> str:

@@ -227,6 +227,14 @@ def handle(args: argparse.Namespace) -> int:
     tenants, organizers = read_files(args.files, args.kind)  # validate everything before touching the store
 
     def fn(cfg, store) -> int:
+        # The same semantic checks the gateway applies when it loads them.
+        from gateway.cli import UserError
+        from gateway.config import ConfigError, load_config
+
+        try:
+            load_config(args.config, imported=(tenants, organizers))
+        except ConfigError as exc:
+            raise UserError(f"the import would not load: {exc}") from None
         store.migrate()
         n_tenants, n_organizers = store.import_directory(tenants, organizers)
         print(f"imported {n_tenants} tenants and {n_organizers} organizers")

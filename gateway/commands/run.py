@@ -82,6 +82,7 @@ def handle(args) -> int:
         # Not the operator's typo but the database: a runtime failure, exit 1.
         print(f"dialout-gw run: store.url {_redact(runtime.store.url)}: {exc}", file=sys.stderr)
         return 1
+    config = with_imported_directory(config, args.config, store, log)
     if args.check:
         log.info("config_ok", config=args.config, organizers=len(config.policy.organizers))
         store.close()
@@ -152,12 +153,22 @@ def handle(args) -> int:
     return 0
 
 
-def _reload(service, path: str, log) -> None:
-    from gateway.config import ConfigError
+def with_imported_directory(config, path: str, store, log):
+    """The config, plus tenants and organisers imported into the ledger."""
+    from gateway.config import load_config
 
+    tenants, organizers = store.directory_rows()
+    if not (tenants or organizers):
+        return config
+    log.info("directory_from_ledger", tenants=len(tenants), organizers=len(organizers))
+    return load_config(path, imported=(tenants, organizers))
+
+
+def _reload(service, path: str, log) -> None:
     try:
         config, _runtime = load_everything(path)
-    except (ConfigError, Exception) as exc:  # a bad edit must not take the gateway down
+        config = with_imported_directory(config, path, service.store, log)
+    except Exception as exc:  # a bad edit must not take the gateway down
         log.error("config_reload_failed", config=path, error=str(exc))
         return
     service.reload(config)
