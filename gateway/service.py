@@ -22,7 +22,7 @@ from gateway.legs import BridgeLeg
 from gateway.logs import get_logger
 from gateway.relay import RelayedCall
 from policy import Bucket, CallRequest, Reason, Snapshot, decide, normalize_destination
-from gateway.privacy import mask_number
+from gateway.privacy import mask_number, mask_numbers_in
 from sip import SipParseError, invite_from_request, parse_request, reject_headers, sanitize_text
 
 UTC = timezone.utc
@@ -410,10 +410,10 @@ class GatewayService:
             "billed_units": settlement.billed_units if settlement else 0,
             "charges": {b: amount for b, amount in settlement.charges} if settlement else {},
             "ended_by": call.ended_by,
-            "explanation": call.explanation,
+            "explanation": mask_numbers_in(call.explanation) if self.mask else call.explanation,
         }
         if d is not None and not d.allow:
-            fields["trace"] = [c.detail for c in d.trace]
+            fields["trace"] = [mask_numbers_in(c.detail) if self.mask else c.detail for c in d.trace]
         self.log.info("call", **fields)
 
 

@@ -24,6 +24,7 @@ from typing import Callable
 import pjsua2 as pj
 
 from gateway.logs import get_logger
+from gateway.privacy import mask_numbers_in
 from gateway.settings import Listener
 
 # pjsip's own log levels (0 fatal .. 6 trace) mapped onto ours.
@@ -51,13 +52,17 @@ def _c_stdout_silenced():
 class PjsipLogWriter(pj.LogWriter):
     """Routes pjsip's log through structlog, as `event="pjsip"` lines."""
 
-    def __init__(self):
+    def __init__(self, mask_numbers: bool = False):
         super().__init__()
         self._log = get_logger(component="pjsip")
+        self._mask = mask_numbers
 
     def write(self, entry):
         level = _PJ_LEVEL_NAMES.get(entry.level, "debug")
-        getattr(self._log, level)("pjsip", message=entry.msg.strip(), pj_level=entry.level)
+        message = entry.msg.strip()
+        if self._mask:  # pjsip's higher levels print whole SIP messages
+            message = mask_numbers_in(message)
+        getattr(self._log, level)("pjsip", message=message, pj_level=entry.level)
 
 
 class Timer:
@@ -89,7 +94,8 @@ _TRANSPORT_TYPES_V6 = {
 class SipStack:
     """Owns the one pjsua2 `Endpoint` and the loop that drives it."""
 
-    def __init__(self, *, max_calls: int = 4000, pjsip_log_level: int = 1, user_agent: str = "dialout-gw"):
+    def __init__(self, *, max_calls: int = 4000, pjsip_log_level: int = 1, user_agent: str = "dialout-gw",
+                 mask_numbers: bool = False):
         self.log = get_logger(component="sipstack")
         self.endpoint = pj.Endpoint()
         with _c_stdout_silenced():
@@ -106,7 +112,7 @@ class SipStack:
         cfg.medConfig.hasIoqueue = False
         cfg.medConfig.noVad = True
         cfg.medConfig.maxMediaPorts = max_calls * 2 + 2
-        self._log_writer = PjsipLogWriter()
+        self._log_writer = PjsipLogWriter(mask_numbers)
         cfg.logConfig.writer = self._log_writer
         cfg.logConfig.level = pjsip_log_level
         cfg.logConfig.consoleLevel = pjsip_log_level

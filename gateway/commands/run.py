@@ -95,7 +95,7 @@ def handle(args) -> int:
 
     # Two pjsua calls per relayed call, plus room for rejects in flight.
     stack = SipStack(max_calls=min(8192, runtime.max_concurrent_calls * 2 + 256),
-                     pjsip_log_level=runtime.logging.pjsip_level)
+                     pjsip_log_level=runtime.logging.pjsip_level, mask_numbers=runtime.logging.mask_numbers)
     try:
         for listener in runtime.listeners:
             try:

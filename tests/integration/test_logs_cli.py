@@ -249,11 +249,6 @@ def test_masked_fields_and_readable_reasons(masked):
     assert {r["reason"] for r in d["reasons"]} == set(lines)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known leak, reported on issue 6: with mask_numbers on, the canonical call line still carries the full "
-    "E.164 in `explanation` (every call: '... +33142685300 is in FR ...') and in `trace` (denied calls: "
-    "\"'+4930123456' → +4930123456, region DE\"); gateway/service.py _canonical_line masks only "
-    "dialled/destination. Remove this marker when fixed."))
 def test_no_full_number_anywhere_in_a_masked_log(masked):
     found = leaks(masked)
     assert found == [], "\n".join(found)

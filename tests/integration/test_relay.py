@@ -10,17 +10,21 @@ pytestmark = pytest.mark.integration
 FR_NUMBER = "+33142685300"
 
 
-def start_trunk(gw, tmp_path, scenario="trunk_answer.xml", calls=1, extra=None, timeout_s=30):
+def start_trunk(gw, tmp_path, scenario="trunk_answer.xml", calls=1, extra=None, timeout_s=30, media_port=None):
+    """A SIPp trunk on the gateway's trunk port (media on a free port, or `media_port`)."""
     return run_sipp(scenario, "", tmp_path / "trunk", calls=calls, local_port=gw.trunk_port,
-                    extra=["-mp", "9000", "-trace_msg", *(extra or [])], background=True, timeout_s=timeout_s)
+                    extra=["-mp", str(media_port or free_port()), "-trace_msg", *(extra or [])],
+                    background=True, timeout_s=timeout_s)
 
 
 def bridge(gw, tmp_path, scenario="bridge_call.xml", *, organizer="alice@contoso.com", number=FR_NUMBER,
-           location="FR", calls=1, rate=10, talk_ms=200, extra=None):
+           location="FR", calls=1, rate=10, talk_ms=200, extra=None, media_port=None):
+    """A SIPp bridge placing `calls` calls through the gateway (media on a free port, or `media_port`)."""
     return run_sipp(scenario, gw.target, tmp_path / "bridge", calls=calls, rate=rate, service=number,
                     local_port=free_port(),
-                    extra=["-key", "organizer", organizer, "-key", "location", location, "-mp", "7000",
-                           "-d", str(talk_ms), "-trace_msg", *(extra or [])], timeout_s=30)
+                    extra=["-key", "organizer", organizer, "-key", "location", location,
+                           "-mp", str(media_port or free_port()), "-d", str(talk_ms), "-trace_msg", *(extra or [])],
+                    timeout_s=30)
 
 
 def messages(workdir):
@@ -40,8 +44,9 @@ def message_list(workdir) -> list[str]:
 
 
 def test_answered_call_is_relayed_with_sdp_passed_through_and_hung_up_by_bridge(gateway, tmp_path):
-    trunk = start_trunk(gateway, tmp_path)
-    result = bridge(gateway, tmp_path)
+    bridge_media, trunk_media = free_port(), free_port()
+    trunk = start_trunk(gateway, tmp_path, media_port=trunk_media)
+    result = bridge(gateway, tmp_path, media_port=bridge_media)
     trunk_out, trunk_err = trunk.communicate(timeout=30)
     assert result.returncode == 0, result.stderr[-2000:]
     assert trunk.returncode == 0, trunk_err[-2000:]
@@ -49,16 +54,16 @@ def test_answered_call_is_relayed_with_sdp_passed_through_and_hung_up_by_bridge(
     trunk_msgs = messages(tmp_path / "trunk")
     bridge_msgs = messages(tmp_path / "bridge")
     # The trunk sees a +E164 Request-URI with user=phone, the configured caller ID,
-    # no X-Dialout-* header, and the bridge's own media address (port 7000).
+    # no X-Dialout-* header, and the bridge's own media address and port.
     invite_at_trunk = trunk_msgs[trunk_msgs.index("INVITE sip:"):]
     invite_at_trunk = invite_at_trunk[: invite_at_trunk.index("\n\n", invite_at_trunk.index("m=audio"))]
     assert "INVITE sip:+33142685300@127.0.0.1" in invite_at_trunk and "user=phone" in invite_at_trunk
     assert "+18005550100" in invite_at_trunk.split("From:", 1)[1].split("\n", 1)[0]
     assert "x-dialout" not in invite_at_trunk.lower()
-    assert 7000 in media_ports(invite_at_trunk)
-    # The bridge gets the trunk's media address (port 9000) in the 200.
+    assert media_ports(invite_at_trunk) == [bridge_media]
+    # The bridge gets the trunk's media address and port in the 200.
     ok = bridge_msgs[bridge_msgs.index("SIP/2.0 200 OK"):]
-    assert 9000 in media_ports(ok)
+    assert media_ports(ok[: ok.index("\n\n", ok.index("m=audio"))]) == [trunk_media]
 
     line = gateway.wait_calls(1)[0]
     assert line["decision"] == "allow" and line["reason"] == "allowed"

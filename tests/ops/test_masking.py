@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from gateway.privacy import mask_number
+from gateway.privacy import mask_number, mask_numbers_in
 
 
 @pytest.mark.parametrize("number,masked", [
@@ -81,3 +81,17 @@ def test_tel_uri_is_masked_but_loses_its_country_code():
     # the result is safe (all but two digits hidden) but less useful. Pinned here
     # so a change is deliberate.
     assert mask_number("tel:+33-1-42-68-53-00") == "xxxxxxxxx00"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("+33142685300 is in FR (fixed_line); charged to tenant_pool for up to 14400 s",
+     "+33xxxxxxx00 is in FR (fixed_line); charged to tenant_pool for up to 14400 s"),
+    ("'+4930123456' → +4930123456, region DE", "'+49xxxxxx56' → +49xxxxxx56, region DE"),
+    ("To: sip:+33142685300@10.200.100.250;user=phone", "To: sip:+33xxxxxxx00@10.200.100.250;user=phone"),
+    ("dialled 0142 68 53 00 in FR", "dialled xxxxxxxx00 in FR"),
+    ("call 1-21985@127.0.0.1 ended with 486 after 3600 s", "call 1-21985@127.0.0.1 ended with 486 after 3600 s"),
+    ("", ""),
+    (None, None),
+])
+def test_numbers_inside_free_text_are_masked_and_the_rest_stays_readable(text, expected):
+    assert mask_numbers_in(text) == expected
