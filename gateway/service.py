@@ -77,13 +77,16 @@ class GatewayService:
         )
         self.refusals = RateLimitedLog(self.log, runtime.logging.refusal_log_interval_s)
         self.calls: dict[int, RelayedCall] = {}          # pjsua call id of either leg -> call
-        self.answered: dict[str, RelayedCall] = {}       # SIP Call-ID -> answered call (heartbeats)
         self.active = 0
         self.draining = False
         self.store_ok = True              # readiness: false while the ledger cannot be reached
         self.account: GatewayAccount | None = None
         self.trunk_host = runtime.trunk.uri.split(":", 1)[1]
         self.mask = runtime.logging.mask_numbers
+        self._heartbeats = 0
+        # Another instance's call is stale after missing several heartbeats and
+        # outliving any ringing phase: its gateway is gone for good.
+        self.stale_after_s = 5 * runtime.store.heartbeat_s + runtime.trunk.answer_timeout_s
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -306,7 +309,6 @@ class GatewayService:
 
     def call_answered(self, call: RelayedCall) -> None:
         call.answered_at = datetime.now(UTC)
-        self.answered[call.sip_call_id] = call
         try:
             self.store.answered(call.sip_call_id, call.answered_at)
         except Exception as exc:
@@ -357,7 +359,6 @@ class GatewayService:
                 self._ledger_failed("close_call", exc)
         if call.counted_active:
             self.active -= 1
-        self.answered.pop(call.sip_call_id, None)
         # Admission refusals have their own rate-limited event and counter.
         if not call.admission_refused:
             self._canonical_line(call, settlement, ended_at)
@@ -372,9 +373,16 @@ class GatewayService:
         self.stack.call_later(self.runtime.store.heartbeat_s, self._heartbeat)
 
     def _heartbeat(self) -> None:
+        """Every heartbeat_s: mark our live calls alive, and settle the calls of
+        another gateway that stopped heartbeating (it died and did not come back)."""
+        now = datetime.now(UTC)
+        live = {c.sip_call_id for c in self.calls.values() if c.ledger_open and not c.finished}
         try:
-            if self.answered:
-                self.store.heartbeat(list(self.answered), datetime.now(UTC))
+            if live:
+                self.store.heartbeat(live, now)
+            self._heartbeats += 1
+            if self._heartbeats % 5 == 0:
+                self.store.recover_open_calls(now, stale_after_s=self.stale_after_s, include_own=False)
         except Exception as exc:
             self._ledger_failed("heartbeat", exc)
         finally:

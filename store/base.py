@@ -495,20 +495,22 @@ class Store(ABC):
             self._check_alerts(tenant, period, bucket, used, capacity, end_ts)
         return Settlement(call_id, outcome, talk, billed_units, inc, charge_list, recovered)
 
-    def recover_open_calls(self, now: datetime, *, stale_after_s: float | None = None) -> list[Settlement]:
+    def recover_open_calls(self, now: datetime, *, stale_after_s: float | None = None,
+                           include_own: bool = True) -> list[Settlement]:
         """Settle this instance's calls left open by a previous run, outcome "recovered".
 
         Each is charged up to its last heartbeat (or its answer time: talk 0
         when no heartbeat followed the answer). With `stale_after_s`, calls of
         other instances whose last sign of life is older than that are settled
-        too (an instance that died for good).
+        too (an instance that died for good). A running gateway sweeps with
+        `include_own=False`, so that its own live calls are left alone.
         """
         now_ts = _epoch(now)
 
         def find() -> list[str]:
             ids = [r[0] for r in self._x(
                 f"SELECT call_id FROM calls WHERE instance_id = ? AND state IN {LIVE}",
-                (self.instance_id,)).fetchall()]
+                (self.instance_id,)).fetchall()] if include_own else []
             if stale_after_s is not None:
                 ids += [r[0] for r in self._x(
                     f"SELECT call_id FROM calls WHERE state IN {LIVE} AND instance_id <> ?"

@@ -354,6 +354,23 @@ def test_recovery_settles_to_last_heartbeat(store_url):
         gw2.close()
 
 
+def test_a_running_gateway_sweeps_only_other_instances_stale_calls(store_url):
+    gw1 = open_store(store_url, instance_id="gw1")
+    gw2 = open_store(store_url, instance_id="gw2")
+    try:
+        gw1.migrate()
+        gw1.open_call(call("mine"))
+        gw2.open_call(call("theirs", organizer="bob"))
+        gw1.answered("mine", at(10))
+        gw2.answered("theirs", at(10))
+        swept = gw1.recover_open_calls(at(1000), stale_after_s=600, include_own=False)
+        assert [s.call_id for s in swept] == ["theirs"]
+        assert gw1.call_row("mine")["state"] == "answered"  # its own live call is untouched
+    finally:
+        gw1.close()
+        gw2.close()
+
+
 def test_extend_moves_the_heartbeat_of_an_answered_call(store):
     store.open_call(call())
     store.answered("c1", at(0))
