@@ -65,6 +65,7 @@ TARGETS = {
 RELAY_ORGANIZER = "erin@fabrikam.com"    # US numbers: usca_unlimited bucket, no pool limit
 RELAY_LOCATION = "US"
 REJECT_ORGANIZER = "mallory@unknown.example"   # not in the directory: 403 organizer_unknown
+RTT_FREQ = 50                            # every step's call count is a multiple of this
 N_NUMBERS = 500                          # distinct US destinations, dialled in turn (-inf)
 
 # Raised so that one organiser can carry a load test; everything else is the example policy.
@@ -468,6 +469,8 @@ class Bench:
 
     def run_step(self, *, kind: str, path: str, rate: int, calls: int, talk_ms: int = 0,
                  limit: int | None = None, sample=None) -> Step:
+        # SIPp writes -trace_rtt in batches of -rtt_freq calls and drops a last partial batch.
+        calls = max(RTT_FREQ, calls // RTT_FREQ * RTT_FREQ)
         self.step_no += 1
         d = self.workdir / f"step{self.step_no:02d}-{kind}-{path}-{rate}"
         step = Step(kind=kind, path=path, rate=rate, calls=calls)
@@ -489,7 +492,7 @@ class Bench:
         open_s = calls / rate
         bound_s = open_s + talk_ms / 1000 + 25
         args += ["-p", str(free_port()), "-m", str(calls), "-r", str(rate), "-rp", "1000",
-                 "-l", str(limit or calls), "-mp", str(free_media_port()), "-trace_rtt",
+                 "-l", str(limit or calls), "-mp", str(free_media_port()), "-trace_rtt", "-rtt_freq", str(RTT_FREQ),
                  "-recv_timeout", "5000", "-timeout", f"{int(bound_s)}s", "-timeout_error"]
         bridge = Sipp("bridge", d / "bridge", scenario, target, args)
 
