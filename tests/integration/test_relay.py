@@ -84,3 +84,19 @@ def test_bridge_over_tcp_is_relayed(gateway, tmp_path):
     assert "INVITE sip:" in invite and "SIP/2.0/TCP" in invite
     line = gateway.wait_calls(1)[0]
     assert line["reason"] == "allowed" and line["bridge_status"] == 200 and line["billed_units"] == 1
+
+
+def test_early_media_183_with_sdp_reaches_the_bridge_before_the_answer(gateway, tmp_path):
+    trunk_media = free_port()
+    trunk = start_trunk(gateway, tmp_path, "trunk_early_media.xml", media_port=trunk_media)
+    result = bridge(gateway, tmp_path)
+    trunk.communicate(timeout=30)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert trunk.returncode == 0
+    received = [m for m in message_list(tmp_path / "bridge") if m.startswith("SIP/2.0 ")]
+    codes = [int(m.split(" ", 2)[1]) for m in received if "INVITE" in m.split("CSeq:", 1)[1].split("\n", 1)[0]]
+    assert 183 in codes and codes.index(183) < codes.index(200)
+    early = received[[int(m.split(" ", 2)[1]) for m in received].index(183)]
+    assert media_ports(early.split("\n\n", 1)[1]) == [trunk_media]  # the trunk's announcement media
+    line = gateway.wait_calls(1)[0]
+    assert line["reason"] == "allowed" and line["bridge_status"] == 200
