@@ -13,7 +13,7 @@ venv=${VENV:-$top/.venv}
 log() { echo "setup: $*" >&2; }
 
 packages=(build-essential pkg-config swig libsrtp2-dev libopus-dev libssl-dev uuid-dev
-          python3-dev python3-venv dpkg-dev ca-certificates sip-tester)
+          python3-dev python3-venv dpkg-dev ca-certificates openssl sip-tester)
 if [ "${1:-}" = "--test" ]; then
   # A throw-away PostgreSQL and the Kamailio dispatcher of the topology test.
   packages+=(postgresql kamailio)
