@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 import pjsua2 as pj
 
-from gateway.admission import Admission, Refusal, split_host_port
+from gateway.admission import Admission, split_host_port
 from gateway.legs import BridgeLeg
 from gateway.logs import get_logger
 from gateway.relay import RelayedCall

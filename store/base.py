@@ -143,7 +143,12 @@ class Store(ABC):
         """'reconnect', 'retry' (deadlock, serialization), 'error' (driver error) or None."""
 
     @abstractmethod
-    def _reconnect(self) -> None: ...
+    def _connect(self): ...
+
+    def _reconnect(self) -> None:
+        self._close_connection()
+        self._conn = self._connect()
+        self._cur = self._conn.cursor()
 
     @abstractmethod
     def _table_exists(self, name: str) -> bool: ...

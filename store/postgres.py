@@ -77,11 +77,6 @@ class PostgresStore(Store):
             return "error"
         return None
 
-    def _reconnect(self) -> None:
-        self._close_connection()
-        self._conn = self._connect()
-        self._cur = self._conn.cursor()
-
     def _table_exists(self, name: str) -> bool:
         return self._x("SELECT to_regclass(?)", (name,)).fetchone()[0] is not None
 

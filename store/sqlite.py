@@ -63,11 +63,6 @@ class SQLiteStore(Store):
             return "error"
         return None
 
-    def _reconnect(self) -> None:
-        self._close_connection()
-        self._conn = self._connect()
-        self._cur = self._conn.cursor()
-
     def _table_exists(self, name: str) -> bool:
         return self._x("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 

@@ -246,8 +246,8 @@ def test_overload_is_answered_503_with_retry_after_not_a_timeout(make_gateway, t
     assert len(refused) == 1
 
 
-def test_sigterm_drains_active_calls_refuses_new_ones_and_exits_zero(make_gateway, tmp_path):
-    gw = make_gateway()
+def sigterm_during_a_call(gw, tmp_path):
+    """Start a 2-second call, SIGTERM the gateway while it talks; returns (bridge, trunk) SIPp processes."""
     trunk = start_trunk(gw, tmp_path)
     talking = run_sipp("bridge_call.xml", gw.target, tmp_path / "talking", service="+33142685300",
                        local_port=free_port(),
@@ -256,6 +256,12 @@ def test_sigterm_drains_active_calls_refuses_new_ones_and_exits_zero(make_gatewa
     time.sleep(0.8)
     gw.signal(signal.SIGTERM)
     gw.wait_for(lambda e: e.get("event") == "draining")
+    return talking, trunk
+
+
+def test_sigterm_drains_active_calls_refuses_new_ones_and_exits_zero(make_gateway, tmp_path):
+    gw = make_gateway()
+    talking, trunk = sigterm_during_a_call(gw, tmp_path)
     refused, trace = expect_status(gw, tmp_path, 503)
     assert refused.returncode == 0
     talking.communicate(timeout=20)

@@ -1,7 +1,6 @@
 """/metrics and /healthz against a running gateway."""
 
 import json
-import signal
 import time
 import urllib.error
 import urllib.request
@@ -10,8 +9,8 @@ import uuid
 import pytest
 
 from tests.integration.gateway_proc import GatewayProcess
-from tests.integration.sipp_runner import free_port, run_sipp
-from tests.integration.test_gateway_calls import expect_status, final_response, header
+from tests.integration.sipp_runner import free_port
+from tests.integration.test_gateway_calls import expect_status, final_response, header, sigterm_during_a_call
 from tests.integration.test_relay import bridge, start_trunk
 
 pytestmark = pytest.mark.integration
@@ -74,14 +73,7 @@ def test_healthz_turns_unready_while_draining(make_gateway, tmp_path):
     status, body = get(port, "/healthz")
     assert status == 200 and json.loads(body) == {
         "live": True, "ready": True, "draining": False, "store_ok": True, "active_calls": 0}
-    trunk = start_trunk(gw, tmp_path)
-    talking = run_sipp("bridge_call.xml", gw.target, tmp_path / "talking", service="+33142685300",
-                       local_port=free_port(),
-                       extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "2000"],
-                       background=True, timeout_s=20)
-    time.sleep(0.8)
-    gw.signal(signal.SIGTERM)
-    gw.wait_for(lambda e: e.get("event") == "draining")
+    talking, trunk = sigterm_during_a_call(gw, tmp_path)
     status, body = get(port, "/healthz")
     assert status == 503 and json.loads(body)["draining"] is True and json.loads(body)["active_calls"] == 1
     talking.communicate(timeout=20)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sip import connection_address, media_ports
+from sip import media_ports
 from tests.integration.sipp_runner import free_port, run_sipp
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from policy_testlib import BASE, DE_BERLIN, FR_PARIS, US_NYC, example_e164, make_settings, run
+from policy_testlib import BASE, DE_BERLIN, FR_PARIS, US_NYC, example_e164, run
 
 from policy import (
     MICROSOFT_POLICY_NAMES,

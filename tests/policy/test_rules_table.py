@@ -62,11 +62,6 @@ def test_addon_holder_dials_jamaica_is_not_the_addon(settings, organizer, expect
 
 
 def test_addon_holder_with_credits_dials_jamaica_pays_with_credits():
-    from policy_testlib import make_settings
-    from policy import parse_policy_sections
-    import copy
-    from policy_testlib import BASE
-
     data = copy.deepcopy(BASE)
     data["tenants"][1]["credits"] = {"enabled": True, "balance": 10.0}
     data["organizers"][4]["credits_licence"] = True
