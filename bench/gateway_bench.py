@@ -121,6 +121,14 @@ def proc_cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000.0 / CLK_TCK
 
 
+def system_busy_ms() -> float:
+    """CPU time spent by everything on the machine (all cores, not idle/iowait), in ms."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) * 1000.0 / CLK_TCK
+
+
 def proc_rss_mb(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) in MB."""
     rss = hwm = 0.0
@@ -370,6 +378,9 @@ class Step:
     gateway_log: dict | None = None
     note: str = ""
     trunk_successful: int | None = None
+    # CPU used on the machine by anything but this step's gateway and SIPps, as a
+    # share of all cores: other people's builds and tests disturb the numbers.
+    foreign_cpu_percent: float | None = None
 
 
 class Bench:
@@ -503,6 +514,8 @@ class Bench:
             step.gw_rss_before_mb = round(proc_rss_mb(gw_pid)[0], 1)
             cpu0 = proc_cpu_ms(gw_pid)
         t0 = time.monotonic()
+        busy0, self_cpu0 = system_busy_ms(), time.process_time() * 1000
+        trunk_cpu0 = proc_cpu_ms(trunk.proc.pid) if trunk is not None and not trunk.poll() else 0.0
         self.running.append(bridge.start())
         bridge.wait(bound_s + 10, on_tick=sample)
         step.wall_s = round(time.monotonic() - t0, 2)
@@ -513,9 +526,16 @@ class Bench:
             step.gw_cpu_ms_per_call = round(step.gw_cpu_ms / calls, 3)
             step.gw_cpu_ms_per_call_net = round((step.gw_cpu_ms - self.idle_cpu_ms_per_s * step.wall_s) / calls, 3)
             step.gw_rss_mb = round(proc_rss_mb(gw_pid)[0], 1)
+        busy1, self_cpu1 = system_busy_ms(), time.process_time() * 1000
+        trunk_cpu_mid = proc_cpu_ms(trunk.proc.pid) if trunk is not None and not trunk.poll() else None
         if trunk is not None:
             trunk.wait(8)
             step.trunk_successful = _int(trunk.stats(), "SuccessfulCall(C)")
+        ours = (step.gw_cpu_ms or 0.0) + (bridge.cpu_ms or 0.0) + (self_cpu1 - self_cpu0)
+        if trunk is not None:
+            ours += (trunk_cpu_mid if trunk_cpu_mid is not None else (trunk.cpu_ms or 0.0)) - trunk_cpu0
+        step.foreign_cpu_percent = round(max(0.0, busy1 - busy0 - ours) / (step.wall_s * 1000 * (os.cpu_count() or 1))
+                                         * 100, 1) if step.wall_s else None
         stats = bridge.stats()
         step.successful = _int(stats, "SuccessfulCall(C)")
         step.failed = _int(stats, "FailedCall(C)")
@@ -551,7 +571,10 @@ class Bench:
             extra = (f" gw {step.gw_cpu_ms_per_call:.3f} ms CPU/call (net {step.gw_cpu_ms_per_call_net:.3f}),"
                      f" RSS {step.gw_rss_mb:.0f} MB, log {step.gateway_log['outcomes']}"
                      + (f" errors {step.gateway_log['errors']}" if step.gateway_log["errors"] else ""))
-        log(f"  {kind:6s} {path:7s} {rate:5d}/s x{calls}: {'PASS' if step.ok else 'FAIL'} "
+        if step.foreign_cpu_percent is not None and step.foreign_cpu_percent > 10:
+            self.anomalies.append(f"step {self.step_no} ({kind} {path} {rate}/s): other processes used "
+                                  f"{step.foreign_cpu_percent}% of the machine's CPU during the step")
+        log(f"  {kind:6s} {path:7s} {rate:5d}/s x{calls}: {'PASS' if step.ok else 'FAIL'} other-cpu={step.foreign_cpu_percent}% "
             f"ok={step.successful} failed={step.failed} retrans={step.retransmissions} "
             f"achieved={step.achieved_cps}/s rtt p50/p99/max={lat.get('p50')}/{lat.get('p99')}/{lat.get('max')} ms"
             f"{extra}")
