@@ -139,6 +139,8 @@ class SipStack:
 
     def start(self) -> None:
         self.endpoint.libStart()
+        from gateway.pjsip_fallback import install_or_warn  # answers requests pjsua leaves unanswered
+        install_or_warn()  # never raises: on failure it logs a warning and the gateway runs without it
         # No sound device: no conference clock ticks, so held calls cost nothing.
         self.endpoint.audDevManager().setNoDev()
 
