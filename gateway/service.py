@@ -383,6 +383,7 @@ class GatewayService:
             self._heartbeats += 1
             if self._heartbeats % 5 == 0:
                 self.store.recover_open_calls(now, stale_after_s=self.stale_after_s, include_own=False)
+                self.store.prune_counters(now)
         except Exception as exc:
             self._ledger_failed("heartbeat", exc)
         finally:

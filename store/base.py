@@ -29,6 +29,7 @@ from store.types import LIFETIME, BucketSpec, CallOpen, Grant, Settlement, Store
 
 EPS = 1e-9
 LIVE = "('open', 'answered')"
+RATE_WINDOW_S = 60  # calls per minute: the organiser's calls of the last 60 whole seconds
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+?)(?:\.(sqlite|postgresql))?\.sql$")
 
@@ -130,7 +131,7 @@ class Store(ABC):
     def _xmany(self, sql: str, rows: list[tuple]) -> None: ...
 
     @abstractmethod
-    def _begin(self, write: bool) -> None: ...
+    def _begin(self, write: bool, single_statement: bool = False) -> None: ...
 
     @abstractmethod
     def _commit(self) -> None: ...
@@ -161,13 +162,18 @@ class Store(ABC):
 
     # ------------------------------------------------------------------ transactions
 
-    def _run(self, fn: Callable[[], Any], *, write: bool = True) -> Any:
+    def _run(self, fn: Callable[[], Any], *, write: bool = True, single_statement: bool = False) -> Any:
+        """Run `fn` as one transaction, retried on conflicts and once after a reconnect.
+
+        `single_statement`: `fn` reads with one statement, which is consistent
+        on its own, so SQLite runs it without BEGIN/COMMIT.
+        """
         reconnected = False
         attempts = 0
         while True:
             attempts += 1
             try:
-                self._begin(write)
+                self._begin(write, single_statement)
                 try:
                     result = fn()
                     self._commit()
@@ -239,39 +245,72 @@ class Store(ABC):
     # ------------------------------------------------------------------ counters
 
     def snapshot(self, *, tenant: str, organizer: str, e164: str | None, tz: str, now: datetime) -> dict:
-        """What the policy needs for one decision. used/spent include live reservations."""
+        """What the policy needs for one decision. used/spent include live reservations.
+
+        One statement of primary-key lookups into the running counters
+        (migration 002), so its cost does not grow with the ledger.
+        """
         period, day = _period_day(now, tz)
-        since = _epoch(now) - 60.0
+        last_minute_from = int(_epoch(now)) - RATE_WINDOW_S
 
         def fn() -> dict:
-            out = {"pool_used_minutes": 0.0, "promotion_used_minutes": 0.0, "credits_spent": 0.0}
-            for bucket, total in self._x(
-                    "SELECT bucket, used + reserved FROM buckets WHERE tenant = ? AND "
-                    "((period = ? AND bucket IN ('tenant_pool', 'promotion')) OR (period = ? AND bucket = 'credits'))",
-                    (tenant, period, LIFETIME)).fetchall():
-                key = {"tenant_pool": "pool_used_minutes", "promotion": "promotion_used_minutes",
-                       "credits": "credits_spent"}[bucket]
-                out[key] = round(total, 9)
             row = self._x(
-                f"SELECT (SELECT COUNT(*) FROM calls WHERE organizer = ? AND state IN {LIVE}),"
-                f" (SELECT COUNT(*) FROM calls WHERE tenant = ? AND state IN {LIVE}),"
-                " (SELECT COUNT(*) FROM calls WHERE organizer = ? AND started_at > ?),"
-                " (SELECT COUNT(DISTINCT e164) FROM calls WHERE organizer = ? AND day = ?),"
-                " (SELECT COUNT(*) FROM calls WHERE organizer = ? AND day = ? AND e164 = ?),"
-                " (SELECT COALESCE(SUM(addon_minutes), 0) FROM calls WHERE organizer = ? AND period = ?)",
-                (organizer, tenant, organizer, since, organizer, day, organizer, day, e164 or "",
-                 organizer, period)).fetchone()
-            out.update(
-                addon_used_minutes=float(row[5]),
-                concurrent_organizer=int(row[0]),
-                concurrent_tenant=int(row[1]),
-                calls_last_minute_organizer=int(row[2]),
-                distinct_destinations_today=int(row[3]),
-                destination_seen_today=bool(row[4]),
-            )
-            return out
+                "SELECT"
+                " (SELECT used + reserved FROM buckets WHERE tenant = ? AND period = ? AND bucket = 'tenant_pool'),"
+                " (SELECT used + reserved FROM buckets WHERE tenant = ? AND period = ? AND bucket = 'promotion'),"
+                " (SELECT used + reserved FROM buckets WHERE tenant = ? AND period = ? AND bucket = 'credits'),"
+                " (SELECT addon_minutes FROM organizer_periods WHERE organizer = ? AND period = ?),"
+                " (SELECT calls FROM live_calls WHERE scope = 'organizer' AND id = ?),"
+                " (SELECT calls FROM live_calls WHERE scope = 'tenant' AND id = ?),"
+                " (SELECT SUM(calls) FROM organizer_seconds WHERE organizer = ? AND second > ?),"
+                " (SELECT distinct_destinations FROM organizer_days WHERE organizer = ? AND day = ?),"
+                " (SELECT COUNT(*) FROM organizer_destinations WHERE organizer = ? AND day = ? AND e164 = ?)",
+                (tenant, period, tenant, period, tenant, LIFETIME, organizer, period, organizer, tenant,
+                 organizer, last_minute_from, organizer, day, organizer, day, e164 or "")).fetchone()
+            return {
+                "pool_used_minutes": round(row[0] or 0.0, 9),
+                "promotion_used_minutes": round(row[1] or 0.0, 9),
+                "credits_spent": round(row[2] or 0.0, 9),
+                "addon_used_minutes": float(row[3] or 0.0),
+                "concurrent_organizer": int(row[4] or 0),
+                "concurrent_tenant": int(row[5] or 0),
+                "calls_last_minute_organizer": int(row[6] or 0),
+                "distinct_destinations_today": int(row[7] or 0),
+                "destination_seen_today": bool(row[8]),
+            }
 
-        return self._run(fn, write=False)
+        return self._run(fn, write=False, single_statement=True)
+
+    def _count_opened(self, organizer: str, tenant: str, day: str, e164: str, started: float) -> None:
+        """The guard counters of a call just opened (inside open_call's transaction)."""
+        for scope, key in (("organizer", organizer), ("tenant", tenant)):
+            self._x("INSERT INTO live_calls (scope, id, calls) VALUES (?, ?, 1)"
+                    " ON CONFLICT (scope, id) DO UPDATE SET calls = live_calls.calls + 1", (scope, key))
+        self._x("INSERT INTO organizer_seconds (organizer, second, calls) VALUES (?, ?, 1)"
+                " ON CONFLICT (organizer, second) DO UPDATE SET calls = organizer_seconds.calls + 1",
+                (organizer, int(started)))
+        new_destination = self._x(
+            "INSERT INTO organizer_destinations (organizer, day, e164) VALUES (?, ?, ?)"
+            " ON CONFLICT (organizer, day, e164) DO NOTHING", (organizer, day, e164)).rowcount == 1
+        if new_destination:
+            self._x("INSERT INTO organizer_days (organizer, day, distinct_destinations) VALUES (?, ?, 1)"
+                    " ON CONFLICT (organizer, day) DO UPDATE"
+                    " SET distinct_destinations = organizer_days.distinct_destinations + 1", (organizer, day))
+
+    def _count_settled(self, organizer: str, tenant: str, period: str, addon_minutes: float) -> None:
+        """The guard counters of a live call being settled (inside its transaction)."""
+        for scope, key in (("organizer", organizer), ("tenant", tenant)):
+            self._x("UPDATE live_calls SET calls = calls - 1 WHERE scope = ? AND id = ? AND calls > 0", (scope, key))
+        if addon_minutes:
+            self._x("INSERT INTO organizer_periods (organizer, period, addon_minutes) VALUES (?, ?, ?)"
+                    " ON CONFLICT (organizer, period) DO UPDATE"
+                    " SET addon_minutes = organizer_periods.addon_minutes + excluded.addon_minutes",
+                    (organizer, period, addon_minutes))
+
+    def prune_counters(self, now: datetime) -> None:
+        """Drop per-second call counts that no rate window can reach any more."""
+        horizon = int(_epoch(now)) - 5 * RATE_WINDOW_S
+        self._run(lambda: self._x("DELETE FROM organizer_seconds WHERE second < ?", (horizon,)))
 
     # ------------------------------------------------------------------ reservations
 
@@ -380,6 +419,7 @@ class Store(ABC):
                  granted))
             if cur.rowcount != 1:
                 raise _Retry()  # the Call-ID is already open (a retransmission, or another instance): roll back, return its grant
+            self._count_opened(call.organizer, call.tenant, day, call.e164, started)
             return Grant(bucket, granted)
 
         return self._run(fn)
@@ -459,7 +499,7 @@ class Store(ABC):
 
     def _settle(self, row, end_ts: float, outcome: str, recovered: bool,
                 a_status: int | None, b_status: int | None) -> Settlement:
-        (call_id, _inst, tenant, _org, _e164, _region, _tz, period, _day, _started, answered_at,
+        (call_id, _inst, tenant, org, _e164, _region, _tz, period, _day, _started, answered_at,
          _hb, _state, inc, max_d, _chain, _pos, _nres, _bucket, granted, *_rest) = row
         talk = round(max(0.0, end_ts - answered_at), 3) if answered_at is not None else 0.0
         billable = talk
@@ -492,6 +532,7 @@ class Store(ABC):
             if bucket == "usca_unlimited":
                 addon += debit
         charge_list = tuple((b, round(a, 6)) for b, a in charges.items())
+        self._count_settled(org, tenant, period, addon)
         self._x("UPDATE calls SET state = 'closed', ended_at = ?, outcome = ?, a_status = ?, b_status = ?,"
                 " talk_s = ?, billed_units = ?, addon_minutes = ?, charges = ?, recovered = ? WHERE call_id = ?",
                 (end_ts, outcome, a_status, b_status, talk, billed_units, addon,

@@ -58,7 +58,7 @@ class PostgresStore(Store):
         with self._conn.cursor() as cur:
             cur.executemany(self._sql(sql), rows)
 
-    def _begin(self, write: bool) -> None:
+    def _begin(self, write: bool, single_statement: bool = False) -> None:
         pass  # psycopg opens the transaction on the first statement
 
     def _commit(self) -> None:

@@ -48,11 +48,15 @@ class SQLiteStore(Store):
     def _xmany(self, sql, rows):
         self._conn.executemany(sql, rows)
 
-    def _begin(self, write: bool) -> None:
-        self._cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    def _begin(self, write: bool, single_statement: bool = False) -> None:
+        if write:
+            self._cur.execute("BEGIN IMMEDIATE")
+        elif not single_statement:  # one statement alone is already atomic (autocommit)
+            self._cur.execute("BEGIN")
 
     def _commit(self) -> None:
-        self._cur.execute("COMMIT")
+        if self._conn.in_transaction:
+            self._cur.execute("COMMIT")
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:

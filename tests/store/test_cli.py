@@ -48,7 +48,7 @@ def run(capsys, *argv):
 def test_db_upgrade_is_idempotent(config, capsys):
     assert run(capsys, "db", "version", "--config", config)[:2] == (0, f"schema version 0 ({_dialect(config)})\n")
     code, out, _ = run(capsys, "db", "upgrade", "--config", config)
-    assert code == 0 and out.startswith("schema version 1") and "upgraded from 0" in out
+    assert code == 0 and out.startswith("schema version 2") and "upgraded from 0" in out
     code, out, _ = run(capsys, "db", "upgrade", "--config", config)
     assert code == 0 and "up to date" in out
 

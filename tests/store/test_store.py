@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -276,6 +277,102 @@ def test_counters_see_open_calls_and_decrement_on_every_end_path(store):
     assert s["distinct_destinations_today"] == 3
     # The bucket holds only what was billed.
     assert store.bucket_row("t1", "2018-07", POOL) == {"capacity": 600.0, "used": 2.0, "reserved": 0.0}
+
+
+def _counters_from_the_ledger(store, now, organizer="alice", tenant="t1", e164="+33142685300"):
+    """The guard counters computed the slow way, from the calls table alone."""
+    since = int(now.timestamp()) - 60
+    day = now.astimezone(ZoneInfo("Europe/Paris")).strftime("%Y-%m-%d")
+    x = store._run(lambda: store._x(
+        "SELECT (SELECT COUNT(*) FROM calls WHERE organizer = ? AND state IN ('open', 'answered')),"
+        " (SELECT COUNT(*) FROM calls WHERE tenant = ? AND state IN ('open', 'answered')),"
+        " (SELECT COUNT(*) FROM calls WHERE organizer = ? AND started_at >= ?),"
+        " (SELECT COUNT(DISTINCT e164) FROM calls WHERE organizer = ? AND day = ?),"
+        " (SELECT COUNT(*) FROM calls WHERE organizer = ? AND day = ? AND e164 = ?),"
+        " (SELECT COALESCE(SUM(addon_minutes), 0) FROM calls WHERE organizer = ? AND period = ?)",
+        (organizer, tenant, organizer, since + 1, organizer, day, organizer, day, e164, organizer, day[:7])
+    ).fetchone(), write=False)
+    return {"concurrent_organizer": x[0], "concurrent_tenant": x[1], "calls_last_minute_organizer": x[2],
+            "distinct_destinations_today": x[3], "destination_seen_today": bool(x[4]), "addon_used_minutes": x[5]}
+
+
+def _guard_counters(store, now, e164="+33142685300"):
+    s = snap(store, now=now, e164=e164)
+    return {k: s[k] for k in ("concurrent_organizer", "concurrent_tenant", "calls_last_minute_organizer",
+                              "distinct_destinations_today", "destination_seen_today", "addon_used_minutes")}
+
+
+def test_running_counters_agree_with_the_ledger_on_every_path(store):
+    """The counters the snapshot reads (migration 002) are kept in step with the
+    calls table through open, replayed open, answer, extend, close, a second
+    close and recovery."""
+    unlimited = (BucketSpec("usca_unlimited", None),)
+    pool = (BucketSpec(POOL, 600),)
+    for i in range(12):
+        chain = unlimited if i % 3 == 0 else pool
+        store.open_call(call(f"c{i}", *chain, organizer="alice" if i % 4 else "bob",
+                             e164=f"+3314268530{i % 5}", started=at(i * 7)))
+    store.open_call(call("c1", *pool, started=at(7)))           # a retransmitted INVITE: no double count
+    assert _guard_counters(store, at(80)) == _counters_from_the_ledger(store, at(80))
+    for i in (0, 3, 6):
+        store.answered(f"c{i}", at(i * 7 + 1))
+    store.extend("c3", at(100))
+    store.close_call("c3", at(200), "normal")
+    store.close_call("c3", at(300), "normal")                    # idempotent: counted once
+    store.close_call("c0", at(150), "normal")
+    store.close_call("c5", at(60), "trunk_failure", b_status=486)
+    store.recover_open_calls(at(400))
+    for now in (at(30), at(80), at(400)):
+        for e164 in ("+33142685300", "+33142685304", "+33999"):
+            assert _guard_counters(store, now, e164) == _counters_from_the_ledger(store, now, e164=e164), (now, e164)
+    # alice's add-on minutes: c3 talked 178 s (3 min); c0 is bob's; c6 was
+    # recovered with no heartbeat after its answer (talk 0).
+    assert _guard_counters(store, at(400))["addon_used_minutes"] == 3.0
+
+
+def test_migration_002_backfills_the_counters_of_an_existing_ledger(store):
+    store.open_call(call("live", BucketSpec("usca_unlimited", None), started=at(0)))
+    store.open_call(call("done", BucketSpec("usca_unlimited", None), started=at(1), e164="+33142685301"))
+    store.answered("done", at(2))
+    store.close_call("done", at(122), "normal")
+    before = _guard_counters(store, at(30))
+    assert before["concurrent_organizer"] == 1 and before["distinct_destinations_today"] == 2
+    assert before["addon_used_minutes"] == 2.0
+
+    def back_to_version_1():
+        for table in ("live_calls", "organizer_seconds", "organizer_destinations", "organizer_days",
+                      "organizer_periods"):
+            store._x(f"DROP TABLE {table}")
+        store._x("DELETE FROM schema_version WHERE version = 2")
+    store._run(back_to_version_1)
+    assert store.schema_version() == 1
+    assert store.migrate() == 2
+    assert _guard_counters(store, at(30)) == before
+
+
+def test_prune_keeps_the_rate_window(store):
+    for i in range(3):
+        store.open_call(call(f"c{i}", BucketSpec("usca_unlimited", None), started=at(i * 200)))
+    store.prune_counters(at(400))  # c0 (t=0) is beyond any window; c1 (t=200) is not
+    rows = store._run(lambda: store._x("SELECT second FROM organizer_seconds ORDER BY second").fetchall(), write=False)
+    assert [r[0] - int(T0.timestamp()) for r in rows] == [200, 400]
+    assert snap(store, now=at(430))["calls_last_minute_organizer"] == 1
+
+
+def test_sqlite_snapshot_is_primary_key_lookups_only(tmp_path):
+    """The INVITE path never scans: every part of the snapshot is a keyed search."""
+    store = open_store(f"sqlite:///{tmp_path}/ledger.db", instance_id="gw")
+    store.migrate()
+    captured = []
+    real_x = store._x
+    store._x = lambda sql, params=(): captured.append((sql, params)) or real_x(sql, params)
+    snap(store, e164="+33142685300")
+    store._x = real_x
+    (sql, params), = captured
+    plan = [row[3] for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()]
+    assert plan and not [line for line in plan if line.startswith("SCAN") and line != "SCAN CONSTANT ROW"], plan
+    assert all("calls" not in line.split() for line in plan), plan
+    store.close()
 
 
 def test_destination_day_is_in_the_tenant_timezone(store):
