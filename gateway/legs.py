@@ -27,13 +27,18 @@ class Leg(pj.Call):
         return not self.disconnected and self.isActive()
 
     def _guard(self, handler, prm) -> None:
+        if self.relay is None:
+            return  # released after both legs ended (see RelayedCall.release_legs)
         try:
             handler(self, prm)
         except Exception:
             self.relay.log.exception("callback_failed", leg=self.side)
 
     def onCallState(self, prm):
-        self._guard(self.relay.on_state, prm)
+        # Only DISCONNECTED matters to the relay; isActive() is one cheap C call,
+        # while getInfo() converts the whole call info on every state change.
+        if self.relay is not None and not self.isActive():
+            self._guard(self.relay.on_state, prm)
 
     def onCallTsxState(self, prm):
         self._guard(self.relay.on_tsx, prm)

@@ -260,6 +260,19 @@ class RelayedCall:
         if self.bridge.alive() and self.bridge_status is None:
             self.reject(503, self.service.reject_headers_for(Reason.OVERLOADED, text, retry_after_s=5), reason)
 
+    def release_legs(self) -> None:
+        """Free both pj.Call objects now, once their last callback has returned.
+
+        pjsua2 keeps a Call's slot number after DISCONNECTED, and its destructor
+        hangs up whatever call is active in that slot. Legs kept alive by the
+        leg <-> relay reference cycle until some later garbage collection could
+        outlive their slot's reuse and hang up a stranger's call; breaking the
+        cycle here destroys them while their slots are still free.
+        """
+        for leg in (self.bridge, self.trunk):
+            if leg is not None:
+                leg.relay = None
+
     def _maybe_finish(self) -> None:
         if self.finished:
             return

@@ -365,7 +365,13 @@ class GatewayService:
             if self.metrics:
                 self.metrics.call_finished(call, settlement)
         ids = [call.bridge.getId()] + ([call.trunk.getId()] if call.trunk else [])
-        self.stack.after_poll(lambda: [self.calls.pop(i, None) for i in ids])
+
+        def forget() -> None:
+            for i in ids:
+                self.calls.pop(i, None)
+            call.release_legs()
+
+        self.stack.after_poll(forget)
 
     # --- heartbeats --------------------------------------------------------------------
 

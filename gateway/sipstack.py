@@ -80,6 +80,41 @@ class Timer:
         self.callback = None  # release the call it refers to now, not when it would have fired
 
 
+class TimerHeap:
+    """One-shot timers by due time. A finished call cancels timers due hours
+    later (its duration cut); left in the heap they would pile up at the call
+    rate, so the heap is compacted once most of it is cancelled."""
+
+    COMPACT_EVERY = 1024  # pushes between checks
+
+    def __init__(self):
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, when: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(when, callback)
+        seq = next(self._seq)
+        heapq.heappush(self._heap, (when, seq, timer))
+        if seq % self.COMPACT_EVERY == self.COMPACT_EVERY - 1:
+            live = [entry for entry in self._heap if not entry[2].cancelled]
+            if len(live) * 2 < len(self._heap):
+                heapq.heapify(live)
+                self._heap = live
+        return timer
+
+    def pop_due(self, now: float) -> list[Timer]:
+        """The timers due by `now` and not cancelled, in due order."""
+        due = []
+        while self._heap and self._heap[0][0] <= now:
+            timer = heapq.heappop(self._heap)[2]
+            if not timer.cancelled:
+                due.append(timer)
+        return due
+
+
 _TRANSPORT_TYPES = {
     "udp": pj.PJSIP_TRANSPORT_UDP,
     "tcp": pj.PJSIP_TRANSPORT_TCP,
@@ -120,8 +155,7 @@ class SipStack:
         cfg.logConfig.decor = 0
         self.endpoint.libInit(cfg)
         self.transport_ids: list[int] = []
-        self._timers: list[tuple[float, int, Timer]] = []
-        self._timer_seq = itertools.count()
+        self._timers = TimerHeap()
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._after_poll: list[Callable[[], None]] = []
         self.running = False
@@ -149,9 +183,7 @@ class SipStack:
 
     def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer:
         """Run `callback` on the loop thread after `delay_s` seconds."""
-        timer = Timer(time.monotonic() + delay_s, callback)
-        heapq.heappush(self._timers, (timer.when, next(self._timer_seq), timer))
-        return timer
+        return self._timers.push(time.monotonic() + delay_s, callback)
 
     def call_soon(self, callback: Callable[[], None]) -> None:
         """Thread-safe: queue `callback` for the loop thread."""
@@ -173,9 +205,8 @@ class SipStack:
                 break
             self._guard(job)
         now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, timer = heapq.heappop(self._timers)
-            if not timer.cancelled:
+        for timer in self._timers.pop_due(now):
+            if not timer.cancelled:  # an earlier timer of this batch may have cancelled it
                 self._guard(timer.callback)
         if self._after_poll:
             pending, self._after_poll = self._after_poll, []
