@@ -283,9 +283,8 @@ class Store(ABC):
 
     def _count_opened(self, organizer: str, tenant: str, day: str, e164: str, started: float) -> None:
         """The guard counters of a call just opened (inside open_call's transaction)."""
-        for scope, key in (("organizer", organizer), ("tenant", tenant)):
-            self._x("INSERT INTO live_calls (scope, id, calls) VALUES (?, ?, 1)"
-                    " ON CONFLICT (scope, id) DO UPDATE SET calls = live_calls.calls + 1", (scope, key))
+        self._x("INSERT INTO live_calls (scope, id, calls) VALUES ('organizer', ?, 1), ('tenant', ?, 1)"
+                " ON CONFLICT (scope, id) DO UPDATE SET calls = live_calls.calls + 1", (organizer, tenant))
         self._x("INSERT INTO organizer_seconds (organizer, second, calls) VALUES (?, ?, 1)"
                 " ON CONFLICT (organizer, second) DO UPDATE SET calls = organizer_seconds.calls + 1",
                 (organizer, int(started)))
@@ -299,8 +298,8 @@ class Store(ABC):
 
     def _count_settled(self, organizer: str, tenant: str, period: str, addon_minutes: float) -> None:
         """The guard counters of a live call being settled (inside its transaction)."""
-        for scope, key in (("organizer", organizer), ("tenant", tenant)):
-            self._x("UPDATE live_calls SET calls = calls - 1 WHERE scope = ? AND id = ? AND calls > 0", (scope, key))
+        self._x("UPDATE live_calls SET calls = calls - 1 WHERE calls > 0 AND"
+                " ((scope = 'organizer' AND id = ?) OR (scope = 'tenant' AND id = ?))", (organizer, tenant))
         if addon_minutes:
             self._x("INSERT INTO organizer_periods (organizer, period, addon_minutes) VALUES (?, ?, ?)"
                     " ON CONFLICT (organizer, period) DO UPDATE"

@@ -60,3 +60,13 @@ INSERT INTO organizer_days (organizer, day, distinct_destinations)
     SELECT organizer, day, COUNT(*) FROM organizer_destinations GROUP BY organizer, day;
 INSERT INTO organizer_periods (organizer, period, addon_minutes)
     SELECT organizer, period, SUM(addon_minutes) FROM calls GROUP BY organizer, period;
+
+-- The calls indexes that served the old counting queries: every call write
+-- had to update them, and nothing reads through them any more. Kept: the
+-- primary key, live calls by instance (recovery) and (tenant, period)
+-- (usage reports).
+DROP INDEX IF EXISTS calls_live_organizer;
+DROP INDEX IF EXISTS calls_live_tenant;
+DROP INDEX IF EXISTS calls_organizer_started;
+DROP INDEX IF EXISTS calls_organizer_day;
+DROP INDEX IF EXISTS calls_organizer_period;
