@@ -693,6 +693,10 @@ class Store(ABC):
 
     # ------------------------------------------------------------------ lifecycle
 
+    def start_background_maintenance(self) -> None:
+        """Move housekeeping I/O off the caller's thread (the gateway's SIP
+        loop). Nothing to do by default; SQLite checkpoints its WAL there."""
+
     def close(self) -> None:
         if self._notifier is not None:
             self._notifier.close()

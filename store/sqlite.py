@@ -5,11 +5,18 @@ crash of the process (kill -9) because it is already in the WAL file; only an
 OS crash or power loss can lose the last transactions before a checkpoint.
 Several processes may share one file: writers take `BEGIN IMMEDIATE` and wait
 up to busy_timeout for each other.
+
+Checkpoints (copying the WAL into the database file, with an fsync) are the
+only step that waits for the disk. In the gateway they run on a background
+thread with its own connection (`start_background_maintenance`), so that a
+slow fsync never stalls the SIP loop: with synchronous=NORMAL a commit itself
+only appends to the WAL.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 from store.base import Store
@@ -25,6 +32,8 @@ class SQLiteStore(Store):
         self.busy_timeout_ms = busy_timeout_ms
         self._conn = self._connect()
         self._cur = self._conn.cursor()
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -69,6 +78,45 @@ class SQLiteStore(Store):
 
     def _table_exists(self, name: str) -> bool:
         return self._x("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+    CHECKPOINT_INTERVAL_S = 0.5
+
+    def start_background_maintenance(self) -> None:
+        if self.path == ":memory:" or self._checkpointer is not None:
+            return
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # commits never checkpoint (nor fsync)
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        conn = None
+        failing = False
+        while not self._stop_checkpoints.wait(self.CHECKPOINT_INTERVAL_S):
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                           timeout=self.busy_timeout_ms / 1000.0)
+                # PASSIVE: copies what it can without waiting for (or blocking) writers.
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if failing:
+                    self.log.info("store_checkpoint_recovered", path=self.path)
+                failing = False
+            except sqlite3.Error as exc:
+                if not failing:  # once per failure episode, e.g. a full disk
+                    self.log.warning("store_checkpoint_failed", path=self.path, error=str(exc))
+                failing = True
+        if conn is not None:
+            conn.close()
+
+    def _stop_background(self) -> None:
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            self._checkpointer.join(timeout=5)
+            self._checkpointer = None
+
+    def close(self) -> None:
+        self._stop_background()
+        super().close()
 
     def _close_connection(self) -> None:
         try:

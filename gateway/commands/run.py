@@ -78,6 +78,7 @@ def handle(args) -> int:
     try:
         store = open_from_settings(runtime.store, log=get_logger(component="ledger"))
         store.migrate()
+        store.start_background_maintenance()
     except StoreError as exc:
         # Not the operator's typo but the database: a runtime failure, exit 1.
         print(f"dialout-gw run: store.url {_redact(runtime.store.url)}: {exc}", file=sys.stderr)

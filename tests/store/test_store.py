@@ -375,6 +375,37 @@ def test_sqlite_snapshot_is_primary_key_lookups_only(tmp_path):
     store.close()
 
 
+def test_sqlite_checkpoints_run_off_the_writer_thread(tmp_path):
+    """The writer never checkpoints (a checkpoint fsyncs, which would stall the
+    SIP loop); the background thread copies committed calls into the main
+    database file within a second or so."""
+    import shutil
+    import sqlite3
+    import time
+
+    store = open_store(f"sqlite:///{tmp_path}/ledger.db", instance_id="gw")
+    store.migrate()
+    store.start_background_maintenance()
+    assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for i in range(50):
+        store.open_call(call(f"c{i}", BucketSpec("usca_unlimited", None)))
+    deadline = time.monotonic() + 10
+    while True:
+        shutil.copy(tmp_path / "ledger.db", tmp_path / "main-file-only.db")  # without its WAL
+        copy = sqlite3.connect(tmp_path / "main-file-only.db")
+        try:
+            in_main_file = copy.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+        except sqlite3.OperationalError:
+            in_main_file = 0   # not even the schema checkpointed yet
+        copy.close()
+        if in_main_file == 50 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    store.close()
+    assert in_main_file == 50
+    assert store._checkpointer is None
+
+
 def test_destination_day_is_in_the_tenant_timezone(store):
     # 23:30 UTC on 10 July is already 11 July in Paris.
     store.open_call(call(started=datetime(2018, 7, 10, 23, 30, tzinfo=UTC)))
