@@ -352,6 +352,42 @@ def seed_ledger(db_path: Path, n: int) -> None:
         store.close()
 
 
+# --------------------------------------------------------------------------- the floor
+
+class BareRelay:
+    """bench/bare_relay.py as a subprocess, with the attributes run_step uses of a GatewayProcess."""
+
+    logs_calls = False
+
+    def __init__(self, workdir: Path):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.sip_port = free_port()
+        self.trunk_port = free_port()
+        self.target = f"127.0.0.1:{self.sip_port}"
+        self.log_path = workdir / "bare_relay.out"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> BareRelay:
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_relay.py"), str(self.sip_port),
+                                      f"127.0.0.1:{self.trunk_port}"], stdout=self.log_path.open("wb"),
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while b"ready" not in self.log_path.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"bare_relay.py did not start: {self.log_path.read_text()[-500:]}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, timeout_s: float = 20) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 # --------------------------------------------------------------------------- the bench
 
 @dataclass
@@ -552,7 +588,8 @@ class Bench:
         if via_gw:
             deadline = time.monotonic() + 5
             summary = self.gwlog.summarize(self.gwlog.read_since_mark())
-            while summary["call_lines"] < step.successful and time.monotonic() < deadline:
+            while (getattr(self.gw, "logs_calls", True) and summary["call_lines"] < step.successful
+                   and time.monotonic() < deadline):
                 time.sleep(0.2)
                 summary = self.gwlog.summarize(self.gwlog.read_since_mark())
             step.gateway_log = summary
@@ -637,6 +674,19 @@ class Bench:
             "steps": {str(r): {k: asdict(v) for k, v in p.items()} for r, p in sorted(pairs.items())},
             "direct_only_steps": {str(r): asdict(st) for r, st in sorted(direct_only.items())},
         }
+
+    def bare_cpu_step(self, rate: int, calls: int) -> dict:
+        """The same load through bench/bare_relay.py: pjsua2 alone, the floor under the gateway."""
+        log(f"cpu per relayed call (bare pjsua2 relay, no policy/ledger/logging): {calls} calls at {rate}/s")
+        self.stop_gateway()
+        self.gw_no += 1
+        self.gw = BareRelay(self.workdir / f"gw{self.gw_no:02d}-bare").start()
+        self.gwlog = GatewayLog(self.gw.log_path)
+        time.sleep(0.5)
+        step = self.run_step(kind="relay", path="gateway", rate=rate, calls=calls, talk_ms=self.p.talk_ms)
+        self.stop_gateway()
+        self.gw = None
+        return asdict(step)
 
     def cpu_step(self, label: str, seed_calls: int, rate: int, calls: int) -> dict:
         log(f"cpu per relayed call ({label}): {calls} calls at {rate}/s")
@@ -754,6 +804,7 @@ def summarize(report: dict) -> dict:
     tgt_rate = None
     cpu_early = report["cpu"]["early"]["gw_cpu_ms_per_call"]
     cpu_late = report["cpu"]["late"]["gw_cpu_ms_per_call"] if report["cpu"].get("late") else None
+    bare = report["cpu"].get("bare_pjsua2", {}).get("gw_cpu_ms_per_call")
     rej_rate = rej["max_rate_zero_failures_cps"]
     rej_step = rej["steps"].get(str(rej_rate), {}).get("gateway") if rej_rate else None
     s = {
@@ -766,6 +817,8 @@ def summarize(report: dict) -> dict:
         "latency_lowest_rate_cps": int(min(lat, key=int)) if lat else None,
         "latency_at_lowest_rate": lat[min(lat, key=int)] if lat else None,
         "cpu_ms_per_relayed_call_early": cpu_early,
+        "cpu_ms_per_call_bare_pjsua2": bare,
+        "cpu_ratio_gateway_vs_bare_pjsua2": _ratio(cpu_early, bare),
         "cpu_ms_per_relayed_call_late": cpu_late,
         "ledger_calls_at_late_cpu_step": report["cpu"]["late"]["ledger_calls_before"] if cpu_late else None,
         "concurrent_relayed_calls": hold.get("concurrent_at_last_answer") if hold.get("all_relayed") else 0,
@@ -827,6 +880,8 @@ def print_table(report: dict) -> None:
         row("  p99 added delay (ms)", lo["added"]["p99"])
     row("gateway CPU per relayed call, empty ledger (ms)", s["cpu_ms_per_relayed_call_early"], None, None,
         mark("cpu_ms_per_relayed_call"))
+    row("  bare pjsua2 relay, same load (ms; ratio = gateway/bare)", s["cpu_ms_per_call_bare_pjsua2"], None,
+        s["cpu_ratio_gateway_vs_bare_pjsua2"])
     row(f"  same, ledger holding {s['ledger_calls_at_late_cpu_step']} calls (ms)",
         s["cpu_ms_per_relayed_call_late"], None, None, mark("cpu_ms_per_relayed_call_seeded_ledger"))
     row("concurrent relayed calls held", s["concurrent_relayed_calls"], None, None, mark("concurrent_relayed_calls"))
@@ -890,6 +945,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         report["cpu"] = {"early": bench.cpu_step("cpu-empty-ledger", 0, profile.cpu_rate, profile.cpu_calls)}
+        report["cpu"]["bare_pjsua2"] = bench.bare_cpu_step(profile.cpu_rate, profile.cpu_calls)
         report["gateway_idle_cpu_ms_per_s"] = round(bench.idle_cpu_ms_per_s, 2)
         report["relay"] = bench.relay_ramp()
         report["latency"] = latency_comparison(report["relay"])

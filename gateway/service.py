@@ -96,6 +96,10 @@ class GatewayService:
         cfg.idUri = f"sip:dialout-gw@{self.runtime.gateway_host}"
         # No RTP sockets and no media work: the SDP passes through untouched.
         cfg.mediaConfig.useLoopMedTp = True
+        # A relay must not renegotiate on its own: with codec locking on, pjsua
+        # sends the trunk a re-INVITE narrowing a multi-codec answer to one
+        # codec, an SDP the bridge never sees.
+        cfg.mediaConfig.lockCodecEnabled = False
         cfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL
         cfg.callConfig.timerSessExpiresSec = self.runtime.session_expires_s
         cfg.callConfig.timerMinSESec = self.runtime.min_se_s
