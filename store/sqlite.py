@@ -80,11 +80,15 @@ class SQLiteStore(Store):
         return self._x("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
     CHECKPOINT_INTERVAL_S = 0.5
+    RESTART_WAIT_S = 0.05
+    WAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
 
     def start_background_maintenance(self) -> None:
         if self.path == ":memory:" or self._checkpointer is not None:
             return
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # commits never checkpoint (nor fsync)
+        # Once a checkpoint lets the WAL start over, cut its file back to this size.
+        self._conn.execute(f"PRAGMA journal_size_limit = {self.WAL_SIZE_LIMIT_BYTES}")
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
         self._checkpointer.start()
 
@@ -94,10 +98,18 @@ class SQLiteStore(Store):
         while not self._stop_checkpoints.wait(self.CHECKPOINT_INTERVAL_S):
             try:
                 if conn is None:
+                    # A short busy timeout: a RESTART that cannot get its turn soon is
+                    # retried at the next interval rather than queueing writers behind it.
                     conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                           timeout=self.busy_timeout_ms / 1000.0)
-                # PASSIVE: copies what it can without waiting for (or blocking) writers.
+                                           timeout=self.RESTART_WAIT_S)
+                # PASSIVE copies what it can without waiting for (or blocking)
+                # writers; the slow part, the fsync, happens here. Then RESTART,
+                # with little left to copy, waits out the current writer so that
+                # the next one starts the WAL over: otherwise, with commits always
+                # landing during the checkpoint, the WAL would grow for ever and
+                # every commit would pay for appending to a growing file.
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 if failing:
                     self.log.info("store_checkpoint_recovered", path=self.path)
                 failing = False
