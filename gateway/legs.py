@@ -51,10 +51,6 @@ class Leg(pj.Call):
     def onCallRxReinvite(self, prm):
         self._guard(self.relay.on_rx_reinvite, prm)
 
-    def onCallMediaState(self, prm):
-        # Signalling-only relay: nothing is connected to the conference bridge.
-        pass
-
 
 class BridgeLeg(Leg):
     """The A-leg: the gateway is the UAS toward the conference bridge."""
