@@ -198,7 +198,7 @@ class SipStack:
         self._after_poll.append(callback)
 
     def _run_due(self) -> None:
-        while True:
+        while not self._jobs.empty():  # checked first: most polls have no job, and raising Empty costs
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
