@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pjsua2 as pj
 
+from sip import answer_directions
+
 
 class Leg(pj.Call):
     side = "?"
@@ -46,7 +48,10 @@ class Leg(pj.Call):
     def onCallSdpCreated(self, prm):
         # SDP passthrough: replace pjsua's own offer/answer with the peer's.
         if self.next_local_sdp:
-            prm.sdp.wholeSdp = self.next_local_sdp
+            offer = prm.remSdp.wholeSdp
+            # Answering an offer with the peer's SDP: keep its media directions
+            # valid for this offer (an UPDATE hold is answered at once).
+            prm.sdp.wholeSdp = answer_directions(offer, self.next_local_sdp) if offer else self.next_local_sdp
 
     def onCallRxReinvite(self, prm):
         self._guard(self.relay.on_rx_reinvite, prm)

@@ -8,7 +8,9 @@ Rules kept here:
 - the trunk's provisional responses go to the bridge, 183 with its SDP;
 - the trunk's final failure goes to the bridge unchanged (486 stays 486);
   no final answer within `answer_timeout_s` becomes 408 trunk_timeout;
-- SDP passes through both ways, for the first offer and for re-INVITEs;
+- SDP passes through both ways, for the first offer, re-INVITEs and UPDATEs
+  (an UPDATE is answered at once with the peer's last SDP, directions fitted
+  to the offer, and relayed to the peer);
 - a BYE or CANCEL on one leg ends the other;
 - the authorised duration is enforced with a BYE carrying a Reason header.
 """
@@ -22,7 +24,7 @@ import pjsua2 as pj
 
 from gateway.legs import BridgeLeg, Leg, TrunkLeg
 from policy import Reason
-from sip import bye_reason_header, reason_phrase
+from sip import bye_reason_header, is_hold, reason_phrase
 
 if TYPE_CHECKING:
     from gateway.service import GatewayService
@@ -75,6 +77,7 @@ class RelayedCall:
         self.ended_by: str | None = None
         self.early_sdp_sent: str | None = None
         self.reinvite_pending_from: Leg | None = None
+        self.update_pending_from: Leg | None = None
         self.timers: list = []
         self.finished = False
         self.ledger_open = False
@@ -122,8 +125,6 @@ class RelayedCall:
         self._maybe_finish()
 
     def on_tsx(self, leg: Leg, prm) -> None:
-        if leg is not self.trunk and self.reinvite_pending_from is not self.trunk:
-            return
         event = prm.e
         if event.type != pj.PJSIP_EVENT_TSX_STATE:
             return
@@ -131,6 +132,12 @@ class RelayedCall:
         if tsx_event.type != pj.PJSIP_EVENT_RX_MSG:
             return
         tsx = tsx_event.tsx
+        if tsx.method == "UPDATE":
+            if self.answered_mono is not None:
+                self._on_update(leg, tsx, _body_of(tsx_event.src.rdata.wholeMsg))
+            return
+        if leg is not self.trunk and self.reinvite_pending_from is not self.trunk:
+            return
         if tsx.method != "INVITE" or tsx.role != pj.PJSIP_ROLE_UAC:
             return
         code = tsx.statusCode
@@ -154,6 +161,40 @@ class RelayedCall:
         peer.reinvite(op)
         self.log.info("reinvite_relayed", direction=f"{leg.side}->{peer.side}",
                       hold=" a=sendonly" in offer or "a=inactive" in offer or "c=IN IP4 0.0.0.0" in offer)
+
+    def _on_update(self, leg: Leg, tsx, sdp: str | None) -> None:
+        """An UPDATE with an offer from one leg (hold/resume) goes to the other.
+
+        pjsua answers an UPDATE before the application can ask anyone (it has
+        no asynchronous answer for UPDATE, unlike re-INVITE), so the first leg
+        got the peer's last SDP with its directions fitted to the offer
+        (Leg.onCallSdpCreated); the peer's real answer is kept for later ones.
+        """
+        if tsx.role == pj.PJSIP_ROLE_UAC:  # the peer answered the UPDATE we relayed
+            origin = self.update_pending_from
+            if origin is not None and leg is not origin and tsx.statusCode >= 200:
+                self.update_pending_from = None
+                if tsx.statusCode < 300 and sdp:
+                    origin.next_local_sdp = sdp
+            return
+        peer = self.trunk if leg is self.bridge else self.bridge
+        if not sdp or peer is None or self.reinvite_pending_from is not None:
+            return  # a refresh without SDP stays on its own leg
+
+        def relay_update() -> None:  # after this callback: not inside the peer's transaction
+            if not peer.alive() or self.finished:
+                return
+            peer.next_local_sdp = sdp
+            self.update_pending_from = leg
+            try:
+                peer.update(pj.CallOpParam(True))
+            except pj.Error as exc:
+                self.update_pending_from = None
+                self.log.warning("update_relay_failed", direction=f"{leg.side}->{peer.side}", error=exc.info())
+                return
+            self.log.info("update_relayed", direction=f"{leg.side}->{peer.side}", hold=is_hold(sdp))
+
+        self.service.stack.after_poll(relay_update)
 
     # --- internals -----------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sip import is_hold
+from sip import connection_address, is_hold, media_ports
 from tests.integration.gateway_proc import GatewayProcess, example_policy_text
 from tests.integration.sipp_runner import free_port, run_sipp, scenario_from_template
 from tests.integration.test_relay import bridge, message_list, messages, start_trunk
@@ -193,6 +193,32 @@ def test_hold_reinvite_is_relayed_end_to_end(gateway, tmp_path):
                      if m.startswith("SIP/2.0 200") and "INVITE" in header(m, "CSeq")]
     assert len(oks_at_bridge) == 2
     assert "a=recvonly" in oks_at_bridge[1]  # the trunk's answer came back
+    assert gateway.wait_calls(1)[0]["reason"] == "allowed"
+
+
+def test_hold_update_is_answered_at_once_and_relayed(gateway, tmp_path):
+    trunk = start_trunk(gateway, tmp_path, "trunk_update_hold.xml")
+    result = run_sipp("bridge_update_hold.xml", gateway.target, tmp_path / "bridge", service="+33142685300",
+                      local_port=free_port(),
+                      extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "300",
+                             "-trace_msg"], timeout_s=20)
+    trunk.communicate(timeout=20)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert trunk.returncode == 0  # it received the UPDATE, then the BYE
+    updates_at_trunk = [m for m in message_list(tmp_path / "trunk") if m.startswith("UPDATE ")]
+    assert len(updates_at_trunk) == 1
+    assert is_hold(updates_at_trunk[0].split("\n\n", 1)[1])  # the bridge's sendonly offer
+    update_oks = [m for m in message_list(tmp_path / "bridge")
+                  if m.startswith("SIP/2.0 200") and "UPDATE" in header(m, "CSeq")]
+    assert len(update_oks) == 1
+    answer = update_oks[0].split("\n\n", 1)[1]
+    # The trunk's media, with a direction that answers a hold (not sendrecv).
+    assert "a=recvonly" in answer and "a=sendrecv" not in answer
+    invite_ok = [m for m in message_list(tmp_path / "bridge")
+                 if m.startswith("SIP/2.0 200") and "INVITE" in header(m, "CSeq")][0]
+    trunk_sdp = invite_ok.split("\n\n", 1)[1]
+    assert media_ports(answer) == media_ports(trunk_sdp) and connection_address(answer) == connection_address(trunk_sdp)
+    assert [e for e in gateway.events() if e.get("event") == "update_relayed"][0]["hold"] is True
     assert gateway.wait_calls(1)[0]["reason"] == "allowed"
 
 
