@@ -56,6 +56,20 @@ class Leg(pj.Call):
     def onCallRxReinvite(self, prm):
         self._guard(self.relay.on_rx_reinvite, prm)
 
+    def onCallTransferRequest(self, prm):
+        # pjsua would accept a REFER (202) and place a call to its Refer-To target
+        # by itself, past admission, policy and the ledger: an open door for toll
+        # fraud. Every transfer is refused, whoever asks.
+        prm.statusCode = pj.PJSIP_SC_FORBIDDEN
+        self._guard(self.relay.on_transfer_refused, prm)
+
+    def onCallReplaceRequest(self, prm):
+        # An INVITE with Replaces would be answered 200 by pjsua, past the
+        # gateway's checks, and take this leg's place: refused as well.
+        prm.statusCode = pj.PJSIP_SC_FORBIDDEN
+        prm.reason = "Forbidden"
+        self._guard(self.relay.on_replace_refused, prm)
+
 
 class BridgeLeg(Leg):
     """The A-leg: the gateway is the UAS toward the conference bridge."""

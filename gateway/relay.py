@@ -12,7 +12,9 @@ Rules kept here:
   (an UPDATE is answered at once with the peer's last SDP, directions fitted
   to the offer, and relayed to the peer);
 - a BYE or CANCEL on one leg ends the other;
-- the authorised duration is enforced with a BYE carrying a Reason header.
+- the authorised duration is enforced with a BYE carrying a Reason header;
+- REFER (transfer) and INVITE/Replaces are refused with 403 on either leg:
+  pjsua would otherwise place or answer those calls by itself.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 
 from gateway.legs import BridgeLeg, Leg, TrunkLeg
+from gateway.privacy import mask_numbers_in
 from policy import Reason
 from sip import bye_reason_header, is_hold, reason_phrase
 
@@ -161,6 +164,18 @@ class RelayedCall:
         peer.reinvite(op)
         self.log.info("reinvite_relayed", direction=f"{leg.side}->{peer.side}",
                       hold=" a=sendonly" in offer or "a=inactive" in offer or "c=IN IP4 0.0.0.0" in offer)
+
+    def on_transfer_refused(self, leg: Leg, prm) -> None:
+        target = prm.dstUri
+        self.log.warning("transfer_refused", leg=leg.side, status=403,
+                         target=mask_numbers_in(target) if self.service.mask else target,
+                         explanation="call transfer (REFER) is refused: the gateway places only calls it "
+                                     "has admitted, decided and metered")
+
+    def on_replace_refused(self, leg: Leg, prm) -> None:
+        self.log.warning("replace_refused", leg=leg.side, status=403,
+                         explanation="an INVITE with Replaces is refused: a call can only start as a new "
+                                     "dial-out through admission and policy")
 
     def _on_update(self, leg: Leg, tsx, sdp: str | None) -> None:
         """An UPDATE with an offer from one leg (hold/resume) goes to the other.

@@ -110,9 +110,9 @@ make dep -j"$jobs" > "$work/make.log" 2>&1 && make -j"$jobs" >> "$work/make.log"
 # SWIG directors dispatch every virtual callback of a Python subclass into
 # Python, overridden or not. A relayed call fires stream, media-transport and
 # media-state callbacks the gateway does not use (about 8 % of the CPU of a
-# bare relay), so only the four Call callbacks gateway/legs.py overrides stay
-# directed; the others run pjsua2's own (empty) C++ implementation directly.
-python_callbacks="onCallState onCallTsxState onCallSdpCreated onCallRxReinvite"
+# bare relay), so only the Call callbacks gateway/legs.py overrides stay
+# directed; the others run pjsua2's own C++ implementation directly.
+python_callbacks="onCallState onCallTsxState onCallSdpCreated onCallRxReinvite onCallTransferRequest onCallReplaceRequest"
 nodirector=""
 for cb in $(sed -nE 's/^[[:space:]]*(virtual [a-z_]+ )?(on[A-Z][A-Za-z]+)\(.*/\2/p' pjsip/include/pjsua2/call.hpp | sort -u); do
   case " $python_callbacks " in *" $cb "*) ;; *) nodirector+="%feature(\"nodirector\") pj::Call::$cb;\n" ;; esac

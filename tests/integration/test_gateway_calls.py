@@ -222,6 +222,28 @@ def test_hold_update_is_answered_at_once_and_relayed(gateway, tmp_path):
     assert gateway.wait_calls(1)[0]["reason"] == "allowed"
 
 
+def test_a_transfer_request_is_refused_and_places_no_call(gateway, tmp_path):
+    """pjsua's default would accept the REFER and dial its Refer-To target itself,
+    outside admission, policy and the ledger (here a satellite premium number)."""
+    trunk = start_trunk(gateway, tmp_path, "trunk_answer.xml", calls=2)
+    targets = tmp_path / "refer_to.csv"
+    targets.write_text(f"SEQUENTIAL\nsip:+882161234567@127.0.0.1:{gateway.trunk_port};user=phone\n")
+    result = run_sipp("bridge_refer.xml", gateway.target, tmp_path / "bridge", service="+33142685300",
+                      local_port=free_port(),
+                      extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "1000",
+                             "-inf", str(targets), "-trace_msg"], timeout_s=20)
+    assert result.returncode == 0, result.stderr[-1500:]  # the REFER got its 403
+    gateway.wait_calls(1)
+    time.sleep(0.5)
+    trunk.terminate()  # it would wait for a second call; a transfer would have been that call
+    trunk.communicate(timeout=10)
+    invites_at_trunk = [m for m in message_list(tmp_path / "trunk") if m.startswith("INVITE ")]
+    assert len(invites_at_trunk) == 1 and "+33142685300" in invites_at_trunk[0].split("\n", 1)[0]
+    refused = [e for e in gateway.events() if e.get("event") == "transfer_refused"]
+    assert len(refused) == 1 and refused[0]["leg"] == "bridge" and "+882161234567" in refused[0]["target"]
+    assert gateway.wait_calls(1)[0]["reason"] == "allowed"
+
+
 def test_authorised_duration_is_enforced_with_bye_on_both_legs(make_gateway, tmp_path):
     policy = example_policy_text().replace("max_call_length_s = 14400", "max_call_length_s = 5")
     gw = make_gateway(policy_text=policy)
