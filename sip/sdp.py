@@ -142,6 +142,8 @@ def answer_directions(offer: str, answer: str) -> str:
     """
     wanted = [_ALLOWED_ANSWERS[d] for d in _media_directions(offer)]
     current = _media_directions(answer)
+    if all(have in allowed for have, allowed in zip(current, wanted)):
+        return answer  # the common case (every call's first answer): nothing to rebuild
     newline = "\r\n" if "\r\n" in answer else "\n"
     out: list[str] = []
     index = -1
