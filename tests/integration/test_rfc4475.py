@@ -84,7 +84,7 @@ from tests.integration.raw_sip import (
 
 pytestmark = pytest.mark.integration
 
-CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "rfc4475"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "rfc4475"
 
 DROP = "no response"                 # the reaction "nothing came back"
 NO_FINAL = "provisional only"        # an INVITE left without a final answer

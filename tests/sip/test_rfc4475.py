@@ -1,5 +1,5 @@
 """parse_request against the RFC 4475 torture messages (byte-exact files in
-``<repo>/../shared/testdata/rfc4475``).
+``tests/data/rfc4475``, vendored with its README).
 
 Every file has an expected outcome below, so a parser that starts accepting
 an invalid message, or refusing a valid one, fails here. Files are decoded
@@ -17,7 +17,7 @@ import pytest
 
 from sip import SipParseError, parse_address, parse_request, parse_uri
 
-CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "rfc4475"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "rfc4475"
 
 RESPONSE = "message is a response, not a request"
 
@@ -94,7 +94,7 @@ def _load(name: str) -> str:
 
 
 def test_corpus_is_present_and_complete():
-    assert CORPUS.is_dir(), f"RFC 4475 corpus not found at {CORPUS} (shared/ must sit beside the repo)"
+    assert CORPUS.is_dir(), f"RFC 4475 corpus not found at {CORPUS} (vendored under tests/data/rfc4475)"
     readme = (CORPUS / "README.md").read_text()
     table = dict(re.findall(r"^\| (3\.\d\.\d\.\d\d) \| (\S+\.dat) \|$", readme, flags=re.M))
     assert len(table) == 49
