@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -89,6 +90,44 @@ class Snapshot:
     calls_last_minute_organizer: int = 0
     distinct_destinations_today: int = 0  # organiser, today (tenant tz)
     destination_seen_today: bool = False  # a repeat does not add to the distinct count
+
+    def __post_init__(self) -> None:
+        # A `nan` counter compares false with every limit, so a guard would
+        # never trigger: refuse it (and inf, and non-numbers) here, fail closed.
+        values = (
+            self.pool_used_minutes,
+            self.promotion_used_minutes,
+            self.addon_used_minutes,
+            self.concurrent_organizer,
+            self.concurrent_tenant,
+            self.calls_last_minute_organizer,
+            self.distinct_destinations_today,
+        )
+        try:
+            if all(map(math.isfinite, values)) and (self.credits_balance is None or math.isfinite(self.credits_balance)):
+                return
+        except (TypeError, OverflowError):
+            pass
+        for name in _COUNTERS:
+            value = getattr(self, name)
+            if name == "credits_balance" and value is None:
+                continue
+            if not isinstance(value, int | float) or (
+                isinstance(value, float) and not math.isfinite(value)
+            ):
+                raise ValueError(f"Snapshot.{name}: expected a finite number, got {value!r:.40}")
+
+
+_COUNTERS = (
+    "pool_used_minutes",
+    "promotion_used_minutes",
+    "credits_balance",
+    "addon_used_minutes",
+    "concurrent_organizer",
+    "concurrent_tenant",
+    "calls_last_minute_organizer",
+    "distinct_destinations_today",
+)
 
 
 # --- the decision --------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
@@ -185,7 +186,9 @@ def _snapshot(counters: Any, where: str, snapshot_type: type) -> Any:
                 raise UserError(f"{where}: counters.{key}: expected true or false, got {value!r}")
         elif key == "credits_balance" and value is None:
             pass
-        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        elif (isinstance(value, bool) or not isinstance(value, int | float)
+              or (isinstance(value, float) and not math.isfinite(value)) or value < 0):
+            # JSON accepts NaN and Infinity; a NaN counter would pass every guard.
             raise UserError(f"{where}: counters.{key}: expected a number >= 0, got {value!r}")
         elif key.startswith(("concurrent_", "calls_", "distinct_")) and not isinstance(value, int):
             raise UserError(f"{where}: counters.{key}: expected a whole number, got {value!r}")

@@ -77,6 +77,8 @@ def test_many_requests_from_jsonl(capsys, tmp_path):
         ('{"organizer": "a", "number": "1", "at": "tomorrow"}\n', "'at': expected an ISO 8601"),
         ('{"organizer": "a", "number": "1", "counters": {"pool": 3}}\n', "counters.pool: unknown counter"),
         ('{"organizer": "a", "number": "1", "counters": {"concurrent_tenant": -1}}\n', "counters.concurrent_tenant: expected a number >= 0"),
+        ('{"organizer": "a", "number": "1", "counters": {"addon_used_minutes": NaN}}\n', "counters.addon_used_minutes: expected a number >= 0, got nan"),
+        ('{"organizer": "a", "number": "1", "counters": {"credits_balance": Infinity}}\n', "counters.credits_balance: expected a number >= 0, got inf"),
         ("\n\n", "no requests"),
     ],
 )
