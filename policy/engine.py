@@ -86,7 +86,7 @@ def decide(request: CallRequest, snapshot: Snapshot, now: datetime, settings: Po
             f"organiser {org.id} is not known in tenant {request.tenant}",
             trace,
         )
-    local = now.astimezone(tenant.tz)
+    local = _tenant_local(now, tenant)
     period = f"{local.year:04d}-{local.month:02d}"
     trace.append(Check("identity", PASS, f"organiser {org.id} of tenant {tenant.id}; local time {local.isoformat()}"))
 
@@ -294,6 +294,17 @@ def decide(request: CallRequest, snapshot: Snapshot, now: datetime, settings: Po
         explanation=f"{_who(org)}; {_dest(number)}; charged to {bucket} for up to {max_duration} s",
         trace=tuple(trace),
     )
+
+
+def _tenant_local(now: datetime, tenant: Tenant) -> datetime:
+    """`now` in the tenant's timezone. A `now` within hours of year 1 or 9999
+    may not exist there: a clear ValueError, not datetime's OverflowError."""
+    try:
+        return now.astimezone(tenant.tz)
+    except OverflowError:
+        raise ValueError(
+            f"now={now.isoformat()} is outside years 1-9999 in tenant {tenant.id}'s timezone {tenant.timezone}"
+        ) from None
 
 
 def _seconds(minutes: float, unit: int) -> int:

@@ -203,11 +203,21 @@ def _when(at: str | None, request: Any, settings: Any, where: str) -> datetime:
         when = datetime.fromisoformat(at)
     except ValueError:
         raise UserError(f"{where}: 'at': expected an ISO 8601 date-time such as 2018-06-30T23:59:59+02:00, got {at!r}") from None
+    # The organiser's tenant time (UTC if the organiser is unknown): naive
+    # times are read in it, and the policy reckons days and months in it.
+    org = settings.organizer(request.organizer) if request.organizer else None
+    tz = org.tenant.tz if org is not None else timezone.utc
     if when.tzinfo is None:
-        # Naive: the organiser's tenant time (UTC if the organiser is unknown).
-        org = settings.organizer(request.organizer) if request.organizer else None
-        tz = org.tenant.tz if org is not None else timezone.utc
         when = when.replace(tzinfo=tz)
+    try:
+        when.astimezone(timezone.utc)
+        when.astimezone(tz)
+    except OverflowError:
+        # Near year 1 or 9999 an offset can push the instant out of datetime's range.
+        raise UserError(
+            f"{where}: 'at': {at!r} is out of range: in UTC or in the tenant's timezone ({tz}) "
+            "it falls before year 1 or after year 9999"
+        ) from None
     return when
 
 
