@@ -52,6 +52,14 @@ def _deny(
     )
 
 
+def _shown(dialled: str) -> str:
+    """The dialled string for an explanation: quoted, and cut short if it is long
+    (it goes into a SIP Warning header and the call's log line)."""
+    if not isinstance(dialled, str) or len(dialled) <= 40:
+        return repr(dialled)
+    return f"{dialled[:32]!r}… ({len(dialled)} characters)"
+
+
 def _who(org: Organizer) -> str:
     return f"organiser {org.id} has policy {org.policy_name} (usage location {org.usage_location})"
 
@@ -93,10 +101,11 @@ def decide(request: CallRequest, snapshot: Snapshot, now: datetime, settings: Po
     # 3. Destination ----------------------------------------------------------------
     number = normalize_destination(request.dialled, org.usage_location, cat.number_validation)
     if not number.ok:
-        trace.append(Check("destination", FAIL, f"{request.dialled!r}: {number.error}"))
+        shown = _shown(request.dialled)
+        trace.append(Check("destination", FAIL, f"{shown}: {number.error}"))
         return _deny(
             Reason.NUMBER_INVALID,
-            f"{request.dialled!r} is not a dialable number in {org.usage_location}: {number.error}",
+            f"{shown} is not a dialable number in {org.usage_location}: {number.error}",
             trace,
             org,
             period=period,

@@ -221,3 +221,49 @@ def test_national_format_uses_usage_location(settings):
     assert run(settings, "alice@contoso.com", "0142685300", snapshot=Snapshot()).e164 == FR_PARIS
     d = run(settings, "erin@fabrikam.com", "0142685300", AFTER_PROMO)
     assert d.reason is Reason.NUMBER_INVALID
+
+
+# --- length cap and a bounded cache (regression: any length was parsed and cached) -----------------------
+
+
+def test_the_length_cap_is_a_documented_constant():
+    from policy.numbers import MAX_DIALLED_LENGTH, PARSE_CACHE_SIZE
+
+    assert 32 <= MAX_DIALLED_LENGTH <= 256
+    assert normalize_destination.cache_info().maxsize == PARSE_CACHE_SIZE
+
+
+@pytest.mark.parametrize("length", [129, 1000, 1_000_000])
+def test_over_the_cap_is_number_invalid_without_parsing_or_caching(settings, length):
+    from policy.numbers import MAX_DIALLED_LENGTH
+
+    dialled = "+33" + "1" * (length - 3)
+    assert len(dialled) > MAX_DIALLED_LENGTH
+    before = normalize_destination.cache_info()
+    n = normalize_destination(dialled, "FR")
+    assert not n.ok and n.error == f"too long: {length} characters, at most {MAX_DIALLED_LENGTH} are accepted"
+    d = run(settings, "alice@contoso.com", dialled)
+    assert (d.allow, d.reason, d.status) == (False, Reason.NUMBER_INVALID, 484)
+    assert "too long" in d.explanation
+    # The explanation goes into a SIP Warning header and the log line: it quotes a short prefix only.
+    assert len(d.explanation) < 200 and all(len(c.detail) < 200 for c in d.trace)
+    after = normalize_destination.cache_info()
+    assert (after.currsize, after.misses) == (before.currsize, before.misses)
+
+
+def test_at_the_cap_a_long_but_legitimate_tel_uri_still_parses():
+    from policy.numbers import MAX_DIALLED_LENGTH
+
+    head = "tel:0142685300;phone-context="
+    domain = "pbx." + "a" * (MAX_DIALLED_LENGTH - len(head) - len("pbx..example")) + ".example"
+    dialled = head + domain
+    assert len(dialled) == MAX_DIALLED_LENGTH
+    n = normalize_destination(dialled, "FR")
+    assert n.ok and n.e164 == FR_PARIS
+
+
+def test_non_strings_are_invalid_and_never_reach_the_cache():
+    before = normalize_destination.cache_info()
+    for junk in (None, 33142685300, b"+33142685300", ["+33142685300"]):
+        assert not normalize_destination(junk, "FR").ok  # type: ignore[arg-type]
+    assert normalize_destination.cache_info().currsize == before.currsize
