@@ -265,7 +265,7 @@ def _parse_catalogue(data: Any) -> tuple[Catalogue, _Table]:
     p = _Table(data, "policy", _POLICY_KEYS)
     zone_a = p.regions("zone_a", ZONE_A)
 
-    validation = p.str("number_validation", "possible")
+    validation = p.str("number_validation", "valid")
     if validation not in VALIDATION_LEVELS:
         raise PolicyConfigError(p.key("number_validation"), '"possible" or "valid"', validation)
 

@@ -218,8 +218,12 @@ EXTENDED_PROMOTION = Promotion(
     enabled=False,
 )
 
+#: Blocked unless `blocked_number_types` says otherwise. UNKNOWN is a number
+#: phonenumbers cannot classify: it may be a premium range (+979 …, DE 0900 …)
+#: the metadata does not type, so it is never called by default.
 DEFAULT_BLOCKED_TYPES: frozenset[NumberType] = frozenset(
     {
+        NumberType.UNKNOWN,
         NumberType.PREMIUM_RATE,
         NumberType.SHARED_COST,
         NumberType.UAN,
@@ -258,7 +262,9 @@ class Catalogue:
     blocked_types: frozenset[NumberType] = DEFAULT_BLOCKED_TYPES | ALWAYS_BLOCKED_TYPES
     billing_increment: BillingIncrement = BillingIncrement.MINUTE
     max_call_length_s: int = 4 * 3600
-    number_validation: str = "possible"
+    # "valid": a number outside every assigned range is number_invalid. See
+    # docs/policy.md ("Unassigned and unclassified numbers") for why not "possible".
+    number_validation: str = "valid"
     domestic_equivalence: tuple[frozenset[str], ...] = ()
     guards: Guards = Guards()
 

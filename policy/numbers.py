@@ -67,8 +67,9 @@ _FROM_PN: dict[int, NumberType] = {
 #: E.164 digit prefixes of satellite services (ITU-T E.164 assignments).
 SATELLITE_PREFIXES: tuple[str, ...] = ("870", "881", "88216")
 
-#: Validation levels: "possible" (length fits the region's plan, the rules'
-#: default) or "valid" (also inside an assigned range of the metadata).
+#: Validation levels: "valid" (inside an assigned range of the metadata, the
+#: default) or "possible" (only the length fits the region's plan; such a
+#: number has type UNKNOWN, which is blocked unless the config unblocks it).
 VALIDATION_LEVELS = ("possible", "valid")
 
 #: The longest dialled string that is parsed at all; longer is `number_invalid`
@@ -134,7 +135,7 @@ def _is_satellite(e164: str) -> bool:
     return e164[1:].startswith(SATELLITE_PREFIXES)
 
 
-def normalize_destination(dialled: str, region: str, validation: str = "possible") -> NormalizedNumber:
+def normalize_destination(dialled: str, region: str, validation: str = "valid") -> NormalizedNumber:
     """Normalise a dialled string in the organiser's usage-location `region`.
 
     Accepts `+…`, the region's international prefix (`00`, `011`, …), national

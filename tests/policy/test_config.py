@@ -67,8 +67,9 @@ def test_defaults_for_an_empty_policy():
     assert cat.max_call_length_s == 4 * 3600
     assert cat.billing_increment.value == "minute"
     assert cat.pool_minutes_per_subscription == 60
-    assert cat.number_validation == "possible"
+    assert cat.number_validation == "valid"
     assert NumberType.EMERGENCY in cat.blocked_types and NumberType.PREMIUM_RATE in cat.blocked_types
+    assert NumberType.UNKNOWN in cat.blocked_types
     assert [p.enabled for p in cat.promotions] == [True, False]
     assert s.organizers == {} and s.tenants == {}
 

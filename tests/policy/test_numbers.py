@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import phonenumbers
 import pytest
-from policy_testlib import AFTER_PROMO, FR_PARIS, US_NYC, example_e164, make_settings, run
+from policy_testlib import AFTER_PROMO, FR_PARIS, IN_PROMO, US_NYC, example_e164, make_settings, run
 
-from policy import Bucket, NumberType, Reason, Snapshot, normalize_destination
+from policy import ZONE_A, Bucket, NumberType, Reason, Snapshot, normalize_destination
 
 OTHER_PLUS_ONE_REGIONS = sorted(set(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]) - {"US", "CA"})
 
@@ -199,10 +199,15 @@ def test_validation_level_valid_rejects_possible_but_unassigned():
     n = normalize_destination(unassigned, "FR", "possible")
     assert n.ok and not n.valid and n.region == "FR" and n.number_type is NumberType.UNKNOWN
     assert not normalize_destination(unassigned, "FR", "valid").ok
-    strict = make_settings(number_validation="valid")
-    assert run(strict, "alice@contoso.com", unassigned).reason is Reason.NUMBER_INVALID
-    assert run(make_settings(), "alice@contoso.com", unassigned).allow  # the rules' default: possible is enough
-    assert run(strict, "alice@contoso.com", FR_PARIS).allow
+    assert not normalize_destination(unassigned, "FR").ok  # "valid" is the default
+    assert run(make_settings(), "alice@contoso.com", unassigned).reason is Reason.NUMBER_INVALID
+    # "possible" parses it, but its type, unknown, is blocked by default ...
+    loose = make_settings(number_validation="possible")
+    assert run(loose, "alice@contoso.com", unassigned).reason is Reason.DESTINATION_BLOCKED
+    # ... unless the config also unblocks unknown: two explicit steps.
+    opted_in = make_settings(number_validation="possible", blocked_number_types=["premium_rate"])
+    assert run(opted_in, "alice@contoso.com", unassigned).allow
+    assert run(make_settings(), "alice@contoso.com", FR_PARIS).allow
 
 
 def test_parsing_is_cached_per_dialled_and_region():
@@ -267,3 +272,80 @@ def test_non_strings_are_invalid_and_never_reach_the_cache():
     for junk in (None, 33142685300, b"+33142685300", ["+33142685300"]):
         assert not normalize_destination(junk, "FR").ok  # type: ignore[arg-type]
     assert normalize_destination.cache_info().currsize == before.currsize
+
+
+# --- possible-but-unassigned numbers never reach a paid destination by default (toll-fraud regression) ---
+
+INTERNATIONAL_PREMIUM = "+97912345678"  # +979: International Premium Rate Service; possible, not valid
+GERMAN_0900 = "+4990012345678"  # DE 0900 premium, one digit too many for a typed range; possible, not valid
+
+
+@pytest.mark.parametrize(
+    ("dialled", "now", "was"),
+    [
+        (INTERNATIONAL_PREMIUM, AFTER_PROMO, Bucket.CREDITS),  # was allowed on credits
+        (GERMAN_0900, IN_PROMO, Bucket.PROMOTION),  # was allowed on the promotion
+        (GERMAN_0900, AFTER_PROMO, Bucket.TENANT_POOL),  # and on the pool
+    ],
+)
+def test_unassigned_premium_lookalikes_are_refused_by_default(dialled, now, was):
+    n = normalize_destination(dialled, "FR", "possible")
+    assert n.ok and not n.valid and n.number_type is NumberType.UNKNOWN  # what made them slip through
+    d = run(make_settings(), "alice@contoso.com", dialled, now)
+    assert (d.allow, d.reason, d.status) == (False, Reason.NUMBER_INVALID, 484)
+    assert "not in an assigned number range" in d.explanation
+    # Even with the old validation level, the unknown type is blocked by default.
+    d = run(make_settings(number_validation="possible"), "alice@contoso.com", dialled, now)
+    assert (d.allow, d.reason, d.status) == (False, Reason.DESTINATION_BLOCKED, 403)
+    assert "unknown" in d.explanation
+    # Only a config that opts in twice calls them (and then the old bucket pays).
+    opted_in = make_settings(number_validation="possible", blocked_number_types=["premium_rate"])
+    d = run(opted_in, "alice@contoso.com", dialled, now)
+    assert d.allow and d.bucket is was
+
+
+def test_the_defaults_are_valid_and_unknown_blocked():
+    cat = make_settings().catalogue
+    assert cat.number_validation == "valid" and NumberType.UNKNOWN in cat.blocked_types
+
+
+ZONE_A_SORTED = sorted(ZONE_A)
+
+
+def _examples(region: str) -> list[phonenumbers.PhoneNumber]:
+    out = []
+    for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE):
+        number = phonenumbers.example_number_for_type(region, kind)
+        if number is not None and phonenumbers.region_code_for_number(number) == region:
+            out.append(number)
+    return out
+
+
+@pytest.mark.parametrize("region", ZONE_A_SORTED)
+def test_normal_numbers_in_every_zone_a_country_still_pass(settings, region):
+    examples = _examples(region)
+    assert examples, f"phonenumbers has no fixed-line or mobile example for {region}"
+    for number in examples:
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        d = run(settings, "alice@contoso.com", e164)  # policy any, subscription: the pool pays
+        assert d.allow and d.bucket is Bucket.TENANT_POOL, (e164, d.explanation)
+        assert d.region == region and d.number_type is not NumberType.UNKNOWN
+
+
+@pytest.mark.parametrize("region", ZONE_A_SORTED)
+def test_normal_numbers_dialled_nationally_by_a_local_organiser_still_pass(region):
+    import copy
+
+    from policy_testlib import BASE
+
+    from policy import parse_policy_sections
+
+    data = copy.deepcopy(BASE)
+    data["organizers"].append({"id": "local@contoso.com", "tenant": "contoso", "usage_location": region,
+                               "audio_conferencing": "subscription", "dialout_policy": "any"})
+    s = parse_policy_sections(data)
+    for number in _examples(region):
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+        d = run(s, "local@contoso.com", national)
+        assert d.allow and d.e164 == e164 and d.region == region, (national, d.explanation)
