@@ -349,3 +349,102 @@ def test_normal_numbers_dialled_nationally_by_a_local_organiser_still_pass(regio
         national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
         d = run(s, "local@contoso.com", national)
         assert d.allow and d.e164 == e164 and d.region == region, (national, d.explanation)
+
+
+# --- the international (IDD) prefix comes from the usage location's metadata (regression: 00 everywhere) --
+
+FR_DIGITS, US_DIGITS = "33 1 42 68 53 00", "1 212 200 1234"
+IDD_REGIONS = ("US", "GB", "HK", "KR", "TH", "JP", "AU")
+
+# (usage location, IDD prefix or "" for a prefix that is not one there, rest, expected E.164 or None for 484)
+IDD_TABLE = [
+    ("US", "011", FR_DIGITS, FR_PARIS),
+    ("US", "011", "44 20 7946 0958", "+442079460958"),
+    ("US", "011", US_DIGITS, US_NYC),
+    ("US", "", "00 " + FR_DIGITS, None),  # 00 is not the US prefix
+    ("GB", "00", FR_DIGITS, FR_PARIS),
+    ("GB", "00", US_DIGITS, US_NYC),
+    ("GB", "", "011 " + FR_DIGITS, None),
+    ("HK", "00", FR_DIGITS, FR_PARIS),  # HK: 00, 001, 002, 0030, 0050, 0059, 006–009
+    ("HK", "001", FR_DIGITS, FR_PARIS),
+    ("HK", "0030", FR_DIGITS, FR_PARIS),
+    ("HK", "009", FR_DIGITS, FR_PARIS),
+    ("HK", "001", US_DIGITS, US_NYC),
+    ("HK", "", "00 " + US_DIGITS, None),  # read as 001 + 212…: no possible number, never Morocco
+    ("KR", "001", FR_DIGITS, FR_PARIS),  # KR: carrier codes 001, 002, 005, 00700, …; bare 00 is none
+    ("KR", "002", FR_DIGITS, FR_PARIS),
+    ("KR", "005", FR_DIGITS, FR_PARIS),
+    ("KR", "00700", FR_DIGITS, FR_PARIS),
+    ("KR", "001", US_DIGITS, US_NYC),
+    ("KR", "", "00 " + FR_DIGITS, None),  # a national 00…: unassigned in KR, not France
+    ("KR", "", "00 " + US_DIGITS, None),
+    ("TH", "001", FR_DIGITS, FR_PARIS),  # TH: 001–009
+    ("TH", "007", FR_DIGITS, FR_PARIS),
+    ("TH", "009", FR_DIGITS, FR_PARIS),
+    ("TH", "001", US_DIGITS, US_NYC),
+    ("TH", "", "00 " + FR_DIGITS, None),  # 003 + 31 42 68 53 00: an unassigned Dutch number, never dialled
+    ("JP", "010", FR_DIGITS, FR_PARIS),
+    ("JP", "010", US_DIGITS, US_NYC),
+    ("JP", "", "00 " + FR_DIGITS, None),
+    ("AU", "0011", FR_DIGITS, FR_PARIS),  # AU: 0011, 0014, 0015, …
+    ("AU", "0014", FR_DIGITS, FR_PARIS),
+    ("AU", "0011", US_DIGITS, US_NYC),
+    ("AU", "", "00 " + FR_DIGITS, None),
+]
+
+
+def _idd_settings():
+    import copy
+
+    from policy_testlib import BASE
+
+    from policy import parse_policy_sections
+
+    data = copy.deepcopy(BASE)
+    for region in IDD_REGIONS:
+        data["organizers"].append({"id": f"idd-{region.lower()}@contoso.com", "tenant": "contoso",
+                                   "usage_location": region, "audio_conferencing": "subscription",
+                                   "credits_licence": True, "dialout_policy": "any"})
+    return parse_policy_sections(data)
+
+
+@pytest.fixture(scope="module")
+def idd_settings():
+    return _idd_settings()
+
+
+@pytest.mark.parametrize(("region", "prefix", "rest", "e164"), IDD_TABLE,
+                         ids=[f"{r}:{p or 'not-idd'}:{x}" for r, p, x, _ in IDD_TABLE])
+def test_international_prefix_is_the_usage_locations(idd_settings, region, prefix, rest, e164):
+    import re
+
+    from phonenumbers.phonemetadata import PhoneMetadata
+
+    if prefix:  # the table says what phonenumbers' metadata says, nothing hand-kept
+        assert re.fullmatch(PhoneMetadata.metadata_for_region(region).international_prefix, prefix), (region, prefix)
+    dialled = f"{prefix} {rest}".strip()
+    for text in (dialled, dialled.replace(" ", ""), dialled.replace(" ", "-")):
+        d = run(idd_settings, f"idd-{region.lower()}@contoso.com", text)
+        if e164 is None:
+            assert (d.allow, d.reason, d.status) == (False, Reason.NUMBER_INVALID, 484), (text, d.e164, d.region)
+        else:
+            assert d.allow and d.e164 == e164, (text, d.explanation)
+
+
+@pytest.mark.parametrize("region", IDD_REGIONS)
+@pytest.mark.parametrize(
+    "dialled",
+    [
+        "+33142685300",
+        "+33 1 42 68 53 00",
+        "+33 (0)1 42.68.53.00",
+        "+33/1/42/68/53/00",
+        "tel:+33-1-42-68-53-00",
+        "tel:0142685300;phone-context=+33",
+        "tel:1 42 68 53 00;phone-context=+33",
+        "sip:+33142685300@trunk.example;user=phone",
+    ],
+)
+def test_plus_tel_separators_and_phone_context_work_from_every_idd_region(idd_settings, region, dialled):
+    d = run(idd_settings, f"idd-{region.lower()}@contoso.com", dialled)
+    assert d.allow and d.e164 == FR_PARIS and d.region == "FR", d.explanation
