@@ -1,8 +1,20 @@
-"""`decide`: the pure entitlement decision (docs/dialout-rules.md, "Decision order").
+"""The pure entitlement decision (docs/dialout-rules.md, "Decision order").
 
 Rule 1 (trusted source) is the gateway's: it runs before any lookup. This
 module applies rules 2–9 in order; the first rule that fails decides. Nothing
 here reads a clock, a file or a counter: `now` and the `Snapshot` come in.
+
+The rules come in two halves, so that a caller can answer the cheap denials
+before it reads any counter:
+
+- `assess(request, now, settings)`: rules 2–6 (identity, destination, number
+  class, licence, organiser policy). A denial `Decision`, or an `Assessment`
+  that names the tenant, organiser, E.164 number, timezone and period whose
+  counters the caller then reads.
+- `decide_assessed(assessment, snapshot, now, settings)`: rules 7–9 (guards,
+  bucket choice, duration), continuing the assessment's trace.
+
+`decide(request, snapshot, now, settings)` is both in a row.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ import math
 from datetime import datetime
 
 from policy.model import (
+    Assessment,
     AudioConferencing,
     CallRequest,
     Check,
@@ -69,9 +82,51 @@ def _dest(number: NormalizedNumber) -> str:
 
 
 def decide(request: CallRequest, snapshot: Snapshot, now: datetime, settings: PolicySettings) -> Decision:
-    """Decide whether `request` may go out now and which entitlement pays for it."""
+    """Decide whether `request` may go out now and which entitlement pays for it.
+
+    The same as `assess` then, unless it denied, `decide_assessed`.
+    """
+    # The two halves without the Assessment object in between (decide is the hot path).
+    assessed = _assess(request, now, settings)
+    if type(assessed) is Decision:
+        return assessed
+    return _decide(*assessed, snapshot, settings)  # type: ignore[misc]
+
+
+def assess(request: CallRequest, now: datetime, settings: PolicySettings) -> Decision | Assessment:
+    """Rules 2–6, which need no counter: a denial `Decision`, or an `Assessment`.
+
+    An `Assessment` says whose counters to read (tenant, organiser, E.164
+    number, the tenant's timezone and period) before `decide_assessed`.
+    `now` must be timezone-aware (ValueError otherwise, or when it does not
+    exist in the tenant's timezone, within hours of year 1 or 9999).
+    """
+    assessed = _assess(request, now, settings)
+    if type(assessed) is Decision:
+        return assessed
+    org, number, local, period, trace = assessed  # type: ignore[misc]
+    return Assessment(
+        organizer=org,
+        tenant_id=org.tenant.id,
+        organizer_id=org.id,
+        e164=number.e164,  # not special: those are blocked at rule 4
+        region=number.region,
+        number=number,
+        tz=org.tenant.timezone,
+        period=period,
+        now=now,
+        local=local,
+        trace=tuple(trace),
+    )
+
+
+_Assessed = tuple[Organizer, NormalizedNumber, datetime, str, list[Check]]
+
+
+def _assess(request: CallRequest, now: datetime, settings: PolicySettings) -> Decision | _Assessed:
+    """`assess` without the Assessment: (organizer, number, local time, period, trace)."""
     if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("decide() needs an aware datetime for `now`")
+        raise ValueError("`now` must be a timezone-aware datetime")
     cat = settings.catalogue
     trace: list[Check] = []
     if request.location:
@@ -155,6 +210,38 @@ def decide(request: CallRequest, snapshot: Snapshot, now: datetime, settings: Po
         trace.append(Check("policy", FAIL, f"zone_a: {region} is not in Zone A"))
         return _deny(Reason.OUTSIDE_ZONE_A, f"{_who(org)}; {_dest(number)}, outside Zone A", trace, org, number, period=period)
     trace.append(Check("policy", PASS, f"{org.policy_name} ({policy}) allows {region}"))
+    return org, number, local, period, trace
+
+
+def decide_assessed(assessment: Assessment, snapshot: Snapshot, now: datetime, settings: PolicySettings) -> Decision:
+    """Rules 7–9 for a request that `assess` passed: guards, the bucket that
+    pays, the authorised duration.
+
+    `snapshot` holds the counters read for `assessment` (its tenant, organiser,
+    number and period); `now` must be the instant given to `assess`, since the
+    period and the promotion day were reckoned from it (ValueError otherwise).
+    """
+    if now is not assessment.now and now != assessment.now:
+        raise ValueError(
+            f"decide_assessed() needs the `now` given to assess() ({assessment.now.isoformat()}), got {now.isoformat()}"
+        )
+    a = assessment
+    return _decide(a.organizer, a.number, a.local, a.period, list(a.trace), snapshot, settings)
+
+
+def _decide(
+    org: Organizer,
+    number: NormalizedNumber,
+    local: datetime,
+    period: str,
+    trace: list[Check],
+    snapshot: Snapshot,
+    settings: PolicySettings,
+) -> Decision:
+    """Rules 7–9; `trace` is the assessment's, extended in place."""
+    cat = settings.catalogue
+    tenant = org.tenant
+    region: str = number.region  # type: ignore[assignment]
 
     # 7. Fair-use and fraud guards -----------------------------------------------------------
     g = cat.guards

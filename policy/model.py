@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from policy.numbers import NumberType
+from policy.numbers import NormalizedNumber, NumberType
 from policy.reasons import Bucket, Reason
 
 #: The 44 countries of the seed's complimentary dial-out period (= "Zone A").
@@ -184,6 +184,30 @@ class Decision:
             "explanation": self.explanation,
             "trace": [{"rule": c.rule, "outcome": c.outcome, "detail": c.detail} for c in self.trace],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """A request that passed rules 2–6 (identity, destination, number class,
+    licence, organiser policy), from `assess`.
+
+    It carries what `decide_assessed` needs for rules 7–9, and what the caller
+    needs to read the counters for the `Snapshot`: tenant, organiser, E.164
+    destination, the tenant's timezone and the period (tenant-local "YYYY-MM").
+    `now` is the instant assessed; `decide_assessed` must be given the same one.
+    """
+
+    organizer: Organizer
+    tenant_id: str
+    organizer_id: str
+    e164: str
+    region: str
+    number: NormalizedNumber
+    tz: str
+    period: str
+    now: datetime
+    local: datetime  # `now` in the tenant's timezone
+    trace: tuple[Check, ...]
 
 
 # --- the catalogue -------------------------------------------------------------------
