@@ -4,7 +4,8 @@
 counters the caller read and the current time into a `Decision`. It is
 `assess(request, now, settings)` (rules 2–6, no counters: a denial or an
 `Assessment` saying whose counters to read) then
-`decide_assessed(assessment, snapshot, now, settings)` (rules 7–9).
+`decide_assessed(assessment, snapshot, now, settings)` (rules 7–9). An allowed
+`Decision` carries the ledger's `charges` (`ChargeSpec`s) and the tenant `tz`.
 See docs/dialout-rules.md for the rules and docs/policy.md for the config.
 """
 
@@ -18,6 +19,7 @@ from policy.model import (
     BillingIncrement,
     CallRequest,
     Catalogue,
+    ChargeSpec,
     Check,
     Decision,
     DialoutPolicy,
@@ -40,6 +42,7 @@ __all__ = [
     "Bucket",
     "CallRequest",
     "Catalogue",
+    "ChargeSpec",
     "Check",
     "Decision",
     "DialoutPolicy",

@@ -189,7 +189,7 @@ def _number(value: Any, key: str, minimum: float, maximum: float, *, above: bool
 def _rate(value: Any, key: str) -> float:
     """A price per minute: 0 (free), or a finite number in [MIN_CREDIT_RATE, MAX_CREDIT_RATE]."""
     if _is_number(value) and (value == 0 or MIN_CREDIT_RATE <= value <= MAX_CREDIT_RATE):
-        return float(value)
+        return float(value) if value else 0.0  # -0.0 is free too: never show a charge of -0.0
     raise PolicyConfigError(
         key,
         f"a price per minute: 0 (free) or a finite number >= {_show(MIN_CREDIT_RATE)} and <= {_show(MAX_CREDIT_RATE)}",

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from functools import lru_cache
 
 from policy.model import (
     Assessment,
     AudioConferencing,
     CallRequest,
+    ChargeSpec,
     Check,
     Decision,
     DialoutPolicy,
@@ -62,6 +64,7 @@ def _deny(
         period=period,
         explanation=explanation,
         trace=tuple(trace),
+        tz=organizer.tenant.timezone if organizer else None,
     )
 
 
@@ -215,7 +218,7 @@ def _assess(request: CallRequest, now: datetime, settings: PolicySettings) -> De
 
 def decide_assessed(assessment: Assessment, snapshot: Snapshot, now: datetime, settings: PolicySettings) -> Decision:
     """Rules 7–9 for a request that `assess` passed: guards, the bucket that
-    pays, the authorised duration.
+    pays (and the ledger's `charges`), the authorised duration.
 
     `snapshot` holds the counters read for `assessment` (its tenant, organiser,
     number and period); `now` must be the instant given to `assess`, since the
@@ -290,6 +293,7 @@ def _decide(
     subscription = org.audio_conferencing is AudioConferencing.SUBSCRIPTION
     non_premium = number.number_type not in cat.pool_excluded_types
     allowances: list[tuple[Bucket, int | None]] = []
+    charges: list[ChargeSpec] = []  # the same buckets, as the ledger reserves them
 
     # 8.1 promotion
     if subscription and non_premium:
@@ -299,12 +303,14 @@ def _decide(
                 continue
             if promo.monthly_cap_minutes_per_user is None:
                 allowances.append((Bucket.PROMOTION, None))
+                charges.append(_UNCAPPED[Bucket.PROMOTION])
                 trace.append(Check("bucket_promotion", PASS, f"{promo.name} covers {region} on {day}"))
                 break
             cap = promo.monthly_cap_minutes_per_user * tenant.subscription_licences
             left = _seconds(cap - snapshot.promotion_used_minutes, unit)
             if left > 0:
                 allowances.append((Bucket.PROMOTION, left))
+                charges.append(_charge(Bucket.PROMOTION, cap))
                 trace.append(Check("bucket_promotion", PASS, f"{promo.name} covers {region} on {day}; {left} s of cap left"))
                 break
             trace.append(Check("bucket_promotion", SKIP, f"{promo.name}: monthly cap of {cap:g} min used up"))
@@ -316,6 +322,7 @@ def _decide(
     # 8.2 US/CA add-on
     if addon_applies:
         allowances.append((Bucket.USCA_UNLIMITED, None))
+        charges.append(_UNCAPPED[Bucket.USCA_UNLIMITED])
         trace.append(Check("bucket_usca_unlimited", PASS, f"add-on covers {region}; pool not drawn"))
     elif org.usca_addon:
         trace.append(Check("bucket_usca_unlimited", SKIP, f"add-on covers US and CA only, not {region}"))
@@ -325,6 +332,7 @@ def _decide(
         left = _seconds(tenant.pool_minutes - snapshot.pool_used_minutes, unit)
         if left > 0:
             allowances.append((Bucket.TENANT_POOL, left))
+            charges.append(_charge(Bucket.TENANT_POOL, tenant.pool_minutes))
             trace.append(Check("bucket_tenant_pool", PASS, f"{left} s left of {tenant.pool_minutes:g} min"))
         else:
             trace.append(Check("bucket_tenant_pool", SKIP, f"pool of {tenant.pool_minutes:g} min used up"))
@@ -335,13 +343,16 @@ def _decide(
     rate = cat.credit_rate(region)
     if org.credits_licence and tenant.credits_enabled:
         balance = tenant.credits_balance if snapshot.credits_balance is None else snapshot.credits_balance
+        # The ledger caps credits at the configured balance (it tracks what is spent).
         if balance > 0 and rate <= 0:
             allowances.append((Bucket.CREDITS, None))
+            charges.append(_charge(Bucket.CREDITS, tenant.credits_balance, rate))
             trace.append(Check("bucket_credits", PASS, f"balance {balance:g}, {region} is free"))
         else:
             left = _seconds(balance / rate, unit) if balance > 0 else 0
             if left > 0:
                 allowances.append((Bucket.CREDITS, left))
+                charges.append(_charge(Bucket.CREDITS, tenant.credits_balance, rate))
                 trace.append(Check("bucket_credits", PASS, f"balance {balance:g} at {rate:g}/min → {left} s"))
             else:
                 trace.append(Check("bucket_credits", SKIP, f"balance {balance:g} does not pay a {unit}-s increment at {rate:g}/min"))
@@ -389,6 +400,8 @@ def _decide(
         billing_increment_s=unit,
         explanation=f"{_who(org)}; {_dest(number)}; charged to {bucket} for up to {max_duration} s",
         trace=tuple(trace),
+        charges=tuple(charges),
+        tz=tenant.timezone,
     )
 
 
@@ -401,6 +414,12 @@ def _tenant_local(now: datetime, tenant: Tenant) -> datetime:
         raise ValueError(
             f"now={now.isoformat()} is outside years 1-9999 in tenant {tenant.id}'s timezone {tenant.timezone}"
         ) from None
+
+
+#: ChargeSpecs are immutable and few (per tenant, promotion and credit rate):
+#: shared rather than built for every call. Bounded, as configs are reloaded.
+_charge = lru_cache(maxsize=1024)(ChargeSpec)
+_UNCAPPED = {bucket: ChargeSpec(bucket, None) for bucket in (Bucket.PROMOTION, Bucket.USCA_UNLIMITED)}
 
 
 def _seconds(minutes: float, unit: int) -> int:

@@ -142,6 +142,22 @@ class Check(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class ChargeSpec:
+    """One bucket of an allowed call's charging chain, as the ledger must reserve it.
+
+    `cap_minutes` is the size of the bucket's monthly pool that the ledger must
+    not exceed: the tenant's pool minutes (`tenant_pool`), the promotion's
+    monthly cap × subscription licences (`promotion`, None when uncapped), the
+    tenant's configured credits balance (`credits`), None (`usca_unlimited`).
+    `rate_per_minute` is the credit rate for `credits`, 0 for the others.
+    """
+
+    bucket: Bucket
+    cap_minutes: float | None
+    rate_per_minute: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     allow: bool
     reason: Reason
@@ -161,6 +177,8 @@ class Decision:
     billing_increment_s: int | None = None
     explanation: str = ""
     trace: tuple[Check, ...] = ()
+    charges: tuple[ChargeSpec, ...] = ()  # allowed: one per allowance, charging order
+    tz: str | None = None  # the tenant's IANA timezone, when the organiser is known
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape `dialout-gw explain` prints."""
@@ -183,6 +201,11 @@ class Decision:
             "billing_increment_s": self.billing_increment_s,
             "explanation": self.explanation,
             "trace": [{"rule": c.rule, "outcome": c.outcome, "detail": c.detail} for c in self.trace],
+            "charges": [
+                {"bucket": c.bucket.value, "cap_minutes": c.cap_minutes, "rate_per_minute": c.rate_per_minute}
+                for c in self.charges
+            ],
+            "tz": self.tz,
         }
 
 
