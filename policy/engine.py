@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from policy.model import (
     Assessment,
@@ -40,6 +40,10 @@ from policy.numbers import NormalizedNumber, normalize_destination
 from policy.reasons import Bucket, Reason
 
 PASS, FAIL, SKIP, INFO = "pass", "fail", "skip", "info"
+
+#: `_check((rule, outcome, detail))` is `Check(rule, outcome, detail)` without the
+#: NamedTuple's Python-level __new__: a decision appends about ten of them.
+_check = partial(tuple.__new__, Check)
 
 
 def _deny(
@@ -133,20 +137,20 @@ def _assess(request: CallRequest, now: datetime, settings: PolicySettings) -> De
     cat = settings.catalogue
     trace: list[Check] = []
     if request.location:
-        trace.append(Check("location", INFO, f"reported physical location {request.location} (logged only)"))
+        trace.append(_check(("location", INFO, f"reported physical location {request.location} (logged only)")))
 
     # 2. Identity ---------------------------------------------------------------
     organizer_id = (request.organizer or "").strip()
     if not organizer_id:
-        trace.append(Check("identity", FAIL, "no organiser named"))
+        trace.append(_check(("identity", FAIL, "no organiser named")))
         return _deny(Reason.ORGANIZER_MISSING, "the request names no meeting organiser", trace)
     org = settings.organizers.get(organizer_id.casefold())
     if org is None:
-        trace.append(Check("identity", FAIL, f"organiser {organizer_id} is not in the directory"))
+        trace.append(_check(("identity", FAIL, f"organiser {organizer_id} is not in the directory")))
         return _deny(Reason.ORGANIZER_UNKNOWN, f"organiser {organizer_id} is not in the directory", trace)
     tenant: Tenant = org.tenant
     if request.tenant and request.tenant.strip().casefold() != tenant.id.casefold():
-        trace.append(Check("identity", FAIL, f"organiser {org.id} belongs to tenant {tenant.id}, not {request.tenant}"))
+        trace.append(_check(("identity", FAIL, f"organiser {org.id} belongs to tenant {tenant.id}, not {request.tenant}")))
         return _deny(
             Reason.ORGANIZER_UNKNOWN,
             f"organiser {org.id} is not known in tenant {request.tenant}",
@@ -154,13 +158,13 @@ def _assess(request: CallRequest, now: datetime, settings: PolicySettings) -> De
         )
     local = _tenant_local(now, tenant)
     period = f"{local.year:04d}-{local.month:02d}"
-    trace.append(Check("identity", PASS, f"organiser {org.id} of tenant {tenant.id}; local time {local.isoformat()}"))
+    trace.append(_check(("identity", PASS, f"organiser {org.id} of tenant {tenant.id}; local time {local.isoformat()}")))
 
     # 3. Destination ----------------------------------------------------------------
     number = normalize_destination(request.dialled, org.usage_location, cat.number_validation)
     if not number.ok:
         shown = _shown(request.dialled)
-        trace.append(Check("destination", FAIL, f"{shown}: {number.error}"))
+        trace.append(_check(("destination", FAIL, f"{shown}: {number.error}")))
         return _deny(
             Reason.NUMBER_INVALID,
             f"{shown} is not a dialable number in {org.usage_location}: {number.error}",
@@ -169,13 +173,13 @@ def _assess(request: CallRequest, now: datetime, settings: PolicySettings) -> De
             period=period,
         )
     if number.is_special:
-        trace.append(Check("destination", PASS, f"{request.dialled!r} is a {number.number_type} number in {number.region}"))
+        trace.append(_check(("destination", PASS, f"{request.dialled!r} is a {number.number_type} number in {number.region}")))
     else:
-        trace.append(Check("destination", PASS, f"{request.dialled!r} → {number.e164}, region {number.region}"))
+        trace.append(_check(("destination", PASS, f"{request.dialled!r} → {number.e164}, region {number.region}")))
 
     # 4. Number class -------------------------------------------------------------------
     if number.number_type in cat.blocked_types:
-        trace.append(Check("number_class", FAIL, f"{number.number_type} numbers are blocked"))
+        trace.append(_check(("number_class", FAIL, f"{number.number_type} numbers are blocked")))
         what = request.dialled.strip() if number.is_special else number.e164
         return _deny(
             Reason.DESTINATION_BLOCKED,
@@ -185,12 +189,12 @@ def _assess(request: CallRequest, now: datetime, settings: PolicySettings) -> De
             number,
             period=period,
         )
-    trace.append(Check("number_class", PASS, f"{number.number_type}"))
+    trace.append(_check(("number_class", PASS, f"{number.number_type}")))
     region: str = number.region  # type: ignore[assignment]
 
     # 5. Licence --------------------------------------------------------------------------
     if org.audio_conferencing is AudioConferencing.NONE:
-        trace.append(Check("licence", FAIL, f"organiser {org.id} holds no Audio Conferencing licence"))
+        trace.append(_check(("licence", FAIL, f"organiser {org.id} holds no Audio Conferencing licence")))
         return _deny(
             Reason.NO_AUDIO_CONFERENCING,
             f"organiser {org.id} holds no Audio Conferencing licence",
@@ -199,20 +203,20 @@ def _assess(request: CallRequest, now: datetime, settings: PolicySettings) -> De
             number,
             period=period,
         )
-    trace.append(Check("licence", PASS, f"Audio Conferencing {org.audio_conferencing}"))
+    trace.append(_check(("licence", PASS, f"Audio Conferencing {org.audio_conferencing}")))
 
     # 6. Organiser policy -------------------------------------------------------------------
     policy = org.dialout_policy
     if policy is DialoutPolicy.DISABLED:
-        trace.append(Check("policy", FAIL, f"policy {org.policy_name} disables meeting dial-out"))
+        trace.append(_check(("policy", FAIL, f"policy {org.policy_name} disables meeting dial-out")))
         return _deny(Reason.DIALOUT_DISABLED, f"{_who(org)}, which disables meeting dial-out", trace, org, number, period=period)
     if policy is DialoutPolicy.DOMESTIC and region not in org.domestic_regions:
-        trace.append(Check("policy", FAIL, f"domestic: {region} is not {org.usage_location}"))
+        trace.append(_check(("policy", FAIL, f"domestic: {region} is not {org.usage_location}")))
         return _deny(Reason.NOT_DOMESTIC, f"{_who(org)}; {_dest(number)}", trace, org, number, period=period)
     if policy is DialoutPolicy.ZONE_A and region not in cat.zone_a:
-        trace.append(Check("policy", FAIL, f"zone_a: {region} is not in Zone A"))
+        trace.append(_check(("policy", FAIL, f"zone_a: {region} is not in Zone A")))
         return _deny(Reason.OUTSIDE_ZONE_A, f"{_who(org)}; {_dest(number)}, outside Zone A", trace, org, number, period=period)
-    trace.append(Check("policy", PASS, f"{org.policy_name} ({policy}) allows {region}"))
+    trace.append(_check(("policy", PASS, f"{org.policy_name} ({policy}) allows {region}")))
     return org, number, local, period, trace
 
 
@@ -250,33 +254,33 @@ def _decide(
     g = cat.guards
     if snapshot.concurrent_organizer >= g.max_concurrent_per_organizer:
         detail = f"organiser has {snapshot.concurrent_organizer} dial-outs in progress (limit {g.max_concurrent_per_organizer})"
-        trace.append(Check("guard_concurrency", FAIL, detail))
+        trace.append(_check(("guard_concurrency", FAIL, detail)))
         return _deny(Reason.LIMIT_CONCURRENCY, detail, trace, org, number, g.retry_after_concurrency_s, period)
     if snapshot.concurrent_tenant >= g.max_concurrent_per_tenant:
         detail = f"tenant {tenant.id} has {snapshot.concurrent_tenant} dial-outs in progress (limit {g.max_concurrent_per_tenant})"
-        trace.append(Check("guard_concurrency", FAIL, detail))
+        trace.append(_check(("guard_concurrency", FAIL, detail)))
         return _deny(Reason.LIMIT_CONCURRENCY, detail, trace, org, number, g.retry_after_concurrency_s, period)
-    trace.append(Check("guard_concurrency", PASS, f"organiser {snapshot.concurrent_organizer}, tenant {snapshot.concurrent_tenant}"))
+    trace.append(_check(("guard_concurrency", PASS, f"organiser {snapshot.concurrent_organizer}, tenant {snapshot.concurrent_tenant}")))
     if snapshot.calls_last_minute_organizer >= g.max_calls_per_minute_per_organizer:
         detail = (
             f"organiser placed {snapshot.calls_last_minute_organizer} calls in the last minute "
             f"(limit {g.max_calls_per_minute_per_organizer})"
         )
-        trace.append(Check("guard_rate", FAIL, detail))
+        trace.append(_check(("guard_rate", FAIL, detail)))
         return _deny(Reason.LIMIT_RATE, detail, trace, org, number, g.retry_after_rate_s, period)
-    trace.append(Check("guard_rate", PASS, f"{snapshot.calls_last_minute_organizer} calls in the last minute"))
+    trace.append(_check(("guard_rate", PASS, f"{snapshot.calls_last_minute_organizer} calls in the last minute")))
     if region in g.high_risk_regions:
         detail = f"{region} is on the high-risk destination list"
-        trace.append(Check("guard_fraud", FAIL, detail))
+        trace.append(_check(("guard_fraud", FAIL, detail)))
         return _deny(Reason.FRAUD_SUSPECTED, f"{number.e164}: {detail}", trace, org, number, period=period)
     if not snapshot.destination_seen_today and snapshot.distinct_destinations_today >= g.max_distinct_destinations_per_day:
         detail = (
             f"organiser already called {snapshot.distinct_destinations_today} distinct numbers today "
             f"(limit {g.max_distinct_destinations_per_day})"
         )
-        trace.append(Check("guard_fraud", FAIL, detail))
+        trace.append(_check(("guard_fraud", FAIL, detail)))
         return _deny(Reason.FRAUD_SUSPECTED, detail, trace, org, number, period=period)
-    trace.append(Check("guard_fraud", PASS, f"{snapshot.distinct_destinations_today} distinct destinations today"))
+    trace.append(_check(("guard_fraud", PASS, f"{snapshot.distinct_destinations_today} distinct destinations today")))
     addon_applies = org.usca_addon and region in cat.usca_regions
     if addon_applies:
         if snapshot.addon_used_minutes >= cat.addon_fair_use_minutes_per_month:
@@ -284,9 +288,9 @@ def _decide(
                 f"organiser used {snapshot.addon_used_minutes:g} US/CA add-on minutes this month "
                 f"(fair use {cat.addon_fair_use_minutes_per_month:g})"
             )
-            trace.append(Check("guard_fair_use", FAIL, detail))
+            trace.append(_check(("guard_fair_use", FAIL, detail)))
             return _deny(Reason.FAIR_USE_EXCEEDED, detail, trace, org, number, period=period)
-        trace.append(Check("guard_fair_use", PASS, f"{snapshot.addon_used_minutes:g} add-on minutes this month"))
+        trace.append(_check(("guard_fair_use", PASS, f"{snapshot.addon_used_minutes:g} add-on minutes this month")))
 
     # 8. Which entitlement pays ------------------------------------------------------------------
     unit = cat.billing_increment.seconds
@@ -304,28 +308,28 @@ def _decide(
             if promo.monthly_cap_minutes_per_user is None:
                 allowances.append((Bucket.PROMOTION, None))
                 charges.append(_UNCAPPED[Bucket.PROMOTION])
-                trace.append(Check("bucket_promotion", PASS, f"{promo.name} covers {region} on {day}"))
+                trace.append(_check(("bucket_promotion", PASS, f"{promo.name} covers {region} on {day}")))
                 break
             cap = promo.monthly_cap_minutes_per_user * tenant.subscription_licences
             left = _seconds(cap - snapshot.promotion_used_minutes, unit)
             if left > 0:
                 allowances.append((Bucket.PROMOTION, left))
                 charges.append(_charge(Bucket.PROMOTION, cap))
-                trace.append(Check("bucket_promotion", PASS, f"{promo.name} covers {region} on {day}; {left} s of cap left"))
+                trace.append(_check(("bucket_promotion", PASS, f"{promo.name} covers {region} on {day}; {left} s of cap left")))
                 break
-            trace.append(Check("bucket_promotion", SKIP, f"{promo.name}: monthly cap of {cap:g} min used up"))
+            trace.append(_check(("bucket_promotion", SKIP, f"{promo.name}: monthly cap of {cap:g} min used up")))
         else:
-            trace.append(Check("bucket_promotion", SKIP, f"no active promotion covers {region} on {day}"))
+            trace.append(_check(("bucket_promotion", SKIP, f"no active promotion covers {region} on {day}")))
     else:
-        trace.append(Check("bucket_promotion", SKIP, "needs a subscription organiser and a non-premium number"))
+        trace.append(_check(("bucket_promotion", SKIP, "needs a subscription organiser and a non-premium number")))
 
     # 8.2 US/CA add-on
     if addon_applies:
         allowances.append((Bucket.USCA_UNLIMITED, None))
         charges.append(_UNCAPPED[Bucket.USCA_UNLIMITED])
-        trace.append(Check("bucket_usca_unlimited", PASS, f"add-on covers {region}; pool not drawn"))
+        trace.append(_check(("bucket_usca_unlimited", PASS, f"add-on covers {region}; pool not drawn")))
     elif org.usca_addon:
-        trace.append(Check("bucket_usca_unlimited", SKIP, f"add-on covers US and CA only, not {region}"))
+        trace.append(_check(("bucket_usca_unlimited", SKIP, f"add-on covers US and CA only, not {region}")))
 
     # 8.3 tenant pool
     if subscription and non_premium and region in cat.zone_a:
@@ -333,11 +337,11 @@ def _decide(
         if left > 0:
             allowances.append((Bucket.TENANT_POOL, left))
             charges.append(_charge(Bucket.TENANT_POOL, tenant.pool_minutes))
-            trace.append(Check("bucket_tenant_pool", PASS, f"{left} s left of {tenant.pool_minutes:g} min"))
+            trace.append(_check(("bucket_tenant_pool", PASS, f"{left} s left of {tenant.pool_minutes:g} min")))
         else:
-            trace.append(Check("bucket_tenant_pool", SKIP, f"pool of {tenant.pool_minutes:g} min used up"))
+            trace.append(_check(("bucket_tenant_pool", SKIP, f"pool of {tenant.pool_minutes:g} min used up")))
     else:
-        trace.append(Check("bucket_tenant_pool", SKIP, "needs a subscription organiser and a non-premium Zone A number"))
+        trace.append(_check(("bucket_tenant_pool", SKIP, "needs a subscription organiser and a non-premium Zone A number")))
 
     # 8.4 Communications Credits
     rate = cat.credit_rate(region)
@@ -347,18 +351,18 @@ def _decide(
         if balance > 0 and rate <= 0:
             allowances.append((Bucket.CREDITS, None))
             charges.append(_charge(Bucket.CREDITS, tenant.credits_balance, rate))
-            trace.append(Check("bucket_credits", PASS, f"balance {balance:g}, {region} is free"))
+            trace.append(_check(("bucket_credits", PASS, f"balance {balance:g}, {region} is free")))
         else:
             left = _seconds(balance / rate, unit) if balance > 0 else 0
             if left > 0:
                 allowances.append((Bucket.CREDITS, left))
                 charges.append(_charge(Bucket.CREDITS, tenant.credits_balance, rate))
-                trace.append(Check("bucket_credits", PASS, f"balance {balance:g} at {rate:g}/min → {left} s"))
+                trace.append(_check(("bucket_credits", PASS, f"balance {balance:g} at {rate:g}/min → {left} s")))
             else:
-                trace.append(Check("bucket_credits", SKIP, f"balance {balance:g} does not pay a {unit}-s increment at {rate:g}/min"))
+                trace.append(_check(("bucket_credits", SKIP, f"balance {balance:g} does not pay a {unit}-s increment at {rate:g}/min")))
     else:
         why = "organiser holds no credits licence" if not org.credits_licence else f"tenant {tenant.id} has credits disabled"
-        trace.append(Check("bucket_credits", SKIP, why))
+        trace.append(_check(("bucket_credits", SKIP, why)))
 
     if not allowances:
         return _deny(
@@ -378,16 +382,16 @@ def _decide(
             break
         total += seconds
     max_duration = min(total, cat.max_call_length_s)
-    trace.append(Check("duration", PASS, f"{max_duration} s (global maximum {cat.max_call_length_s} s)"))
+    trace.append(_check(("duration", PASS, f"{max_duration} s (global maximum {cat.max_call_length_s} s)")))
 
     bucket = allowances[0][0]
-    uses_credits = any(b is Bucket.CREDITS for b, _ in allowances)
+    uses_credits = charges[-1].bucket is Bucket.CREDITS  # credits, when they apply, come last
     return Decision(
         allow=True,
         reason=Reason.ALLOWED,
         status=200,
         bucket=bucket,
-        fallback_buckets=tuple(b for b, _ in allowances[1:]),
+        fallback_buckets=tuple([b for b, _ in allowances[1:]]),
         allowances=tuple(allowances),
         max_duration_s=max_duration,
         e164=number.e164,
