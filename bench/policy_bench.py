@@ -7,7 +7,9 @@ counters from the example config, on one thread. Writes a JSON report to
 bench/reports/policy_bench.json and prints a table. Targets: >= 20,000
 decisions/s and p99 < 100 µs. Dialled strings repeat (meetings call the same
 numbers again), so parsing is mostly served from the cache; a "cold" row
-measures decisions whose number is parsed for the first time.
+measures decisions whose number is parsed for the first time, and an "assess"
+row the requests that `policy.assess` denies on its own (rules 2–6), which a
+caller answers without reading any counter.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.config import load_config  # noqa: E402
-from policy import CallRequest, Snapshot, decide, normalize_destination  # noqa: E402
+from policy import CallRequest, Decision, Snapshot, assess, decide, normalize_destination  # noqa: E402
 
 TARGET_RATE = 20_000
 TARGET_P99_US = 100.0
@@ -127,6 +129,15 @@ def main() -> int:
         cold.append((clock() - t0) / 1000)
     cold.sort()
 
+    # Cheap denials: what assess() refuses with no counters at all (the gateway's no-I/O path).
+    denied_early = [(request, now) for request, _, now in work if isinstance(assess(request, now, settings), Decision)]
+    early = []
+    for request, now in denied_early:
+        t0 = clock()
+        assess(request, now, settings)
+        early.append((clock() - t0) / 1000)
+    early.sort()
+
     outcomes: dict[str, int] = {}
     for request, snapshot, now in work:
         reason = decide(request, snapshot, now, settings).reason.value
@@ -144,6 +155,8 @@ def main() -> int:
                             "p99": round(percentile(samples, 0.99), 2), "max": round(samples[-1], 2),
                             "mean": round(statistics.fmean(samples), 2)},
         "latency_us_cold_parse": {"p50": round(percentile(cold, 0.50), 2), "p99": round(percentile(cold, 0.99), 2)},
+        "latency_us_assess_denials": {"requests": len(early), "p50": round(percentile(early, 0.50), 2),
+                                      "p99": round(percentile(early, 0.99), 2)},
         "parse_cache": normalize_destination.cache_info()._asdict(),
         "targets": {"decisions_per_s": TARGET_RATE, "p99_us": TARGET_P99_US},
         "pass": rate >= TARGET_RATE and percentile(samples, 0.99) < TARGET_P99_US,
@@ -152,7 +165,7 @@ def main() -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
-    w, c = report["latency_us_warm"], report["latency_us_cold_parse"]
+    w, c, e = report["latency_us_warm"], report["latency_us_cold_parse"], report["latency_us_assess_denials"]
     rows = [
         ("decisions/s (1 core)", f"{report['throughput']['decisions_per_s']:,}", f">= {TARGET_RATE:,}"),
         ("p50 latency", f"{w['p50']:.1f} µs", ""),
@@ -160,6 +173,7 @@ def main() -> int:
         ("p99 latency", f"{w['p99']:.1f} µs", f"< {TARGET_P99_US:.0f} µs"),
         ("max latency", f"{w['max']:.1f} µs", ""),
         ("p50 / p99, number not cached", f"{c['p50']:.1f} / {c['p99']:.1f} µs", ""),
+        (f"p50 / p99, assess denials ({e['requests'] / len(work):.0%})", f"{e['p50']:.1f} / {e['p99']:.1f} µs", ""),
     ]
     print(f"policy.decide, Python {report['python']}, {len(work):,} mixed requests")
     print(f"{'metric':<32}{'measured':>18}{'target':>14}")

@@ -1,19 +1,25 @@
 """The entitlement policy engine: pure rules, no I/O.
 
 `decide(request, snapshot, now, settings)` turns one dial-out attempt, the
-counters the caller read and the current time into a `Decision`. See
-docs/dialout-rules.md for the rules and docs/policy.md for the config.
+counters the caller read and the current time into a `Decision`. It is
+`assess(request, now, settings)` (rules 2–6, no counters: a denial or an
+`Assessment` saying whose counters to read) then
+`decide_assessed(assessment, snapshot, now, settings)` (rules 7–9). An allowed
+`Decision` carries the ledger's `charges` (`ChargeSpec`s) and the tenant `tz`.
+See docs/dialout-rules.md for the rules and docs/policy.md for the config.
 """
 
 from policy.config import PolicyConfigError, parse_dialout_policy, parse_policy_sections
-from policy.engine import decide
+from policy.engine import assess, decide, decide_assessed
 from policy.model import (
     MICROSOFT_POLICY_NAMES,
     ZONE_A,
+    Assessment,
     AudioConferencing,
     BillingIncrement,
     CallRequest,
     Catalogue,
+    ChargeSpec,
     Check,
     Decision,
     DialoutPolicy,
@@ -30,11 +36,13 @@ from policy.reasons import Bucket, Reason
 __all__ = [
     "MICROSOFT_POLICY_NAMES",
     "ZONE_A",
+    "Assessment",
     "AudioConferencing",
     "BillingIncrement",
     "Bucket",
     "CallRequest",
     "Catalogue",
+    "ChargeSpec",
     "Check",
     "Decision",
     "DialoutPolicy",
@@ -48,7 +56,9 @@ __all__ = [
     "Reason",
     "Snapshot",
     "Tenant",
+    "assess",
     "decide",
+    "decide_assessed",
     "normalize_destination",
     "parse_dialout_policy",
     "parse_policy_sections",

@@ -7,6 +7,7 @@ was expected. Unknown keys are errors, so a typo never silently means "default".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from datetime import date
 from types import MappingProxyType
@@ -37,6 +38,27 @@ from policy.numbers import VALIDATION_LEVELS, NumberType
 
 _MS_NAMES = {name.casefold(): value for name, value in MICROSOFT_POLICY_NAMES.items()}
 _REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+# Sanity bounds of the numeric keys. A value outside them is a typo (or a
+# tampered file), never a setting: `nan` compares false with everything, so a
+# `nan` limit never triggers, and a rate of 1e-310 makes a balance last forever.
+# Every bound is documented in docs/policy.md.
+
+#: Minutes (pool per licence, fair use, promotion caps): at most this many.
+MAX_MINUTES = 1_000_000
+#: Credit rates: 0 (free) or at least MIN_CREDIT_RATE per minute, at most MAX_CREDIT_RATE.
+MIN_CREDIT_RATE = 0.0001
+MAX_CREDIT_RATE = 1_000_000
+#: Credits balance of a tenant, in the credits currency.
+MAX_CREDITS_BALANCE = 1_000_000_000_000
+#: Licences of one tenant (subscription or pay-per-minute).
+MAX_LICENCES = 10_000_000
+#: The longest call `max_call_length_s` may authorise: one day.
+MAX_CALL_LENGTH_S = 86_400
+#: Guards: calls in progress, calls per minute, distinct numbers per day.
+MAX_GUARD_LIMIT = 1_000_000
+#: Retry-After of the transient guards, in seconds.
+MAX_RETRY_AFTER_S = 86_400
 
 
 class PolicyConfigError(Exception):
@@ -91,19 +113,17 @@ class _Table:
             raise PolicyConfigError(self.key(name), "true or false", value)
         return value
 
-    def int(self, name: str, default: int, minimum: int = 0) -> int:
-        value = self.data.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise PolicyConfigError(self.key(name), f"an integer >= {minimum}", value)
-        return value
+    def int(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+        return _int(self.data.get(name, default), self.key(name), minimum, maximum)
 
-    def number(self, name: str, default: float | None, minimum: float = 0) -> float | None:
+    def number(
+        self, name: str, default: float | None, minimum: float = 0, maximum: float = math.inf, *, above: bool = False
+    ) -> float | None:
+        """A finite number in [minimum, maximum] (or (minimum, maximum] with `above`); None stays None."""
         value = self.data.get(name, default)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise PolicyConfigError(self.key(name), f"a number >= {minimum:g}", value)
-        return float(value)
+        return _number(value, self.key(name), minimum, maximum, above=above)
 
     def date(self, name: str, default: date | None = None, *, required: bool = False) -> date | None:
         if name not in self.data:
@@ -131,6 +151,50 @@ class _Table:
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
+
+
+def _show(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def _int(value: Any, key: str, minimum: int, maximum: int | None) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        expected = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+        raise PolicyConfigError(key, expected, value)
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    """An int or a finite float (TOML and JSON both know `inf` and `nan`)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _number(value: Any, key: str, minimum: float, maximum: float, *, above: bool = False) -> float:
+    low_ok = _is_number(value) and (value > minimum if above else value >= minimum)
+    if not low_ok or value > maximum:
+        expected = f"a finite number {'>' if above else '>='} {_show(minimum)}"
+        if maximum != math.inf:
+            expected += f" and <= {_show(maximum)}"
+        raise PolicyConfigError(key, expected, value)
+    return float(value)
+
+
+def _rate(value: Any, key: str) -> float:
+    """A price per minute: 0 (free), or a finite number in [MIN_CREDIT_RATE, MAX_CREDIT_RATE]."""
+    if _is_number(value) and (value == 0 or MIN_CREDIT_RATE <= value <= MAX_CREDIT_RATE):
+        return float(value) if value else 0.0  # -0.0 is free too: never show a charge of -0.0
+    raise PolicyConfigError(
+        key,
+        f"a price per minute: 0 (free) or a finite number >= {_show(MIN_CREDIT_RATE)} and <= {_show(MAX_CREDIT_RATE)}",
+        value,
+    )
 
 
 def _region(value: Any, key: str) -> str:
@@ -201,7 +265,7 @@ def _parse_catalogue(data: Any) -> tuple[Catalogue, _Table]:
     p = _Table(data, "policy", _POLICY_KEYS)
     zone_a = p.regions("zone_a", ZONE_A)
 
-    validation = p.str("number_validation", "possible")
+    validation = p.str("number_validation", "valid")
     if validation not in VALIDATION_LEVELS:
         raise PolicyConfigError(p.key("number_validation"), '"possible" or "valid"', validation)
 
@@ -240,7 +304,8 @@ def _parse_catalogue(data: Any) -> tuple[Catalogue, _Table]:
             assert end is not None
             if start is not None and start > end:
                 raise PolicyConfigError(t.key("start"), f"a date on or before end ({end})", start)
-            cap = t.number("monthly_cap_minutes_per_user", None)
+            # A cap of 0 would be a disabled promotion: say `enabled = false` instead.
+            cap = t.number("monthly_cap_minutes_per_user", None, 0, MAX_MINUTES, above=True)
             parsed.append(
                 Promotion(
                     name=name,
@@ -279,42 +344,50 @@ def _parse_catalogue(data: Any) -> tuple[Catalogue, _Table]:
         raise PolicyConfigError(credits.key("rates"), "a table of REGION = price per minute", raw_rates)
     for region, price in raw_rates.items():
         key = f"{credits.key('rates')}.{region}"
-        if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
-            raise PolicyConfigError(key, "a price per minute >= 0", price)
-        rates[_region(region, key)] = float(price)
+        rates[_region(region, key)] = _rate(price, key)
 
     dg = Guards()
     catalogue = Catalogue(
         zone_a=zone_a,
         promotions=promotions,
         usca_regions=addon.regions("regions", USCA_REGIONS),
-        addon_fair_use_minutes_per_month=addon.number("fair_use_minutes_per_month", defaults.addon_fair_use_minutes_per_month),  # type: ignore[arg-type]
-        pool_minutes_per_subscription=pool.number("minutes_per_subscription", defaults.pool_minutes_per_subscription),  # type: ignore[arg-type]
+        addon_fair_use_minutes_per_month=addon.number(  # type: ignore[arg-type]
+            "fair_use_minutes_per_month", defaults.addon_fair_use_minutes_per_month, 0, MAX_MINUTES, above=True
+        ),
+        # 0 is allowed: a catalogue without a pool (credits and promotions only).
+        pool_minutes_per_subscription=pool.number(  # type: ignore[arg-type]
+            "minutes_per_subscription", defaults.pool_minutes_per_subscription, 0, MAX_MINUTES
+        ),
         pool_excluded_types=(
             _number_types(pool.data["excluded_number_types"], pool.key("excluded_number_types"))
             if pool.has("excluded_number_types")
             else defaults.pool_excluded_types
         ),
         credit_rates=MappingProxyType(rates),  # type: ignore[arg-type]
-        default_credit_rate=credits.number("default_rate_per_minute", defaults.default_credit_rate),  # type: ignore[arg-type]
+        default_credit_rate=_rate(
+            credits.data.get("default_rate_per_minute", defaults.default_credit_rate),
+            credits.key("default_rate_per_minute"),
+        ),
         credits_currency=credits.str("currency", defaults.credits_currency),
         blocked_types=blocked | ALWAYS_BLOCKED_TYPES,
         billing_increment=billing,
-        max_call_length_s=p.int("max_call_length_s", defaults.max_call_length_s, minimum=1),
+        max_call_length_s=p.int("max_call_length_s", defaults.max_call_length_s, 1, MAX_CALL_LENGTH_S),
         number_validation=validation,
         domestic_equivalence=tuple(equivalence),
         guards=Guards(
-            max_concurrent_per_organizer=guards.int("max_concurrent_per_organizer", dg.max_concurrent_per_organizer, 1),
-            max_concurrent_per_tenant=guards.int("max_concurrent_per_tenant", dg.max_concurrent_per_tenant, 1),
+            max_concurrent_per_organizer=guards.int(
+                "max_concurrent_per_organizer", dg.max_concurrent_per_organizer, 1, MAX_GUARD_LIMIT
+            ),
+            max_concurrent_per_tenant=guards.int("max_concurrent_per_tenant", dg.max_concurrent_per_tenant, 1, MAX_GUARD_LIMIT),
             max_calls_per_minute_per_organizer=guards.int(
-                "max_calls_per_minute_per_organizer", dg.max_calls_per_minute_per_organizer, 1
+                "max_calls_per_minute_per_organizer", dg.max_calls_per_minute_per_organizer, 1, MAX_GUARD_LIMIT
             ),
             max_distinct_destinations_per_day=guards.int(
-                "max_distinct_destinations_per_day", dg.max_distinct_destinations_per_day, 1
+                "max_distinct_destinations_per_day", dg.max_distinct_destinations_per_day, 1, MAX_GUARD_LIMIT
             ),
             high_risk_regions=guards.regions("high_risk_regions", dg.high_risk_regions),
-            retry_after_concurrency_s=guards.int("retry_after_concurrency_s", dg.retry_after_concurrency_s, 1),
-            retry_after_rate_s=guards.int("retry_after_rate_s", dg.retry_after_rate_s, 1),
+            retry_after_concurrency_s=guards.int("retry_after_concurrency_s", dg.retry_after_concurrency_s, 1, MAX_RETRY_AFTER_S),
+            retry_after_rate_s=guards.int("retry_after_rate_s", dg.retry_after_rate_s, 1, MAX_RETRY_AFTER_S),
         ),
     )
     return catalogue, p
@@ -353,8 +426,8 @@ def parse_policy_sections(data: Mapping[str, Any]) -> PolicySettings:
             raise PolicyConfigError(t.key("id"), "an id not used by another tenant", tenant_id)
         t.str("name", "")
         timezone = t.str("timezone", default_tz)
-        licences = t.int("subscription_licences", 0)
-        t.int("pay_per_minute_licences", 0)  # informational: adds nothing to the pool
+        licences = t.int("subscription_licences", 0, 0, MAX_LICENCES)
+        t.int("pay_per_minute_licences", 0, 0, MAX_LICENCES)  # informational: adds nothing to the pool
         credits = t.table("credits", ("enabled", "balance"))
         tenants[tenant_id.casefold()] = Tenant(
             id=tenant_id,
@@ -362,7 +435,7 @@ def parse_policy_sections(data: Mapping[str, Any]) -> PolicySettings:
             tz=_zone(timezone, t.key("timezone")),
             subscription_licences=licences,
             credits_enabled=credits.bool("enabled", False),
-            credits_balance=credits.number("balance", 0.0),  # type: ignore[arg-type]
+            credits_balance=credits.number("balance", 0.0, 0, MAX_CREDITS_BALANCE),  # type: ignore[arg-type]
             pool_minutes=licences * catalogue.pool_minutes_per_subscription,
         )
 

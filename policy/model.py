@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from policy.numbers import NumberType
+from policy.numbers import NormalizedNumber, NumberType
 from policy.reasons import Bucket, Reason
 
 #: The 44 countries of the seed's complimentary dial-out period (= "Zone A").
@@ -90,6 +91,44 @@ class Snapshot:
     distinct_destinations_today: int = 0  # organiser, today (tenant tz)
     destination_seen_today: bool = False  # a repeat does not add to the distinct count
 
+    def __post_init__(self) -> None:
+        # A `nan` counter compares false with every limit, so a guard would
+        # never trigger: refuse it (and inf, and non-numbers) here, fail closed.
+        values = (
+            self.pool_used_minutes,
+            self.promotion_used_minutes,
+            self.addon_used_minutes,
+            self.concurrent_organizer,
+            self.concurrent_tenant,
+            self.calls_last_minute_organizer,
+            self.distinct_destinations_today,
+        )
+        try:
+            if all(map(math.isfinite, values)) and (self.credits_balance is None or math.isfinite(self.credits_balance)):
+                return
+        except (TypeError, OverflowError):
+            pass
+        for name in _COUNTERS:
+            value = getattr(self, name)
+            if name == "credits_balance" and value is None:
+                continue
+            if not isinstance(value, int | float) or (
+                isinstance(value, float) and not math.isfinite(value)
+            ):
+                raise ValueError(f"Snapshot.{name}: expected a finite number, got {value!r:.40}")
+
+
+_COUNTERS = (
+    "pool_used_minutes",
+    "promotion_used_minutes",
+    "credits_balance",
+    "addon_used_minutes",
+    "concurrent_organizer",
+    "concurrent_tenant",
+    "calls_last_minute_organizer",
+    "distinct_destinations_today",
+)
+
 
 # --- the decision --------------------------------------------------------------------
 
@@ -100,6 +139,22 @@ class Check(NamedTuple):
     rule: str
     outcome: str
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeSpec:
+    """One bucket of an allowed call's charging chain, as the ledger must reserve it.
+
+    `cap_minutes` is the size of the bucket's monthly pool that the ledger must
+    not exceed: the tenant's pool minutes (`tenant_pool`), the promotion's
+    monthly cap × subscription licences (`promotion`, None when uncapped), the
+    tenant's configured credits balance (`credits`), None (`usca_unlimited`).
+    `rate_per_minute` is the credit rate for `credits`, 0 for the others.
+    """
+
+    bucket: Bucket
+    cap_minutes: float | None
+    rate_per_minute: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +177,8 @@ class Decision:
     billing_increment_s: int | None = None
     explanation: str = ""
     trace: tuple[Check, ...] = ()
+    charges: tuple[ChargeSpec, ...] = ()  # allowed: one per allowance, charging order
+    tz: str | None = None  # the tenant's IANA timezone, when the organiser is known
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape `dialout-gw explain` prints."""
@@ -144,7 +201,36 @@ class Decision:
             "billing_increment_s": self.billing_increment_s,
             "explanation": self.explanation,
             "trace": [{"rule": c.rule, "outcome": c.outcome, "detail": c.detail} for c in self.trace],
+            "charges": [
+                {"bucket": c.bucket.value, "cap_minutes": c.cap_minutes, "rate_per_minute": c.rate_per_minute}
+                for c in self.charges
+            ],
+            "tz": self.tz,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """A request that passed rules 2–6 (identity, destination, number class,
+    licence, organiser policy), from `assess`.
+
+    It carries what `decide_assessed` needs for rules 7–9, and what the caller
+    needs to read the counters for the `Snapshot`: tenant, organiser, E.164
+    destination, the tenant's timezone and the period (tenant-local "YYYY-MM").
+    `now` is the instant assessed; `decide_assessed` must be given the same one.
+    """
+
+    organizer: Organizer
+    tenant_id: str
+    organizer_id: str
+    e164: str
+    region: str
+    number: NormalizedNumber
+    tz: str
+    period: str
+    now: datetime
+    local: datetime  # `now` in the tenant's timezone
+    trace: tuple[Check, ...]
 
 
 # --- the catalogue -------------------------------------------------------------------
@@ -179,8 +265,12 @@ EXTENDED_PROMOTION = Promotion(
     enabled=False,
 )
 
+#: Blocked unless `blocked_number_types` says otherwise. UNKNOWN is a number
+#: phonenumbers cannot classify: it may be a premium range (+979 …, DE 0900 …)
+#: the metadata does not type, so it is never called by default.
 DEFAULT_BLOCKED_TYPES: frozenset[NumberType] = frozenset(
     {
+        NumberType.UNKNOWN,
         NumberType.PREMIUM_RATE,
         NumberType.SHARED_COST,
         NumberType.UAN,
@@ -219,7 +309,9 @@ class Catalogue:
     blocked_types: frozenset[NumberType] = DEFAULT_BLOCKED_TYPES | ALWAYS_BLOCKED_TYPES
     billing_increment: BillingIncrement = BillingIncrement.MINUTE
     max_call_length_s: int = 4 * 3600
-    number_validation: str = "possible"
+    # "valid": a number outside every assigned range is number_invalid. See
+    # docs/policy.md ("Unassigned and unclassified numbers") for why not "possible".
+    number_validation: str = "valid"
     domestic_equivalence: tuple[frozenset[str], ...] = ()
     guards: Guards = Guards()
 

@@ -7,7 +7,10 @@ type for: it is recognised by the ITU codes reserved for it (+870, +881,
 and Thuraya's +882 16).
 
 Parsing a dialled string is pure and the same string is dialled again and
-again, so results are cached per (dialled, region).
+again, so results are cached per (dialled, region, validation). The cache is
+bounded twice: at most PARSE_CACHE_SIZE entries (least recently used go
+first), and no string longer than MAX_DIALLED_LENGTH is parsed or cached, so
+junk cannot grow it past a few megabytes.
 """
 
 from __future__ import annotations
@@ -64,9 +67,19 @@ _FROM_PN: dict[int, NumberType] = {
 #: E.164 digit prefixes of satellite services (ITU-T E.164 assignments).
 SATELLITE_PREFIXES: tuple[str, ...] = ("870", "881", "88216")
 
-#: Validation levels: "possible" (length fits the region's plan, the rules'
-#: default) or "valid" (also inside an assigned range of the metadata).
+#: Validation levels: "valid" (inside an assigned range of the metadata, the
+#: default) or "possible" (only the length fits the region's plan; such a
+#: number has type UNKNOWN, which is blocked unless the config unblocks it).
 VALIDATION_LEVELS = ("possible", "valid")
+
+#: The longest dialled string that is parsed at all; longer is `number_invalid`
+#: before any parsing or caching. An E.164 number has at most 15 digits; the
+#: rest is room for `tel:`, visual separators and `;phone-context=` (a domain
+#: context can be long), far above anything a bridge sends.
+MAX_DIALLED_LENGTH = 128
+
+#: Entries of the parse cache (each key is at most MAX_DIALLED_LENGTH characters).
+PARSE_CACHE_SIZE = 65536
 
 # What may appear in a dialled number once `tel:`/`sip:` and parameters are
 # removed: ASCII digits, one leading "+", and visual separators. Letters
@@ -122,8 +135,7 @@ def _is_satellite(e164: str) -> bool:
     return e164[1:].startswith(SATELLITE_PREFIXES)
 
 
-@lru_cache(maxsize=65536)
-def normalize_destination(dialled: str, region: str, validation: str = "possible") -> NormalizedNumber:
+def normalize_destination(dialled: str, region: str, validation: str = "valid") -> NormalizedNumber:
     """Normalise a dialled string in the organiser's usage-location `region`.
 
     Accepts `+…`, the region's international prefix (`00`, `011`, …), national
@@ -131,8 +143,20 @@ def normalize_destination(dialled: str, region: str, validation: str = "possible
     Never raises for bad input: it returns `NormalizedNumber(ok=False, error=…)`.
     Emergency and short codes of `region` come back ok, with type
     EMERGENCY/SHORT_CODE, region `region` and no E.164 form.
+
+    Strings longer than MAX_DIALLED_LENGTH are refused before parsing and are
+    never cached; the others are cached (`normalize_destination.cache_info()`).
     """
-    if not isinstance(dialled, str) or not dialled.strip():
+    if not isinstance(dialled, str):
+        return _invalid("empty" if dialled is None else "not a string")
+    if len(dialled) > MAX_DIALLED_LENGTH:
+        return _invalid(f"too long: {len(dialled)} characters, at most {MAX_DIALLED_LENGTH} are accepted")
+    return _normalize(dialled, region, validation)
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _normalize(dialled: str, region: str, validation: str) -> NormalizedNumber:
+    if not dialled.strip():
         return _invalid("empty")
     if not dialled.isascii():
         return _invalid("non-ASCII characters")
@@ -175,3 +199,8 @@ def normalize_destination(dialled: str, region: str, validation: str = "possible
     else:
         number_type = _FROM_PN.get(phonenumbers.number_type(parsed), NumberType.UNKNOWN)
     return NormalizedNumber(ok=True, e164=e164, region=dest_region, number_type=number_type, valid=is_valid)
+
+
+# The cache's own controls, on the public function (tests and the benchmark use them).
+normalize_destination.cache_info = _normalize.cache_info  # type: ignore[attr-defined]
+normalize_destination.cache_clear = _normalize.cache_clear  # type: ignore[attr-defined]

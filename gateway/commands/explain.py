@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
@@ -185,7 +186,9 @@ def _snapshot(counters: Any, where: str, snapshot_type: type) -> Any:
                 raise UserError(f"{where}: counters.{key}: expected true or false, got {value!r}")
         elif key == "credits_balance" and value is None:
             pass
-        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        elif (isinstance(value, bool) or not isinstance(value, int | float)
+              or (isinstance(value, float) and not math.isfinite(value)) or value < 0):
+            # JSON accepts NaN and Infinity; a NaN counter would pass every guard.
             raise UserError(f"{where}: counters.{key}: expected a number >= 0, got {value!r}")
         elif key.startswith(("concurrent_", "calls_", "distinct_")) and not isinstance(value, int):
             raise UserError(f"{where}: counters.{key}: expected a whole number, got {value!r}")
@@ -200,11 +203,21 @@ def _when(at: str | None, request: Any, settings: Any, where: str) -> datetime:
         when = datetime.fromisoformat(at)
     except ValueError:
         raise UserError(f"{where}: 'at': expected an ISO 8601 date-time such as 2018-06-30T23:59:59+02:00, got {at!r}") from None
+    # The organiser's tenant time (UTC if the organiser is unknown): naive
+    # times are read in it, and the policy reckons days and months in it.
+    org = settings.organizer(request.organizer) if request.organizer else None
+    tz = org.tenant.tz if org is not None else timezone.utc
     if when.tzinfo is None:
-        # Naive: the organiser's tenant time (UTC if the organiser is unknown).
-        org = settings.organizer(request.organizer) if request.organizer else None
-        tz = org.tenant.tz if org is not None else timezone.utc
         when = when.replace(tzinfo=tz)
+    try:
+        when.astimezone(timezone.utc)
+        when.astimezone(tz)
+    except OverflowError:
+        # Near year 1 or 9999 an offset can push the instant out of datetime's range.
+        raise UserError(
+            f"{where}: 'at': {at!r} is out of range: in UTC or in the tenant's timezone ({tz}) "
+            "it falls before year 1 or after year 9999"
+        ) from None
     return when
 
 

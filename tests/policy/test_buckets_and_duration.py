@@ -111,3 +111,38 @@ def test_denials_carry_no_bucket_nor_duration(settings):
     d = run(settings, "bob@contoso.com", "+49 30 901820")
     assert d.bucket is None and d.fallback_buckets == () and d.max_duration_s is None and d.allowances == ()
     assert d.trace[-1].outcome == "fail" and d.trace[-1].rule == "policy"
+
+
+# --- non-finite numbers never reach the arithmetic (regressions) --------------------------------------
+
+
+def test_a_nan_fair_use_threshold_is_refused_at_load_not_a_silent_bypass():
+    from policy import PolicyConfigError
+
+    with pytest.raises(PolicyConfigError, match="fair_use_minutes_per_month: expected a finite number"):
+        make_settings(usca_addon={"fair_use_minutes_per_month": float("nan")})
+    # With a sane threshold, an organiser over it is refused.
+    s = make_settings(usca_addon={"fair_use_minutes_per_month": 5000})
+    d = run(s, "erin@fabrikam.com", US_NYC, snapshot=Snapshot(addon_used_minutes=1e9))
+    assert d.reason is Reason.FAIR_USE_EXCEEDED
+
+
+def test_a_subnormal_rate_is_refused_at_load_it_used_to_overflow_the_duration():
+    from policy import PolicyConfigError
+
+    with pytest.raises(PolicyConfigError, match=r"policy\.credits\.rates\.FR"):
+        make_settings(credits={"rates": {"FR": 1e-310}})
+    # The smallest rate allowed still gives a finite, capped duration.
+    s = make_settings(credits={"rates": {"FR": 0.0001}})
+    d = run(s, "alice@contoso.com", FR_PARIS, snapshot=Snapshot(pool_used_minutes=1500, credits_balance=1e12))
+    assert d.allow and d.bucket is Bucket.CREDITS and d.max_duration_s == s.catalogue.max_call_length_s
+
+
+@pytest.mark.parametrize("field", ["pool_used_minutes", "promotion_used_minutes", "addon_used_minutes", "credits_balance",
+                                   "concurrent_organizer", "concurrent_tenant", "calls_last_minute_organizer",
+                                   "distinct_destinations_today"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), "3"])
+def test_snapshot_refuses_non_finite_counters(field, bad):
+    # nan >= limit is False: a nan counter would pass every guard. Fail closed instead.
+    with pytest.raises(ValueError, match=f"Snapshot.{field}: expected a finite number"):
+        Snapshot(**{field: bad})

@@ -67,8 +67,9 @@ def test_defaults_for_an_empty_policy():
     assert cat.max_call_length_s == 4 * 3600
     assert cat.billing_increment.value == "minute"
     assert cat.pool_minutes_per_subscription == 60
-    assert cat.number_validation == "possible"
+    assert cat.number_validation == "valid"
     assert NumberType.EMERGENCY in cat.blocked_types and NumberType.PREMIUM_RATE in cat.blocked_types
+    assert NumberType.UNKNOWN in cat.blocked_types
     assert [p.enabled for p in cat.promotions] == [True, False]
     assert s.organizers == {} and s.tenants == {}
 
@@ -147,3 +148,109 @@ def test_toml_dates_are_accepted(tmp_path):
     assert str(promo.start) == "2020-01-01" and promo.enabled and len(promo.regions) == 44
     with pytest.raises(ConfigError, match="no time"):
         load_config(_write(tmp_path, '[[policy.promotions]]\nname = "p"\nend = 2020-01-31T00:00:00\n'))
+
+
+# --- numeric keys: finite and in range (toll-fraud regression: a `nan` limit never triggers) -----------
+
+NAN, INF = float("nan"), float("inf")
+
+
+def _set(path: str):
+    """A mutation that writes a value at `path` in BASE: dotted keys, `[i]` list indexes."""
+
+    def setter(value):
+        def mutate(data):
+            node = data
+            parts = path.replace("]", "").replace("[", ".").split(".")
+            for part in parts[:-1]:
+                if part.isdigit():
+                    node = node[int(part)]
+                else:
+                    node = node.setdefault(part, {})
+            node[parts[-1]] = value
+
+        return mutate
+
+    return setter
+
+
+PROMO = [{"name": "p", "end": "2019-11-30", "monthly_cap_minutes_per_user": 900}]
+
+# (key path, a good value, bad values): every numeric key of [policy], [[tenants]] and [[organizers]].
+NUMERIC_KEYS = [
+    ("policy.max_call_length_s", 3600, [0, -1, 86_401, NAN, INF, 1.5, True]),
+    ("policy.promotions[0].monthly_cap_minutes_per_user", 900, [0, -1, 1e7, NAN, INF, -INF]),
+    ("policy.usca_addon.fair_use_minutes_per_month", 5000, [0, -5, 1e9, NAN, INF]),
+    ("policy.pool.minutes_per_subscription", 60, [-1, 1e9, NAN, INF]),
+    ("policy.credits.default_rate_per_minute", 0.25, [-0.25, 1e-310, 0.00009, 1e7, NAN, INF, "0.25"]),
+    ("policy.credits.rates.DE", 0.02, [-1, 1e-310, 5e-5, 1e300, NAN, INF, -INF, True]),
+    ("policy.guards.max_concurrent_per_organizer", 5, [0, -1, 10**7, NAN, INF, 2.0]),
+    ("policy.guards.max_concurrent_per_tenant", 50, [0, 10**7, NAN]),
+    ("policy.guards.max_calls_per_minute_per_organizer", 10, [0, 10**7, INF]),
+    ("policy.guards.max_distinct_destinations_per_day", 100, [0, 10**7, NAN]),
+    ("policy.guards.retry_after_concurrency_s", 30, [0, 86_401, NAN]),
+    ("policy.guards.retry_after_rate_s", 60, [0, 86_401, INF]),
+    ("tenants[0].subscription_licences", 25, [-1, 10**8, NAN, 2.5]),
+    ("tenants[0].pay_per_minute_licences", 5, [-1, 10**8, INF]),
+    ("tenants[0].credits.balance", 100.0, [-0.01, 1e13, NAN, INF, -INF]),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [pytest.param(key, bad, id=f"{key}={bad!r}") for key, _, bads in NUMERIC_KEYS for bad in bads],
+)
+def test_numeric_keys_refuse_non_finite_and_out_of_range_values(key, bad):
+    def mutate(data):
+        if ".promotions[" in key:
+            data["policy"]["promotions"] = copy.deepcopy(PROMO)
+        _set(key)(bad)(data)
+
+    with pytest.raises(PolicyConfigError) as err:
+        parse_policy_sections(_mutate(mutate))
+    assert err.value.key == key
+    message = str(err.value)
+    assert message.startswith(f"{key}: expected ") and f"got {bad!r}" in message
+    if isinstance(bad, float):  # integer keys say "an integer", the others "a finite number"
+        assert "finite" in message or "an integer >= " in message
+
+
+@pytest.mark.parametrize(("key", "good"), [(key, good) for key, good, _ in NUMERIC_KEYS])
+def test_numeric_keys_accept_sane_values(key, good):
+    def mutate(data):
+        if ".promotions[" in key:
+            data["policy"]["promotions"] = copy.deepcopy(PROMO)
+        _set(key)(good)(data)
+
+    parse_policy_sections(_mutate(mutate))
+
+
+def test_free_destinations_and_an_empty_pool_are_still_allowed():
+    s = parse_policy_sections(_mutate(lambda d: d["policy"].update(
+        credits={"default_rate_per_minute": 0, "rates": {"FR": 0}}, pool={"minutes_per_subscription": 0})))
+    assert s.catalogue.credit_rate("FR") == 0 and s.catalogue.default_credit_rate == 0
+    assert s.tenant("contoso").pool_minutes == 0
+
+
+def test_messages_say_what_was_expected():
+    with pytest.raises(PolicyConfigError) as err:
+        parse_policy_sections(_mutate(lambda d: d["policy"]["credits"]["rates"].update(DE=1e-310)))
+    assert str(err.value) == (
+        "policy.credits.rates.DE: expected a price per minute: 0 (free) or a finite number >= 0.0001 "
+        "and <= 1000000, got 1e-310"
+    )
+    with pytest.raises(PolicyConfigError) as err:
+        parse_policy_sections(_mutate(lambda d: d["policy"]["usca_addon"].update(fair_use_minutes_per_month=NAN)))
+    assert str(err.value) == (
+        "policy.usca_addon.fair_use_minutes_per_month: expected a finite number > 0 and <= 1000000, got nan"
+    )
+
+
+def test_toml_inf_and_nan_are_refused_with_the_file_name(tmp_path):
+    path = _write(tmp_path, "[policy.usca_addon]\nfair_use_minutes_per_month = nan\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: policy.usca_addon.fair_use_minutes_per_month: expected a finite number")
+    path = _write(tmp_path, "[policy.credits.rates]\nDE = inf\n")
+    with pytest.raises(ConfigError, match=r"policy\.credits\.rates\.DE: expected a price per minute"):
+        load_config(path)

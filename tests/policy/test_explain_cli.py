@@ -77,6 +77,8 @@ def test_many_requests_from_jsonl(capsys, tmp_path):
         ('{"organizer": "a", "number": "1", "at": "tomorrow"}\n', "'at': expected an ISO 8601"),
         ('{"organizer": "a", "number": "1", "counters": {"pool": 3}}\n', "counters.pool: unknown counter"),
         ('{"organizer": "a", "number": "1", "counters": {"concurrent_tenant": -1}}\n', "counters.concurrent_tenant: expected a number >= 0"),
+        ('{"organizer": "a", "number": "1", "counters": {"addon_used_minutes": NaN}}\n', "counters.addon_used_minutes: expected a number >= 0, got nan"),
+        ('{"organizer": "a", "number": "1", "counters": {"credits_balance": Infinity}}\n', "counters.credits_balance: expected a number >= 0, got inf"),
         ("\n\n", "no requests"),
     ],
 )
@@ -87,6 +89,31 @@ def test_bad_input_lines_exit_2_with_one_line(capsys, tmp_path, content, message
     _, err = capsys.readouterr()
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("organizer", "at"),
+    [
+        ("alice@contoso.com", "0001-01-01T00:00+05:00"),  # before year 1 in UTC
+        ("alice@contoso.com", "9999-12-31T23:59-05:00"),  # after 9999 in UTC
+        ("alice@contoso.com", "9999-12-31T23:30+00:00"),  # fine in UTC, after 9999 in Europe/Paris
+        ("erin@fabrikam.com", "0001-01-01T00:00Z"),  # before year 1 in America/New_York
+        ("alice@contoso.com", "0001-01-01T00:00"),  # naive Paris time (LMT +0:09) is before year 1 in UTC
+        ("nobody@example.com", "0001-01-01T00:00+01:00"),  # unknown organiser: checked in UTC
+    ],
+)
+def test_at_out_of_datetime_range_is_one_line_exit_2(capsys, organizer, at):
+    code = main(["explain", "--config", EXAMPLE, "--organizer", organizer, "--number", "+33142685300", "--at", at])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("dialout-gw explain: command line: 'at': ") and "out of range" in err
+    assert err.count("\n") == 1 and "Traceback" not in err and "OverflowError" not in err
+
+
+@pytest.mark.parametrize("at", ["0001-01-02T00:00+05:00", "9999-12-31T12:00-05:00"])
+def test_at_near_the_edges_but_in_range_is_decided(capsys, at):
+    code, (d,), err = _explain(capsys, "--organizer", "alice@contoso.com", "--number", "+33142685300", "--at", at)
+    assert code == 0 and err == "" and d["reason"] == "allowed"
 
 
 def test_bad_config_exits_2(capsys, tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import phonenumbers
 import pytest
-from policy_testlib import AFTER_PROMO, FR_PARIS, US_NYC, example_e164, make_settings, run
+from policy_testlib import AFTER_PROMO, FR_PARIS, IN_PROMO, US_NYC, example_e164, make_settings, run
 
-from policy import Bucket, NumberType, Reason, Snapshot, normalize_destination
+from policy import ZONE_A, Bucket, NumberType, Reason, Snapshot, normalize_destination
 
 OTHER_PLUS_ONE_REGIONS = sorted(set(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]) - {"US", "CA"})
 
@@ -199,10 +199,15 @@ def test_validation_level_valid_rejects_possible_but_unassigned():
     n = normalize_destination(unassigned, "FR", "possible")
     assert n.ok and not n.valid and n.region == "FR" and n.number_type is NumberType.UNKNOWN
     assert not normalize_destination(unassigned, "FR", "valid").ok
-    strict = make_settings(number_validation="valid")
-    assert run(strict, "alice@contoso.com", unassigned).reason is Reason.NUMBER_INVALID
-    assert run(make_settings(), "alice@contoso.com", unassigned).allow  # the rules' default: possible is enough
-    assert run(strict, "alice@contoso.com", FR_PARIS).allow
+    assert not normalize_destination(unassigned, "FR").ok  # "valid" is the default
+    assert run(make_settings(), "alice@contoso.com", unassigned).reason is Reason.NUMBER_INVALID
+    # "possible" parses it, but its type, unknown, is blocked by default ...
+    loose = make_settings(number_validation="possible")
+    assert run(loose, "alice@contoso.com", unassigned).reason is Reason.DESTINATION_BLOCKED
+    # ... unless the config also unblocks unknown: two explicit steps.
+    opted_in = make_settings(number_validation="possible", blocked_number_types=["premium_rate"])
+    assert run(opted_in, "alice@contoso.com", unassigned).allow
+    assert run(make_settings(), "alice@contoso.com", FR_PARIS).allow
 
 
 def test_parsing_is_cached_per_dialled_and_region():
@@ -221,3 +226,225 @@ def test_national_format_uses_usage_location(settings):
     assert run(settings, "alice@contoso.com", "0142685300", snapshot=Snapshot()).e164 == FR_PARIS
     d = run(settings, "erin@fabrikam.com", "0142685300", AFTER_PROMO)
     assert d.reason is Reason.NUMBER_INVALID
+
+
+# --- length cap and a bounded cache (regression: any length was parsed and cached) -----------------------
+
+
+def test_the_length_cap_is_a_documented_constant():
+    from policy.numbers import MAX_DIALLED_LENGTH, PARSE_CACHE_SIZE
+
+    assert 32 <= MAX_DIALLED_LENGTH <= 256
+    assert normalize_destination.cache_info().maxsize == PARSE_CACHE_SIZE
+
+
+@pytest.mark.parametrize("length", [129, 1000, 1_000_000])
+def test_over_the_cap_is_number_invalid_without_parsing_or_caching(settings, length):
+    from policy.numbers import MAX_DIALLED_LENGTH
+
+    dialled = "+33" + "1" * (length - 3)
+    assert len(dialled) > MAX_DIALLED_LENGTH
+    before = normalize_destination.cache_info()
+    n = normalize_destination(dialled, "FR")
+    assert not n.ok and n.error == f"too long: {length} characters, at most {MAX_DIALLED_LENGTH} are accepted"
+    d = run(settings, "alice@contoso.com", dialled)
+    assert (d.allow, d.reason, d.status) == (False, Reason.NUMBER_INVALID, 484)
+    assert "too long" in d.explanation
+    # The explanation goes into a SIP Warning header and the log line: it quotes a short prefix only.
+    assert len(d.explanation) < 200 and all(len(c.detail) < 200 for c in d.trace)
+    after = normalize_destination.cache_info()
+    assert (after.currsize, after.misses) == (before.currsize, before.misses)
+
+
+def test_at_the_cap_a_long_but_legitimate_tel_uri_still_parses():
+    from policy.numbers import MAX_DIALLED_LENGTH
+
+    head = "tel:0142685300;phone-context="
+    domain = "pbx." + "a" * (MAX_DIALLED_LENGTH - len(head) - len("pbx..example")) + ".example"
+    dialled = head + domain
+    assert len(dialled) == MAX_DIALLED_LENGTH
+    n = normalize_destination(dialled, "FR")
+    assert n.ok and n.e164 == FR_PARIS
+
+
+def test_non_strings_are_invalid_and_never_reach_the_cache():
+    before = normalize_destination.cache_info()
+    for junk in (None, 33142685300, b"+33142685300", ["+33142685300"]):
+        assert not normalize_destination(junk, "FR").ok  # type: ignore[arg-type]
+    assert normalize_destination.cache_info().currsize == before.currsize
+
+
+# --- possible-but-unassigned numbers never reach a paid destination by default (toll-fraud regression) ---
+
+INTERNATIONAL_PREMIUM = "+97912345678"  # +979: International Premium Rate Service; possible, not valid
+GERMAN_0900 = "+4990012345678"  # DE 0900 premium, one digit too many for a typed range; possible, not valid
+
+
+@pytest.mark.parametrize(
+    ("dialled", "now", "was"),
+    [
+        (INTERNATIONAL_PREMIUM, AFTER_PROMO, Bucket.CREDITS),  # was allowed on credits
+        (GERMAN_0900, IN_PROMO, Bucket.PROMOTION),  # was allowed on the promotion
+        (GERMAN_0900, AFTER_PROMO, Bucket.TENANT_POOL),  # and on the pool
+    ],
+)
+def test_unassigned_premium_lookalikes_are_refused_by_default(dialled, now, was):
+    n = normalize_destination(dialled, "FR", "possible")
+    assert n.ok and not n.valid and n.number_type is NumberType.UNKNOWN  # what made them slip through
+    d = run(make_settings(), "alice@contoso.com", dialled, now)
+    assert (d.allow, d.reason, d.status) == (False, Reason.NUMBER_INVALID, 484)
+    assert "not in an assigned number range" in d.explanation
+    # Even with the old validation level, the unknown type is blocked by default.
+    d = run(make_settings(number_validation="possible"), "alice@contoso.com", dialled, now)
+    assert (d.allow, d.reason, d.status) == (False, Reason.DESTINATION_BLOCKED, 403)
+    assert "unknown" in d.explanation
+    # Only a config that opts in twice calls them (and then the old bucket pays).
+    opted_in = make_settings(number_validation="possible", blocked_number_types=["premium_rate"])
+    d = run(opted_in, "alice@contoso.com", dialled, now)
+    assert d.allow and d.bucket is was
+
+
+def test_the_defaults_are_valid_and_unknown_blocked():
+    cat = make_settings().catalogue
+    assert cat.number_validation == "valid" and NumberType.UNKNOWN in cat.blocked_types
+
+
+ZONE_A_SORTED = sorted(ZONE_A)
+
+
+def _examples(region: str) -> list[phonenumbers.PhoneNumber]:
+    out = []
+    for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE):
+        number = phonenumbers.example_number_for_type(region, kind)
+        if number is not None and phonenumbers.region_code_for_number(number) == region:
+            out.append(number)
+    return out
+
+
+@pytest.mark.parametrize("region", ZONE_A_SORTED)
+def test_normal_numbers_in_every_zone_a_country_still_pass(settings, region):
+    examples = _examples(region)
+    assert examples, f"phonenumbers has no fixed-line or mobile example for {region}"
+    for number in examples:
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        d = run(settings, "alice@contoso.com", e164)  # policy any, subscription: the pool pays
+        assert d.allow and d.bucket is Bucket.TENANT_POOL, (e164, d.explanation)
+        assert d.region == region and d.number_type is not NumberType.UNKNOWN
+
+
+@pytest.mark.parametrize("region", ZONE_A_SORTED)
+def test_normal_numbers_dialled_nationally_by_a_local_organiser_still_pass(region):
+    import copy
+
+    from policy_testlib import BASE
+
+    from policy import parse_policy_sections
+
+    data = copy.deepcopy(BASE)
+    data["organizers"].append({"id": "local@contoso.com", "tenant": "contoso", "usage_location": region,
+                               "audio_conferencing": "subscription", "dialout_policy": "any"})
+    s = parse_policy_sections(data)
+    for number in _examples(region):
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+        d = run(s, "local@contoso.com", national)
+        assert d.allow and d.e164 == e164 and d.region == region, (national, d.explanation)
+
+
+# --- the international (IDD) prefix comes from the usage location's metadata (regression: 00 everywhere) --
+
+FR_DIGITS, US_DIGITS = "33 1 42 68 53 00", "1 212 200 1234"
+IDD_REGIONS = ("US", "GB", "HK", "KR", "TH", "JP", "AU")
+
+# (usage location, IDD prefix or "" for a prefix that is not one there, rest, expected E.164 or None for 484)
+IDD_TABLE = [
+    ("US", "011", FR_DIGITS, FR_PARIS),
+    ("US", "011", "44 20 7946 0958", "+442079460958"),
+    ("US", "011", US_DIGITS, US_NYC),
+    ("US", "", "00 " + FR_DIGITS, None),  # 00 is not the US prefix
+    ("GB", "00", FR_DIGITS, FR_PARIS),
+    ("GB", "00", US_DIGITS, US_NYC),
+    ("GB", "", "011 " + FR_DIGITS, None),
+    ("HK", "00", FR_DIGITS, FR_PARIS),  # HK: 00, 001, 002, 0030, 0050, 0059, 006–009
+    ("HK", "001", FR_DIGITS, FR_PARIS),
+    ("HK", "0030", FR_DIGITS, FR_PARIS),
+    ("HK", "009", FR_DIGITS, FR_PARIS),
+    ("HK", "001", US_DIGITS, US_NYC),
+    ("HK", "", "00 " + US_DIGITS, None),  # read as 001 + 212…: no possible number, never Morocco
+    ("KR", "001", FR_DIGITS, FR_PARIS),  # KR: carrier codes 001, 002, 005, 00700, …; bare 00 is none
+    ("KR", "002", FR_DIGITS, FR_PARIS),
+    ("KR", "005", FR_DIGITS, FR_PARIS),
+    ("KR", "00700", FR_DIGITS, FR_PARIS),
+    ("KR", "001", US_DIGITS, US_NYC),
+    ("KR", "", "00 " + FR_DIGITS, None),  # a national 00…: unassigned in KR, not France
+    ("KR", "", "00 " + US_DIGITS, None),
+    ("TH", "001", FR_DIGITS, FR_PARIS),  # TH: 001–009
+    ("TH", "007", FR_DIGITS, FR_PARIS),
+    ("TH", "009", FR_DIGITS, FR_PARIS),
+    ("TH", "001", US_DIGITS, US_NYC),
+    ("TH", "", "00 " + FR_DIGITS, None),  # 003 + 31 42 68 53 00: an unassigned Dutch number, never dialled
+    ("JP", "010", FR_DIGITS, FR_PARIS),
+    ("JP", "010", US_DIGITS, US_NYC),
+    ("JP", "", "00 " + FR_DIGITS, None),
+    ("AU", "0011", FR_DIGITS, FR_PARIS),  # AU: 0011, 0014, 0015, …
+    ("AU", "0014", FR_DIGITS, FR_PARIS),
+    ("AU", "0011", US_DIGITS, US_NYC),
+    ("AU", "", "00 " + FR_DIGITS, None),
+]
+
+
+def _idd_settings():
+    import copy
+
+    from policy_testlib import BASE
+
+    from policy import parse_policy_sections
+
+    data = copy.deepcopy(BASE)
+    for region in IDD_REGIONS:
+        data["organizers"].append({"id": f"idd-{region.lower()}@contoso.com", "tenant": "contoso",
+                                   "usage_location": region, "audio_conferencing": "subscription",
+                                   "credits_licence": True, "dialout_policy": "any"})
+    return parse_policy_sections(data)
+
+
+@pytest.fixture(scope="module")
+def idd_settings():
+    return _idd_settings()
+
+
+@pytest.mark.parametrize(("region", "prefix", "rest", "e164"), IDD_TABLE,
+                         ids=[f"{r}:{p or 'not-idd'}:{x}" for r, p, x, _ in IDD_TABLE])
+def test_international_prefix_is_the_usage_locations(idd_settings, region, prefix, rest, e164):
+    import re
+
+    from phonenumbers.phonemetadata import PhoneMetadata
+
+    if prefix:  # the table says what phonenumbers' metadata says, nothing hand-kept
+        assert re.fullmatch(PhoneMetadata.metadata_for_region(region).international_prefix, prefix), (region, prefix)
+    dialled = f"{prefix} {rest}".strip()
+    for text in (dialled, dialled.replace(" ", ""), dialled.replace(" ", "-")):
+        d = run(idd_settings, f"idd-{region.lower()}@contoso.com", text)
+        if e164 is None:
+            assert (d.allow, d.reason, d.status) == (False, Reason.NUMBER_INVALID, 484), (text, d.e164, d.region)
+        else:
+            assert d.allow and d.e164 == e164, (text, d.explanation)
+
+
+@pytest.mark.parametrize("region", IDD_REGIONS)
+@pytest.mark.parametrize(
+    "dialled",
+    [
+        "+33142685300",
+        "+33 1 42 68 53 00",
+        "+33 (0)1 42.68.53.00",
+        "+33/1/42/68/53/00",
+        "tel:+33-1-42-68-53-00",
+        "tel:0142685300;phone-context=+33",
+        "tel:1 42 68 53 00;phone-context=+33",
+        "sip:+33142685300@trunk.example;user=phone",
+    ],
+)
+def test_plus_tel_separators_and_phone_context_work_from_every_idd_region(idd_settings, region, dialled):
+    d = run(idd_settings, f"idd-{region.lower()}@contoso.com", dialled)
+    assert d.allow and d.e164 == FR_PARIS and d.region == "FR", d.explanation

@@ -150,3 +150,26 @@ def test_call_crossing_midnight_is_charged_to_start_period(settings):
     d = run(settings, "alice@contoso.com", "+33142685300", start)
     assert d.bucket is Bucket.PROMOTION and d.period == "2018-06"
     assert d.reason is Reason.ALLOWED
+
+
+# --- `now` at the edges of datetime's range (regression: OverflowError from astimezone) ---------------
+
+
+@pytest.mark.parametrize(
+    ("organizer", "now"),
+    [
+        ("alice@contoso.com", datetime(1, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=5)))),  # Paris: before year 1
+        ("erin@fabrikam.com", datetime(1, 1, 1, 2, 0, tzinfo=timezone.utc)),  # New York (LMT -4:56): before year 1
+        ("alice@contoso.com", datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc)),  # Paris: after 9999
+    ],
+)
+def test_now_outside_the_tenant_timezone_range_is_a_clear_value_error(settings, organizer, now):
+    with pytest.raises(ValueError, match=r"now=.* is outside years 1-9999 in tenant \w+'s timezone "):
+        run(settings, organizer, "+33142685300", now)
+
+
+def test_now_close_to_the_edges_but_representable_still_decides(settings):
+    d = run(settings, "alice@contoso.com", "+33142685300", datetime(9999, 12, 31, 20, 0, tzinfo=timezone.utc))
+    assert d.allow and d.period == "9999-12"
+    d = run(settings, "erin@fabrikam.com", "+12122001234", datetime(1, 1, 1, 6, 0, tzinfo=timezone.utc))
+    assert d.allow and d.period == "0001-01"
