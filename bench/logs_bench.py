@@ -6,7 +6,7 @@ Generates a realistic gateway log: canonical call lines (allowed and denied
 with their trace, varied reasons, tenants, organisers and regions), pjsip
 lines, admission refusals, per-call events (call_cut, reinvite_relayed,
 grant_extended), lifecycle lines and a little non-JSON noise; writes it plain
-and gzip, then times `summary` in-process (`gateway.loganalysis`) and through
+and gzip, then times `summary` in-process (`ops.logs`) and through
 the CLI (`python -m gateway.cli logs FILE summary --json`, so interpreter
 start-up and imports are included), and `call CALL-ID` through the CLI.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway import loganalysis as la  # noqa: E402
+from ops import logs as la  # noqa: E402
 
 TARGET_S_PER_MILLION = 5.0
 REPORT = ROOT / "bench" / "reports" / "logs_bench.json"
