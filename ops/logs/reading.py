@@ -2,13 +2,18 @@
 
 Lines are handled as bytes in blocks of a few megabytes cut just after a
 newline, so that the per-line work stays in C (`bytes.split`, substring
-tests) until a line is worth parsing.
+tests) until a line is worth parsing. A plain file can also be read as
+byte ranges (`plain_file_size`, `iter_range_blocks`), so that worker
+processes read their own part of the file instead of receiving it through a
+pipe.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import os
+import stat
 import zlib
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
@@ -135,3 +140,80 @@ def line_batches(stream: BinaryIO, name: str = "log", chunk: int | None = None) 
     """Lines (bytes, no newline) in batches of a few megabytes."""
     for block in iter_blocks(stream, name, chunk):
         yield split_lines(block)
+
+
+# --- plain files by byte range ----------------------------------------------------------
+
+
+def plain_file_size(path: str) -> int | None:
+    """The size of `path` if it is a regular file that is not gzip, else None
+    (stdin, pipes and gzip are read as one stream)."""
+    f = _open_file(path)
+    with f:
+        try:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            if f.read(2) == GZIP_MAGIC:
+                return None
+            return os.fstat(f.fileno()).st_size
+        except OSError as exc:
+            raise LogInputError(f"{path}: {exc.strerror or exc}") from None
+
+
+def byte_ranges(size: int, parts: int) -> list[tuple[int, int]]:
+    """`[0, size)` cut into `parts` ranges of about the same size."""
+    parts = max(1, min(parts, size))
+    step = -(-size // parts) if size else 0
+    return [(start, min(start + step, size)) for start in range(0, size, step)] if size else []
+
+
+def iter_range_blocks(path: str, start: int, end: int, chunk: int | None = None) -> Iterator[bytes]:
+    """Blocks of the lines of a plain file that *begin* in `[start, end)`.
+
+    The line that straddles `start` belongs to the range before, the one that
+    straddles `end` to this one, so ranges that tile a file read every line
+    exactly once (the last line may lack its newline).
+    """
+    chunk = chunk or CHUNK_BYTES
+    try:
+        with open(path, "rb", buffering=0) as f:
+            pos = start
+            if start > 0:
+                # The first line of the range starts after the first newline at or after start - 1.
+                f.seek(start - 1)
+                pos = start - 1
+                while True:
+                    data = f.read(1 << 16)
+                    if not data:
+                        return
+                    i = data.find(b"\n")
+                    if i != -1:
+                        pos += i + 1
+                        break
+                    pos += len(data)
+                if pos >= end:
+                    return
+                f.seek(pos)
+            rest = b""
+            while True:
+                data = f.read(chunk)
+                if not data:
+                    break
+                at = pos
+                pos += len(data)
+                if pos >= end:
+                    # The range ends with the first newline at or after end - 1.
+                    i = data.find(b"\n", max(0, end - 1 - at))
+                    if i != -1:
+                        yield rest + data[: i + 1]
+                        return
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    rest += data
+                    continue
+                yield rest + data[:cut] if rest else data[:cut]
+                rest = data[cut:]
+            if rest:
+                yield rest
+    except OSError as exc:
+        raise LogInputError(f"{path}: {exc.strerror or exc}") from None

@@ -3,7 +3,8 @@
 Speed: a million lines must take seconds, so the work per line is one or two
 substring tests on bytes; JSON is parsed only on lines that can be what we
 look for (`"call"` or `"admission_refused"` somewhere in them), and the event
-name is checked after parsing.
+name is checked after parsing. Parsing the call lines is most of the cost;
+`summarize_path` spreads it over worker processes.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable
 
+from ops.logs import reading
 from ops.logs.filters import Filters, Matcher
-from ops.logs.reading import iter_blocks, open_log, source_name, split_lines
+from ops.logs.reading import (byte_ranges, iter_blocks, iter_range_blocks, open_log, plain_file_size, source_name,
+                              split_lines)
 
 # Cheap pre-filters (bytes). A JSON string cannot contain an unescaped quote,
 # so `"call"` inside a line is either the value "call" or a key named call;
@@ -312,42 +315,70 @@ def default_jobs() -> int:
         return max(1, min(8, os.cpu_count() or 1))
 
 
+def _summarize_blocks(blocks: Iterable[bytes], filters: Filters) -> Summary:
+    m = Matcher(filters)
+    s = Summary(filters=filters)
+    for block in blocks:
+        _scan(split_lines(block), m, s)
+    return s
+
+
 def _summarize_block(job: tuple[bytes, Filters]) -> Summary:
     block, filters = job
-    s = Summary(filters=filters)
-    _scan(split_lines(block), Matcher(filters), s)
-    return s
+    return _summarize_blocks((block,), filters)
+
+
+def _summarize_range(job: tuple[str, int, int, Filters, int]) -> Summary:
+    path, start, end, filters, chunk = job
+    return _summarize_blocks(iter_range_blocks(path, start, end, chunk), filters)
 
 
 def summarize_path(source: str | BinaryIO, filters: Filters | None = None, stdin: BinaryIO | None = None,
                    jobs: int = 1) -> Summary:
     """Summarise a log file, '-' or a binary stream.
 
-    With `jobs > 1` and more than one block of input, blocks are parsed in
-    worker processes (fork) while this one reads and decompresses; partial
-    summaries are merged, so the result is the same as with `jobs=1`.
+    With `jobs > 1` the lines are parsed in worker processes (fork) and the
+    partial summaries merged, so the result is the same as with `jobs=1`. A
+    plain file of more than one block is cut into byte ranges that the
+    workers read themselves; gzip and stdin are read (and decompressed) by
+    this process, which hands the workers blocks of lines.
     """
     filters = filters or Filters()
+    chunk = reading.CHUNK_BYTES
+    if jobs > 1 and isinstance(source, str) and source != "-":
+        size = plain_file_size(source)
+        if size is not None and size > chunk:
+            # Several ranges per worker even out workers that get less CPU.
+            ranges = byte_ranges(size, min(jobs * 4, -(-size // chunk)))
+            return _pooled(_summarize_range, ((source, a, b, filters, chunk) for a, b in ranges), jobs, filters)
     with open_log(source, stdin) as stream:
-        blocks = iter_blocks(stream, source_name(source))
+        blocks = iter_blocks(stream, source_name(source), chunk)
         first = next(blocks, b"")
         second = next(blocks, None) if jobs > 1 else None
         if second is None:
-            total = _summarize_block((first, filters))
-            for block in blocks:
-                total.merge(_summarize_block((block, filters)))
-            return total
-        import multiprocessing
+            return _summarize_blocks(_chain(first, blocks), filters)
 
         def jobs_iter():
-            yield first, filters
-            yield second, filters
-            for block in blocks:
+            for block in _chain(first, second, blocks):
                 yield block, filters
 
-        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        total = Summary(filters=filters)
-        with ctx.Pool(jobs) as pool:
-            for part in pool.imap_unordered(_summarize_block, jobs_iter()):
-                total.merge(part)
-        return total
+        return _pooled(_summarize_block, jobs_iter(), jobs, filters)
+
+
+def _chain(*parts):
+    for part in parts:
+        if isinstance(part, bytes):
+            yield part
+        else:
+            yield from part
+
+
+def _pooled(work, jobs_iter: Iterable, jobs: int, filters: Filters) -> Summary:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    total = Summary(filters=filters)
+    with ctx.Pool(jobs) as pool:
+        for part in pool.imap_unordered(work, jobs_iter):
+            total.merge(part)
+    return total

@@ -251,14 +251,41 @@ def test_last_line_without_newline_crlf_and_tiny_blocks(tmp_path):
     assert got == summary()
 
 
-def test_worker_processes_give_the_same_summary(tmp_path, monkeypatch):
+@pytest.mark.parametrize("compress", [False, True])
+def test_worker_processes_give_the_same_summary(tmp_path, monkeypatch, compress):
     big = LOG * 400
-    path = write(tmp_path / "big.log", big)
-    monkeypatch.setattr(reading, "CHUNK_BYTES", 4096)   # many blocks, so the workers have work
+    path = write(tmp_path / "big.log", big, compress)
+    monkeypatch.setattr(reading, "CHUNK_BYTES", 4096)   # many blocks (gzip) or byte ranges (plain)
     one = la.summarize_path(str(path), jobs=1).to_dict(top=0)
     two = la.summarize_path(str(path), jobs=2).to_dict(top=0)
+    three = la.summarize_path(str(path), jobs=3).to_dict(top=0)
     assert one["calls"]["total"] == 2400 and one["lines"]["total"] == 15 * 400
-    assert two == one
+    assert two == one and three == one
+    assert one == summary(big)
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+def test_byte_ranges_read_every_line_once(tmp_path, ending):
+    text = "\n".join(f"line {i} " + "x" * (i % 37) for i in range(500)) + ending
+    path = tmp_path / "r.log"
+    path.write_bytes(text.encode())
+    size = path.stat().st_size
+    want = la.split_lines(text.encode())
+    for parts in (1, 2, 3, 7, 64, size):
+        ranges = reading.byte_ranges(size, parts)
+        assert ranges[0][0] == 0 and ranges[-1][1] == size
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+        for chunk in (5, 64, 1 << 20):
+            got = [line for a, b in ranges for block in reading.iter_range_blocks(str(path), a, b, chunk)
+                   for line in la.split_lines(block)]
+            assert got == want, (parts, chunk)
+
+
+def test_plain_file_size_is_for_plain_regular_files_only(tmp_path):
+    assert reading.plain_file_size(str(write(tmp_path / "p.log"))) == (tmp_path / "p.log").stat().st_size
+    assert reading.plain_file_size(str(write(tmp_path / "g.log", compress=True))) is None
+    with pytest.raises(la.LogInputError, match="no such file"):
+        reading.plain_file_size(str(tmp_path / "nope.log"))
 
 
 def test_fast_path_parses_real_lines_like_json_loads():
