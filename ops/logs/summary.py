@@ -251,28 +251,23 @@ def _scan(lines: list[bytes], m: Matcher, s: Summary) -> None:
     for line in lines:
         if call_mark in line:
             if tenant_mark is not None and tenant_mark not in line:
+                # Neither a call of that tenant nor a refusal (refusals carry no tenant).
                 filtered_out += 1
                 continue
-            try:
-                text = line.decode()
-                e, end = scan_once(text, 0)
-                if end != len(text) and text[end:].strip():
-                    raise ValueError
-            except (ValueError, StopIteration):
-                e = _slow_loads(line)
-                if e is None:
-                    if line.lstrip()[:1] == b"{":
-                        malformed += 1
-                    else:
-                        non_json += 1
-                    continue
-            if type(e) is not dict or e.get("event") != "call":
-                continue
-            if match_call is not None and not match_call(e):
-                filtered_out += 1
-                continue
-            add_call(e)
-        elif refusal_mark in line:
+        elif refusal_mark not in line:
+            if line[:1] != b"{":
+                stripped = line.strip()
+                if not stripped:
+                    n -= 1  # blank lines are not lines of the log
+                elif stripped[:1] != b"{":
+                    non_json += 1
+            continue
+        try:
+            text = line.decode()
+            e, end = scan_once(text, 0)
+            if end != len(text) and text[end:].strip():
+                raise ValueError
+        except (ValueError, StopIteration):
             e = _slow_loads(line)
             if e is None:
                 if line.lstrip()[:1] == b"{":
@@ -280,18 +275,19 @@ def _scan(lines: list[bytes], m: Matcher, s: Summary) -> None:
                 else:
                     non_json += 1
                 continue
-            if type(e) is not dict or e.get("event") != "admission_refused":
+        if type(e) is not dict:
+            continue
+        event = e.get("event")
+        if event == "call":
+            if match_call is not None and not match_call(e):
+                filtered_out += 1
                 continue
+            add_call(e)
+        elif event == "admission_refused":
             if match_refusal is not None and not match_refusal(e):
                 filtered_out += 1
                 continue
             add_refusal(e)
-        elif line[:1] != b"{":
-            stripped = line.strip()
-            if not stripped:
-                n -= 1  # blank lines are not lines of the log
-            elif stripped[:1] != b"{":
-                non_json += 1
     s.lines += n
     s.non_json += non_json
     s.malformed += malformed

@@ -288,6 +288,15 @@ def test_plain_file_size_is_for_plain_regular_files_only(tmp_path):
         reading.plain_file_size(str(tmp_path / "nope.log"))
 
 
+def test_event_is_checked_after_parsing_not_guessed_from_the_marks():
+    # A refusal that mentions "call" is still a refusal; a line with "call" as a key is not a call.
+    odd_refusal = json.dumps({"reason": "overloaded", "note": "call", "event": "admission_refused",
+                              "timestamp": "2026-11-22T10:00:00.000000Z"})
+    not_a_call = json.dumps({"call": 1, "event": "call_cut", "timestamp": "2026-11-22T10:00:00.000000Z"})
+    d = summary([odd_refusal, not_a_call, call("a")])
+    assert d["admission_refusals"]["total"] == 1 and d["calls"]["total"] == 1
+
+
 def test_fast_path_parses_real_lines_like_json_loads():
     tricky = call("q\"uote\\d\u00e9", organizer="z\u00fcrich@contoso.com", explanation="a, \"b\": c \u2192 d")
     d = summary([tricky, "  " + call("padded"), call("trailing") + "   ", call("junk") + " x"])
