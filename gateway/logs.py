@@ -3,23 +3,102 @@
 JSON lines on stdout by default (what operators ship to their log pipeline),
 the console renderer when stdout is a terminal, and pjsip's own log routed
 through the same pipeline (see `gateway.sipstack.PjsipLogWriter`).
+
+Privacy is applied here, once, to every line, so that no caller has to:
+
+- `redact_passwords` (always on) hides the password of any
+  `scheme://user:password@host` URL in any string field;
+- `NumberMasker` (`logging.mask_numbers`) masks phone numbers in the fields
+  that can carry them (`NUMBER_FIELDS`, `TEXT_FIELDS`, plus
+  `logging.mask_fields`), lists and dicts under them included.
+
+Both are idempotent, so a value that its caller masked already comes out
+the same.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any, Callable, Iterable
 
 import structlog
+
+from sip.privacy import mask_number, mask_numbers_in, redact_url
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("auto", "json", "console")
 
+# Fields whose whole value is one phone number.
+NUMBER_FIELDS = frozenset(("dialled", "destination"))
+# Free-text fields that can quote a number: the canonical line's explanation
+# and decision trace, pjsip's own lines (whole SIP messages at high levels),
+# a REFER target, a call_cut detail, error texts and structured tracebacks.
+TEXT_FIELDS = frozenset(("explanation", "trace", "message", "target", "detail", "error", "exception"))
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> None:
+
+def _walk(value: Any, fn: Callable[[str], str]) -> Any:
+    """`fn` applied to every string in `value` (a string, or lists, tuples and dicts of them)."""
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, (list, tuple)):
+        return [_walk(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _walk(v, fn) for k, v in value.items()}
+    return value
+
+
+class NumberMasker:
+    """structlog processor: phone numbers masked in the fields that can carry them.
+
+    `NUMBER_FIELDS` hold one number each (`mask_number`: `112` -> `x12`);
+    `TEXT_FIELDS` and `extra_fields` are free text, in which runs of 7 digits
+    or more are masked (`mask_numbers_in`).
+    """
+
+    __slots__ = ("number_fields", "text_fields")
+
+    def __init__(self, extra_fields: Iterable[str] = ()):
+        self.number_fields = tuple(NUMBER_FIELDS)
+        self.text_fields = tuple((TEXT_FIELDS | frozenset(extra_fields)) - NUMBER_FIELDS)
+
+    def __call__(self, _logger, _method: str, event_dict: dict) -> dict:
+        for key in self.number_fields:
+            value = event_dict.get(key)
+            if value:
+                event_dict[key] = _walk(value, mask_number)
+        for key in self.text_fields:
+            value = event_dict.get(key)
+            if value:
+                event_dict[key] = _walk(value, mask_numbers_in)
+        return event_dict
+
+
+def _has_url(value: Any) -> bool:
+    if isinstance(value, str):
+        return "://" in value
+    if isinstance(value, (list, tuple)):
+        return any(_has_url(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_url(v) for v in value.values())
+    return False
+
+
+def redact_passwords(_logger, _method: str, event_dict: dict) -> dict:
+    """structlog processor: `scheme://user:secret@host` -> `scheme://user:***@host` in every field."""
+    found = [key for key, value in event_dict.items() if _has_url(value)]
+    for key in found:
+        event_dict[key] = _walk(event_dict[key], redact_url)
+    return event_dict
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream=None, *, mask_numbers: bool = False,
+                      mask_fields: Iterable[str] = ()) -> None:
     """Configure structlog for the whole process.
 
     `fmt="auto"` picks the console renderer on a TTY and JSON otherwise.
+    `mask_numbers` installs the `NumberMasker` (with `mask_fields` as extra
+    free-text fields); URL passwords are always redacted.
     Callbacks share one thread, so per-call context is bound on a logger
     (`log.bind(call_id=...)`), never in process-wide contextvars.
     """
@@ -31,12 +110,19 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> No
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )
-    processors = [
+    processors: list = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if fmt == "json":
-        processors.append(structlog.processors.dict_tracebacks)
+        # Frames without their local variables: those would put numbers,
+        # URLs and whole objects in the log.
+        processors.append(structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)))
+    # After the traceback is structured, so that its texts are covered too.
+    processors.append(redact_passwords)
+    if mask_numbers:
+        processors.append(NumberMasker(mask_fields))
     processors.append(renderer)
     structlog.configure(
         processors=processors,

@@ -2,7 +2,7 @@
 
 Only the country calling code and the last two digits survive. The log
 processors that apply them to every line are tested in
-tests/gateway/test_logs.py; the integration side (a real gateway with
+tests/ops/test_log_privacy.py; the integration side (a real gateway with
 mask_numbers on, checked for leaks in its whole log) is in
 tests/integration/test_logs_cli.py.
 """
