@@ -66,6 +66,8 @@ def handle(args) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
 
+    # JSON from the first line: even a crash while reading the config is one log event.
+    configure_logging()
     config, runtime = load_everything(args.config)
     configure_logging(runtime.logging.level, runtime.logging.format, mask_numbers=runtime.logging.mask_numbers,
                       mask_fields=runtime.logging.mask_fields)

@@ -52,12 +52,6 @@ UNTOUCHED = {"call_id": "1-3300@10.0.0.1", "tenant": "contoso", "region": "FR", 
              "talk_s": 14400.0, "source": "203.0.113.7", "reason": "not_domestic", "bucket": "tenant_pool"}
 
 
-@pytest.fixture(autouse=True)
-def _reset_structlog():
-    yield
-    structlog.reset_defaults()
-
-
 def log_lines(fn, **config) -> list[dict]:
     out = io.StringIO()
     configure_logging("debug", "json", out, **config)
