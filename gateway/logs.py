@@ -82,21 +82,32 @@ class NumberMasker:
         return event_dict
 
 
-def _has_url(value: Any) -> bool:
+def _has_credentials(value: Any) -> bool:
+    """Whether `value` holds a string that may contain `scheme://user:password@`."""
     if isinstance(value, str):
-        return "://" in value
+        return "://" in value and "@" in value
     if isinstance(value, (list, tuple)):
-        return any(_has_url(v) for v in value)
+        return any(_has_credentials(v) for v in value)
     if isinstance(value, dict):
-        return any(_has_url(v) for v in value.values())
+        return any(_has_credentials(v) for v in value.values())
     return False
 
 
 def redact_passwords(_logger, _method: str, event_dict: dict) -> dict:
     """structlog processor: `scheme://user:secret@host` -> `scheme://user:***@host` in every field."""
-    found = [key for key, value in event_dict.items() if _has_url(value)]
-    for key in found:
-        event_dict[key] = _walk(event_dict[key], redact_url)
+    found = None
+    for key, value in event_dict.items():
+        # Runs on every line: strings, the common case, are tested inline.
+        if type(value) is str:
+            if "://" not in value or "@" not in value:
+                continue
+        elif not isinstance(value, (list, tuple, dict)) or not _has_credentials(value):
+            continue
+        found = found or []
+        found.append(key)
+    if found:
+        for key in found:
+            event_dict[key] = _walk(event_dict[key], redact_url)
     return event_dict
 
 

@@ -97,16 +97,21 @@ def mask_numbers_in(text: str | None) -> str | None:
         return text
 
     def one(match: re.Match) -> str:
-        found = match.group()
-        if sum(c.isdigit() for c in found) < 7 or _IPV4.fullmatch(found) or _ISO_DATE.fullmatch(found):
-            return found
         start = match.start()
-        if start and text[start - 1] == ":" and _SECONDS.fullmatch(found):
-            return found
-        compact = ("+" if found.startswith("+") else "") + "".join(c for c in found if c.isdigit())
-        return _mask_plain(compact)
+        if start and text[start - 1] == ":" and _SECONDS.fullmatch(match.group()):
+            return match.group()
+        return _mask_found(match.group())
 
     return _NUMBER_IN_TEXT.sub(one, text)
+
+
+@functools.lru_cache(maxsize=65536)
+def _mask_found(found: str) -> str:
+    """A candidate number found in text, masked (or left alone if it is not a number)."""
+    if sum(c.isdigit() for c in found) < 7 or _IPV4.fullmatch(found) or _ISO_DATE.fullmatch(found):
+        return found
+    compact = ("+" if found.startswith("+") else "") + "".join(c for c in found if c.isdigit())
+    return _mask_plain(compact)
 
 
 # scheme://user:password@ -- the password runs to the last '@' before the
