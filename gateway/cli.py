@@ -33,7 +33,8 @@ exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad configuration.
 class UserError(Exception):
     """A mistake by the operator (bad config, bad flag, missing file).
 
-    Reported as one clear line on stderr with exit code 2, never a traceback.
+    Reported as one clear line on stderr with exit code 2, never a traceback,
+    with any URL password redacted.
     """
 
 
@@ -60,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except (UserError, ConfigError) as exc:
-        print(f"dialout-gw {args.command}: {exc}", file=sys.stderr)
+        from sip.privacy import redact_url
+
+        # A bad store.url is quoted back to the operator: without its password.
+        print(redact_url(f"dialout-gw {args.command}: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

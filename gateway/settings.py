@@ -50,6 +50,8 @@ class LoggingSettings:
     format: str = "auto"
     pjsip_level: int = 1
     mask_numbers: bool = False
+    # Extra free-text fields to mask numbers in, besides gateway.logs.TEXT_FIELDS.
+    mask_fields: tuple[str, ...] = ()
     # Admission refusals are logged at most this often per source address.
     refusal_log_interval_s: float = 10.0
 
@@ -185,7 +187,8 @@ def parse_runtime_settings(sections: dict[str, dict]) -> RuntimeSettings:
     store = parse_store_section(sections.get("store"))  # raises StoreSettingsError
 
     lg = sections.get("logging", {})
-    _check_keys(lg, "logging", {"level", "format", "pjsip_level", "mask_numbers", "refusal_log_interval_s"})
+    _check_keys(lg, "logging", {"level", "format", "pjsip_level", "mask_numbers", "mask_fields",
+                                "refusal_log_interval_s"})
     level = _get(lg, "logging", "level", str, '"debug", "info", "warning" or "error"', "info")
     if level not in ("debug", "info", "warning", "error"):
         raise SettingsError("logging.level", '"debug", "info", "warning" or "error"', level)
@@ -195,9 +198,14 @@ def parse_runtime_settings(sections: dict[str, dict]) -> RuntimeSettings:
     pj_level = _get(lg, "logging", "pjsip_level", int, "an integer 0-6", 1)
     if not 0 <= pj_level <= 6:
         raise SettingsError("logging.pjsip_level", "an integer 0-6", pj_level)
+    mask_fields = _get(lg, "logging", "mask_fields", list, 'an array of log field names such as ["reason_text"]', [])
+    for i, name in enumerate(mask_fields):
+        if not isinstance(name, str) or not name:
+            raise SettingsError(f"logging.mask_fields[{i}]", "a log field name", name)
     logging_settings = LoggingSettings(
         level=level, format=fmt, pjsip_level=pj_level,
         mask_numbers=_get(lg, "logging", "mask_numbers", bool, "true or false", False),
+        mask_fields=tuple(mask_fields),
         refusal_log_interval_s=_get(lg, "logging", "refusal_log_interval_s", float, "seconds", 10.0),
     )
 

@@ -1,5 +1,7 @@
 """Keep the functional core pure: ``policy/`` and ``sip/`` never import
-pjsua2, nor anything from ``gateway`` or ``store`` (house-style.md)."""
+pjsua2, nor anything from ``gateway`` or ``store`` (house-style.md); the
+offline tools in ``ops/`` never import pjsua2 nor the live service
+(``gateway``), so they run wherever the log file is."""
 
 from __future__ import annotations
 
@@ -11,9 +13,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PURE_PACKAGES = ("policy", "sip")
 FORBIDDEN = frozenset(("pjsua2", "pjsua", "gateway", "store"))
+# Package -> the top-level modules it must not import.
+LAYERS = {
+    "policy": FORBIDDEN,
+    "sip": FORBIDDEN,
+    "ops": frozenset(("pjsua2", "pjsua", "gateway")),
+}
 
 
-def forbidden_imports(source: str, filename: str = "<src>") -> list[str]:
+def forbidden_imports(source: str, filename: str = "<src>", forbidden: frozenset[str] = FORBIDDEN) -> list[str]:
     """Every forbidden import in ``source``: ``import x``, ``from x import``,
     ``from .. x import`` (a sibling top-level package), and
     ``importlib.import_module("x")`` / ``__import__("x")`` with a literal."""
@@ -36,7 +44,7 @@ def forbidden_imports(source: str, filename: str = "<src>") -> list[str]:
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                     names = [arg.value]
         for name in names:
-            if name.split(".", 1)[0] in FORBIDDEN:
+            if name.split(".", 1)[0] in forbidden:
                 found.append(f"{filename}:{node.lineno}: {name}")
     return found
 
@@ -45,17 +53,19 @@ def _sources(package: str) -> list[Path]:
     return sorted(p for p in (REPO / package).rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def test_sip_package_has_sources():
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_package_has_sources(package):
     # so that the layering test below cannot pass vacuously
-    assert len(_sources("sip")) >= 5
+    assert len(_sources(package)) >= 5
 
 
-@pytest.mark.parametrize("package", PURE_PACKAGES)
-def test_pure_packages_do_not_import_the_shell(package):
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_packages_do_not_import_the_shell(package):
     offenders = []
     for path in _sources(package):
-        offenders += forbidden_imports(path.read_text(encoding="utf-8"), str(path.relative_to(REPO)))
-    assert offenders == [], "pure package imports the imperative shell:\n" + "\n".join(offenders)
+        offenders += forbidden_imports(path.read_text(encoding="utf-8"), str(path.relative_to(REPO)),
+                                       LAYERS[package])
+    assert offenders == [], f"{package}/ imports what it must not:\n" + "\n".join(offenders)
 
 
 @pytest.mark.parametrize(
@@ -80,3 +90,13 @@ def test_pure_packages_do_not_import_the_shell(package):
 )
 def test_checker_catches_forbidden_imports(source, bad):
     assert bool(forbidden_imports(source)) is bad
+
+
+@pytest.mark.parametrize("source, bad", [
+    ("from gateway.logs import get_logger", True),
+    ("import pjsua2", True),
+    ("from ops.logs import reading", False),
+    ("import store", False),
+])
+def test_ops_checker_forbids_the_service_and_pjsua2(source, bad):
+    assert bool(forbidden_imports(source, forbidden=LAYERS["ops"])) is bad

@@ -78,17 +78,18 @@ def run_with_store(config_path: str, command: str, fn) -> int:
     """Open the configured store, run fn(cfg, store), report store failures as one line (exit 1)."""
     import sys
 
+    from sip.privacy import redact_url
     from store import StoreError
 
     try:
         cfg, store = open_configured_store(config_path)
     except StoreUnavailable as exc:
-        print(f"dialout-gw {command}: {exc}", file=sys.stderr)
+        print(redact_url(f"dialout-gw {command}: {exc}"), file=sys.stderr)
         return 1
     try:
         return int(fn(cfg, store) or 0)
     except StoreError as exc:
-        print(f"dialout-gw {command}: {exc}", file=sys.stderr)
+        print(redact_url(f"dialout-gw {command}: {exc}"), file=sys.stderr)
         return 1
     finally:
         store.close()

@@ -1,7 +1,7 @@
 """`dialout-gw logs`: why was this call rejected, who is burning the pool?
 
-A thin CLI over `gateway.loganalysis` (pure, no pjsua2), so it runs anywhere
-the log file is, without the SIP stack.
+A thin CLI over `ops.logs` (pure, no pjsua2), so it runs anywhere the log
+file is, without the SIP stack.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway import loganalysis as la
+    from ops import logs as la
 
     if not args.action:
         raise UserError("say what to do: summary, or call CALL-ID (see dialout-gw logs --help)")

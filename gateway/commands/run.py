@@ -51,6 +51,7 @@ def load_everything(path: str):
 def handle(args) -> int:
     from gateway.cli import UserError
     from gateway.logs import configure_logging, get_logger
+    from sip.privacy import redact_url
 
     # Signals first: a SIGTERM during start-up must still end in a clean exit.
     state = {"stop_requested": False, "deadline": None, "reload": False}
@@ -65,8 +66,11 @@ def handle(args) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
 
+    # JSON from the first line: even a crash while reading the config is one log event.
+    configure_logging()
     config, runtime = load_everything(args.config)
-    configure_logging(runtime.logging.level, runtime.logging.format)
+    configure_logging(runtime.logging.level, runtime.logging.format, mask_numbers=runtime.logging.mask_numbers,
+                      mask_fields=runtime.logging.mask_fields)
     log = get_logger(component="main")
 
     import pjsua2 as pj
@@ -81,7 +85,7 @@ def handle(args) -> int:
         store.start_background_maintenance()
     except StoreError as exc:
         # Not the operator's typo but the database: a runtime failure, exit 1.
-        print(f"dialout-gw run: store.url {_redact(runtime.store.url)}: {exc}", file=sys.stderr)
+        print(redact_url(f"dialout-gw run: store.url {runtime.store.url}: {exc}"), file=sys.stderr)
         return 1
     config = with_imported_directory(config, args.config, store, log)
     if args.check:
@@ -122,7 +126,7 @@ def handle(args) -> int:
 
         log.info("gateway_started", config=args.config,
                  listen=[f"{l.transport}:{l.address}:{l.port}" for l in runtime.listeners],
-                 trunk=runtime.trunk.uri, store=_redact(runtime.store.url), recovered_calls=len(recovered))
+                 trunk=runtime.trunk.uri, store=runtime.store.url, recovered_calls=len(recovered))
 
         def should_stop() -> bool:
             if state["reload"]:
@@ -187,11 +191,3 @@ def _reload(service, path: str, log) -> None:
         return
     service.reload(config)
 
-
-def _redact(url: str) -> str:
-    """Hide a password in a store URL before logging it."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest and ":" in rest.split("@", 1)[0]:
-        user = rest.split("@", 1)[0].split(":", 1)[0]
-        return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
-    return url

@@ -1,4 +1,4 @@
-"""`gateway.loganalysis`: the pure part of `dialout-gw logs` (no SIP, no pjsua2)."""
+"""`ops.logs`: the pure part of `dialout-gw logs` (no SIP, no pjsua2)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import ast
 import gzip
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from gateway import loganalysis as la
+from ops import logs as la
+from ops.logs import reading
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -249,18 +251,50 @@ def test_last_line_without_newline_crlf_and_tiny_blocks(tmp_path):
     assert got == summary()
 
 
-def test_worker_processes_give_the_same_summary(tmp_path):
+@pytest.mark.parametrize("compress", [False, True])
+def test_worker_processes_give_the_same_summary(tmp_path, monkeypatch, compress):
     big = LOG * 400
-    path = write(tmp_path / "big.log", big)
-    old = la.CHUNK_BYTES
-    try:
-        la.CHUNK_BYTES = 4096
-        one = la.summarize_path(str(path), jobs=1).to_dict(top=0)
-        two = la.summarize_path(str(path), jobs=2).to_dict(top=0)
-    finally:
-        la.CHUNK_BYTES = old
+    path = write(tmp_path / "big.log", big, compress)
+    monkeypatch.setattr(reading, "CHUNK_BYTES", 4096)   # many blocks (gzip) or byte ranges (plain)
+    one = la.summarize_path(str(path), jobs=1).to_dict(top=0)
+    two = la.summarize_path(str(path), jobs=2).to_dict(top=0)
+    three = la.summarize_path(str(path), jobs=3).to_dict(top=0)
     assert one["calls"]["total"] == 2400 and one["lines"]["total"] == 15 * 400
-    assert two == one
+    assert two == one and three == one
+    assert one == summary(big)
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+def test_byte_ranges_read_every_line_once(tmp_path, ending):
+    text = "\n".join(f"line {i} " + "x" * (i % 37) for i in range(500)) + ending
+    path = tmp_path / "r.log"
+    path.write_bytes(text.encode())
+    size = path.stat().st_size
+    want = la.split_lines(text.encode())
+    for parts in (1, 2, 3, 7, 64, size):
+        ranges = reading.byte_ranges(size, parts)
+        assert ranges[0][0] == 0 and ranges[-1][1] == size
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+        for chunk in (5, 64, 1 << 20):
+            got = [line for a, b in ranges for block in reading.iter_range_blocks(str(path), a, b, chunk)
+                   for line in la.split_lines(block)]
+            assert got == want, (parts, chunk)
+
+
+def test_plain_file_size_is_for_plain_regular_files_only(tmp_path):
+    assert reading.plain_file_size(str(write(tmp_path / "p.log"))) == (tmp_path / "p.log").stat().st_size
+    assert reading.plain_file_size(str(write(tmp_path / "g.log", compress=True))) is None
+    with pytest.raises(la.LogInputError, match="no such file"):
+        reading.plain_file_size(str(tmp_path / "nope.log"))
+
+
+def test_event_is_checked_after_parsing_not_guessed_from_the_marks():
+    # A refusal that mentions "call" is still a refusal; a line with "call" as a key is not a call.
+    odd_refusal = json.dumps({"reason": "overloaded", "note": "call", "event": "admission_refused",
+                              "timestamp": "2026-11-22T10:00:00.000000Z"})
+    not_a_call = json.dumps({"call": 1, "event": "call_cut", "timestamp": "2026-11-22T10:00:00.000000Z"})
+    d = summary([odd_refusal, not_a_call, call("a")])
+    assert d["admission_refusals"]["total"] == 1 and d["calls"]["total"] == 1
 
 
 def test_fast_path_parses_real_lines_like_json_loads():
@@ -322,12 +356,19 @@ def test_call_report_json_form():
 
 # --- layering ---------------------------------------------------------------------------------
 
-def test_loganalysis_is_pure():
-    tree = ast.parse((REPO / "gateway" / "loganalysis.py").read_text())
+def test_log_reader_is_stdlib_only():
+    # tests/test_layering.py keeps gateway and pjsua2 out of ops/; the log reader goes further:
+    # no third-party module at all, so it runs wherever Python and the log file are.
     imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & {"pjsua2", "pjsua", "structlog", "store", "policy", "sip"}
+    for path in sorted((REPO / "ops").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    assert imported - {"ops"} <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
+
+
+def test_log_reader_modules_stay_small():
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (REPO / "ops" / "logs").glob("*.py")}
+    assert max(sizes.values()) <= 400, sizes
