@@ -6,16 +6,20 @@
     grant = store.extend(call_id, now)                   # before the granted time runs out
     store.answered(call_id, at); store.heartbeat(ids, at)
     settlement = store.close_call(call_id, ended_at, "normal")
+
+    with store.batch():                                  # several methods, one commit
+        ...
 """
 
 from __future__ import annotations
 
 from store.base import Store
+from store.core import Batch, TransactionLost
 from store.factory import open_store
 from store.periods import period_of
 from store.types import BUCKETS, LIFETIME, BucketSpec, CallOpen, Grant, Settlement, StoreError
 
 __all__ = [
-    "BUCKETS", "LIFETIME", "BucketSpec", "CallOpen", "Grant", "Settlement", "Store", "StoreError",
-    "open_store", "period_of",
+    "BUCKETS", "LIFETIME", "Batch", "BucketSpec", "CallOpen", "Grant", "Settlement", "Store", "StoreError",
+    "TransactionLost", "open_store", "period_of",
 ]

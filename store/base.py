@@ -7,7 +7,7 @@ together:
 
 | module | concern | public methods |
 |---|---|---|
-| core.py | connection, transactions, rows by name | `close` |
+| core.py | connection, transactions, savepoints, rows by name | `batch`, `close` |
 | schema.py | migrations | `migrate`, `schema_version` |
 | counters.py | the guard counters | `snapshot`, `prune_counters` |
 | reservations.py | quota chunks, answer, heartbeats | `open_call`, `extend`, `answered`, `heartbeat` |
@@ -16,9 +16,10 @@ together:
 | directory.py | imported tenants and organisers | `import_directory`, `directory_rows` |
 | report.py | reading the ledger | `call_row`, `bucket_row`, `usage_report` |
 
-Every public method is one transaction. Writes on SQLite start with `BEGIN
-IMMEDIATE` (one writer at a time across processes); on PostgreSQL the rows
-that decide a reservation are locked by the upsert that reads them.
+Every public method is one transaction (or, inside `batch()`, one savepoint
+of the batch's transaction). Writes on SQLite start with `BEGIN IMMEDIATE`
+(one writer at a time across processes); on PostgreSQL the rows that decide
+a reservation are locked by the upsert that reads them.
 """
 
 from __future__ import annotations

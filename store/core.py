@@ -9,21 +9,31 @@ settlement.py, counters.py, ...) only use `_run`, `_x`, `_one`, `_all` and
 Transactions
 ------------
 Every public store method puts its work in a function `fn` and hands it to
-`_run(fn)`, which makes it one transaction, committed before the method
-returns. `fn` is run again when it lost a race on a unique key (`RetryTransaction`), after a
-deadlock or serialization failure, and once after the connection was lost
-and re-opened. Every write is idempotent or harmless to replay (see
-postgres.py).
+`_run(fn)`:
+
+- **On its own**, `fn` is one transaction, committed before the method
+  returns. It is run again when it lost a race on a unique key
+  (`RetryTransaction`), after a deadlock or serialization failure, and once
+  after the connection was lost and re-opened. Every write is idempotent or
+  harmless to replay (see postgres.py).
+- **Inside `batch()`**, `fn` runs in a SAVEPOINT of the batch's one
+  transaction, and nothing commits until the batch ends. A method that fails
+  rolls back to its savepoint and raises; what the batch did before and does
+  after stands. This is what `store.writer.LedgerWriter` builds group commit on.
 
 Effects that must not happen unless the data is committed (alert log lines
 and webhooks, the `call_recovered` line) are queued with `_after_commit` and
-run after the commit; a rollback drops them.
+run after the commit; a rollback, of the transaction or of a method's
+savepoint, drops them.
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from store.types import StoreError
@@ -35,6 +45,24 @@ _MAX_ATTEMPTS = 5
 
 class RetryTransaction(Exception):
     """Raised inside `fn`: roll back and run it again (it lost a race on a unique key)."""
+
+
+class TransactionLost(StoreError):
+    """The connection was lost inside a batch: none of the batch is known to
+    have committed. The store has re-opened its connection (or raised
+    StoreError if it could not), so the batch can be run again."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """The transaction scope that `StoreCore.batch()` yields."""
+
+    commit_s: float = 0.0  # time spent in COMMIT, once the batch has committed
+    # Set when the transaction itself cannot go on (the connection was lost,
+    # or the database rolled the whole transaction back, e.g. a full disk):
+    # every later store call in the batch raises, and the batch does not commit.
+    broken: BaseException | None = None
+    depth: int = 0  # nesting of savepoints
 
 
 class StoreCore(ABC):
@@ -52,6 +80,7 @@ class StoreCore(ABC):
         self.instance_id = instance_id
         self.chunk_s = int(chunk_s)
         self.log = log
+        self._batch: Batch | None = None
         self._after_commit_effects: list[Callable[[], None]] = []
         self._checked_statements: set[tuple[type, str]] = set()
 
@@ -72,6 +101,11 @@ class StoreCore(ABC):
 
     @abstractmethod
     def _rollback(self) -> None: ...
+
+    @abstractmethod
+    def _transaction_alive(self) -> bool:
+        """False when the open transaction is gone (connection closed, or rolled
+        back by the database on its own), so that a savepoint must not be used."""
 
     @abstractmethod
     def _classify(self, exc: BaseException) -> str | None:
@@ -143,11 +177,13 @@ class StoreCore(ABC):
     # ------------------------------------------------------------------ transactions
 
     def _run(self, fn: Callable[[], Any], *, write: bool = True, single_statement: bool = False) -> Any:
-        """Run `fn` as one transaction, retried on conflicts and once after a reconnect.
+        """Run `fn` as one transaction (or, inside `batch()`, as one savepoint).
 
         `single_statement`: `fn` reads with one statement, which is consistent
         on its own, so SQLite runs it without BEGIN/COMMIT.
         """
+        if self._batch is not None:
+            return self._run_in_savepoint(fn, self._batch)
         reconnected = False
         attempts = 0
         while True:
@@ -185,6 +221,139 @@ class StoreCore(ABC):
             if self._after_commit_effects:
                 self._run_after_commit()
             return result
+
+    def _run_in_savepoint(self, fn: Callable[[], Any], batch: Batch) -> Any:
+        """`fn` inside the batch's transaction: all of it, or (on error) none of it."""
+        if batch.broken is not None:
+            raise TransactionLost(f"{self.dialect} store: the batch's transaction is gone "
+                                  f"({batch.broken})") from batch.broken
+        batch.depth += 1
+        name = f"op{batch.depth}"
+        attempts = 0
+        try:
+            while True:
+                attempts += 1
+                mark = len(self._after_commit_effects)
+                try:
+                    if not self._transaction_alive():
+                        raise TransactionLost(f"{self.dialect} store: the batch's transaction is gone")
+                    self._x(f"SAVEPOINT {name}")
+                    result = fn()
+                    self._x(f"RELEASE SAVEPOINT {name}")
+                except BaseException as exc:
+                    del self._after_commit_effects[mark:]
+                    kind = None if isinstance(exc, (RetryTransaction, StoreError)) else self._classify(exc)
+                    if isinstance(exc, TransactionLost) or kind == "reconnect":
+                        lost = exc if isinstance(exc, TransactionLost) else \
+                            TransactionLost(f"{self.dialect} store: connection lost: {exc}")
+                        batch.broken = batch.broken or lost
+                        if lost is exc:
+                            raise
+                        raise lost from exc
+                    if not self._undo_savepoint(name):
+                        # The database dropped the whole transaction (SQLite does on a full disk).
+                        error = StoreError(f"{self.dialect} store: {exc}") if kind is not None else exc
+                        batch.broken = batch.broken or error
+                        if error is exc:
+                            raise
+                        raise error from exc
+                    if isinstance(exc, RetryTransaction):
+                        if attempts < _MAX_ATTEMPTS:
+                            continue
+                        raise StoreError("transaction kept conflicting; giving up") from None
+                    if kind == "retry" and attempts < _MAX_ATTEMPTS:
+                        continue
+                    if kind is not None:
+                        raise StoreError(f"{self.dialect} store: {exc}") from exc
+                    raise
+                return result
+        finally:
+            batch.depth -= 1
+
+    def _undo_savepoint(self, name: str) -> bool:
+        """Roll back to the savepoint; False when the transaction itself is gone."""
+        try:
+            if not self._transaction_alive():
+                return False
+            self._x(f"ROLLBACK TO SAVEPOINT {name}")
+            self._x(f"RELEASE SAVEPOINT {name}")
+            return True
+        except Exception:  # noqa: BLE001 - whatever the reason, the transaction cannot go on
+            return False
+
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """One transaction around several store method calls: one commit at the end.
+
+            with store.batch():
+                grant = store.open_call(call)
+                store.answered(other_call_id, at)
+
+        - Each store method inside runs in a savepoint of its own: when it
+          raises, its own writes are rolled back and the others stand. The
+          methods behave as on their own in every other way (the same return
+          values, idempotence and retries), except that nothing is durable
+          until the batch has committed.
+        - The batch commits when the block ends normally. If the block raises,
+          or the commit fails, everything is rolled back and the error raised.
+        - If the connection is lost, the store re-opens it and the batch raises
+          `TransactionLost` (or StoreError if the database cannot be reached):
+          run the whole batch again. If the transaction is gone for another
+          reason, `Batch.broken` says why and the batch raises that.
+        - Nested `batch()` blocks join the outer one.
+        - Effects after commit (alerts, the `call_recovered` line) run after
+          the batch's commit, on the thread that runs the batch.
+        """
+        if self._batch is not None:
+            yield self._batch
+            return
+        batch = Batch()
+        self._begin_batch()
+        self._batch = batch
+        try:
+            yield batch
+            if batch.broken is not None:
+                raise batch.broken
+            if not self._transaction_alive():
+                raise StoreError(f"{self.dialect} store: the batch's transaction was rolled back")
+            started = time.perf_counter()
+            self._commit()
+            batch.commit_s = time.perf_counter() - started
+        except BaseException as exc:
+            self._batch = None
+            self._after_commit_effects.clear()
+            try:
+                self._rollback()
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            if exc is batch.broken and not isinstance(exc, TransactionLost):
+                raise
+            if isinstance(exc, TransactionLost) or self._classify(exc) == "reconnect":
+                self.log.warning("store_reconnect", dialect=self.dialect, error=str(exc))
+                self._reconnect()  # StoreError if the database cannot be reached
+                if isinstance(exc, TransactionLost):
+                    raise
+                raise TransactionLost(f"{self.dialect} store: connection lost: {exc}") from exc
+            if not isinstance(exc, StoreError) and self._classify(exc) is not None:
+                raise StoreError(f"{self.dialect} store: {exc}") from exc
+            raise
+        self._batch = None
+        if self._after_commit_effects:
+            self._run_after_commit()
+
+    def _begin_batch(self) -> None:
+        try:
+            self._begin(True)
+        except Exception as exc:
+            kind = self._classify(exc)
+            if kind == "reconnect":
+                self.log.warning("store_reconnect", dialect=self.dialect, error=str(exc))
+                self._reconnect()
+                self._begin(True)
+            elif kind is not None:
+                raise StoreError(f"{self.dialect} store: {exc}") from exc
+            else:
+                raise
 
     # ------------------------------------------------------------------ lifecycle
 

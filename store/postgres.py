@@ -68,6 +68,9 @@ class PostgresStore(Store):
         if not self._conn.closed:
             self._conn.rollback()
 
+    def _transaction_alive(self) -> bool:
+        return not (self._conn.closed or self._conn.broken)
+
     def _classify(self, exc):
         if isinstance(exc, (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)):
             return "retry"
