@@ -9,6 +9,9 @@
 
     with store.batch():                                  # several methods, one commit
         ...
+
+    writer = LedgerWriter(url_or_settings, post=loop.call_soon)   # off the SIP thread, group-committed
+    writer.submit(lambda store: store.open_call(call), on_done=callback)
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from store.core import Batch, TransactionLost
 from store.factory import open_store
 from store.periods import period_of
 from store.types import BUCKETS, LIFETIME, BucketSpec, CallOpen, Grant, Settlement, StoreError
+from store.writer import LedgerWriter, WriterStats, WriterStopped
 
 __all__ = [
     "BUCKETS", "LIFETIME", "Batch", "BucketSpec", "CallOpen", "Grant", "Settlement", "Store", "StoreError",
-    "TransactionLost", "open_store", "period_of",
+    "TransactionLost", "LedgerWriter", "WriterStats", "WriterStopped", "open_store", "period_of",
 ]
