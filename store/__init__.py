@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from store.base import Store
-from store.core import Batch, TransactionLost
+from store.core import Batch, TransactionConflict, TransactionLost
 from store.factory import open_store
 from store.periods import period_of
 from store.types import BUCKETS, LIFETIME, BucketSpec, CallOpen, Grant, Settlement, StoreError
@@ -25,5 +25,5 @@ from store.writer import LedgerWriter, WriterStats, WriterStopped
 
 __all__ = [
     "BUCKETS", "LIFETIME", "Batch", "BucketSpec", "CallOpen", "Grant", "Settlement", "Store", "StoreError",
-    "TransactionLost", "LedgerWriter", "WriterStats", "WriterStopped", "open_store", "period_of",
+    "TransactionConflict", "TransactionLost", "LedgerWriter", "WriterStats", "WriterStopped", "open_store", "period_of",
 ]

@@ -16,10 +16,14 @@ Every public store method puts its work in a function `fn` and hands it to
   (`RetryTransaction`), after a deadlock or serialization failure, and once
   after the connection was lost and re-opened. Every write is idempotent or
   harmless to replay (see postgres.py).
-- **Inside `batch()`**, `fn` runs in a SAVEPOINT of the batch's one
-  transaction, and nothing commits until the batch ends. A method that fails
-  rolls back to its savepoint and raises; what the batch did before and does
-  after stands. This is what `store.writer.LedgerWriter` builds group commit on.
+- **Inside `batch()`**, `fn` runs in the batch's one transaction, and
+  nothing commits until the batch ends. With `batch(savepoints=True)` (the
+  default) each `fn` runs in a SAVEPOINT: a method that fails rolls back to
+  it and raises, and what the batch did before and does after stands. With
+  `savepoints=False` there is no savepoint to roll back to (two statements,
+  on PostgreSQL two round trips, fewer per method), so a method that fails
+  breaks the batch, which then cannot commit: run it again with savepoints.
+  `store.writer.LedgerWriter` builds group commit on this.
 
 Effects that must not happen unless the data is committed (alert log lines
 and webhooks, the `call_recovered` line) are queued with `_after_commit` and
@@ -53,14 +57,24 @@ class TransactionLost(StoreError):
     StoreError if it could not), so the batch can be run again."""
 
 
+class TransactionConflict(TransactionLost):
+    """The batch's transaction lost a deadlock or a serialization conflict, or
+    one of its lock waits timed out: it was rolled back, none of it committed,
+    and it can be run again (the connection is fine). Retrying one method in
+    its savepoint would not do: the locks that close the cycle may have been
+    taken by the batch's earlier methods, which keep them until the end."""
+
+
 @dataclass(slots=True)
 class Batch:
     """The transaction scope that `StoreCore.batch()` yields."""
 
+    savepoints: bool = True  # each store method in a savepoint of its own
     commit_s: float = 0.0  # time spent in COMMIT, once the batch has committed
-    # Set when the transaction itself cannot go on (the connection was lost,
-    # or the database rolled the whole transaction back, e.g. a full disk):
-    # every later store call in the batch raises, and the batch does not commit.
+    # Set when the transaction cannot go on: the connection was lost
+    # (TransactionLost), the database rolled the whole transaction back (e.g.
+    # a full disk), or, without savepoints, a method failed half-way. Every
+    # later store call in the batch raises, and the batch does not commit.
     broken: BaseException | None = None
     depth: int = 0  # nesting of savepoints
 
@@ -122,6 +136,11 @@ class StoreCore(ABC):
     @abstractmethod
     def _table_exists(self, name: str) -> bool: ...
 
+    def set_lock_timeout(self, seconds: float | None) -> None:
+        """Make a lock wait longer than `seconds` fail as a conflict (a batch
+        then runs again) instead of waiting; None: wait as long as it takes.
+        PostgreSQL only; SQLite's writers queue on its busy timeout."""
+
     def _lock_migrations(self) -> None:
         """Serialise concurrent `migrate()` calls (SQLite: BEGIN IMMEDIATE already does)."""
 
@@ -182,8 +201,11 @@ class StoreCore(ABC):
         `single_statement`: `fn` reads with one statement, which is consistent
         on its own, so SQLite runs it without BEGIN/COMMIT.
         """
-        if self._batch is not None:
-            return self._run_in_savepoint(fn, self._batch)
+        batch = self._batch
+        if batch is not None:
+            if batch.savepoints:
+                return self._run_in_savepoint(fn, batch)
+            return self._run_in_batch(fn, batch)
         reconnected = False
         attempts = 0
         while True:
@@ -222,11 +244,45 @@ class StoreCore(ABC):
                 self._run_after_commit()
             return result
 
+    def _batch_error(self, exc: BaseException, kind: str | None) -> BaseException | None:
+        """The TransactionLost that a method's error means for its batch, if any."""
+        if isinstance(exc, TransactionLost):
+            return exc
+        if kind == "reconnect":
+            return TransactionLost(f"{self.dialect} store: connection lost: {exc}")
+        if kind == "retry":
+            return TransactionConflict(f"{self.dialect} store: {exc}")
+        return None
+
+    def _broken_batch(self, batch: Batch) -> TransactionLost:
+        return TransactionLost(f"{self.dialect} store: the batch cannot go on ({batch.broken})")
+
+    def _run_in_batch(self, fn: Callable[[], Any], batch: Batch) -> Any:
+        """`fn` straight in the batch's transaction: if it fails, the batch is broken."""
+        if batch.broken is not None:
+            raise self._broken_batch(batch) from batch.broken
+        try:
+            return fn()
+        except BaseException as exc:
+            kind = None if isinstance(exc, (RetryTransaction, StoreError)) else self._classify(exc)
+            error = self._batch_error(exc, kind)
+            if error is None:
+                if isinstance(exc, RetryTransaction):
+                    error = StoreError(f"{self.dialect} store: lost a race on a unique key; "
+                                       "run the batch again with savepoints")
+                elif kind is not None:
+                    error = StoreError(f"{self.dialect} store: {exc}")
+                else:
+                    error = exc
+            batch.broken = batch.broken or error  # its writes so far cannot be undone alone
+            if error is exc:
+                raise
+            raise error from exc
+
     def _run_in_savepoint(self, fn: Callable[[], Any], batch: Batch) -> Any:
         """`fn` inside the batch's transaction: all of it, or (on error) none of it."""
         if batch.broken is not None:
-            raise TransactionLost(f"{self.dialect} store: the batch's transaction is gone "
-                                  f"({batch.broken})") from batch.broken
+            raise self._broken_batch(batch) from batch.broken
         batch.depth += 1
         name = f"op{batch.depth}"
         attempts = 0
@@ -243,9 +299,8 @@ class StoreCore(ABC):
                 except BaseException as exc:
                     del self._after_commit_effects[mark:]
                     kind = None if isinstance(exc, (RetryTransaction, StoreError)) else self._classify(exc)
-                    if isinstance(exc, TransactionLost) or kind == "reconnect":
-                        lost = exc if isinstance(exc, TransactionLost) else \
-                            TransactionLost(f"{self.dialect} store: connection lost: {exc}")
+                    lost = self._batch_error(exc, kind)
+                    if lost is not None:
                         batch.broken = batch.broken or lost
                         if lost is exc:
                             raise
@@ -261,8 +316,6 @@ class StoreCore(ABC):
                         if attempts < _MAX_ATTEMPTS:
                             continue
                         raise StoreError("transaction kept conflicting; giving up") from None
-                    if kind == "retry" and attempts < _MAX_ATTEMPTS:
-                        continue
                     if kind is not None:
                         raise StoreError(f"{self.dialect} store: {exc}") from exc
                     raise
@@ -282,7 +335,7 @@ class StoreCore(ABC):
             return False
 
     @contextmanager
-    def batch(self) -> Iterator[Batch]:
+    def batch(self, *, savepoints: bool = True) -> Iterator[Batch]:
         """One transaction around several store method calls: one commit at the end.
 
             with store.batch():
@@ -294,20 +347,27 @@ class StoreCore(ABC):
           methods behave as on their own in every other way (the same return
           values, idempotence and retries), except that nothing is durable
           until the batch has committed.
+        - `savepoints=False` saves the two savepoint statements per method,
+          for callers that can run the batch again: the first method that
+          raises breaks the batch (`Batch.broken`), later ones raise at once,
+          and the batch does not commit.
         - The batch commits when the block ends normally. If the block raises,
           or the commit fails, everything is rolled back and the error raised.
         - If the connection is lost, the store re-opens it and the batch raises
           `TransactionLost` (or StoreError if the database cannot be reached):
-          run the whole batch again. If the transaction is gone for another
-          reason, `Batch.broken` says why and the batch raises that.
-        - Nested `batch()` blocks join the outer one.
+          run the whole batch again. A deadlock, a serialization failure or a
+          lock wait that timed out raises `TransactionConflict` (a
+          TransactionLost): run it again, after a short random pause. If the
+          transaction is gone for another reason, `Batch.broken` says why and
+          the batch raises that.
+        - Nested `batch()` blocks join the outer one (and its `savepoints`).
         - Effects after commit (alerts, the `call_recovered` line) run after
           the batch's commit, on the thread that runs the batch.
         """
         if self._batch is not None:
             yield self._batch
             return
-        batch = Batch()
+        batch = Batch(savepoints=savepoints)
         self._begin_batch()
         self._batch = batch
         try:
@@ -328,13 +388,18 @@ class StoreCore(ABC):
                 pass
             if exc is batch.broken and not isinstance(exc, TransactionLost):
                 raise
-            if isinstance(exc, TransactionLost) or self._classify(exc) == "reconnect":
+            if isinstance(exc, TransactionConflict):
+                raise
+            kind = None if isinstance(exc, StoreError) else self._classify(exc)
+            if kind == "retry":  # the commit itself lost a serialization conflict
+                raise TransactionConflict(f"{self.dialect} store: {exc}") from exc
+            if isinstance(exc, TransactionLost) or kind == "reconnect":
                 self.log.warning("store_reconnect", dialect=self.dialect, error=str(exc))
                 self._reconnect()  # StoreError if the database cannot be reached
                 if isinstance(exc, TransactionLost):
                     raise
                 raise TransactionLost(f"{self.dialect} store: connection lost: {exc}") from exc
-            if not isinstance(exc, StoreError) and self._classify(exc) is not None:
+            if kind is not None:
                 raise StoreError(f"{self.dialect} store: {exc}") from exc
             raise
         self._batch = None

@@ -72,6 +72,26 @@ def test_a_method_that_fails_rolls_back_alone(store, store_url):
         observer.close()
 
 
+def test_without_savepoints_a_failing_method_breaks_the_batch(store):
+    commits = count_commits(store)
+    with pytest.raises(StoreError, match="(?i)null"):
+        with store.batch(savepoints=False) as batch:
+            assert batch.savepoints is False
+            store.open_call(call("c1"))
+            with pytest.raises(StoreError):
+                store.open_call(call("broken", region=None))
+            assert batch.broken is not None
+            with pytest.raises(TransactionLost):  # nothing more runs in a broken batch
+                store.open_call(call("c2"))
+    assert commits == []
+    assert store.call_row("c1") is None and store.bucket_row("t1", "2018-07", POOL) is None
+    commits.clear()
+    with store.batch(savepoints=False):  # when nothing fails it commits as usual
+        store.open_call(call("c1"))
+        store.answered("c1", at(0))
+    assert commits == [1] and store.call_row("c1")["state"] == "answered"
+
+
 def test_a_replayed_open_call_inside_one_batch(store):
     """The second open_call of a Call-ID loses the race on its unique key: its
     savepoint is rolled back and retried, and it returns the first grant."""
@@ -171,6 +191,35 @@ def test_postgres_connection_lost_inside_a_batch(pg_schema_url):
             s.open_call(call("c1"))
             s.open_call(call("c2"))
         assert s.call_row("c1") is not None and s.call_row("c2") is not None
+        assert s.bucket_row("t1", "2018-07", POOL)["reserved"] == 10.0
+    finally:
+        s.close()
+
+
+@pytest.mark.postgres
+def test_postgres_lock_timeout_rolls_the_batch_back_as_a_conflict(pg_schema_url):
+    import psycopg
+
+    from store import TransactionConflict
+
+    s = open_store(pg_schema_url, instance_id="gw")
+    try:
+        s.migrate()
+        s.open_call(call("c0"))  # the pool's bucket row exists
+        s.set_lock_timeout(0.1)
+        with psycopg.connect(pg_schema_url) as other:  # another instance, in the middle of a transaction
+            other.execute("SELECT * FROM buckets FOR UPDATE")
+            for savepoints in (True, False):
+                with pytest.raises(TransactionConflict):
+                    with s.batch(savepoints=savepoints) as batch:
+                        s.answered("c0", at(0))
+                        with pytest.raises(TransactionConflict, match="lock timeout"):
+                            s.open_call(call("c1"))
+                        assert isinstance(batch.broken, TransactionConflict)
+            other.rollback()
+        assert s.call_row("c0")["state"] == "open"  # the whole batch was rolled back
+        with s.batch():  # same connection, no reconnect needed
+            s.open_call(call("c1"))
         assert s.bucket_row("t1", "2018-07", POOL)["reserved"] == 10.0
     finally:
         s.close()
