@@ -17,8 +17,10 @@ The writer owns a Store connection of its own and one thread:
   `op(store) -> result` that calls the Store's public methods.
 - The thread takes everything queued (up to `max_batch`) and runs it, in
   order, in ONE transaction (`Store.batch()`): one commit for the lot.
-  Each store method runs in a savepoint of its own, so an op that fails
-  rolls back alone and gets its own exception; the others commit.
+  A store method that fails rolls back alone and its op gets the
+  exception; the others commit. (The batch first runs without
+  savepoints; only when a method fails is it run again with one savepoint
+  per method, so the common case pays for none.)
 - Only once the commit has succeeded is each op's `on_done(result)` (or
   `on_done(exception)`) handed to `post`, the SIP loop's thread-safe
   "run this on the loop" (pjsua2: a queue the loop drains). `on_done` is
@@ -33,6 +35,7 @@ The writer owns a Store connection of its own and one thread:
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import deque
@@ -42,7 +45,7 @@ from functools import partial
 from typing import Any
 
 from store.base import Store
-from store.core import TransactionLost
+from store.core import TransactionConflict, TransactionLost
 from store.factory import open_store
 from store.settings import StoreSettings, open_from_settings
 from store.types import StoreError
@@ -65,6 +68,8 @@ class WriterStats:
     batches: int  # transactions committed
     batch_errors: int  # transactions that did not commit (each op in them failed, or was run again)
     reconnects: int  # batches run again after the connection was lost
+    reruns: int  # batches run again with a savepoint per store method, because one failed
+    conflicts: int  # batches rolled back by a deadlock, serialization failure or lock timeout, and run again
     commit_seconds: float  # total time spent in COMMIT
     batch_seconds: float  # total time from BEGIN to the end of COMMIT
     largest_batch: int  # most ops in one transaction
@@ -82,9 +87,11 @@ class _Item:
 class LedgerWriter:
     """One background thread that runs store operations in group-committed batches."""
 
+    MAX_CONFLICT_RUNS = 10
+
     def __init__(self, source: StoreSettings | str, post: Post, *, log=None, max_batch: int = 100,
-                 linger_s: float = 0.0, background_maintenance: bool = True, name: str = "ledger-writer",
-                 **store_options) -> None:
+                 linger_s: float = 0.0, lock_timeout_s: float | None = 0.2, background_maintenance: bool = True,
+                 name: str = "ledger-writer", **store_options) -> None:
         """Open the writer's own Store connection and start its thread.
 
         - `source`: the `[store]` settings, or a store URL with `open_store`'s
@@ -96,6 +103,11 @@ class LedgerWriter:
           batch holds its locks).
         - `linger_s`: how long the oldest queued op may wait for others to
           join its batch (0: take what is queued, add no delay).
+        - `lock_timeout_s` (PostgreSQL): a lock wait longer than this rolls
+          the batch back and runs it again, instead of waiting. A batch holds
+          its row locks until it commits, so two instances' batches can
+          deadlock; PostgreSQL would only notice after `deadlock_timeout`
+          (1 s by default). None: wait.
         - `background_maintenance`: start the store's housekeeping thread
           (SQLite WAL checkpoints), so that commits never checkpoint.
 
@@ -114,6 +126,8 @@ class LedgerWriter:
             self._store = open_from_settings(source, log=log)
         else:
             self._store = open_store(source, log=log, **store_options)
+        if lock_timeout_s is not None:
+            self._store.set_lock_timeout(lock_timeout_s)
         self._post = post
         self.log = log
         self.max_batch = max_batch
@@ -124,7 +138,8 @@ class LedgerWriter:
         self._in_flight: list[_Item] = []
         self._stopping = False
         self._submitted = self._completed = self._op_errors = 0
-        self._batches = self._batch_errors = self._reconnects = self._largest = 0
+        self._batches = self._batch_errors = self._reconnects = self._reruns = self._conflicts = 0
+        self._largest = 0
         self._commit_s = self._batch_s = 0.0
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
@@ -142,7 +157,11 @@ class LedgerWriter:
                 raise WriterStopped("the ledger writer is stopped")
             self._queue.append(item)
             self._submitted += 1
-            self._cond.notify()
+            # Wake the writer only when it may be waiting for this: for a first
+            # op, or for a full batch while it lingers. Otherwise it is busy and
+            # takes the queue when its batch is done.
+            if len(self._queue) == 1 or len(self._queue) == self.max_batch:
+                self._cond.notify()
 
     def pending(self) -> int:
         """Ops submitted and not finished yet: queued, or in the running batch."""
@@ -161,6 +180,7 @@ class LedgerWriter:
             return WriterStats(
                 submitted=self._submitted, completed=self._completed, op_errors=self._op_errors,
                 batches=self._batches, batch_errors=self._batch_errors, reconnects=self._reconnects,
+                reruns=self._reruns, conflicts=self._conflicts,
                 commit_seconds=self._commit_s, batch_seconds=self._batch_s, largest_batch=self._largest,
                 pending=len(self._queue) + len(self._in_flight),
                 oldest_pending_age_s=0.0 if first is None else time.monotonic() - first.submitted)
@@ -223,19 +243,35 @@ class LedgerWriter:
             self._in_flight = [self._queue.popleft() for _ in range(n)]
             return list(self._in_flight)
 
+    def _complete(self, completions: list[tuple[Callable[[Any], None], Any]]) -> None:
+        """On the loop thread: each op's on_done, in order; one that raises does not stop the rest."""
+        for on_done, outcome in completions:
+            try:
+                on_done(outcome)
+            except Exception:  # noqa: BLE001 - as the loop does for any job: log and go on
+                self.log.exception("ledger_completion_failed")
+
     def _execute(self, items: list[_Item]) -> None:
-        """Run `items` in one transaction; then post their completions, in order."""
+        """Run `items` in one transaction; then post their completions, in order.
+
+        First without savepoints (the common case: nothing fails, and each
+        store method saves two statements). If a store method fails, that
+        attempt cannot commit: it is rolled back and the batch runs again
+        with a savepoint per method, which isolates the failure. If even
+        then an op takes the whole transaction down, it fails alone and the
+        others run once more.
+        """
         todo = items
-        replayed = False
+        savepoints = replayed = False
         commit_s = batch_s = 0.0
-        batch_errors = reconnects = committed = 0
+        batch_errors = reconnects = reruns = conflicts = committed = 0
         done: list[tuple[_Item, Any]] = []
         while todo:
             outcomes: list[Any] = []
             culprit: tuple[_Item, BaseException] | None = None
             started = time.perf_counter()
             try:
-                with self._store.batch() as batch:
+                with self._store.batch(savepoints=savepoints) as batch:
                     for item in todo:
                         try:
                             outcome = item.op(self._store)
@@ -246,6 +282,17 @@ class LedgerWriter:
                                 culprit = (item, outcome if isinstance(outcome, Exception) else batch.broken)
                             break
                         outcomes.append(outcome)
+            except TransactionConflict as exc:
+                # Rolled back to break a lock cycle with another instance: run it
+                # again, after a random pause so that the two do not meet again.
+                batch_errors += 1
+                conflicts += 1
+                if conflicts < self.MAX_CONFLICT_RUNS:
+                    time.sleep(random.uniform(0.0, min(0.05, 0.01 * conflicts)))
+                    continue
+                self.log.error("ledger_batch_failed", ops=len(todo), error=str(exc))
+                done += [(item, exc) for item in todo]
+                break
             except TransactionLost as exc:
                 batch_errors += 1
                 if not replayed:
@@ -256,6 +303,10 @@ class LedgerWriter:
                 done += [(item, exc) for item in todo]
                 break
             except Exception as exc:  # noqa: BLE001 - the batch's outcome, given to each op
+                if culprit is not None and not savepoints:
+                    reruns += 1
+                    savepoints = True
+                    continue
                 batch_errors += 1
                 if culprit is not None:
                     # One op took the whole transaction down: it fails, the others run again.
@@ -273,15 +324,14 @@ class LedgerWriter:
             break
         order = {id(item): i for i, item in enumerate(items)}
         done.sort(key=lambda pair: order[id(pair[0])])
-        errors = 0
-        for item, outcome in done:
-            if isinstance(outcome, BaseException):
-                errors += 1
-            if item.on_done is not None:
-                try:
-                    self._post(partial(item.on_done, outcome))
-                except Exception as exc:  # noqa: BLE001 - the loop is gone; the data is committed
-                    self.log.error("ledger_writer_post_failed", error=str(exc) or type(exc).__name__)
+        errors = sum(1 for _item, outcome in done if isinstance(outcome, BaseException))
+        completions = [(item.on_done, outcome) for item, outcome in done if item.on_done is not None]
+        if completions:
+            try:
+                # One job for the whole batch: one wake-up of the loop, not one per op.
+                self._post(partial(self._complete, completions))
+            except Exception as exc:  # noqa: BLE001 - the loop is gone; the data is committed
+                self.log.error("ledger_writer_post_failed", error=str(exc) or type(exc).__name__)
         with self._cond:
             self._in_flight = []
             self._completed += len(done)
@@ -289,6 +339,8 @@ class LedgerWriter:
             self._batches += committed > 0
             self._batch_errors += batch_errors
             self._reconnects += reconnects
+            self._reruns += reruns
+            self._conflicts += conflicts
             self._commit_s += commit_s
             self._batch_s += batch_s
             self._largest = max(self._largest, committed)

@@ -145,6 +145,25 @@ def test_completions_are_posted_never_called_by_the_writer(migrated, loop):
         writer.stop(10)
 
 
+def test_a_completion_that_raises_does_not_stop_the_others(migrated, loop):
+    log = Recorder()
+    writer = new_writer(migrated, loop, log=log)
+    done = Done()
+
+    def bad_callback(result):
+        raise RuntimeError("a bug in the caller")
+    try:
+        release = hold(writer)
+        writer.submit(lambda store: store.open_call(call("c1")), bad_callback)
+        writer.submit(lambda store: store.open_call(call("c2")), done)
+        release.set()
+        loop.run_until(lambda: len(done) == 1)
+        assert done.results == [Grant(POOL, 300)]
+        assert len(log.named("ledger_completion_failed")) == 1
+    finally:
+        writer.stop(10)
+
+
 def test_a_batch_commits_once(migrated, loop):
     writer = new_writer(migrated, loop)
     done = Done()
@@ -164,6 +183,24 @@ def test_a_batch_commits_once(migrated, loop):
         writer.stop(10)
     check = open_store(migrated, instance_id="gw-test")
     assert check.bucket_row("t1", "2018-07", POOL)["reserved"] == 100.0
+    check.close()
+
+
+def test_a_retransmitted_open_call_in_one_batch(migrated, loop):
+    writer = new_writer(migrated, loop)
+    done = Done()
+    try:
+        release = hold(writer)
+        writer.submit(lambda store: store.open_call(call("c1")), done)
+        writer.submit(lambda store: store.open_call(call("c1")), done)
+        release.set()
+        loop.run_until(lambda: len(done) == 2)
+        assert done.results == [Grant(POOL, 300)] * 2
+        assert writer.stats().reruns == 1
+    finally:
+        writer.stop(10)
+    check = open_store(migrated, instance_id="gw-test")
+    assert check.bucket_row("t1", "2018-07", POOL)["reserved"] == 5.0
     check.close()
 
 
@@ -211,7 +248,9 @@ def test_a_failing_op_does_not_affect_the_others(migrated, loop):
         assert ok1 == ok2 == Grant(POOL, 300) and answered is None
         assert isinstance(bad, StoreError) and isinstance(zero, ZeroDivisionError)
         assert commits == [1, 1]
-        assert writer.stats().op_errors == 2
+        # The first attempt, without savepoints, broke at `bad` and was rolled
+        # back; the rerun isolated each store method in a savepoint.
+        assert (writer.stats().op_errors, writer.stats().reruns, writer.stats().batch_errors) == (2, 1, 0)
     finally:
         writer.stop(10)
     check = open_store(migrated, instance_id="gw-test")
@@ -247,7 +286,7 @@ def test_an_op_that_takes_the_transaction_down_fails_alone(migrated, loop):
         loop.run_until(lambda: len(done) == 3)
         assert done.results[0] == done.results[2] == Grant(POOL, 300)
         assert isinstance(done.results[1], OSError)
-        assert writer.stats().batch_errors == 1
+        assert (writer.stats().reruns, writer.stats().batch_errors) == (1, 1)
     finally:
         writer.stop(10)
     check = open_store(migrated, instance_id="gw-test")
@@ -512,5 +551,53 @@ def test_postgres_lost_connection_replays_the_batch(pg_schema_url, loop):
     check = open_store(pg_schema_url, instance_id="gw-test")
     try:
         assert check.bucket_row("t1", "2018-07", POOL)["reserved"] == 10.0  # replayed, not doubled
+    finally:
+        check.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+def test_two_instances_batches_that_deadlock_both_complete(pg_schema_url):
+    """A batch holds its bucket row locks until it commits, so two instances
+    whose batches reserve from two tenants' pools in opposite orders deadlock.
+    The writer's lock timeout (0.2 s, well before PostgreSQL's deadlock_timeout
+    of 1 s) rolls a batch back; it runs again, and every op completes correctly."""
+    s = open_store(pg_schema_url, instance_id="judge")
+    s.migrate()
+    s.close()
+    loop_a, loop_b = Loop(), Loop()
+    a = LedgerWriter(pg_schema_url, loop_a.post, instance_id="gw-a", log=Recorder())
+    b = LedgerWriter(pg_schema_url, loop_b.post, instance_id="gw-b", log=Recorder())
+    both_hold_one = threading.Barrier(2, timeout=10)
+    done_a, done_b = Done(), Done()
+
+    def meet_once(store):
+        if store.instance_id not in met:
+            met.add(store.instance_id)
+            both_hold_one.wait()
+    met: set[str] = set()
+    try:
+        release_a, release_b = hold(a), hold(b)
+        for writer, done, tenants in ((a, done_a, ("t1", "t2")), (b, done_b, ("t2", "t1"))):
+            first, second = tenants
+            org = "alice" if writer is a else "bob"  # only the buckets (and tenant counters) are shared
+            writer.submit(lambda st, t=first, o=org: st.open_call(call(f"{o}-{t}", tenant=t, organizer=o)), done)
+            writer.submit(meet_once, done)
+            writer.submit(lambda st, t=second, o=org: st.open_call(call(f"{o}-{t}", tenant=t, organizer=o)), done)
+        started = time.monotonic()
+        release_a.set()
+        release_b.set()
+        loop_a.run_until(lambda: len(done_a) == 3, timeout=30)
+        loop_b.run_until(lambda: len(done_b) == 3, timeout=30)
+        assert [done_a.results[0], done_a.results[2], done_b.results[0], done_b.results[2]] == [Grant(POOL, 300)] * 4
+        assert a.stats().conflicts + b.stats().conflicts >= 1  # a batch was rolled back and ran again
+        assert time.monotonic() - started < 1.0  # sooner than PostgreSQL's deadlock detection
+    finally:
+        a.stop(10)
+        b.stop(10)
+    check = open_store(pg_schema_url, instance_id="judge")
+    try:
+        for tenant in ("t1", "t2"):
+            assert check.bucket_row(tenant, "2018-07", POOL)["reserved"] == 10.0
     finally:
         check.close()
