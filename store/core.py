@@ -1,6 +1,10 @@
 """What every part of the store builds on: one connection, transactions, and
 rows read by name.
 
+(Longer than the other modules, on purpose: a method on its own and a method
+inside a batch go through the same `_run`, and their retry, reconnect and
+rollback rules are easiest to check side by side.)
+
 `StoreCore` owns the connection. The backends (sqlite.py, postgres.py) fill
 in its dialect hooks; the parts of the store (reservations.py,
 settlement.py, counters.py, ...) only use `_run`, `_x`, `_one`, `_all` and
@@ -23,6 +27,9 @@ Every public store method puts its work in a function `fn` and hands it to
   `savepoints=False` there is no savepoint to roll back to (two statements,
   on PostgreSQL two round trips, fewer per method), so a method that fails
   breaks the batch, which then cannot commit: run it again with savepoints.
+  In both, a lost connection (`TransactionLost`) or a deadlock, a
+  serialization failure or a lock timeout (`TransactionConflict`) breaks the
+  batch: it is rolled back whole and can be run again.
   `store.writer.LedgerWriter` builds group commit on this.
 
 Effects that must not happen unless the data is committed (alert log lines
