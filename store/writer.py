@@ -28,8 +28,10 @@ The writer owns a Store connection of its own and one thread:
   caller may dial the trunk.
 - If the commit fails, every op of the batch gets the exception. If the
   connection is lost, the store re-opens it and the batch runs once more
-  (the store's usual "reconnect once, replay"): every store write is
-  idempotent or harmless to replay. An op may therefore run more than once
+  (the store's usual "reconnect once, replay"). If the batch lost a
+  deadlock or a lock wait with another instance (PostgreSQL), it is rolled
+  back and runs again after a short random pause. Every store write is
+  idempotent or harmless to replay; an op may therefore run more than once
   before it completes, and must have no effect outside the store.
 """
 
