@@ -1,69 +1,88 @@
-"""Webhook delivery of alerts, off the call path.
+"""Usage alerts: pool at 80 % and 100 %, credits at or below the floor.
 
-Alerts are emitted as structlog events by the store; when a webhook URL is
-configured, each alert is also POSTed as JSON by one daemon thread, with a
-short timeout and a bounded number of retries. `post()` never blocks: when
-the queue is full the alert is dropped (and logged) rather than stalling a call.
+Settlement checks the pool and credits buckets it has just debited. Each
+alert fires once per tenant, period and kind across all instances: the
+`alerts` table's primary key decides who raises it. Once committed, an
+alert is a structlog warning and, with a webhook configured, a JSON POST
+from a background thread (webhook.py), so it never blocks a call.
 """
 
 from __future__ import annotations
 
 import json
-import queue
-import threading
-import time
-import urllib.request
+from typing import NamedTuple
 
-_STOP = object()
+from store.core import StoreCore
+from store.rows import EPS
+from store.webhook import WebhookNotifier
 
 
-class WebhookNotifier:
-    def __init__(self, url: str, log, *, timeout_s: float = 2.0, retries: int = 3,
-                 backoff_s: float = 0.5, max_queue: int = 1000) -> None:
-        self.url = url
-        self.log = log
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._thread = threading.Thread(target=self._run, name="alert-webhook", daemon=True)
-        self._thread.start()
+class AlertRow(NamedTuple):
+    tenant: str
+    period: str
+    kind: str  # pool_80, pool_100, credits_low
+    created_at: float
+    detail: str  # JSON
 
-    def post(self, payload: dict) -> None:
-        try:
-            self._queue.put_nowait(payload)
-        except queue.Full:
-            self.log.error("alert_webhook_dropped", reason="queue_full", alert=payload.get("event"))
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Deliver what is queued (bounded by timeout_s), then stop the thread."""
-        try:
-            self._queue.put(_STOP, timeout=timeout_s)
-        except queue.Full:
+class AlertsMixin(StoreCore):
+    def __init__(self, *, credits_floor: float = 0.0, alert_webhook: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.credits_floor = float(credits_floor)
+        self._alerted: set[tuple[str, str, str]] = set()  # (tenant, period, kind) known to be raised
+        self._notifier = WebhookNotifier(alert_webhook, self.log) if alert_webhook else None
+
+    def _check_alerts(self, tenant: str, period: str, bucket: str, used: float,
+                      capacity: float | None, now_ts: float) -> None:
+        """After a debit, inside the settling transaction."""
+        if capacity is None:
             return
-        self._thread.join(timeout_s)
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
+        if bucket == "tenant_pool":
+            if capacity <= 0:
                 return
-            self._deliver(item)
+            percent = used / capacity * 100.0
+            for level in (80, 100):
+                if percent + EPS >= level:
+                    self._raise_alert(tenant, period, f"pool_{level}", "pool_threshold", now_ts,
+                                      percent=level, used_minutes=round(used, 6), pool_minutes=capacity)
+        elif bucket == "credits":
+            left = capacity - used
+            if left <= self.credits_floor + EPS:
+                self._raise_alert(tenant, period, "credits_low", "credits_low", now_ts,
+                                  balance_left=round(left, 6), floor=self.credits_floor, balance=capacity)
 
-    def _deliver(self, payload: dict) -> None:
-        body = json.dumps(payload).encode()
-        for attempt in range(1, self.retries + 1):
-            request = urllib.request.Request(
-                self.url, data=body, method="POST",
-                headers={"Content-Type": "application/json", "User-Agent": "dialout-gw"})
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    if 200 <= response.status < 300:
-                        return
-                    error = f"HTTP {response.status}"
-            except Exception as exc:  # noqa: BLE001 - any failure is retried, then logged
-                error = f"{type(exc).__name__}: {exc}"
-            if attempt < self.retries:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-        self.log.error("alert_webhook_failed", url=self.url, alert=payload.get("event"),
-                       attempts=self.retries, error=error)
+    def _raise_alert(self, tenant: str, period: str, kind: str, event: str, now_ts: float, **detail) -> None:
+        key = (tenant, period, kind)
+        if key in self._alerted:
+            return
+        cur = self._x("INSERT INTO alerts (tenant, period, kind, created_at, detail) VALUES (?, ?, ?, ?, ?)"
+                      " ON CONFLICT (tenant, period, kind) DO NOTHING",
+                      (tenant, period, kind, now_ts, json.dumps(detail)))
+        if cur.rowcount == 1:
+            fields = {"tenant": tenant, "period": period, **detail}
+            self._after_commit(lambda: self._emit_alert(key, event, fields))
+        else:  # raised before, by this instance or another
+            self._after_commit(lambda: self._alerted.add(key))
+
+    def _emit_alert(self, key: tuple[str, str, str], event: str, fields: dict) -> None:
+        self._alerted.add(key)
+        self.log.warning(event, **fields)
+        if self._notifier is not None:
+            self._notifier.post({"event": event, **fields})
+
+    def alerts(self, *, tenant: str | None = None) -> list[dict]:
+        """Alerts raised so far (for reports and tests)."""
+        sql = "SELECT tenant, period, kind, created_at, detail FROM alerts"
+        params: tuple = ()
+        if tenant is not None:
+            sql += " WHERE tenant = ?"
+            params = (tenant,)
+        rows = self._run(lambda: self._all(AlertRow, sql + " ORDER BY created_at, kind", params), write=False)
+        return [{"tenant": r.tenant, "period": r.period, "kind": r.kind, "created_at": r.created_at,
+                 **json.loads(r.detail)} for r in rows]
+
+    def close(self) -> None:
+        if self._notifier is not None:
+            self._notifier.close()
+            self._notifier = None
+        super().close()

@@ -8,6 +8,12 @@ deadlock or serialization failure, should one happen, is retried). A dropped
 connection is re-opened once and the transaction replayed; every write is
 idempotent or harmless to replay (a replayed `extend` at worst reserves a chunk
 that settlement releases).
+
+A batch (`Store.batch()`, the ledger writer's group commit) holds the locks of
+all its methods until it commits, so the batches of two instances can lock
+the same rows in opposite orders: such a deadlock, a serialization failure or
+a lock wait beyond `set_lock_timeout()` rolls the whole batch back
+(TransactionConflict) and the writer runs it again.
 """
 
 from __future__ import annotations
@@ -33,17 +39,30 @@ class PostgresStore(Store):
         super().__init__(**kwargs)
         self.url = url
         self.connect_timeout_s = connect_timeout_s
+        self.lock_timeout_s: float | None = None
         self._sql_cache: dict[str, str] = {}
         self._conn = self._connect()
         self._cur = self._conn.cursor()
 
     def _connect(self) -> psycopg.Connection:
         try:
-            return psycopg.connect(self.url, autocommit=False, connect_timeout=self.connect_timeout_s,
+            conn = psycopg.connect(self.url, autocommit=False, connect_timeout=self.connect_timeout_s,
                                    application_name=f"dialout-gw:{self.instance_id}"[:63])
+            if self.lock_timeout_s is not None:
+                self._set_lock_timeout(conn)
+            return conn
         except (psycopg.Error, ValueError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"cannot connect to PostgreSQL at {mask_url(self.url)}: {message}") from None
+
+    def _set_lock_timeout(self, conn: psycopg.Connection) -> None:
+        ms = 0 if self.lock_timeout_s is None else max(1, round(self.lock_timeout_s * 1000))
+        conn.execute(f"SET lock_timeout = {int(ms)}")
+        conn.commit()
+
+    def set_lock_timeout(self, seconds: float | None) -> None:
+        self.lock_timeout_s = seconds
+        self._set_lock_timeout(self._conn)
 
     def _sql(self, sql: str) -> str:
         out = self._sql_cache.get(sql)
@@ -68,8 +87,12 @@ class PostgresStore(Store):
         if not self._conn.closed:
             self._conn.rollback()
 
+    def _transaction_alive(self) -> bool:
+        return not (self._conn.closed or self._conn.broken)
+
     def _classify(self, exc):
-        if isinstance(exc, (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)):
+        if isinstance(exc, (pg_errors.DeadlockDetected, pg_errors.SerializationFailure,
+                            pg_errors.LockNotAvailable)):
             return "retry"
         if isinstance(exc, psycopg.OperationalError) and (self._conn.closed or self._conn.broken):
             return "reconnect"

@@ -66,7 +66,7 @@ def parse_store_section(section: dict[str, Any] | None, where: str = "store") ->
 
 def open_from_settings(settings: StoreSettings, *, log=None):
     """open_store() with the settings of a [store] section."""
-    from store import open_store
+    from store.factory import open_store
 
     return open_store(settings.url, instance_id=settings.instance_id, chunk_s=settings.chunk_s, log=log,
                       credits_floor=settings.credits_floor, alert_webhook=settings.alert_webhook)

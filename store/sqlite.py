@@ -71,6 +71,11 @@ class SQLiteStore(Store):
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
+    def _transaction_alive(self) -> bool:
+        # SQLite rolls a transaction back on its own after some errors (a full
+        # disk, an I/O error): a savepoint taken then would start a new one.
+        return self._conn.in_transaction
+
     def _classify(self, exc):
         if isinstance(exc, sqlite3.Error):
             return "error"

@@ -1,0 +1,36 @@
+"""Time in the ledger: epoch seconds, and the tenant's billing period and day.
+
+The database keeps times as Unix epoch seconds (the same SQL on both
+dialects); periods (`YYYY-MM`) and days (`YYYY-MM-DD`) are reckoned in the
+tenant's timezone, at the moment the call *started*.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+def epoch(dt: datetime) -> float:
+    """Unix seconds of an aware datetime; a naive one is a programming error."""
+    if dt.tzinfo is None:
+        raise ValueError(f"naive datetime {dt!r}: the store needs aware datetimes")
+    return dt.timestamp()
+
+
+def zone(tz: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown timezone {tz!r}") from exc
+
+
+def period_of(dt: datetime, tz: str) -> str:
+    """The billing period (YYYY-MM) of an aware datetime in the tenant's timezone."""
+    return dt.astimezone(zone(tz)).strftime("%Y-%m")
+
+
+def period_and_day(dt: datetime, tz: str) -> tuple[str, str]:
+    """(YYYY-MM, YYYY-MM-DD) of an aware datetime in the tenant's timezone."""
+    day = dt.astimezone(zone(tz)).strftime("%Y-%m-%d")
+    return day[:7], day
