@@ -6,11 +6,11 @@
 #define PJ_DEBUG                         0
 #define PJ_LOG_MAX_LEVEL                 5
 
-/* Calls and dialogs: a relayed call is two pjsua calls (bridge and trunk
- * legs), so 8192 carries about 4,000 relayed calls. Transactions in
- * flight for INVITE/ACK/BYE/re-INVITE on each leg. */
-#define PJSUA_MAX_CALLS                  8192
-#define PJSUA_MAX_CONF_PORTS             (PJSUA_MAX_CALLS * 2)
+/* Calls and dialogs. The gateway's own C extension (csrc/) drives pjsip
+ * dialogs and transactions directly and uses no pjsua call slot, so pjsua's
+ * call table stays small; a relayed call is two dialogs and a handful of
+ * transactions in flight. */
+#define PJSUA_MAX_CALLS                  32
 #define PJSIP_MAX_TSX_COUNT              (64 * 1024 - 1)
 #define PJSIP_MAX_DIALOG_COUNT           (64 * 1024 - 1)
 
