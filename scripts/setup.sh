@@ -58,12 +58,28 @@ if [ ! -f "$wheel_stamp" ]; then
   touch "$wheel_stamp"
 fi
 
-# The project itself, editable, with test extras; redone when pyproject changes.
-deps_stamp="$venv/.deps-$(sha256sum "$top/pyproject.toml" | cut -c1-12)"
+# The project itself, editable, with test extras; redone when pyproject or setup.py changes.
+# setup.py builds gateway._sipcore (csrc/) against the pjsua2 build's own headers, so
+# pip must see the installed pjsua2 (no build isolation) and that build's directory.
+export PJSUA2_BUILD_DIR
+PJSUA2_BUILD_DIR=$(dirname "$wheel")
+"$venv/bin/pip" -q install --disable-pip-version-check "setuptools>=68" wheel >/dev/null
+deps_stamp="$venv/.deps-$(cat "$top/pyproject.toml" "$top/setup.py" | sha256sum | cut -c1-12)"
 if [ ! -f "$deps_stamp" ]; then
   log "installing Python dependencies"
   # compat mode: a path entry to the repo, so packages added later import too.
-  "$venv/bin/pip" -q install --disable-pip-version-check --config-settings editable_mode=compat -e "$top[test]"
+  "$venv/bin/pip" -q install --disable-pip-version-check --no-build-isolation \
+    --config-settings editable_mode=compat -e "$top[test]"
   rm -f "$venv"/.deps-*
   touch "$deps_stamp"
+fi
+
+# The C extension, rebuilt whenever its sources or the pjsua2 build change (seconds).
+ext_stamp="$venv/.sipcore-$(cat "$top"/csrc/* "$top/setup.py" "$wheel" | sha256sum | cut -c1-12)"
+if [ ! -f "$ext_stamp" ] || ! ls "$top"/gateway/_sipcore*.so >/dev/null 2>&1; then
+  log "building the gateway's C extension (csrc/)"
+  (cd "$top" && "$venv/bin/python" setup.py -q build_ext --inplace >/dev/null 2>"$venv/.sipcore-build.log") \
+    || { cat "$venv/.sipcore-build.log" >&2; log "the C extension failed to build"; exit 1; }
+  rm -f "$venv"/.sipcore-*
+  touch "$ext_stamp"
 fi
