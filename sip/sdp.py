@@ -12,7 +12,7 @@ from __future__ import annotations
 from .errors import SipParseError
 from .message import parse_header_params
 
-__all__ = ["connection_address", "media_ports", "is_hold", "extract_sdp", "answer_directions"]
+__all__ = ["connection_address", "media_ports", "is_hold", "extract_sdp", "answer_directions", "check_sdp"]
 
 _HOLD_DIRECTIONS = frozenset(("sendonly", "inactive"))
 _DIRECTIONS = frozenset(("sendrecv", "sendonly", "recvonly", "inactive"))
@@ -251,4 +251,164 @@ def extract_sdp(content_type: str | None, body: str, _depth: int = 0) -> str | N
             found = extract_sdp(part_type, content, _depth + 1) if part_type else None
             if found is not None:
                 return found
+    return None
+
+
+# --- the safety check on every SDP the gateway relays ------------------------------------------
+
+MAX_SDP_BYTES = 16 * 1024
+MAX_SDP_LINE = 1024
+MAX_MEDIA = 16
+_NET_TYPES = {"IP4", "IP6"}
+_RTP_PROFILES = ("RTP/AVP", "RTP/SAVP", "RTP/AVPF", "RTP/SAVPF", "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
+
+
+def _ipv4_ok(addr: str) -> bool:
+    parts = addr.split(".")
+    return len(parts) == 4 and all(p.isdigit() and p.isascii() and len(p) <= 3 and int(p) <= 255 for p in parts)
+
+
+def _ipv6_ok(addr: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv6Address(addr)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_ok(addr: str) -> bool:
+    return len(addr) <= 253 and all(c.isalnum() or c in "-." for c in addr) and bool(addr)
+
+
+def check_sdp(body) -> str | None:
+    """Why an SDP cannot be relayed safely, or None when it can.
+
+    `body` is a ``call.events.Body`` (content type and bytes) or raw bytes of
+    ``application/sdp``. Checks what a peer's media stack would otherwise
+    choke on: the version line, ``c=`` lines, ``m=`` ports and formats,
+    ``a=rtpmap`` clock rates and channels, dynamic payload types without an
+    ``rtpmap``, and line and body sizes. A body that is not SDP (and not a
+    multipart holding SDP) is not this check's business: None.
+    """
+    ctype = getattr(body, "ctype", "application/sdp")
+    data = getattr(body, "data", body)
+    if len(data) > MAX_SDP_BYTES:
+        return f"SDP larger than {MAX_SDP_BYTES} bytes"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "SDP is not valid UTF-8"
+    sdp = extract_sdp(ctype, text)
+    if sdp is None:
+        return None
+    lines = [line.rstrip("\r") for line in sdp.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines or lines[0].strip() != "v=0":
+        return "SDP must start with v=0"
+    media: list[tuple[str, list[str], set[str], set[str]]] = []  # (kind, formats, rtpmapped, fmtp)
+    session_c = False
+    media_has_c: list[bool] = []
+    origin = False
+    for number, line in enumerate(lines, 1):
+        if len(line) > MAX_SDP_LINE:
+            return f"SDP line {number} is longer than {MAX_SDP_LINE} characters"
+        if not line:
+            continue
+        if len(line) < 2 or line[1] != "=" or not line[0].isalpha() or not line[0].islower():
+            return f"SDP line {number} is not type=value"
+        if any(ord(c) < 0x20 and c != "\t" for c in line):
+            return f"SDP line {number} holds a control character"
+        kind, value = line[0], line[2:]
+        if kind == "o":
+            parts = value.split()
+            if len(parts) != 6:
+                return "o= needs 6 fields"
+            if not (parts[1].isdigit() and parts[2].isdigit()) or len(parts[1]) > 20 or len(parts[2]) > 20:
+                return "o= session id and version must be numbers"
+            origin = True
+        elif kind == "c":
+            problem = _check_c(value)
+            if problem:
+                return problem
+            if media:
+                media_has_c[-1] = True
+            else:
+                session_c = True
+        elif kind == "m":
+            if len(media) >= MAX_MEDIA:
+                return f"more than {MAX_MEDIA} m= lines"
+            parts = value.split()
+            if len(parts) < 4:
+                return "m= needs media, port, protocol and formats"
+            port, _, count = parts[0 + 1].partition("/")
+            if not (port.isdigit() and port.isascii()) or int(port) > 65535:
+                return f"m= port {parts[1]!r} is not 0-65535"
+            if count and not (count.isdigit() and 1 <= int(count) <= 64):
+                return f"m= port count {count!r} is out of range"
+            formats = parts[3:]
+            if parts[2] in _RTP_PROFILES:
+                for fmt in formats:
+                    if not (fmt.isdigit() and fmt.isascii()) or int(fmt) > 127:
+                        return f"m= payload type {fmt!r} is not 0-127"
+            media.append((parts[0], formats if parts[2] in _RTP_PROFILES else [], set(), set()))
+            media_has_c.append(False)
+        elif kind == "a":
+            name, _, rest = value.partition(":")
+            if name == "rtpmap":
+                pt, _, encoding = rest.partition(" ")
+                if not media:
+                    return "a=rtpmap before any m= line"
+                if not (pt.isdigit() and pt.isascii()) or int(pt) > 127:
+                    return f"a=rtpmap payload type {pt!r} is not 0-127"
+                problem = _check_rtpmap(encoding.strip(), int(pt))
+                if problem:
+                    return f"a=rtpmap:{pt} {problem}"
+                media[-1][2].add(str(int(pt)))
+    if not origin:
+        return "SDP has no o= line"
+    for index, (kind, formats, mapped, _) in enumerate(media):
+        if not session_c and not media_has_c[index]:
+            return f"m={kind} has no connection address (c=)"
+        for fmt in formats:
+            if int(fmt) >= 96 and str(int(fmt)) not in mapped:
+                return f"dynamic payload type {fmt} of m={kind} has no a=rtpmap"
+    return None
+
+
+def _check_c(value: str) -> str | None:
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in _NET_TYPES:
+        return "c= must be 'IN IP4|IP6 address'"
+    addr, _, suffix = parts[2].partition("/")
+    if suffix and not all(p.isdigit() and p.isascii() and int(p) <= 255 for p in suffix.split("/")):
+        return "c= TTL/count is not a number"
+    if parts[1] == "IP4" and not (_ipv4_ok(addr) or (_host_ok(addr) and not addr.replace(".", "").isdigit())):
+        return f"c= address {addr!r} is not IPv4"
+    if parts[1] == "IP6" and not (_ipv6_ok(addr) or _host_ok(addr) and ":" not in addr):
+        return f"c= address {addr!r} is not IPv6"
+    return None
+
+
+def _check_rtpmap(encoding: str, payload_type: int) -> str | None:
+    """``PCMU/8000`` or ``opus/48000/2``: a name, a clock rate of 1 Hz - 192 kHz
+    (90 kHz video included), at most 8 channels. A static payload type (below
+    96) may carry a bare name (RFC 4475's ``a=rtpmap:31 LPC``): its clock rate
+    is the one its number assigns; a dynamic one must give its rate."""
+    parts = encoding.split("/")
+    if len(parts) == 1 and payload_type < 96 and parts[0] and len(parts[0]) <= 32:
+        return None if all(c.isalnum() or c in "-_." for c in parts[0]) else "has an encoding name with odd characters"
+    if len(parts) < 2 or len(parts) > 3 or not parts[0] or len(parts[0]) > 32:
+        return "is not name/clock-rate[/channels]"
+    if not all(c.isalnum() or c in "-_." for c in parts[0]):
+        return "has an encoding name with odd characters"
+    rate = parts[1]
+    if not (rate.isdigit() and rate.isascii()) or len(rate) > 6 or not 1 <= int(rate) <= 192000:
+        return f"clock rate {rate!r} is not 1-192000"
+    if len(parts) == 3:
+        channels = parts[2]
+        if not (channels.isdigit() and channels.isascii()) or not 1 <= int(channels) <= 8:
+            return f"channel count {channels!r} is not 1-8"
     return None
