@@ -32,7 +32,7 @@ class Metrics:
         r = self.registry
         self.calls = Counter("dialout_calls", "Calls ended, by decision, reason and bucket",
                              ["decision", "reason", "bucket"], registry=r)
-        self.active = Gauge("dialout_active_calls", "Relayed calls in progress", registry=r)
+        self.active = Gauge("dialout_active_calls", "Calls in progress, from their INVITE to their end", registry=r)
         self.admission_refusals = Counter("dialout_admission_refusals", "INVITEs refused before any lookup",
                                           ["reason"], registry=r)
         self.decision_seconds = Histogram("dialout_decision_seconds", "Time to decide one INVITE (snapshot + policy)",
@@ -56,15 +56,14 @@ class Metrics:
     def admission_refused(self, reason: str) -> None:
         self.admission_refusals.labels(reason).inc()
 
-    def call_finished(self, call, settlement) -> None:
-        d = call.decision
-        decision = "allow" if d is not None and d.allow else "deny"
-        bucket = str(d.bucket) if d is not None and d.bucket else "none"
-        reason = str(call.reason or (d.reason if d else "unknown"))
-        self.calls.labels(decision, reason, bucket).inc()
-        if call.setup_ms is not None:
-            outcome = "answered" if call.bridge_status == 200 else "rejected" if decision == "deny" else "failed"
-            self.setup_seconds.labels(outcome).observe(call.setup_ms / 1000)
+    def call_finished(self, decision, record, settlement) -> None:
+        """One finished call (the shell calls this exactly once per call)."""
+        allowed = decision is not None and decision.allow
+        bucket = str(decision.bucket) if allowed and decision.bucket else "none"
+        self.calls.labels("allow" if allowed else "deny", record.reason, bucket).inc()
+        if record.setup_ms is not None:
+            outcome = "answered" if record.bridge_status == 200 else "rejected" if not allowed else "failed"
+            self.setup_seconds.labels(outcome).observe(record.setup_ms / 1000)
         if settlement is not None:
             for charged_bucket, _amount in settlement.charges:
                 self.billed_units.labels(charged_bucket).inc(settlement.billed_units)

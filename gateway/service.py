@@ -1,13 +1,18 @@
-"""The gateway service: admission, decision, relay or reject, metering, logging.
+"""The gateway service: admission, decision, metering and the canonical line.
 
-One `GatewayService` per process. pjsua2 calls `GatewayAccount.onIncomingCall`
-for every INVITE from the bridge; everything below runs on the SIP loop thread.
+One `GatewayService` per process, on the SIP loop thread. For each INVITE the
+SIP engine reports (gateway.engine):
 
-    INVITE -> admission (CIDR, draining, concurrency, rate)   -> 403 / 503
-           -> sip.read_invite (headers, dialled number)       -> 484 on a broken URI
-           -> store.snapshot + policy.decide                  -> 403 / 480 / 484 with reason headers
-           -> store.open_call (reserve the first chunk)       -> 403 no_entitlement if the race is lost
-           -> RelayedCall.relay to the trunk
+    INVITE -> admission (draining, concurrency, rate)       -> 503 + Retry-After
+           -> the message read at the edge (UTF-8, RFC 3261) -> 400/416/505/406/420/422/483, 488 sdp_invalid
+           -> policy.assess (rules 2-6, no I/O)              -> 403/484 with reason headers, at once
+           -> on the ledger writer: counters, rules 7-9, the reservation
+                                                             -> 403/480 with reason headers, or 503 if the
+                                                                ledger cannot answer in time
+           -> the call's state machine relays it (call.machine)
+
+Trusted sources and TLS are checked below, in the engine (csrc/), before any
+work: an INVITE from elsewhere gets one stateless 403 or nothing.
 """
 
 from __future__ import annotations
@@ -15,28 +20,24 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-import pjsua2 as pj
-
-from gateway.admission import Admission, split_host_port
-from gateway.legs import BridgeLeg
+from call import events as E
+from call.actions import CallRecord
+from call.events import Body, RelayPlan, TrunkRoute
+from call.machine import Call
+from gateway import _sipcore as sc
+from gateway.admission import Admission
+from gateway.engine import CallHandle, Engine
 from gateway.logs import get_logger
-from gateway.relay import RelayedCall
-from policy import Bucket, CallRequest, Reason, Snapshot, decide, normalize_destination
-from gateway.privacy import mask_number, mask_numbers_in
+from policy import CallRequest, Decision, Reason, Snapshot, assess, decide_assessed
 from sip import SipParseError, invite_from_request, parse_request, reject_headers, sanitize_text
+from sip.headers import encode_block
+from sip.sdp import check_sdp
 
 UTC = timezone.utc
 
-
-class GatewayAccount(pj.Account):
-    """The one local account: UAS toward the bridge, UAC toward the trunk."""
-
-    def __init__(self, service: GatewayService):
-        super().__init__()
-        self.service = service
-
-    def onIncomingCall(self, prm):
-        self.service.on_invite(self, prm)
+# Extensions the gateway honours in a bridge's Require (anything else: 420).
+SUPPORTED_EXTENSIONS = frozenset({"timer"})
+MAX_INVITE_BYTES = 16 * 1024
 
 
 class RateLimitedLog:
@@ -61,28 +62,22 @@ class RateLimitedLog:
 
 
 class GatewayService:
-    def __init__(self, *, stack, config, runtime, store, metrics=None):
+    def __init__(self, *, stack, config, runtime, ledger, metrics=None):
         self.stack = stack
         self.config = config              # gateway.config.GatewayConfig (policy + raw sections)
         self.policy = config.policy       # policy.PolicySettings
         self.runtime = runtime            # gateway.settings.RuntimeSettings
-        self.store = store
+        self.ledger = ledger              # submit(op, on_done) on the ledger writer
         self.metrics = metrics
         self.log = get_logger(component="gateway")
-        self.admission = Admission(
-            runtime.trusted_sources,
-            max_concurrent_calls=runtime.max_concurrent_calls,
-            max_calls_per_second=runtime.max_calls_per_second,
-            require_tls=runtime.require_tls,
-        )
+        self.admission = Admission(max_concurrent_calls=runtime.max_concurrent_calls,
+                                   max_calls_per_second=runtime.max_calls_per_second)
         self.refusals = RateLimitedLog(self.log, runtime.logging.refusal_log_interval_s)
-        self.calls: dict[int, RelayedCall] = {}          # pjsua call id of either leg -> call
-        self.active = 0
+        self.engine = Engine(self, stack)
+        self.active = 0                   # calls from their INVITE to their Finish
         self.draining = False
         self.store_ok = True              # readiness: false while the ledger cannot be reached
-        self.account: GatewayAccount | None = None
-        self.trunk_host = runtime.trunk.uri.split(":", 1)[1]
-        self.mask = runtime.logging.mask_numbers
+        self.trunk_contact = ""
         self._heartbeats = 0
         # Another instance's call is stale after missing several heartbeats and
         # outliving any ringing phase: its gateway is gone for good.
@@ -91,22 +86,29 @@ class GatewayService:
     # --- lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
-        cfg = pj.AccountConfig()
-        # The Contact toward both sides; the trunk sees trunk.caller_id as From (per call).
-        cfg.idUri = f"sip:dialout-gw@{self.runtime.gateway_host}"
-        # No RTP sockets and no media work: the SDP passes through untouched.
-        cfg.mediaConfig.useLoopMedTp = True
-        # A relay must not renegotiate on its own: with codec locking on, pjsua
-        # sends the trunk a re-INVITE narrowing a multi-codec answer to one
-        # codec, an SDP the bridge never sees.
-        cfg.mediaConfig.lockCodecEnabled = False
-        cfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL
-        cfg.callConfig.timerSessExpiresSec = self.runtime.session_expires_s
-        cfg.callConfig.timerMinSESec = self.runtime.min_se_s
-        self.account = GatewayAccount(self)
-        self.account.create(cfg, True)
-        self._schedule_heartbeat()
+        self.stack.start(self.engine.on_event)
+        trusted = []
+        for net in self.runtime.trusted_sources:
+            trusted.append((net.version, net.network_address.packed, net.prefixlen))
+        sc.configure(trusted=trusted, untrusted=self.runtime.untrusted, require_tls=self.runtime.require_tls,
+                     server=self.runtime.server_header or None, user_agent=self.runtime.server_header or None)
+        t1 = self.runtime.t1_ms
+        sc.set_timers(t1, max(t1, 4000), 5000)
+        self.trunk_contact = self._contact_for(self.runtime.trunk.uri)
+        self.stack.call_later(self.runtime.store.heartbeat_s, self._heartbeat)
         self._check_store()
+
+    def _contact_for(self, uri: str) -> str:
+        """Our Contact toward a trunk: the address of the listener of its transport."""
+        wanted = "tcp" if ";transport=tcp" in uri.lower() else "tls" if (
+            ";transport=tls" in uri.lower() or uri.lower().startswith("sips:")) else "udp"
+        for tid, listener in zip(self.stack.transport_ids, self.runtime.listeners):
+            if listener.transport == wanted:
+                name = self.stack.endpoint.transportGetInfo(tid).localName
+                suffix = "" if wanted == "udp" else f";transport={wanted}"
+                return f"<sip:gw@{name}{suffix}>"
+        listener = self.runtime.listeners[0]
+        return f"<sip:gw@{self.runtime.gateway_host}:{listener.port}>"
 
     def reload(self, config) -> None:
         """SIGHUP: swap directory and policy; calls in progress keep their decision."""
@@ -119,156 +121,312 @@ class GatewayService:
         self.log.info("draining", active_calls=self.active)
 
     def hangup_everything(self, text: str) -> None:
-        for call in list({id(c): c for c in self.calls.values()}.values()):
-            call.hangup_all(Reason.OVERLOADED, text)
+        for handle in self.engine.calls():
+            self.engine.feed(handle, E.Shutdown(text))
 
     # --- the INVITE path ------------------------------------------------------------
 
-    def on_invite(self, account, prm) -> None:
+    def on_invite(self, leg: int, raw: bytes, source: str, port: int, transport: str) -> None:
         received = time.monotonic()
-        leg = BridgeLeg(account, None, prm.callId)
-        rdata = prm.rdata
-        raw = rdata.wholeMsg
-        source, _ = split_host_port(rdata.srcAddress)
-        call = RelayedCall(self, leg, sip_call_id="", log=self.log, received_at=received)
-        leg.relay = call
-        self.calls[prm.callId] = call
-        # Decide once this callback has returned: inside onIncomingCall the
-        # INVITE session is not set up yet, and pjsua would delay a rejection
-        # and drop its Reason/Warning headers.
-        self.stack.after_poll(lambda: self._decide_and_act(call, raw, source, received))
-
-    def _decide_and_act(self, call: RelayedCall, raw: str, source: str, received: float) -> None:
-        if not call.bridge.alive():
-            return  # CANCELled or failed in between; on_state has the details
-        try:
-            self._handle_invite(call, raw, source, received)
-        except Exception:
-            self.log.exception("invite_failed", source=source)
-            if call.bridge.alive() and call.bridge_status is None:
-                call.reject(500, [], Reason.TRUNK_FAILURE)
-
-    def _handle_invite(self, call: RelayedCall, raw: str, source: str, received: float) -> None:
-        transport = _via_transport(raw)
-        refusal = self.admission.check(source_host=source, transport=transport, active_calls=self.active,
-                                       now=received, draining=self.draining)
+        refusal = self.admission.check(active_calls=self.active, now=received, draining=self.draining)
         if refusal is not None:
             # Nothing about organisers or numbers goes into this answer or its log.
-            call.admission_refused = True
             self.refusals.warning("admission_refused", source, refusal.reason.value, received,
                                   reason=refusal.reason.value, status=refusal.reason.status,
                                   explanation=refusal.sentence, transport=transport)
             if self.metrics:
                 self.metrics.admission_refused(refusal.reason.value)
-            call.reject(refusal.reason.status, self.reject_headers_for(refusal.reason, refusal.sentence, refusal.retry_after_s),
-                        refusal.reason)
+            self._answer(leg, refusal.reason.status,
+                         self.reject_headers_for(refusal.reason, refusal.sentence, refusal.retry_after_s))
             return
         try:
-            message = parse_request(raw)
-            invite = invite_from_request(message, self.runtime.headers)
-        except SipParseError as exc:
-            # Broken SIP, not a decision: answer as RFC 3261 says (400, 416 or
-            # 505) with a Warning; no policy reason code applies.
-            self._reject_malformed(call, raw, source, exc.status, f"malformed request: {exc.reason}", received)
+            message, invite = self._read_invite(raw)
+        except _Malformed as bad:
+            self.refusals.warning("invalid_request", source, str(bad.status), received, status=bad.status,
+                                  explanation=bad.detail, call_id=bad.call_id, transport=transport)
+            headers = [("Warning", f'399 {self.runtime.gateway_host} "{sanitize_text(bad.detail)}"')]
+            headers += bad.headers
+            self._answer(leg, bad.status, headers)
             return
-        if not _accepts_sdp(message.headers_all("Accept")):
-            self._reject_malformed(call, raw, source, 406,
-                                   "the INVITE's Accept header excludes application/sdp", received)
-            return
-        call.invite = invite
-        call.sip_call_id = invite.call_id
-        call.source = source
-        call.log = self.log.bind(call_id=invite.call_id)
+
+        offer = Body(message.header("content-type") or "application/sdp", _body_bytes(raw)) if invite.sdp else None
+        supported = {t.strip().lower() for v in message.headers_all("supported") for t in v.split(",")}
+        machine = Call(received_at=received, offer=offer, bridge_timer="timer" in supported, check_sdp=check_sdp)
+        handle = CallHandle(machine, leg, invite.call_id, self.log.bind(call_id=invite.call_id))
+        handle.invite = invite
+        handle.source = source
+        handle.received_wall = datetime.now(UTC)
+        self.engine.register(handle)
+        self.active += 1
+        handle.counted = True
+
         request = CallRequest(
             organizer=invite.organizer, dialled=invite.dialled, tenant=invite.tenant,
             initiator=invite.initiator, meeting=invite.meeting, location=invite.location,
         )
-        now = datetime.now(UTC)
-        decision_started = time.perf_counter()
-        try:
-            snapshot = self._snapshot(request, now)
-        except Exception as exc:
-            self._ledger_failed("snapshot", exc)
-            self._reject_unmetered(call)
+        handle.request = request
+        started = time.perf_counter()
+        assessed = assess(request, handle.received_wall, self.policy)
+        if isinstance(assessed, Decision):      # denied by rules 2-6: no ledger needed
+            handle.decision = assessed
+            self._observe_decision(started)
+            self._feed_decision(handle, assessed)
             return
-        decision = decide(request, snapshot, now, self.policy)
-        call.decision = decision
-        call.explanation = decision.explanation
+        handle.assessment = assessed
+        # After rules 2-6 (a denial needs no look at the SDP) and before any
+        # reservation: an offer that cannot be relayed safely goes no further.
+        problem = check_sdp(offer) if offer else None
+        if problem:
+            self._deny(handle, Reason.SDP_INVALID, f"the bridge's SDP offer cannot be relayed safely: {problem}")
+            return
+        if self.ledger.oldest_pending_age_s() > self.runtime.store.timeout_s:
+            self._deny(handle, Reason.OVERLOADED, "the usage ledger is not answering, so the call was not placed "
+                       "(it could not be metered)", retry_after_s=5)
+            return
+        self._admit_on_ledger(handle, assessed, started, message, invite)
+
+    def _read_invite(self, raw: bytes):
+        """Parse the INVITE at the edge: undecodable or malformed input is a 4xx here,
+        and never reaches the policy or the ledger."""
+        head, _, _ = raw.partition(b"\r\n\r\n")
+        call_id = _call_id_of(head)
+        if len(raw) > MAX_INVITE_BYTES:
+            raise _Malformed(400, f"the request is larger than {MAX_INVITE_BYTES} bytes", call_id)
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Malformed(400, "the request's headers are not valid UTF-8", call_id) from None
+        try:
+            message = parse_request(raw)
+            invite = invite_from_request(message, self.runtime.headers)
+        except SipParseError as exc:
+            raise _Malformed(exc.status, f"malformed request: {exc.reason}", call_id) from None
+        if not _accepts_sdp(message.headers_all("Accept")):
+            raise _Malformed(406, "the INVITE's Accept header excludes application/sdp", invite.call_id)
+        if message.body.strip() and not invite.has_sdp:
+            raise _Malformed(415, f"the INVITE's body is {message.content_type or 'untyped'}, not SDP",
+                             invite.call_id, [("Accept", "application/sdp")])
+        encoding = (message.header("content-encoding") or "").strip().lower()
+        if encoding and encoding != "identity":
+            raise _Malformed(415, f"the INVITE's body is {encoding}-encoded", invite.call_id,
+                             [("Accept-Encoding", "identity")])
+        required = {t.strip().lower() for v in message.headers_all("require") for t in v.split(",") if t.strip()}
+        unsupported = sorted(required - SUPPORTED_EXTENSIONS)
+        if unsupported:
+            raise _Malformed(420, f"Require names extensions the gateway does not support: {', '.join(unsupported)}",
+                             invite.call_id, [("Unsupported", ", ".join(unsupported))])
+        if message.has_header("replaces"):
+            self.log.warning("replace_refused", call_id=invite.call_id, status=403,
+                             explanation="an INVITE with Replaces is refused: a call can only start as a new "
+                                         "dial-out through admission and policy")
+            raise _Malformed(403, "an INVITE with Replaces is refused", invite.call_id)
+        max_forwards = message.header("max-forwards")
+        if max_forwards is not None and max_forwards.strip() == "0":
+            raise _Malformed(483, "Max-Forwards is 0", invite.call_id)
+        if invite.session_expires is not None and invite.session_expires < self.runtime.min_se_s:
+            raise _Malformed(422, f"Session-Expires {invite.session_expires} s is below the gateway's minimum "
+                             f"of {self.runtime.min_se_s} s", invite.call_id, [("Min-SE", str(self.runtime.min_se_s))])
+        return message, invite
+
+    def _admit_on_ledger(self, handle: CallHandle, assessed, started: float, message, invite) -> None:
+        """Counters, rules 7-9 and the reservation, in one job on the ledger writer."""
+        policy = self.policy
+        now = handle.received_wall
+        call_id = invite.call_id
+
+        def admit(store):
+            counters = store.snapshot(tenant=assessed.tenant_id, organizer=assessed.organizer_id,
+                                      e164=assessed.e164, tz=assessed.tz, now=now)
+            spent = counters.pop("credits_spent", 0.0)
+            snapshot = Snapshot(credits_balance=assessed.organizer.tenant.credits_balance - spent, **counters)
+            decision = decide_assessed(assessed, snapshot, now, policy)
+            if not decision.allow:
+                return decision, None
+            from store import BucketSpec, CallOpen
+
+            chain = tuple(BucketSpec(c.bucket.value, c.cap_minutes, c.rate_per_minute) for c in decision.charges)
+            grant = store.open_call(CallOpen(
+                call_id=call_id, tenant=decision.tenant, organizer=decision.organizer, e164=decision.e164,
+                region=decision.region or "", tz=decision.tz or "UTC", started_at=now, chain=chain,
+                increment_s=decision.billing_increment_s or 60, max_duration_s=decision.max_duration_s,
+            ))
+            return decision, grant
+
+        def done(result) -> None:
+            if handle.job_deadline is not None:
+                handle.job_deadline.cancel()
+                handle.job_deadline = None
+            if isinstance(result, Exception):
+                self._ledger_failed("admit", result)
+                if handle.machine.state.value == "deciding":
+                    self._deny(handle, Reason.OVERLOADED, "the usage ledger is unavailable, so the call was not "
+                               "placed (it could not be metered)", retry_after_s=5)
+                return
+            self.store_ok = True
+            decision, grant = result
+            handle.decision = decision
+            self._observe_decision(started)
+            if handle.machine.state.value != "deciding":
+                # Too late: the bridge already had its answer (ledger deadline). Release it.
+                if grant is not None:
+                    self._release(handle)
+                return
+            if not decision.allow:
+                self._feed_decision(handle, decision)
+                return
+            if grant is None:
+                text = "every entitlement was spent by calls in progress before this one could reserve"
+                self._deny(handle, Reason.NO_ENTITLEMENT, text)
+                return
+            handle.grant = grant
+            self.engine.feed(handle, E.Admitted(self._plan(handle, decision, grant, message, invite)))
+
+        def too_slow() -> None:
+            handle.job_deadline = None
+            if handle.machine.state.value == "deciding":
+                self.store_ok = False
+                self._deny(handle, Reason.OVERLOADED, "the usage ledger did not answer in time, so the call was "
+                           "not placed (it could not be metered)", retry_after_s=5)
+
+        handle.job_deadline = self.stack.call_later(self.runtime.store.timeout_s, too_slow)
+        self.ledger.submit(admit, done)
+
+    def _plan(self, handle: CallHandle, decision: Decision, grant, message, invite) -> RelayPlan:
+        trunk = self.runtime.trunk
+        host = trunk.uri.split(":", 1)[1]
+        number = decision.e164.lstrip("+")
+        target = f"sip:+{number}@{host};user=phone"
+        route = TrunkRoute(name="trunk", target=target, to_uri=f"<sip:+{number}@{host.split(';')[0]};user=phone>",
+                           from_uri=f"<{trunk.caller_id}>", contact=self.trunk_contact)
+        headers: list[tuple[str, str]] = []
+        supported = ["100rel"] if invite.has_sdp else []
+        session_expires = None
+        if handle.machine.bridge_timer:
+            supported.append("timer")
+            session_expires = invite.session_expires or self.runtime.session_expires_s
+            headers.append(("Session-Expires", message.header("session-expires") or str(session_expires)))
+            headers.append(("Min-SE", str(max(invite.min_se or 0, self.runtime.min_se_s))))
+        if supported:
+            headers.append(("Supported", ", ".join(supported)))
+        return RelayPlan(
+            routes=(route,), headers=tuple(headers), answer_timeout_s=trunk.answer_timeout_s,
+            max_duration_s=decision.max_duration_s, granted_s=grant.granted_s,
+            session_expires_s=session_expires, redirect_host=_request_uri_host(invite.request_uri),
+        )
+
+    def _feed_decision(self, handle: CallHandle, decision: Decision) -> None:
+        self.engine.feed(handle, E.Denied(
+            decision.status, decision.reason.value,
+            tuple(self.reject_headers_for(decision.reason, decision.explanation, decision.retry_after_s)),
+            decision.explanation))
+
+    def _deny(self, handle: CallHandle, reason: Reason, text: str, retry_after_s: int | None = None) -> None:
+        self.engine.feed(handle, E.Denied(reason.status, reason.value,
+                                          tuple(self.reject_headers_for(reason, text, retry_after_s)), text))
+
+    def _answer(self, leg: int, status: int, headers) -> None:
+        sc.answer(leg, status, None, encode_block(list(headers)), None, None)
+
+    def _observe_decision(self, started: float) -> None:
         if self.metrics:
-            self.metrics.decision_seconds.observe(time.perf_counter() - decision_started)
-        if not decision.allow:
-            call.reject(decision.status,
-                        self.reject_headers_for(decision.reason, decision.explanation, decision.retry_after_s),
-                        decision.reason)
-            return
-        try:
-            grant = self._open_ledger(call, decision, now)
-        except Exception as exc:
-            self._ledger_failed("open_call", exc)
-            self._reject_unmetered(call)
-            return
-        if grant is None:
-            call.explanation = "every entitlement was spent by calls in progress before this one could reserve"
-            call.reject(Reason.NO_ENTITLEMENT.status,
-                        self.reject_headers_for(Reason.NO_ENTITLEMENT, call.explanation), Reason.NO_ENTITLEMENT)
-            return
-        call.grant = grant
-        target = f"sip:+{decision.e164.lstrip('+')}@{self.trunk_host};user=phone"
-        try:
-            call.relay(self.account, target, self.runtime.trunk.caller_id, invite.sdp,
-                       self.runtime.trunk.answer_timeout_s)
-        except pj.Error as exc:
-            call.log.error("trunk_call_failed", error=exc.info())
-            call.reason = Reason.TRUNK_FAILURE
-            call.reject(503, self.reject_headers_for(Reason.TRUNK_FAILURE, "the gateway could not place the trunk call", 5),
-                        Reason.TRUNK_FAILURE)
+            self.metrics.decision_seconds.observe(time.perf_counter() - started)
 
-    def _snapshot(self, request: CallRequest, now: datetime) -> Snapshot:
-        org = self.policy.organizer(request.organizer) if request.organizer else None
-        if org is None:
-            return Snapshot()
-        number = normalize_destination(request.dialled, org.usage_location, self.policy.catalogue.number_validation)
-        counters = self.store.snapshot(tenant=org.tenant.id, organizer=org.id,
-                                       e164=number.e164 if number.ok else None, tz=org.tenant.timezone, now=now)
-        spent = counters.pop("credits_spent", 0.0)
-        return Snapshot(credits_balance=org.tenant.credits_balance - spent, **counters)
+    def reject_headers_for(self, reason: Reason, sentence: str, retry_after_s: int | None = None):
+        if retry_after_s is None and reason.transient:
+            retry_after_s = 1
+        return reject_headers(reason.value, reason.status, sentence, self.runtime.gateway_host, retry_after_s)
 
-    def _open_ledger(self, call: RelayedCall, decision, now: datetime):
-        from store import BucketSpec, CallOpen
+    # --- refusals below the service (csrc/) ---------------------------------------------
 
-        org = self.policy.organizer(decision.organizer)
-        tenant = org.tenant
-        cat = self.policy.catalogue
-        chain = []
-        for bucket, _seconds in decision.allowances:
-            if bucket is Bucket.TENANT_POOL:
-                chain.append(BucketSpec(bucket.value, tenant.pool_minutes))
-            elif bucket is Bucket.CREDITS:
-                chain.append(BucketSpec(bucket.value, tenant.credits_balance, decision.credit_rate_per_minute or 0.0))
-            elif bucket is Bucket.PROMOTION:
-                chain.append(BucketSpec(bucket.value, _promotion_cap(cat, tenant, decision.region, now)))
+    def on_refused(self, *, status, reason, source, transport, method, detail, call_id, call, side) -> None:
+        now = time.monotonic()
+        if reason == "transfer_refused" and call is not None:
+            call.log.warning("transfer_refused", leg=side, status=status, target=detail,
+                             explanation="call transfer (REFER) is refused: the gateway places only calls it "
+                                         "has admitted, decided and metered")
+            return
+        if reason == "untrusted_source":
+            self.refusals.warning("admission_refused", source, reason, now, reason=reason, status=status or None,
+                                  explanation="the request did not come from a trusted bridge address"
+                                  + (" over TLS" if self.runtime.require_tls else ""),
+                                  transport=transport, method=method, answered=bool(status))
+            if self.metrics:
+                self.metrics.admission_refused(reason)
+            return
+        self.refusals.warning("invalid_request", source, f"{reason}:{status}", now, status=status, reason=reason,
+                              explanation=detail, method=method, call_id=call_id, transport=transport)
+
+    # --- ledger work for answered calls --------------------------------------------------
+
+    def trunk_leg_opened(self, handle: CallHandle) -> None:
+        pass
+
+    def call_answered(self, handle: CallHandle) -> None:
+        handle.answered_wall = at = datetime.now(UTC)
+        call_id = handle.call_id
+
+        def done(result) -> None:
+            if isinstance(result, Exception):
+                # The call goes on; close_call carries the answer time again.
+                self._ledger_failed("answered", result)
+
+        self.ledger.submit(lambda store: store.answered(call_id, at), done)
+
+    def extend_grant(self, handle: CallHandle) -> None:
+        call_id = handle.call_id
+
+        def done(result) -> None:
+            if isinstance(result, Exception):
+                self._ledger_failed("extend", result)
+                self.engine.feed(handle, E.GrantExtended(None, failed=True))
+                return
+            if result is None:
+                self.engine.feed(handle, E.GrantExtended(handle.machine.granted_s))
             else:
-                chain.append(BucketSpec(bucket.value, None))
-        grant = self.store.open_call(CallOpen(
-            call_id=call.sip_call_id, tenant=tenant.id, organizer=org.id, e164=decision.e164,
-            region=decision.region or "", tz=tenant.timezone, started_at=now, chain=tuple(chain),
-            increment_s=decision.billing_increment_s or 60, max_duration_s=decision.max_duration_s,
-        ))
-        call.ledger_open = grant is not None
-        return grant
+                handle.grant = result
+                self.engine.feed(handle, E.GrantExtended(result.granted_s, result.bucket))
 
-    def _reject_malformed(self, call: RelayedCall, raw: str, source: str, status: int, detail: str,
-                          now: float) -> None:
-        call.admission_refused = True  # no decision was made: no call line, a rate-limited event
-        call.sip_call_id = _call_id_of(raw)
-        self.refusals.warning("invalid_request", source, str(status), now, status=status, explanation=detail,
-                              call_id=call.sip_call_id)
-        call.reject(status, [("Warning", f'399 {self.runtime.gateway_host} "{sanitize_text(detail)}"')], None)
+        self.ledger.submit(lambda store: store.extend(call_id, datetime.now(UTC)), done)
 
-    def _reject_unmetered(self, call: RelayedCall) -> None:
-        """Fail closed: a call the ledger cannot meter is not placed."""
-        call.explanation = "the usage ledger is unavailable, so the call was not placed (it could not be metered)"
-        call.reject(503, self.reject_headers_for(Reason.OVERLOADED, call.explanation, 5), Reason.OVERLOADED)
+    def _release(self, handle: CallHandle) -> None:
+        call_id = handle.call_id
+
+        def done(result) -> None:
+            if isinstance(result, Exception):
+                self._ledger_failed("close_call", result)
+
+        self.ledger.submit(lambda store: store.close_call(call_id, datetime.now(UTC), Reason.OVERLOADED.value,
+                                                          a_status=503, b_status=None, answered_at=None), done)
+
+    def call_finished(self, handle: CallHandle, record: CallRecord) -> None:
+        """Exactly once per call: settle the ledger, then the canonical line and metrics."""
+        if handle.counted:
+            handle.counted = False
+            self.active -= 1
+        ended_wall = datetime.now(UTC)
+        if not record.ledger_open:
+            self._account(handle, record, None)
+            return
+        call_id = handle.call_id
+        answered_at = handle.answered_wall if record.answered else None
+
+        def close(store):
+            return store.close_call(call_id, ended_wall, record.reason, a_status=record.bridge_status,
+                                    b_status=record.trunk_status, answered_at=answered_at)
+
+        def done(result) -> None:
+            if isinstance(result, Exception):
+                # The call stays open in the ledger; recovery settles it to its last heartbeat.
+                self._ledger_failed("close_call", result)
+                result = None
+            self._account(handle, record, result)
+
+        self.ledger.submit(close, done)
+
+    def _account(self, handle: CallHandle, record: CallRecord, settlement) -> None:
+        self._canonical_line(handle, record, settlement)
+        if self.metrics:
+            self.metrics.call_finished(handle.decision, record, settlement)
 
     def _ledger_failed(self, operation: str, exc: Exception) -> None:
         self.store_ok = False
@@ -276,175 +434,113 @@ class GatewayService:
         if self.metrics:
             self.metrics.ledger_errors.inc()
 
+    # --- background ledger work ----------------------------------------------------------
+
     def _check_store(self) -> None:
-        """Readiness probe of the ledger, every few seconds on the loop thread."""
-        try:
-            self.store.schema_version()
-            self.store_ok = True
-            if self.metrics:
-                self._export_pool_usage()
-        except Exception as exc:
+        """Readiness probe of the ledger, every few seconds (on the writer)."""
+        from store import period_of
+
+        tenants = list(self.policy.tenants.values())
+
+        def probe(store):
+            store.schema_version()
+            if not self.metrics:
+                return None
+            now = datetime.now(UTC)
+            usage = []
+            for tenant in tenants:
+                row = store.bucket_row(tenant.id, period_of(now, tenant.timezone), "tenant_pool")
+                used = (row["used"] + row["reserved"]) if row else 0.0
+                usage.append((tenant.id, used, tenant.pool_minutes))
+            return usage
+
+        def done(result) -> None:
+            if isinstance(result, Exception):
+                if self.store_ok:
+                    self.log.error("ledger_unreachable", error=str(result) or type(result).__name__)
+                self.store_ok = False
+            else:
+                self.store_ok = True
+                for tenant_id, used, size in result or ():
+                    self.metrics.pool_used.labels(tenant_id).set(used)
+                    self.metrics.pool_size.labels(tenant_id).set(size)
+            self.stack.call_later(5.0, self._check_store)
+
+        if self.ledger.pending() > 0 and self.ledger.oldest_pending_age_s() > self.runtime.store.timeout_s:
             if self.store_ok:
-                self.log.error("ledger_unreachable", error=str(exc) or type(exc).__name__)
+                self.log.error("ledger_unreachable", error="the ledger writer is not answering")
             self.store_ok = False
-        self.stack.call_later(5.0, self._check_store)
-
-    def _export_pool_usage(self) -> None:
-        from store.base import period_of
-
-        now = datetime.now(UTC)
-        for tenant in self.policy.tenants.values():
-            row = self.store.bucket_row(tenant.id, period_of(now, tenant.timezone), "tenant_pool")
-            used = (row["used"] + row["reserved"]) if row else 0.0
-            self.metrics.pool_used.labels(tenant.id).set(used)
-            self.metrics.pool_size.labels(tenant.id).set(tenant.pool_minutes)
-
-    def reject_headers_for(self, reason: Reason, sentence: str, retry_after_s: int | None = None):
-        if retry_after_s is None and reason.transient:
-            retry_after_s = 1
-        return reject_headers(reason.value, reason.status, sentence, self.runtime.gateway_host, retry_after_s)
-
-    # --- events from RelayedCall --------------------------------------------------------
-
-    def legs_opened(self, call: RelayedCall) -> None:
-        self.calls[call.trunk.getId()] = call
-        self.active += 1
-        call.counted_active = True
-
-    def call_answered(self, call: RelayedCall) -> None:
-        call.answered_at = datetime.now(UTC)
-        try:
-            self.store.answered(call.sip_call_id, call.answered_at)
-        except Exception as exc:
-            # The call goes on; close_call carries the answer time again.
-            self._ledger_failed("answered", exc)
-        self._schedule_cut(call)
-
-    def _schedule_cut(self, call: RelayedCall) -> None:
-        """Cut at the authorised duration; extend the ledger grant chunk by chunk before then."""
-        decision, grant = call.decision, call.grant
-        elapsed = time.monotonic() - call.answered_mono
-        limit = decision.max_duration_s
-        granted = grant.granted_s
-        if granted is not None and (limit is None or granted < limit):
-            # Ask for the next chunk a little before this one runs out.
-            margin = min(10.0, granted / 4)
-            call.timers.append(self.stack.call_later(max(0.0, granted - margin - elapsed),
-                                                     lambda: self._extend(call)))
-            limit = granted
-        if limit is not None:
-            call.cut_timer = self.stack.call_later(max(0.0, limit - elapsed), lambda: self._cut(call))
-            call.timers.append(call.cut_timer)
-
-    def _extend(self, call: RelayedCall) -> None:
-        if call.finished:
+            self.stack.call_later(5.0, self._check_store)
             return
-        grant = self.store.extend(call.sip_call_id, datetime.now(UTC))
-        if grant is None or grant.granted_s == call.grant.granted_s:
-            return  # nothing more: the cut timer already set ends the call
-        call.log.info("grant_extended", bucket=grant.bucket, granted_s=grant.granted_s)
-        call.grant = grant
-        call.cut_timer.cancel()
-        self._schedule_cut(call)
-
-    def _cut(self, call: RelayedCall) -> None:
-        call.cut(Reason.DURATION_EXHAUSTED, "the authorised duration is used up")
-
-    def call_finished(self, call: RelayedCall) -> None:
-        ended_at = datetime.now(UTC)
-        settlement = None
-        if call.ledger_open:
-            try:
-                settlement = self.store.close_call(
-                    call.sip_call_id, ended_at, str(call.reason or Reason.ALLOWED),
-                    a_status=call.bridge_status, b_status=call.trunk_status, answered_at=call.answered_at)
-            except Exception as exc:
-                # The call stays open in the ledger; recovery settles it to its last heartbeat.
-                self._ledger_failed("close_call", exc)
-        if call.counted_active:
-            self.active -= 1
-        # Admission refusals have their own rate-limited event and counter.
-        if not call.admission_refused:
-            self._canonical_line(call, settlement, ended_at)
-            if self.metrics:
-                self.metrics.call_finished(call, settlement)
-        ids = [call.bridge.getId()] + ([call.trunk.getId()] if call.trunk else [])
-
-        def forget() -> None:
-            for i in ids:
-                self.calls.pop(i, None)
-            call.release_legs()
-
-        self.stack.after_poll(forget)
-
-    # --- heartbeats --------------------------------------------------------------------
-
-    def _schedule_heartbeat(self) -> None:
-        self.stack.call_later(self.runtime.store.heartbeat_s, self._heartbeat)
+        self.ledger.submit(probe, done)
 
     def _heartbeat(self) -> None:
         """Every heartbeat_s: mark our live calls alive, and settle the calls of
         another gateway that stopped heartbeating (it died and did not come back)."""
         now = datetime.now(UTC)
-        live = {c.sip_call_id for c in self.calls.values() if c.ledger_open and not c.finished}
-        try:
+        live = [h.call_id for h in self.engine.calls() if h.machine.ledger_open and not h.done]
+        self._heartbeats += 1
+        sweep = self._heartbeats % 5 == 0
+        stale_after_s = self.stale_after_s
+
+        def beat(store):
             if live:
-                self.store.heartbeat(live, now)
-            self._heartbeats += 1
-            if self._heartbeats % 5 == 0:
-                self.store.recover_open_calls(now, stale_after_s=self.stale_after_s, include_own=False)
-                self.store.prune_counters(now)
-        except Exception as exc:
-            self._ledger_failed("heartbeat", exc)
-        finally:
-            self._schedule_heartbeat()
+                store.heartbeat(live, now)
+            if sweep:
+                store.recover_open_calls(now, stale_after_s=stale_after_s, include_own=False)
+                store.prune_counters(now)
+
+        def done(result) -> None:
+            if isinstance(result, Exception):
+                self._ledger_failed("heartbeat", result)
+
+        self.ledger.submit(beat, done)
+        self.stack.call_later(self.runtime.store.heartbeat_s, self._heartbeat)
 
     # --- the canonical log line ---------------------------------------------------------
 
-    def _canonical_line(self, call: RelayedCall, settlement, ended_at: datetime) -> None:
-        d = call.decision
-        inv = call.invite
-        talk_s = round(time.monotonic() - call.answered_mono, 3) if call.answered_mono else 0.0
-        reason = call.reason or (d.reason if d else Reason.TRUNK_FAILURE)
+    def _canonical_line(self, handle: CallHandle, record: CallRecord, settlement) -> None:
+        d = handle.decision
+        inv = handle.invite
         fields = {
-            "call_id": call.sip_call_id,
+            "call_id": handle.call_id,
             "tenant": d.tenant if d else (inv.tenant if inv else None),
             "organizer": d.organizer if d and d.organizer else (inv.organizer if inv else None),
             "meeting": inv.meeting if inv else None,
             "initiator": inv.initiator if inv else None,
             "location": inv.location if inv else None,
-            "dialled": (mask_number(inv.dialled) if self.mask else inv.dialled) if inv else None,
-            "destination": (mask_number(d.e164) if self.mask else d.e164) if d and d.e164 else None,
+            "dialled": inv.dialled if inv else None,
+            "destination": d.e164 if d and d.e164 else None,
             "region": d.region if d else None,
             "number_type": str(d.number_type) if d and d.number_type else None,
             "decision": "allow" if d and d.allow else "deny",
-            "reason": str(reason),
+            "reason": record.reason,
             "bucket": str(d.bucket) if d and d.bucket else None,
             "fallback_buckets": [str(b) for b in d.fallback_buckets] if d else [],
             "max_duration_s": d.max_duration_s if d else None,
-            "bridge_status": call.bridge_status,
-            "trunk_status": call.trunk_status,
-            "setup_ms": round(call.setup_ms, 2) if call.setup_ms is not None else None,
-            "talk_s": talk_s,
+            "bridge_status": record.bridge_status,
+            "trunk_status": record.trunk_status,
+            "trunk": record.trunk,
+            "trunk_attempts": [{"trunk": a.trunk, "status": a.status} for a in record.trunk_attempts],
+            "setup_ms": round(record.setup_ms, 2) if record.setup_ms is not None else None,
+            "talk_s": round(record.talk_s, 3),
             "billed_units": settlement.billed_units if settlement else 0,
             "charges": {b: amount for b, amount in settlement.charges} if settlement else {},
-            "ended_by": call.ended_by,
-            "explanation": mask_numbers_in(call.explanation) if self.mask else call.explanation,
+            "ended_by": record.ended_by,
+            "explanation": record.explanation or (d.explanation if d else None),
         }
         if d is not None and not d.allow:
-            fields["trace"] = [mask_numbers_in(c.detail) if self.mask else c.detail for c in d.trace]
+            fields["trace"] = [c.detail for c in d.trace]
         self.log.info("call", **fields)
 
 
-def _promotion_cap(catalogue, tenant, region, now):
-    """Pooled monthly minutes of the promotion that covers this call, None if uncapped."""
-    day = now.astimezone(tenant.tz).date()
-    for promo in catalogue.promotions:
-        if promo.covers(day, region or ""):
-            if promo.monthly_cap_minutes_per_user is None:
-                return None
-            return promo.monthly_cap_minutes_per_user * tenant.subscription_licences
-    return None
+class _Malformed(Exception):
+    def __init__(self, status: int, detail: str, call_id: str | None = None, headers=None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.call_id = call_id
+        self.headers = list(headers or [])
 
 
 def _accepts_sdp(accept_values: list[str]) -> bool:
@@ -458,19 +554,25 @@ def _accepts_sdp(accept_values: list[str]) -> bool:
     return False
 
 
-def _via_transport(raw: str) -> str:
-    """Transport of the top Via ("udp", "tcp", "tls"), from the raw INVITE."""
-    for line in raw.split("\n", 12)[1:12]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() in ("via", "v"):
-            proto = value.strip().split(" ", 1)[0].upper()
-            return proto.rsplit("/", 1)[-1].lower() if "/" in proto else "udp"
-    return "udp"
+def _body_bytes(raw: bytes) -> bytes:
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        head, sep, body = raw.partition(b"\n\n")
+    return body
 
 
-def _call_id_of(raw: str) -> str:
-    for line in raw.split("\n"):
-        name, _, value = line.partition(":")
-        if name.strip().lower() in ("call-id", "i"):
-            return value.strip()
+def _call_id_of(head: bytes) -> str:
+    for line in head.split(b"\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() in (b"call-id", b"i"):
+            return value.strip().decode("utf-8", "replace")
     return ""
+
+
+def _request_uri_host(uri: str) -> str | None:
+    """host[:port] of a sip: Request-URI (where the bridge reached us), for 3xx Contacts."""
+    scheme, _, rest = uri.partition(":")
+    if scheme.lower() not in ("sip", "sips"):
+        return None
+    hostport = rest.split("@", 1)[-1].split(";", 1)[0].split("?", 1)[0]
+    return hostport or None

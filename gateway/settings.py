@@ -69,12 +69,15 @@ class RuntimeSettings:
     trunk: TrunkSettings
     gateway_host: str = "dialout-gw"
     require_tls: bool = False
+    untrusted: str = "drop"            # "drop" (nothing back) or "reject" (one stateless 403)
+    server_header: str = ""            # Server/User-Agent value; none by default (no fingerprint)
     max_concurrent_calls: int = 3000
     max_calls_per_second: float = 500.0
     drain_timeout_s: float = 30.0
     session_expires_s: int = 1800
     min_se_s: int = 90
     headers: HeaderNames = field(default_factory=HeaderNames)
+    t1_ms: int = 500                   # RFC 3261 T1; Timer B/F/H (no answer, no ACK) are 64*T1
     store: StoreSettings = field(default_factory=StoreSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -149,9 +152,15 @@ def parse_runtime_settings(sections: dict[str, dict]) -> RuntimeSettings:
     if not isinstance(gw, dict):
         raise SettingsError("gateway", "a [gateway] table with listen and trusted_sources")
     _check_keys(gw, "gateway", {
-        "listen", "trusted_sources", "host", "require_tls", "max_concurrent_calls",
+        "listen", "trusted_sources", "host", "require_tls", "untrusted", "server_header", "max_concurrent_calls",
         "max_calls_per_second", "drain_timeout_s", "session_expires_s", "min_se_s",
     })
+    untrusted = _get(gw, "gateway", "untrusted", str, '"drop" or "reject"', "drop")
+    if untrusted not in ("drop", "reject"):
+        raise SettingsError("gateway.untrusted", '"drop" or "reject"', untrusted)
+    server_header = _get(gw, "gateway", "server_header", str, "a Server/User-Agent value, or empty", "")
+    if any(c in server_header for c in "\r\n") or len(server_header) > 128:
+        raise SettingsError("gateway.server_header", "one line of at most 128 characters", server_header)
     trunk_raw = sections.get("trunk")
     if not isinstance(trunk_raw, dict):
         raise SettingsError("trunk", "a [trunk] table with uri and caller_id")
@@ -173,7 +182,7 @@ def parse_runtime_settings(sections: dict[str, dict]) -> RuntimeSettings:
     sip_raw = sections.get("sip", {})
     headers = HeaderNames()
     if sip_raw:
-        _check_keys(sip_raw, "sip", {"headers"})
+        _check_keys(sip_raw, "sip", {"headers", "t1_ms"})
         names = sip_raw.get("headers", {})
         if not isinstance(names, dict):
             raise SettingsError("sip.headers", "a table of header names", names)
@@ -183,6 +192,10 @@ def parse_runtime_settings(sections: dict[str, dict]) -> RuntimeSettings:
             if not isinstance(v, str) or not v or any(c in v for c in " :\t\r\n"):
                 raise SettingsError(f"sip.headers.{k}", "a SIP header name such as X-Dialout-Organizer", v)
         headers = HeaderNames(**names)
+
+    t1_ms = _get(sip_raw or {}, "sip", "t1_ms", int, "milliseconds 50-5000", 500)
+    if not 50 <= t1_ms <= 5000:
+        raise SettingsError("sip.t1_ms", "milliseconds 50-5000", t1_ms)
 
     store = parse_store_section(sections.get("store"))  # raises StoreSettingsError
 
@@ -226,6 +239,8 @@ def parse_runtime_settings(sections: dict[str, dict]) -> RuntimeSettings:
         trunk=trunk,
         gateway_host=host,
         require_tls=_get(gw, "gateway", "require_tls", bool, "true or false", False),
+        untrusted=untrusted,
+        server_header=server_header,
         max_concurrent_calls=_positive(
             _get(gw, "gateway", "max_concurrent_calls", int, "an integer > 0", 3000),
             "gateway.max_concurrent_calls", "an integer > 0"),
@@ -236,6 +251,7 @@ def parse_runtime_settings(sections: dict[str, dict]) -> RuntimeSettings:
         session_expires_s=_get(gw, "gateway", "session_expires_s", int, "seconds >= 90", 1800),
         min_se_s=_get(gw, "gateway", "min_se_s", int, "seconds >= 90", 90),
         headers=headers,
+        t1_ms=t1_ms,
         store=store,
         logging=logging_settings,
         metrics=metrics,

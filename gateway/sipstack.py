@@ -1,18 +1,21 @@
-"""The pjsua2 endpoint: lifecycle, transports, the single event loop, timers.
+"""The SIP stack: pjsua2's endpoint and transports, driven by the gateway's engine.
 
-pjsua2 is driven from one thread: `threadCnt=0`, `mainThreadOnly=True`, and
-`SipStack.run()` polls `libHandleEvents`. Every callback runs on that thread.
-Other threads (signal handlers, the metrics server) hand work over with
-`SipStack.call_soon`, which the loop drains between polls.
+pjsua2 owns the pjsip endpoint (`libCreate` → `libInit` → transports →
+`libStart` … `libDestroy`) and pjsip's log; calls go through the gateway's
+own engine, `gateway._sipcore` (csrc/), which registers its modules into that
+endpoint. One thread drives everything (`threadCnt=0`, `mainThreadOnly`):
+`SipStack.run()` polls the engine, which runs pjsip with the GIL released
+and then hands each SIP event to Python. Other threads (the ledger writer,
+signal handlers, the metrics server) hand work over with `call_soon`, which
+wakes the poll at once.
 
-Timers are kept in Python (a heap checked after every poll) rather than in
-pjlib, so a timer callback is a plain Python callable with its own context.
+Timers are kept in Python (a heap checked after every poll), so a timer
+callback is a plain Python callable with its own context.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import heapq
 import itertools
 import os
@@ -23,8 +26,8 @@ from typing import Callable
 
 import pjsua2 as pj
 
+from gateway import _sipcore
 from gateway.logs import get_logger
-from gateway.privacy import mask_numbers_in
 from gateway.settings import Listener
 
 # pjsip's own log levels (0 fatal .. 6 trace) mapped onto ours.
@@ -36,14 +39,13 @@ def _c_stdout_silenced():
     """pjlib logs to C stdout before our log writer is installed (libCreate)
     and after it is gone (libDestroy); stdout carries JSON lines only."""
     sys.stdout.flush()
-    libc = ctypes.CDLL(None)
     saved = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 1)
         yield
     finally:
-        libc.fflush(None)
+        _sipcore.flush_stdio()
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
@@ -52,17 +54,16 @@ def _c_stdout_silenced():
 class PjsipLogWriter(pj.LogWriter):
     """Routes pjsip's log through structlog, as `event="pjsip"` lines."""
 
-    def __init__(self, mask_numbers: bool = False):
+    def __init__(self):
         super().__init__()
         self._log = get_logger(component="pjsip")
-        self._mask = mask_numbers
 
     def write(self, entry):
-        level = _PJ_LEVEL_NAMES.get(entry.level, "debug")
-        message = entry.msg.strip()
-        if self._mask:  # pjsip's higher levels print whole SIP messages
-            message = mask_numbers_in(message)
-        getattr(self._log, level)("pjsip", message=message, pj_level=entry.level)
+        try:
+            level = _PJ_LEVEL_NAMES.get(entry.level, "debug")
+            getattr(self._log, level)("pjsip", message=entry.msg.strip(), pj_level=entry.level)
+        except Exception:  # a log line must never raise into pjsip
+            pass
 
 
 class Timer:
@@ -105,6 +106,11 @@ class TimerHeap:
                 self._heap = live
         return timer
 
+    def next_due(self) -> float | None:
+        while self._heap and self._heap[0][2].cancelled:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
     def pop_due(self, now: float) -> list[Timer]:
         """The timers due by `now` and not cancelled, in due order."""
         due = []
@@ -115,23 +121,15 @@ class TimerHeap:
         return due
 
 
-_TRANSPORT_TYPES = {
-    "udp": pj.PJSIP_TRANSPORT_UDP,
-    "tcp": pj.PJSIP_TRANSPORT_TCP,
-    "tls": pj.PJSIP_TRANSPORT_TLS,
-}
-_TRANSPORT_TYPES_V6 = {
-    "udp": pj.PJSIP_TRANSPORT_UDP6,
-    "tcp": pj.PJSIP_TRANSPORT_TCP6,
-    "tls": pj.PJSIP_TRANSPORT_TLS6,
-}
+_TRANSPORT_TYPES = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}
+_TRANSPORT_TYPES_V6 = {"udp": pj.PJSIP_TRANSPORT_UDP6, "tcp": pj.PJSIP_TRANSPORT_TCP6,
+                       "tls": pj.PJSIP_TRANSPORT_TLS6}
 
 
 class SipStack:
-    """Owns the one pjsua2 `Endpoint` and the loop that drives it."""
+    """Owns the one pjsua2 `Endpoint`, the gateway's SIP engine and the loop that drives them."""
 
-    def __init__(self, *, max_calls: int = 4000, pjsip_log_level: int = 1, user_agent: str = "dialout-gw",
-                 mask_numbers: bool = False):
+    def __init__(self, *, pjsip_log_level: int = 1):
         self.log = get_logger(component="sipstack")
         self.endpoint = pj.Endpoint()
         with _c_stdout_silenced():
@@ -139,16 +137,14 @@ class SipStack:
         cfg = pj.EpConfig()
         cfg.uaConfig.threadCnt = 0
         cfg.uaConfig.mainThreadOnly = True
-        cfg.uaConfig.maxCalls = max_calls
-        cfg.uaConfig.userAgent = user_agent
-        # Debian's repack strips libresample; G.711 at 8 kHz then needs no resampling.
-        cfg.medConfig.clockRate = 8000
-        cfg.medConfig.sndClockRate = 8000
+        cfg.uaConfig.maxCalls = 4            # pjsua's own calls are unused: the engine drives dialogs
+        cfg.uaConfig.userAgent = ""
         cfg.medConfig.threadCnt = 0
         cfg.medConfig.hasIoqueue = False
         cfg.medConfig.noVad = True
-        cfg.medConfig.maxMediaPorts = max_calls * 2 + 2
-        self._log_writer = PjsipLogWriter(mask_numbers)
+        cfg.medConfig.clockRate = 8000
+        cfg.medConfig.sndClockRate = 8000
+        self._log_writer = PjsipLogWriter()
         cfg.logConfig.writer = self._log_writer
         cfg.logConfig.level = pjsip_log_level
         cfg.logConfig.consoleLevel = pjsip_log_level
@@ -159,6 +155,7 @@ class SipStack:
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._after_poll: list[Callable[[], None]] = []
         self.running = False
+        self.started = False
 
     def listen(self, listener: Listener) -> int:
         cfg = pj.TransportConfig()
@@ -172,12 +169,13 @@ class SipStack:
         self.transport_ids.append(tid)
         return tid
 
-    def start(self) -> None:
+    def start(self, on_event: Callable[..., None]) -> None:
+        """Start pjsua and the engine; `on_event` receives every SIP engine event."""
         self.endpoint.libStart()
-        from gateway.pjsip_fallback import install_or_warn  # answers requests pjsua leaves unanswered
-        install_or_warn()  # never raises: on failure it logs a warning and the gateway runs without it
-        # No sound device: no conference clock ticks, so held calls cost nothing.
+        # No sound device: no conference clock ticks.
         self.endpoint.audDevManager().setNoDev()
+        _sipcore.init(on_event)
+        self.started = True
 
     # --- scheduling -------------------------------------------------------------
 
@@ -186,15 +184,12 @@ class SipStack:
         return self._timers.push(time.monotonic() + delay_s, callback)
 
     def call_soon(self, callback: Callable[[], None]) -> None:
-        """Thread-safe: queue `callback` for the loop thread."""
+        """Thread-safe: queue `callback` for the loop thread and wake it."""
         self._jobs.put(callback)
+        _sipcore.wakeup()
 
     def after_poll(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once, after the current pjsip callback has returned.
-
-        Dropping the last reference to a `pj.Call` inside its own callback is
-        unsafe, so registries release legs here.
-        """
+        """Run `callback` once, after the current poll's events have been handled."""
         self._after_poll.append(callback)
 
     def _run_due(self) -> None:
@@ -219,23 +214,28 @@ class SipStack:
         except Exception:  # one bad job must not stop the loop serving other calls
             self.log.exception("loop_job_failed")
 
-    def poll(self, timeout_ms: int = 10) -> None:
-        self.endpoint.libHandleEvents(timeout_ms)
+    def poll(self, max_wait_ms: int = 10) -> None:
+        due = self._timers.next_due()
+        wait = max_wait_ms
+        if due is not None:
+            wait = max(0, min(wait, int((due - time.monotonic()) * 1000) + 1))
+        if not self._jobs.empty() or self._after_poll:
+            wait = 0
+        _sipcore.poll(wait)
         self._run_due()
 
     def run(self, should_stop: Callable[[], bool] | None = None) -> None:
-        """Poll until `stop()` is called or `should_stop()` says so."""
+        """Poll until `should_stop()` says so."""
         self.running = True
         while self.running and not (should_stop and should_stop()):
             self.poll(10)
 
-    def stop(self) -> None:
-        self.running = False
+    def stats(self) -> dict:
+        return _sipcore.stats() if self.started else {}
 
     def shutdown(self) -> None:
         try:
-            self.endpoint.hangupAllCalls()
-            for _ in range(20):
+            for _ in range(20 if self.started else 0):
                 self.poll(5)
         finally:
             with _c_stdout_silenced():

@@ -56,6 +56,10 @@ class Reason(StrEnum):
     FAIR_USE_EXCEEDED = "fair_use_exceeded", 403, "guard"
     # money
     NO_ENTITLEMENT = "no_entitlement", 403, "money"
+    # routing: the policy allows the call, but no configured trunk serves the destination
+    NO_ROUTE = "no_route", 404, "routing"
+    # message: an SDP that cannot be relayed safely
+    SDP_INVALID = "sdp_invalid", 488, "message"
     # relay outcomes (produced by the gateway)
     TRUNK_FAILURE = "trunk_failure", 502, "relay"  # the trunk's own status is passed through; 502 if it has none
     TRUNK_TIMEOUT = "trunk_timeout", 408, "relay"

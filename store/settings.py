@@ -18,7 +18,7 @@ from typing import Any
 from store.types import StoreError
 
 DEFAULT_URL = "sqlite:///var/ledger.db"
-KEYS = ("url", "heartbeat_s", "chunk_s", "instance_id", "credits_floor", "alert_webhook")
+KEYS = ("url", "heartbeat_s", "chunk_s", "instance_id", "credits_floor", "alert_webhook", "timeout_s", "linger_ms")
 
 
 class StoreSettingsError(ValueError):
@@ -33,6 +33,8 @@ class StoreSettings:
     instance_id: str = ""
     credits_floor: float = 0.0
     alert_webhook: str | None = None
+    timeout_s: float = 2.0     # a reservation not made by then: 503 + Retry-After, never a bridge timeout
+    linger_ms: float = 1.0     # how long a ledger write waits for others to share its commit
 
 
 def parse_store_section(section: dict[str, Any] | None, where: str = "store") -> StoreSettings:
@@ -60,8 +62,15 @@ def parse_store_section(section: dict[str, Any] | None, where: str = "store") ->
     hook = section.get("alert_webhook")
     if hook is not None and (not isinstance(hook, str) or not hook.startswith(("http://", "https://"))):
         raise StoreSettingsError(f"{where}.alert_webhook: expected an http:// or https:// URL, got {hook!r}")
+    timeout = section.get("timeout_s", 2.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.05 <= timeout <= 30:
+        raise StoreSettingsError(f"{where}.timeout_s: expected seconds between 0.05 and 30, got {timeout!r}")
+    linger = section.get("linger_ms", 1.0)
+    if isinstance(linger, bool) or not isinstance(linger, (int, float)) or not 0 <= linger <= 50:
+        raise StoreSettingsError(f"{where}.linger_ms: expected milliseconds between 0 and 50, got {linger!r}")
     return StoreSettings(url=url, heartbeat_s=positive_int("heartbeat_s", 30), chunk_s=positive_int("chunk_s", 300),
-                         instance_id=instance_id, credits_floor=float(floor), alert_webhook=hook)
+                         instance_id=instance_id, credits_floor=float(floor), alert_webhook=hook,
+                         timeout_s=float(timeout), linger_ms=float(linger))
 
 
 def open_from_settings(settings: StoreSettings, *, log=None):

@@ -82,7 +82,6 @@ def handle(args) -> int:
     try:
         store = open_from_settings(runtime.store, log=get_logger(component="ledger"))
         store.migrate()
-        store.start_background_maintenance()
     except StoreError as exc:
         # Not the operator's typo but the database: a runtime failure, exit 1.
         print(redact_url(f"dialout-gw run: store.url {runtime.store.url}: {exc}"), file=sys.stderr)
@@ -98,9 +97,8 @@ def handle(args) -> int:
         log.warning("call_recovered", call_id=s.call_id, talk_s=s.talk_s, billed_units=s.billed_units,
                     charges=dict(s.charges))
 
-    # Two pjsua calls per relayed call, plus room for rejects in flight.
-    stack = SipStack(max_calls=min(8192, runtime.max_concurrent_calls * 2 + 256),
-                     pjsip_log_level=runtime.logging.pjsip_level, mask_numbers=runtime.logging.mask_numbers)
+    stack = SipStack(pjsip_log_level=runtime.logging.pjsip_level)
+    ledger = None
     try:
         for listener in runtime.listeners:
             try:
@@ -109,16 +107,25 @@ def handle(args) -> int:
                 raise UserError(
                     f"cannot listen on {listener.transport} {listener.address}:{listener.port}: {exc.reason}"
                 ) from None
-        stack.start()
 
         from gateway.service import GatewayService
+        from store.writer import LedgerWriter
 
         metrics = None
         if runtime.metrics.port:
             from gateway.metrics import start_metrics
 
             metrics = start_metrics(runtime.metrics)
-        service = GatewayService(stack=stack, config=config, runtime=runtime, store=store, metrics=metrics)
+        # Every ledger operation from here on runs on the writer's thread, group-committed;
+        # the SIP loop never waits for the database.
+        store.close()
+        try:
+            ledger = LedgerWriter(runtime.store, stack.call_soon, log=get_logger(component="ledger"),
+                                  linger_s=runtime.store.linger_ms / 1000)
+        except StoreError as exc:
+            print(redact_url(f"dialout-gw run: store.url {runtime.store.url}: {exc}"), file=sys.stderr)
+            return 1
+        service = GatewayService(stack=stack, config=config, runtime=runtime, ledger=ledger, metrics=metrics)
         if metrics:
             metrics.bind(service)
         service.start()
@@ -126,7 +133,8 @@ def handle(args) -> int:
 
         log.info("gateway_started", config=args.config,
                  listen=[f"{l.transport}:{l.address}:{l.port}" for l in runtime.listeners],
-                 trunk=runtime.trunk.uri, store=runtime.store.url, recovered_calls=len(recovered))
+                 trunk=runtime.trunk.uri, store=runtime.store.url, recovered_calls=len(recovered),
+                 pjproject=_pjproject_version())
 
         def should_stop() -> bool:
             if state["reload"]:
@@ -146,17 +154,27 @@ def handle(args) -> int:
             end = time.monotonic() + 5
             while service.active and time.monotonic() < end:
                 stack.poll(10)
-        # Let final responses and BYE transactions go out.
+        # Let final responses, BYE transactions and the last ledger completions go out.
         for _ in range(20):
             stack.poll(5)
-        log.info("gateway_stopped", active_calls=service.active)
-        service.account.shutdown()
+        log.info("gateway_stopped", active_calls=service.active, **stack.stats())
         if metrics:
             metrics.close()
     finally:
+        if ledger is not None:
+            ledger.stop(5.0)
         stack.shutdown()
-        store.close()
+        store.close()  # idempotent: closed already once the writer took over
     return 0
+
+
+def _pjproject_version() -> str:
+    try:
+        import pjsua2_build
+
+        return f"{pjsua2_build.PJPROJECT_VERSION} ({pjsua2_build.SOURCE_SHA256[:12]})"
+    except ImportError:
+        return "unknown"
 
 
 def _settle_garbage_collector() -> None:
@@ -183,11 +201,18 @@ def with_imported_directory(config, path: str, store, log):
 
 
 def _reload(service, path: str, log) -> None:
-    try:
-        config, _runtime = load_everything(path)
-        config = with_imported_directory(config, path, service.store, log)
-    except Exception as exc:  # a bad edit must not take the gateway down
-        log.error("config_reload_failed", config=path, error=str(exc))
-        return
-    service.reload(config)
+    """SIGHUP: the file is read, and the imported directory loaded, on the ledger
+    writer (a database read never blocks the SIP loop); the new config is then
+    swapped in on the loop. A broken file is refused and the old config stays."""
 
+    def load(store):
+        config, _runtime = load_everything(path)
+        return with_imported_directory(config, path, store, log)
+
+    def done(result) -> None:
+        if isinstance(result, BaseException):  # a bad edit must not take the gateway down
+            log.error("config_reload_failed", config=path, error=str(result))
+            return
+        service.reload(result)
+
+    service.ledger.submit(load, done)

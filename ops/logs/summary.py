@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable
 
-from ops.logs import reading
+import ops.logs.reading as reading
 from ops.logs.filters import Filters, Matcher
 from ops.logs.reading import (byte_ranges, iter_blocks, iter_range_blocks, open_log, plain_file_size, source_name,
                               split_lines)

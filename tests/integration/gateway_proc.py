@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.integration.sipp_runner import free_port
@@ -24,7 +27,7 @@ def example_policy_text() -> str:
 
 def gateway_config(*, sip_port: int, trunk_port: int, db_path: Path, policy_text: str | None = None,
                    extra_gateway: str = "", store_url: str | None = None, metrics_port: int = 0,
-                   heartbeat_s: float = 30) -> str:
+                   heartbeat_s: float = 30, t1_ms: int = 500, extra_sections: str = "") -> str:
     url = store_url or f"sqlite:///{db_path}"
     return f"""
 [gateway]
@@ -40,9 +43,14 @@ uri = "sip:127.0.0.1:{trunk_port}"
 caller_id = "sip:+18005550100@gw-under-test"
 answer_timeout_s = 4
 
+[sip]
+t1_ms = {t1_ms}
+
 [store]
 url = "{url}"
 heartbeat_s = {heartbeat_s}
+
+{extra_sections}
 
 [logging]
 level = "info"
@@ -57,10 +65,13 @@ port = {metrics_port}
 
 
 class GatewayProcess:
-    def __init__(self, workdir: Path, config_text: str, *, sip_port: int, trunk_port: int):
+    def __init__(self, workdir: Path, config_text: str, *, sip_port: int, trunk_port: int,
+                 metrics_port: int = 0, store_url: str | None = None):
         self.workdir = workdir
         self.sip_port = sip_port
         self.trunk_port = trunk_port
+        self.metrics_port = metrics_port
+        self.store_url = store_url or f"sqlite:///{workdir / 'ledger.db'}"
         self.config_path = workdir / "gateway.toml"
         self.config_path.write_text(config_text)
         self.log_path = workdir / "gateway.log"
@@ -72,9 +83,13 @@ class GatewayProcess:
         workdir.mkdir(parents=True, exist_ok=True)
         sip_port = config_kwargs.pop("sip_port", None) or free_port()
         trunk_port = config_kwargs.pop("trunk_port", None) or free_port()
+        # Every test gateway exports metrics, so the leak check can read its live calls.
+        metrics_port = config_kwargs.setdefault("metrics_port", 0) or free_port(socket.SOCK_STREAM)
+        config_kwargs["metrics_port"] = metrics_port
         text = gateway_config(sip_port=sip_port, trunk_port=trunk_port,
                               db_path=workdir / "ledger.db", **config_kwargs)
-        return cls(workdir, text, sip_port=sip_port, trunk_port=trunk_port)
+        return cls(workdir, text, sip_port=sip_port, trunk_port=trunk_port, metrics_port=metrics_port,
+                   store_url=config_kwargs.get("store_url"))
 
     @property
     def target(self) -> str:
@@ -124,6 +139,57 @@ class GatewayProcess:
                 return lines
             time.sleep(0.05)
         raise AssertionError(f"expected {count} call lines, got {len(self.call_lines())}")
+
+    def metric(self, name: str) -> float | None:
+        """One sample of the gateway's /metrics (without labels), or None."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
+    def live_ledger_calls(self) -> int:
+        """Calls the ledger still holds open (state open or answered)."""
+        sql = "SELECT count(*) FROM calls WHERE state IN ('open', 'answered')"
+        if self.store_url.startswith("sqlite:///"):
+            with sqlite3.connect(self.store_url[len("sqlite:///"):], timeout=10) as conn:
+                try:
+                    return conn.execute(sql).fetchone()[0]
+                except sqlite3.OperationalError:
+                    return 0  # no schema yet: nothing live
+        import psycopg
+
+        with psycopg.connect(self.store_url) as conn:
+            return conn.execute(sql).fetchone()[0]
+
+    def assert_no_leaks(self, timeout_s: float = 15) -> None:
+        """After a test: no call left in progress in the metrics or live in the ledger."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        deadline = time.monotonic() + timeout_s
+        active = live = None
+        while time.monotonic() < deadline:
+            active = self.metric("dialout_active_calls")
+            live = self.live_ledger_calls()
+            if active == 0 and live == 0:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"leaked calls after the test: dialout_active_calls={active}, "
+                             f"live ledger rows={live}; last lines: {self.events()[-5:]}")
+
+    def assert_stdout_is_json(self) -> None:
+        bad = []
+        for number, line in enumerate(self.log_path.read_text(errors="replace").splitlines(), 1):
+            try:
+                if not isinstance(json.loads(line), dict):
+                    bad.append((number, line))
+            except json.JSONDecodeError:
+                bad.append((number, line))
+        assert not bad, f"non-JSON lines on the gateway's stdout: {bad[:5]}"
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -267,16 +267,19 @@ def test_authorised_duration_is_enforced_with_bye_on_both_legs(make_gateway, tmp
 
 # --- admission and lifecycle ------------------------------------------------------------------
 
-def test_untrusted_source_gets_403_that_says_nothing_about_the_call(gateway, tmp_path):
-    result, trace = expect_status(gateway, tmp_path, 403, local_ip="127.0.0.2")
+def test_untrusted_source_gets_403_that_says_nothing_about_the_call(make_gateway, tmp_path):
+    gw = make_gateway(extra_gateway='untrusted = "reject"')   # the default is to drop: see test_edge.py
+    result, trace = expect_status(gw, tmp_path, 403, local_ip="127.0.0.2")
     assert result.returncode == 0
     response = final_response(trace, 403)
     assert header(response, "Reason") == 'SIP;cause=403;text="untrusted_source"'
-    assert "alice" not in response and "33142685300" not in header(response, "Warning")
-    refused = gateway.wait_for(lambda e: e.get("event") == "admission_refused")
+    # Nothing but the reason: no Warning sentence, no decision header, nothing about the organiser.
+    assert "alice" not in response and header(response, "Warning") is None
+    assert header(response, "X-Dialout-Decision") is None
+    refused = gw.wait_for(lambda e: e.get("event") == "admission_refused")
     assert refused["reason"] == "untrusted_source" and refused["source"] == "127.0.0.2"
     assert "organizer" not in refused
-    assert gateway.call_lines() == []  # no directory lookup, no call line
+    assert gw.call_lines() == []  # no directory lookup, no call line
 
 
 def test_overload_is_answered_503_with_retry_after_not_a_timeout(make_gateway, tmp_path):

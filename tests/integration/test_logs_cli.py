@@ -75,7 +75,7 @@ def drive_calls(gw, tmp_path, rejected=REJECTED, untrusted=True):
 def ran(tmp_path_factory):
     """A gateway that carried one relayed call, four rejections and one refusal, then stopped."""
     tmp_path = tmp_path_factory.mktemp("logs-cli")
-    gw = GatewayProcess.create(tmp_path / "gw").start()
+    gw = GatewayProcess.create(tmp_path / "gw", extra_gateway='untrusted = "reject"').start()
     try:
         drive_calls(gw, tmp_path)
     finally:

@@ -39,7 +39,7 @@ def sample(text, name, **labels):
 
 def test_metrics_count_decisions_setup_delay_and_refusals(make_gateway, tmp_path):
     port = free_port(kind=1)
-    gw = make_gateway(metrics_port=port)
+    gw = make_gateway(metrics_port=port, extra_gateway='untrusted = "reject"')
     trunk = start_trunk(gw, tmp_path)
     assert bridge(gw, tmp_path).returncode == 0
     trunk.communicate(timeout=20)

@@ -43,6 +43,16 @@ def message_list(workdir) -> list[str]:
     return out
 
 
+def received_messages(workdir) -> list[str]:
+    """Only the messages SIPp received (not those it sent), in order."""
+    out = []
+    for block in messages(workdir).split("\n-----------------------------------------------"):
+        label, _, message = block.partition(":\n\n")
+        if message.strip() and "received" in label:
+            out.append(message.strip("\n"))
+    return out
+
+
 def test_answered_call_is_relayed_with_sdp_passed_through_and_hung_up_by_bridge(gateway, tmp_path):
     bridge_media, trunk_media = free_port(), free_port()
     trunk = start_trunk(gateway, tmp_path, media_port=trunk_media)

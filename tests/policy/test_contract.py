@@ -31,6 +31,8 @@ CONTRACT = {
     "fair_use_exceeded": 403,
     "no_entitlement": 403,
     "trunk_timeout": 408,
+    "no_route": 404,
+    "sdp_invalid": 488,
 }
 RELAY_ONLY = {"trunk_failure", "duration_exhausted"}
 
