@@ -72,9 +72,9 @@ N_NUMBERS = 500                          # distinct US destinations, dialled in 
 GUARD_OVERRIDES = [
     ("max_concurrent_per_organizer = 10", "max_concurrent_per_organizer = 100000"),
     ("max_concurrent_per_tenant = 300", "max_concurrent_per_tenant = 100000"),
-    ("max_calls_per_minute_per_organizer = 20", "max_calls_per_minute_per_organizer = 10000000"),
-    ("max_distinct_destinations_per_day = 200", "max_distinct_destinations_per_day = 10000000"),
-    ("fair_use_minutes_per_month = 10000", "fair_use_minutes_per_month = 100000000"),
+    ("max_calls_per_minute_per_organizer = 20", "max_calls_per_minute_per_organizer = 1000000"),
+    ("max_distinct_destinations_per_day = 200", "max_distinct_destinations_per_day = 1000000"),
+    ("fair_use_minutes_per_month = 10000", "fair_use_minutes_per_month = 1000000"),
 ]
 EXTRA_GATEWAY = "max_calls_per_second = 5000\nmax_concurrent_calls = 4000\n"
 

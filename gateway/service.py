@@ -370,7 +370,8 @@ class GatewayService:
                 # The call goes on; close_call carries the answer time again.
                 self._ledger_failed("answered", result)
 
-        self.ledger.submit(lambda store: store.answered(call_id, at), done)
+        # Committed soon (a crash must not lose the answer), but nobody waits for the completion.
+        self.ledger.submit(lambda store: store.answered(call_id, at), done, wake=False)
 
     def extend_grant(self, handle: CallHandle) -> None:
         call_id = handle.call_id
@@ -386,7 +387,8 @@ class GatewayService:
                 handle.grant = result
                 self.engine.feed(handle, E.GrantExtended(result.granted_s, result.bucket))
 
-        self.ledger.submit(lambda store: store.extend(call_id, datetime.now(UTC)), done)
+        # The next chunk is asked for seconds before it is needed: no hurry.
+        self.ledger.submit(lambda store: store.extend(call_id, datetime.now(UTC)), done, urgent=False)
 
     def _release(self, handle: CallHandle) -> None:
         call_id = handle.call_id
@@ -421,7 +423,8 @@ class GatewayService:
                 result = None
             self._account(handle, record, result)
 
-        self.ledger.submit(close, done)
+        # Settlements share commits; the canonical line follows within a poll or two.
+        self.ledger.submit(close, done, urgent=False)
 
     def _account(self, handle: CallHandle, record: CallRecord, settlement) -> None:
         self._canonical_line(handle, record, settlement)
@@ -472,7 +475,7 @@ class GatewayService:
             self.store_ok = False
             self.stack.call_later(5.0, self._check_store)
             return
-        self.ledger.submit(probe, done)
+        self.ledger.submit(probe, done, urgent=False)
 
     def _heartbeat(self) -> None:
         """Every heartbeat_s: mark our live calls alive, and settle the calls of
@@ -494,7 +497,7 @@ class GatewayService:
             if isinstance(result, Exception):
                 self._ledger_failed("heartbeat", result)
 
-        self.ledger.submit(beat, done)
+        self.ledger.submit(beat, done, urgent=False)
         self.stack.call_later(self.runtime.store.heartbeat_s, self._heartbeat)
 
     # --- the canonical log line ---------------------------------------------------------

@@ -188,6 +188,11 @@ class SipStack:
         self._jobs.put(callback)
         _sipcore.wakeup()
 
+    def call_soon_lazy(self, callback: Callable[[], None]) -> None:
+        """Thread-safe: queue `callback` for the loop's next turn, without waking
+        it (for work nobody waits for: at most one poll interval later)."""
+        self._jobs.put(callback)
+
     def after_poll(self, callback: Callable[[], None]) -> None:
         """Run `callback` once, after the current poll's events have been handled."""
         self._after_poll.append(callback)

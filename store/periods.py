@@ -27,10 +27,12 @@ def zone(tz: str) -> ZoneInfo:
 
 def period_of(dt: datetime, tz: str) -> str:
     """The billing period (YYYY-MM) of an aware datetime in the tenant's timezone."""
-    return dt.astimezone(zone(tz)).strftime("%Y-%m")
+    local = dt.astimezone(zone(tz))
+    return f"{local.year:04d}-{local.month:02d}"
 
 
 def period_and_day(dt: datetime, tz: str) -> tuple[str, str]:
     """(YYYY-MM, YYYY-MM-DD) of an aware datetime in the tenant's timezone."""
-    day = dt.astimezone(zone(tz)).strftime("%Y-%m-%d")
-    return day[:7], day
+    local = dt.astimezone(zone(tz))  # f-strings: strftime costs more than the rest of this
+    period = f"{local.year:04d}-{local.month:02d}"
+    return period, f"{period}-{local.day:02d}"

@@ -84,6 +84,8 @@ class _Item:
     op: Op
     on_done: Callable[[Any], None] | None
     submitted: float  # time.monotonic()
+    urgent: bool = True  # commit within linger_s (else within background_linger_s)
+    wake: bool = True  # its completion wakes the loop (else it waits for the loop's next turn)
 
 
 class LedgerWriter:
@@ -93,7 +95,8 @@ class LedgerWriter:
 
     def __init__(self, source: StoreSettings | str, post: Post, *, log=None, max_batch: int = 100,
                  linger_s: float = 0.0, lock_timeout_s: float | None = 0.2, background_maintenance: bool = True,
-                 name: str = "ledger-writer", **store_options) -> None:
+                 name: str = "ledger-writer", background_linger_s: float = 0.05, post_lazy: Post | None = None,
+                 **store_options) -> None:
         """Open the writer's own Store connection and start its thread.
 
         - `source`: the `[store]` settings, or a store URL with `open_store`'s
@@ -103,8 +106,14 @@ class LedgerWriter:
         - `post(callback)`: hands `callback` to the SIP loop (thread-safe).
         - `max_batch`: the most ops in one transaction (bounds how long a
           batch holds its locks).
-        - `linger_s`: how long the oldest queued op may wait for others to
-          join its batch (0: take what is queued, add no delay).
+        - `linger_s`: how long the oldest queued urgent op may wait for others
+          to join its batch (0: take what is queued, add no delay).
+        - `background_linger_s`: the same for ops submitted with
+          `urgent=False` (settlements, heartbeats): they wait longer, so that
+          many share one commit and one wake-up of each thread.
+        - `post_lazy(callback)`: like `post`, without waking the loop, for
+          completions nobody waits for (`submit(..., wake=False)`); defaults
+          to `post`.
         - `lock_timeout_s` (PostgreSQL): a lock wait longer than this rolls
           the batch back and runs it again, instead of waiting. A batch holds
           its row locks until it commits, so two instances' batches can
@@ -131,9 +140,12 @@ class LedgerWriter:
         if lock_timeout_s is not None:
             self._store.set_lock_timeout(lock_timeout_s)
         self._post = post
+        self._post_lazy = post_lazy or post
         self.log = log
         self.max_batch = max_batch
         self.linger_s = linger_s
+        self.background_linger_s = max(linger_s, background_linger_s)
+        self._urgent_since: float | None = None  # when the oldest queued urgent op was submitted
         self._background_maintenance = background_maintenance
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[_Item] = deque()
@@ -148,21 +160,30 @@ class LedgerWriter:
 
     # ------------------------------------------------------------------ any thread
 
-    def submit(self, op: Op, on_done: Callable[[Any], None] | None = None) -> None:
+    def submit(self, op: Op, on_done: Callable[[Any], None] | None = None, *, urgent: bool = True,
+               wake: bool | None = None) -> None:
         """Queue `op(store)`; `on_done(result or exception)` is posted once it has committed.
 
+        `urgent=False` lets the op wait up to `background_linger_s` for others
+        to share its commit (a settlement, a heartbeat); `wake=False` posts
+        its completion without waking the loop (default: `wake=urgent`).
         Never blocks and never touches the database. Raises WriterStopped after `stop()`.
         """
-        item = _Item(op, on_done, time.monotonic())
+        now = time.monotonic()
+        item = _Item(op, on_done, now, urgent, urgent if wake is None else wake)
         with self._cond:
             if self._stopping:
                 raise WriterStopped("the ledger writer is stopped")
             self._queue.append(item)
             self._submitted += 1
             # Wake the writer only when it may be waiting for this: for a first
-            # op, or for a full batch while it lingers. Otherwise it is busy and
-            # takes the queue when its batch is done.
-            if len(self._queue) == 1 or len(self._queue) == self.max_batch:
+            # op, a first urgent op while it lingers over background ones, or a
+            # full batch. Otherwise it is busy and takes the queue when its
+            # batch is done.
+            first_urgent = urgent and self._urgent_since is None
+            if first_urgent:
+                self._urgent_since = now
+            if len(self._queue) == 1 or first_urgent or len(self._queue) == self.max_batch:
                 self._cond.notify()
 
     def pending(self) -> int:
@@ -234,15 +255,18 @@ class LedgerWriter:
                 if self._stopping:
                     return None
                 self._cond.wait()
-            if self.linger_s:
-                deadline = self._queue[0].submitted + self.linger_s
-                while len(self._queue) < self.max_batch and not self._stopping:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
+            while len(self._queue) < self.max_batch and not self._stopping:
+                if self._urgent_since is not None:
+                    deadline = self._urgent_since + self.linger_s
+                else:
+                    deadline = self._queue[0].submitted + self.background_linger_s
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
             n = min(len(self._queue), self.max_batch)
             self._in_flight = [self._queue.popleft() for _ in range(n)]
+            self._urgent_since = next((item.submitted for item in self._queue if item.urgent), None)
             return list(self._in_flight)
 
     def _complete(self, completions: list[tuple[Callable[[Any], None], Any]]) -> None:
@@ -330,8 +354,10 @@ class LedgerWriter:
         completions = [(item.on_done, outcome) for item, outcome in done if item.on_done is not None]
         if completions:
             try:
-                # One job for the whole batch: one wake-up of the loop, not one per op.
-                self._post(partial(self._complete, completions))
+                # One job for the whole batch: one wake-up of the loop, not one per op,
+                # and none at all when no completion in it is awaited.
+                post = self._post if any(item.wake for item, _ in done) else self._post_lazy
+                post(partial(self._complete, completions))
             except Exception as exc:  # noqa: BLE001 - the loop is gone; the data is committed
                 self.log.error("ledger_writer_post_failed", error=str(exc) or type(exc).__name__)
         with self._cond:

@@ -121,7 +121,7 @@ def handle(args) -> int:
         store.close()
         try:
             ledger = LedgerWriter(runtime.store, stack.call_soon, log=get_logger(component="ledger"),
-                                  linger_s=runtime.store.linger_ms / 1000)
+                                  linger_s=runtime.store.linger_ms / 1000, post_lazy=stack.call_soon_lazy)
         except StoreError as exc:
             print(redact_url(f"dialout-gw run: store.url {runtime.store.url}: {exc}"), file=sys.stderr)
             return 1
