@@ -353,7 +353,7 @@ def seed_ledger(db_path: Path, n: int) -> None:
 # --------------------------------------------------------------------------- the floor
 
 class BareRelay:
-    """bench/bare_relay.py as a subprocess, with the attributes run_step uses of a GatewayProcess."""
+    """bench/bare_engine.py as a subprocess, with the attributes run_step uses of a GatewayProcess."""
 
     logs_calls = False
 
@@ -363,17 +363,17 @@ class BareRelay:
         self.sip_port = free_port()
         self.trunk_port = free_port()
         self.target = f"127.0.0.1:{self.sip_port}"
-        self.log_path = workdir / "bare_relay.out"
+        self.log_path = workdir / "bare_engine.out"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> BareRelay:
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_relay.py"), str(self.sip_port),
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_engine.py"), str(self.sip_port),
                                       f"127.0.0.1:{self.trunk_port}"], stdout=self.log_path.open("wb"),
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while b"ready" not in self.log_path.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"bare_relay.py did not start: {self.log_path.read_text()[-500:]}")
+                raise RuntimeError(f"bare_engine.py did not start: {self.log_path.read_text()[-500:]}")
             time.sleep(0.05)
         return self
 
@@ -674,8 +674,8 @@ class Bench:
         }
 
     def bare_cpu_step(self, rate: int, calls: int) -> dict:
-        """The same load through bench/bare_relay.py: pjsua2 alone, the floor under the gateway."""
-        log(f"cpu per relayed call (bare pjsua2 relay, no policy/ledger/logging): {calls} calls at {rate}/s")
+        """The same load through bench/bare_engine.py: the SIP engine alone, the floor under the gateway."""
+        log(f"cpu per relayed call (bare engine relay, no policy/ledger/logging): {calls} calls at {rate}/s")
         self.stop_gateway()
         self.gw_no += 1
         self.gw = BareRelay(self.workdir / f"gw{self.gw_no:02d}-bare").start()
@@ -802,7 +802,7 @@ def summarize(report: dict) -> dict:
     tgt_rate = None
     cpu_early = report["cpu"]["early"]["gw_cpu_ms_per_call"]
     cpu_late = report["cpu"]["late"]["gw_cpu_ms_per_call"] if report["cpu"].get("late") else None
-    bare = report["cpu"].get("bare_pjsua2", {}).get("gw_cpu_ms_per_call")
+    bare = report["cpu"].get("bare_engine", {}).get("gw_cpu_ms_per_call")
     rej_rate = rej["max_rate_zero_failures_cps"]
     rej_step = rej["steps"].get(str(rej_rate), {}).get("gateway") if rej_rate else None
     s = {
@@ -818,8 +818,8 @@ def summarize(report: dict) -> dict:
             default=None),
         "latency_at_lowest_rate": lat[min(lat, key=int)] if lat else None,
         "cpu_ms_per_relayed_call_early": cpu_early,
-        "cpu_ms_per_call_bare_pjsua2": bare,
-        "cpu_ratio_gateway_vs_bare_pjsua2": _ratio(cpu_early, bare),
+        "cpu_ms_per_call_bare_engine": bare,
+        "cpu_ratio_gateway_vs_bare_engine": _ratio(cpu_early, bare),
         "cpu_ms_per_relayed_call_late": cpu_late,
         "ledger_calls_at_late_cpu_step": report["cpu"]["late"]["ledger_calls_before"] if cpu_late else None,
         "concurrent_relayed_calls": hold.get("concurrent_at_last_answer") if hold.get("all_relayed") else 0,
@@ -883,8 +883,8 @@ def print_table(report: dict) -> None:
         row("  p99 added delay (ms)", lo["added"]["p99"])
     row("gateway CPU per relayed call, empty ledger (ms)", s["cpu_ms_per_relayed_call_early"], None, None,
         mark("cpu_ms_per_relayed_call"))
-    row("  bare pjsua2 relay, same load (ms; ratio = gateway/bare)", s["cpu_ms_per_call_bare_pjsua2"], None,
-        s["cpu_ratio_gateway_vs_bare_pjsua2"])
+    row("  bare engine relay, same load (ms; ratio = gateway/bare)", s["cpu_ms_per_call_bare_engine"], None,
+        s["cpu_ratio_gateway_vs_bare_engine"])
     row(f"  same, ledger holding {s['ledger_calls_at_late_cpu_step']} calls (ms)",
         s["cpu_ms_per_relayed_call_late"], None, None, mark("cpu_ms_per_relayed_call_seeded_ledger"))
     row("concurrent relayed calls held", s["concurrent_relayed_calls"], None, None, mark("concurrent_relayed_calls"))
@@ -948,7 +948,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         report["cpu"] = {"early": bench.cpu_step("cpu-empty-ledger", 0, profile.cpu_rate, profile.cpu_calls)}
-        report["cpu"]["bare_pjsua2"] = bench.bare_cpu_step(profile.cpu_rate, profile.cpu_calls)
+        report["cpu"]["bare_engine"] = bench.bare_cpu_step(profile.cpu_rate, profile.cpu_calls)
         report["gateway_idle_cpu_ms_per_s"] = round(bench.idle_cpu_ms_per_s, 2)
         report["relay"] = bench.relay_ramp()
         report["latency"] = latency_comparison(report["relay"])
