@@ -1,4 +1,4 @@
-"""`dialout-gw explain` from flags and from JSONL, and its error handling."""
+"""`dialout-gw explain` from flags and from JSONL, its error handling, and its readable form."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
+from gateway.commands.explain import ASCII_MARKS, format_duration, render_decision
+from tests.terminal import run_on_a_terminal
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "gateway.toml")
 KEYS = {"allow", "status", "reason", "bucket", "fallback_buckets", "e164", "region", "number_type",
@@ -149,8 +151,6 @@ def test_help_mentions_the_modes(capsys):
 
 # --- the readable form: on a terminal, or with --format text ------------------------------
 
-from gateway.commands.explain import ASCII_MARKS, format_duration, render_decision  # noqa: E402
-
 
 @pytest.mark.parametrize(("seconds", "text"), [
     (14400, "4 h"), (750, "12 min 30 s"), (180, "3 min"), (45, "45 s"), (0, "0 s"),
@@ -240,37 +240,12 @@ def test_format_text_for_many_requests_separates_them(capsys, tmp_path):
     assert first.startswith(f"{path}:1: ALLOWED") and second.startswith(f"{path}:2: DENIED")
 
 
-def _on_a_terminal(monkeypatch, argv: list[str], columns: int = 80) -> tuple[int, str]:
-    """Run the CLI with stdout on a pseudo-terminal `columns` wide; returns (code, what it showed)."""
-    import fcntl
-    import os
-    import pty
-    import select
-    import struct
-    import sys
-    import termios
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    terminal = open(slave, "w", encoding="utf-8")
-    monkeypatch.setattr(sys, "stdout", terminal)
-    try:
-        code = main(argv)
-        terminal.flush()
-        chunks = []
-        while select.select([master], [], [], 0.2)[0]:
-            chunks.append(os.read(master, 65536))
-    finally:
-        terminal.close()
-        os.close(master)
-    return code, b"".join(chunks).decode().replace("\r\n", "\n")
-
-
 def test_on_a_terminal_explain_is_readable_by_default(monkeypatch):
-    code, shown = _on_a_terminal(monkeypatch, ["explain", "--config", EXAMPLE, "--organizer", "bob@contoso.com",
-                                               "--number", "+49 30 901820", "--at", "2019-03-01T09:00"], columns=60)
+    code, shown = run_on_a_terminal(monkeypatch, ["explain", "--config", EXAMPLE, "--organizer", "bob@contoso.com",
+                                                   "--number", "+49 30 901820", "--at", "2019-03-01T09:00"],
+                                    columns=60)
     assert code == 0
     assert shown.startswith("DENIED +4930901820 (DE, fixed_line)") and "✗ policy" in shown
     assert max(len(line) for line in shown.splitlines()) <= 60  # wrapped to the terminal
-    code, shown = _on_a_terminal(monkeypatch, ["explain", "--config", EXAMPLE, "--number", "+33142685300", "--json"])
+    code, shown = run_on_a_terminal(monkeypatch, ["explain", "--config", EXAMPLE, "--number", "+33142685300", "--json"])
     assert code == 0 and json.loads(shown)["reason"] == "organizer_missing"
