@@ -2,7 +2,7 @@
 # Install everything dialout-gateway needs on a fresh Debian machine, idempotently.
 #
 #   scripts/setup.sh          runtime: build tools, SIPp, the pjsua2 capacity wheel, the venv
-#   scripts/setup.sh --test   the same, plus what the test suite needs (PostgreSQL server)
+#   scripts/setup.sh --test   the same, plus what the test suite needs (PostgreSQL, Kamailio, baresip)
 #
 # A second run with nothing changed takes about a second: every step checks
 # before it acts (dpkg for packages, a stamp for the venv, the wheel cache).
@@ -15,8 +15,11 @@ log() { echo "setup: $*" >&2; }
 packages=(build-essential pkg-config swig libsrtp2-dev libopus-dev libssl-dev uuid-dev
           python3-dev python3-venv dpkg-dev ca-certificates openssl sip-tester)
 if [ "${1:-}" = "--test" ]; then
-  # A throw-away PostgreSQL and the Kamailio dispatcher of the topology test.
-  packages+=(postgresql kamailio)
+  # A throw-away PostgreSQL, the Kamailio dispatcher of the topology test, and
+  # baresip as a real SIP user agent on the trunk side (its -core package holds
+  # the binary and every module the interop test loads: g711, ausine, aubridge,
+  # menu, ctrl_tcp; the `baresip` package would add GUI and video recommends).
+  packages+=(postgresql kamailio baresip-core)
 fi
 
 missing=()

@@ -8,7 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from gateway.cli import main
+from gateway.commands.usage import format_report
 from store import BucketSpec, CallOpen, open_store
+from tests.terminal import run_on_a_terminal
 
 T0 = datetime(2018, 7, 10, 12, 0, tzinfo=timezone.utc)
 
@@ -81,6 +83,81 @@ def test_usage_report(config, store_url, capsys):
     assert code == 2 and err.startswith("dialout-gw usage: --tenant: unknown tenant 'nobody'")
     code, _, err = run(capsys, "usage", "--config", config, "--month", "July")
     assert code == 2 and "--month: expected YYYY-MM" in err
+
+
+def test_usage_formats_text_by_default_json_on_request_and_text_on_a_terminal(config, store_url, capsys, monkeypatch):
+    assert run(capsys, "db", "upgrade", "--config", config)[0] == 0
+    s = open_store(store_url, instance_id="gw")
+    s.open_call(CallOpen("c0", "contoso", "alice@contoso.com", "+33142685300", "FR", "Europe/Paris", T0,
+                         (BucketSpec("tenant_pool", 1500),)))
+    s.answered("c0", T0)
+    s.close_call("c0", T0 + timedelta(seconds=61), "normal")
+    s.close()
+    argv = ("usage", "--config", config, "--month", "2018-07")
+    code, text, _ = run(capsys, *argv)  # piped: the readable report, as before --format existed
+    assert code == 0 and text.startswith("tenant contoso   month 2018-07 (Europe/Paris)\n")
+    code, as_json, _ = run(capsys, *argv, "--json")
+    assert code == 0 and run(capsys, *argv, "--format", "json")[1] == as_json
+    assert json.loads(as_json)["tenants"][0]["calls"]["total"] == 1
+    assert run(capsys, *argv, "--format", "text")[1] == text
+    code, shown = run_on_a_terminal(monkeypatch, list(argv))
+    assert code == 0 and shown == text
+    code, shown = run_on_a_terminal(monkeypatch, [*argv, "--json"])
+    assert code == 0 and json.loads(shown) == json.loads(as_json)
+
+
+def _tenant(**over):
+    t = {"tenant": "contoso", "known": True, "period": "2018-07", "timezone": "Europe/Paris",
+         "pool": {"size_minutes": 1500.0, "used_minutes": 1210.0, "reserved_minutes": 3.0,
+                  "remaining_minutes": 287.0, "percent_used": 80.9},
+         "credits": {"enabled": True, "balance": 120.0, "spent_total": 14.5, "spent_this_month": 4.25,
+                     "reserved": 0.5, "left": 105.0},
+         "addon_minutes": 42.0, "promotion": {"used_minutes": 0.0, "reserved_minutes": 0.0, "cap_minutes": None},
+         "calls": {"total": 1234, "answered": 1200, "live": 1, "talk_minutes": 1150.25, "billed_minutes": 1210.0},
+         "top_organizers": [{"organizer": "alice@contoso.com", "calls": 1000, "talk_s": 60000.0, "billed_minutes": 1010.0},
+                            {"organizer": "bob@contoso.com", "calls": 1, "talk_s": 60.0, "billed_minutes": 1.0}],
+         "top_destinations": [{"e164": "+33142685300", "calls": 1234, "talk_s": 69015.0, "billed_minutes": 1210.0}],
+         "alerts": [{"kind": "pool_80", "at": datetime(2018, 7, 20, 8, 30, tzinfo=timezone.utc).timestamp(),
+                     "percent": 80}]}
+    t.update(over)
+    return t
+
+
+def test_usage_format_report():
+    text = format_report({"month": "2018-07", "tenants": [
+        _tenant(),
+        _tenant(tenant="fabrikam", timezone="America/New_York", top_organizers=[], top_destinations=[], alerts=[],
+                credits={"enabled": False, "balance": 0.0, "spent_total": 0.0, "spent_this_month": 0.0,
+                         "reserved": 0.0, "left": 0.0},
+                promotion={"used_minutes": 90.0, "reserved_minutes": 0.0, "cap_minutes": 900.0},
+                calls={"total": 1, "answered": 0, "live": 0, "talk_minutes": 0.0, "billed_minutes": 0.0}),
+    ]})
+    contoso, fabrikam = text.split("\n\ntenant ")
+    assert contoso.splitlines()[:6] == [
+        "tenant contoso   month 2018-07 (Europe/Paris)",
+        "  pool        1,500.0 min   used 1,210.0 (80.9 % used)   reserved 3.0   remaining 287.0",
+        "  credits     enabled   left 105.00 of 120.00   reserved 0.50   spent 4.25 this month, 14.50 in all",
+        "  add-on      42.0 min to US/Canada (fair use, not deducted)",
+        "  calls       1,234 calls: 1,200 answered, 1 live   talk 1,150.2 min   billed 1,210.0 min",
+        "  alerts      pool 80 % used (since 2018-07-20 10:30)",  # in the tenant's timezone
+    ]
+    # The top lists are tables: a header, names left, numbers right, one column width for both.
+    assert text.split("\n\n")[1:3] == [
+        "  top organisers     calls  billed min\n"
+        "  alice@contoso.com  1,000     1,010.0\n"
+        "  bob@contoso.com        1         1.0",
+        "  top destinations   calls  billed min\n"
+        "  +33142685300       1,234     1,210.0",
+    ]
+    assert fabrikam.splitlines() == [
+        "fabrikam   month 2018-07 (America/New_York)",
+        "  pool        1,500.0 min   used 1,210.0 (80.9 % used)   reserved 3.0   remaining 287.0",
+        "  credits     disabled   balance 0.00",
+        "  add-on      42.0 min to US/Canada (fair use, not deducted)",
+        "  promotion   90.0 min of 900.0",
+        "  calls       1 call: 0 answered, 0 live   talk 0.0 min   billed 0.0 min",
+    ]
+    assert format_report({"month": "2018-07", "tenants": []}) == "no tenants in the config and no usage in the ledger"
 
 
 def test_directory_import_csv_and_json(config, store_url, tmp_path, capsys):
