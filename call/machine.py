@@ -92,7 +92,7 @@ class Call:
     """The lifecycle of one call from the bridge's INVITE to its Finish."""
 
     def __init__(self, *, received_at: float, offer: Body | None, bridge_timer: bool = False,
-                 check_sdp=None):
+                 check_sdp=None, bridge_allow: frozenset[str] | None = None):
         self.state = State.DECIDING
         self.received_at = received_at
         self.offer = offer                      # the bridge's SDP offer, None for a late offer
@@ -126,6 +126,8 @@ class Call:
         self.pending: dict[int, _Pending] = {}
         self._token = 0
         self.session_interval: int | None = None
+        # Methods each side announced in Allow (None: it said nothing, assume the usual).
+        self.allows: dict[Side, frozenset[str] | None] = {BRIDGE: bridge_allow, TRUNK: None}
         self._out: list[A.Action] = []
         self._now = received_at
 
@@ -195,9 +197,15 @@ class Call:
 
     # --- the trunk's answers to our INVITE ---------------------------------------------------
 
+    def _learn_allow(self, side: Side, headers: str) -> None:
+        methods = values(headers, "Allow")
+        if methods:
+            self.allows[side] = frozenset(m.strip().upper() for m in methods)
+
     def _on_provisional(self, ev: E.Provisional) -> None:
         if self.state is not State.DIALING or self.trunk_done:
             return
+        self._learn_allow(TRUNK, ev.headers)
         self._emit(A.CancelTimer("setup"))
         if self.cancelling:
             return
@@ -223,6 +231,7 @@ class Call:
         if self.state is not State.DIALING or self.trunk_done:
             return
         self._emit(A.CancelTimer("setup"), A.CancelTimer("answer"))
+        self._learn_allow(TRUNK, ev.headers)
         self.trunk_final = ev.code
         self._attempt_status(ev.code)
         if self.cancelling or self.bridge_done:
@@ -433,16 +442,28 @@ class Call:
                     ("Warning", f'399 gateway "{problem}"'), ("Reason", 'SIP;cause=488;text="sdp_invalid"'))))
                 self._log("sdp_invalid", leg=ev.side, method=ev.method, detail=problem)
                 return
+        method = ev.method
+        peer_allows = self.allows[peer]
+        if method == "UPDATE" and peer_allows is not None and "UPDATE" not in peer_allows:
+            # RFC 3311 5: a peer that does not list UPDATE gets the offer in a
+            # re-INVITE; a refresh without an offer is answered here (the
+            # gateway's own session watch restarts).
+            if ev.body is None:
+                self._emit(A.Respond(ev.side, ev.req, 200, "OK", relay_response_headers(ev.headers)))
+                self._arm_session()
+                return
+            method = "INVITE"
         self._token += 1
         token = self._token
         self.pending[token] = _Pending(ev.side, ev.req, ev.method, ev.body is not None)
-        self._emit(A.SendRequest(peer, ev.method, relay_request_headers(ev.headers), ev.body, token))
+        self._emit(A.SendRequest(peer, method, relay_request_headers(ev.headers), ev.body, token))
         if ev.method in ("INVITE", "UPDATE"):
             from sip.sdp import is_hold  # local import: sip.sdp is light, but only re-INVITEs need it
 
             hold = ev.body is not None and is_hold(ev.body.data.decode("utf-8", "replace"))
             self._log("reinvite_relayed" if ev.method == "INVITE" else "update_relayed",
-                      direction=f"{ev.side}->{peer}", hold=hold, offer=ev.body is not None)
+                      direction=f"{ev.side}->{peer}", hold=hold, offer=ev.body is not None,
+                      **({"as": "INVITE"} if method != ev.method else {}))
         elif ev.method != "OPTIONS":
             self._log("request_relayed", direction=f"{ev.side}->{peer}", method=ev.method)
 

@@ -151,7 +151,9 @@ class GatewayService:
 
         offer = Body(message.header("content-type") or "application/sdp", _body_bytes(raw)) if invite.sdp else None
         supported = {t.strip().lower() for v in message.headers_all("supported") for t in v.split(",")}
-        machine = Call(received_at=received, offer=offer, bridge_timer="timer" in supported, check_sdp=check_sdp)
+        allow = frozenset(t.strip().upper() for v in message.headers_all("allow") for t in v.split(",") if t.strip())
+        machine = Call(received_at=received, offer=offer, bridge_timer="timer" in supported, check_sdp=check_sdp,
+                       bridge_allow=allow or None)
         handle = CallHandle(machine, leg, invite.call_id, self.log.bind(call_id=invite.call_id))
         handle.invite = invite
         handle.source = source

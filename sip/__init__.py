@@ -22,7 +22,7 @@ from .responses import (
     sanitize_text,
     strip_headers,
 )
-from .sdp import answer_directions, connection_address, extract_sdp, is_hold, media_ports
+from .sdp import check_sdp, connection_address, extract_sdp, is_hold, media_ports
 from .uri import DialledNumber, SipUri, TelUri, dialled_from_request_uri, parse_uri
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
     "connection_address",
     "dialled_from_request_uri",
     "extract_sdp",
-    "answer_directions",
+    "check_sdp",
     "header_key",
     "invite_from_request",
     "is_hold",

@@ -1,6 +1,7 @@
-"""Tiny SDP (RFC 8866) helpers, enough to prove SDP passthrough and to spot
-hold. The gateway passes SDP through; the one rewrite is
-:func:`answer_directions`, for an answer it has to give at once (UPDATE).
+"""Tiny SDP (RFC 8866) helpers: the gateway passes every SDP through
+untouched, so these only read it: to spot hold, to find the SDP in a
+multipart body, and (:func:`check_sdp`) to refuse one that cannot be relayed
+safely.
 
 Also :func:`extract_sdp`, which finds the SDP in a request body that is
 either ``application/sdp`` or a ``multipart/*`` body (RFC 2046) holding an
@@ -12,7 +13,7 @@ from __future__ import annotations
 from .errors import SipParseError
 from .message import parse_header_params
 
-__all__ = ["connection_address", "media_ports", "is_hold", "extract_sdp", "answer_directions", "check_sdp"]
+__all__ = ["connection_address", "media_ports", "is_hold", "extract_sdp", "check_sdp"]
 
 _HOLD_DIRECTIONS = frozenset(("sendonly", "inactive"))
 _DIRECTIONS = frozenset(("sendrecv", "sendonly", "recvonly", "inactive"))
@@ -112,61 +113,6 @@ _ALLOWED_ANSWERS = {
     "inactive": ("inactive",),
     "sendrecv": ("sendrecv",),
 }
-
-
-def _media_directions(sdp: str) -> list[str]:
-    """The effective direction of each m= section (media level over session level)."""
-    session_dir = "sendrecv"
-    media: list[str | None] = []
-    for kind, value in _lines(sdp):
-        if kind == "m":
-            media.append(None)
-        elif kind == "a" and value in _DIRECTIONS:
-            if media:
-                media[-1] = value
-            else:
-                session_dir = value
-    return [d or session_dir for d in media]
-
-
-def answer_directions(offer: str, answer: str) -> str:
-    """`answer` with each media direction made a valid answer to `offer`'s.
-
-    The gateway answers an UPDATE at once with the peer's last SDP (pjsua gives
-    no way to wait for the peer's answer to an UPDATE), so a hold offer
-    (sendonly) would get a sendrecv answer. Each m= section whose direction the
-    offer does not allow gets the first allowed one (sendonly -> recvonly,
-    inactive -> inactive, sendrecv -> sendrecv); everything else passes
-    through unchanged. The UPDATE is relayed to the peer as well, and the
-    peer's own answer is what later answers carry.
-    """
-    wanted = [_ALLOWED_ANSWERS[d] for d in _media_directions(offer)]
-    current = _media_directions(answer)
-    if all(have in allowed for have, allowed in zip(current, wanted)):
-        return answer  # the common case (every call's first answer): nothing to rebuild
-    newline = "\r\n" if "\r\n" in answer else "\n"
-    out: list[str] = []
-    index = -1
-
-    def close_section() -> None:
-        if 0 <= index < len(wanted) and current[index] not in wanted[index]:
-            out.append(f"a={wanted[index][0]}")
-
-    for line in answer.replace("\r\n", "\n").split("\n"):
-        stripped = line.strip(" \t\r")
-        if stripped.startswith("m="):
-            close_section()
-            index += 1
-        elif (index >= 0 and index < len(wanted) and stripped[2:] in _DIRECTIONS and stripped.startswith("a=")
-              and current[index] not in wanted[index]):
-            continue  # replaced when the section closes
-        out.append(line)
-    # The last section ends at the end of the text (before any trailing empty line).
-    tail = []
-    while out and out[-1].strip() == "":
-        tail.append(out.pop())
-    close_section()
-    return newline.join(out + tail)
 
 
 def _media_type(content_type: str | None) -> tuple[str, str]:

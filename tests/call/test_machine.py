@@ -40,9 +40,10 @@ def plan(*routes, granted_s=300.0, max_duration_s=14400.0, session_expires_s=Non
 class Driver:
     """A call plus a clock: feed events, collect actions."""
 
-    def __init__(self, offer: Body | None = OFFER, bridge_timer: bool = False):
+    def __init__(self, offer: Body | None = OFFER, bridge_timer: bool = False, bridge_allow=None):
         self.now = 100.0
-        self.call = Call(received_at=self.now, offer=offer, bridge_timer=bridge_timer, check_sdp=check_sdp)
+        self.call = Call(received_at=self.now, offer=offer, bridge_timer=bridge_timer, check_sdp=check_sdp,
+                         bridge_allow=bridge_allow)
         self.log: list[A.Action] = []
 
     def __call__(self, *events, dt: float = 0.01) -> list[A.Action]:
@@ -574,3 +575,28 @@ def test_random_event_sequences_finish_at_most_once_and_only_when_every_leg_is_d
     # Every answered call that finished was ended on both legs by BYE or by the peer.
     if d.finishes() and d.record().answered:
         assert d.call.trunk_done and d.call.bridge_done
+
+
+def test_an_update_toward_a_peer_that_does_not_allow_it_goes_as_a_reinvite():
+    d = Driver()
+    d(E.Admitted(plan()), E.Answered(200, "OK", "t1", sdp(9000), "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO\r\n"))
+    send = one(d(E.Request(BRIDGE, 6, "UPDATE", sdp(7000, "sendonly"))), A.SendRequest)
+    assert (send.side, send.method, send.body) == (TRUNK, "INVITE", sdp(7000, "sendonly"))
+    out = d(E.Response(TRUNK, send.token, 200, "OK", sdp(9000, "recvonly"), needs_ack=True))
+    assert A.Ack(TRUNK) in out                                  # the offer was in the re-INVITE
+    assert one(out, A.Respond) == A.Respond(BRIDGE, 6, 200, "OK", (), sdp(9000, "recvonly"))
+
+
+def test_a_refresh_update_toward_a_peer_without_update_is_answered_here():
+    d = Driver(bridge_timer=True)
+    d(E.Admitted(plan(session_expires_s=90)),
+      E.Answered(200, "OK", "t1", sdp(9000), "Allow: INVITE, ACK, BYE, CANCEL\r\n"))
+    out = d(E.Request(BRIDGE, 6, "UPDATE", headers="Session-Expires: 90;refresher=uac\r\n"))
+    assert one(out, A.Respond).code == 200 and not of(out, A.SendRequest)
+    assert A.StartTimer("session", 60.0) in out
+
+
+def test_an_update_toward_a_peer_that_allows_it_stays_an_update():
+    d = Driver(bridge_allow=None)
+    d(E.Admitted(plan()), E.Answered(200, "OK", "t1", sdp(9000), "Allow: INVITE, ACK, BYE, UPDATE\r\n"))
+    assert one(d(E.Request(BRIDGE, 6, "UPDATE", sdp(7000))), A.SendRequest).method == "UPDATE"

@@ -102,6 +102,23 @@ def test_hold_and_resume_reach_baresip_and_its_answers_come_back(make_gateway, b
     assert line["reason"] == "allowed" and line["ended_by"] == "bridge" and line["billed_units"] == 1
 
 
+def test_hold_by_update_reaches_baresip_as_a_reinvite(make_gateway, baresip, tmp_path):
+    """baresip does not list UPDATE in its Allow: the bridge's UPDATE hold goes
+    to it as a re-INVITE, and its answer comes back in the 200 to the UPDATE."""
+    gw = make_gateway(trunk_port=baresip.sip_port)
+    mark = baresip.mark()
+    result = bridge(gw, tmp_path, "bridge_update_hold.xml", talk_ms=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not baresip.received(mark, "UPDATE")
+    invites = baresip.received(mark, "INVITE")
+    assert len(invites) == 2 and is_hold(invites[1].body)
+    update_ok = [m.split("\n\n", 1)[1] for m in _responses(message_list(tmp_path / "bridge"), 200, "UPDATE")]
+    assert len(update_ok) == 1 and "a=recvonly" in update_ok[0]
+    relayed = [e for e in gw.events() if e.get("event") == "update_relayed"]
+    assert relayed[0]["as"] == "INVITE" and relayed[0]["hold"] is True
+    assert gw.wait_calls(1)[0]["reason"] == "allowed"
+
+
 def test_baresip_hangs_up_and_the_bridge_gets_the_bye(make_gateway, baresip, tmp_path):
     gw = make_gateway(trunk_port=baresip.sip_port)
     mark = baresip.mark()

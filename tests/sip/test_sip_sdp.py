@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sip import answer_directions, connection_address, extract_sdp, is_hold, media_ports
+from sip import connection_address, extract_sdp, is_hold, media_ports
 
 
 def sdp(*lines: str, eol: str = "\r\n") -> str:
@@ -89,51 +89,3 @@ def test_extract_sdp(content_type, body, expected):
     assert extract_sdp(content_type, body) == expected
 
 
-# --- answer_directions: the immediate answer to an UPDATE ---------------------------------
-
-TRUNK_LAST = ("v=0\r\no=trunk 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n"
-              "m=audio 9000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")
-
-
-def _offer(*directions: str, session: str | None = None) -> str:
-    text = "v=0\r\no=bridge 1 2 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
-    if session:
-        text += f"a={session}\r\n"
-    for port, d in zip((7000, 7002), directions):
-        text += f"m=audio {port} RTP/AVP 0\r\n" + (f"a={d}\r\n" if d else "")
-    return text
-
-
-@pytest.mark.parametrize("offered, answered", [
-    ("sendonly", "a=recvonly"),     # hold
-    ("inactive", "a=inactive"),
-    ("recvonly", "a=sendonly"),
-])
-def test_an_answer_to_a_hold_offer_takes_the_allowed_direction(offered, answered):
-    out = answer_directions(_offer(offered), TRUNK_LAST)
-    assert out == TRUNK_LAST.replace("a=sendrecv", answered)
-
-
-def test_a_resume_is_answered_sendrecv_even_after_the_peer_answered_the_hold():
-    after_hold = TRUNK_LAST.replace("a=sendrecv", "a=recvonly")
-    assert answer_directions(_offer("sendrecv"), after_hold) == TRUNK_LAST
-
-
-def test_a_compatible_answer_passes_through_byte_for_byte():
-    assert answer_directions(_offer("sendrecv"), TRUNK_LAST) == TRUNK_LAST
-    assert answer_directions(_offer(None), TRUNK_LAST) == TRUNK_LAST
-    held = TRUNK_LAST.replace("a=sendrecv", "a=inactive")
-    assert answer_directions(_offer("sendonly"), held) == held  # inactive already answers sendonly
-
-
-def test_session_level_offer_direction_and_an_answer_without_one():
-    answer = TRUNK_LAST.replace("a=sendrecv\r\n", "")
-    out = answer_directions(_offer(None, session="sendonly"), answer)
-    assert out.endswith("a=rtpmap:0 PCMU/8000\r\na=recvonly\r\n")
-
-
-def test_each_media_section_is_answered_on_its_own():
-    two = TRUNK_LAST + "m=audio 9002 RTP/AVP 0\r\na=sendrecv\r\n"
-    out = answer_directions(_offer("sendrecv", "sendonly"), two)
-    first, second = out.split("m=audio 9002")
-    assert "a=sendrecv" in first and "a=recvonly" in second and "a=sendrecv" not in second
