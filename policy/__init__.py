@@ -6,7 +6,9 @@ counters the caller read and the current time into a `Decision`. It is
 `Assessment` saying whose counters to read) then
 `decide_assessed(assessment, snapshot, now, settings)` (rules 7–9). An allowed
 `Decision` carries the ledger's `charges` (`ChargeSpec`s) and the tenant `tz`.
-See docs/dialout-rules.md for the rules and docs/policy.md for the config.
+`route(e164, region, trunks)` orders the trunks for an allowed call
+(policy/routing.py). See docs/dialout-rules.md for the rules and
+docs/policy.md for the config.
 """
 
 from policy.config import PolicyConfigError, parse_dialout_policy, parse_policy_sections
@@ -32,6 +34,7 @@ from policy.model import (
 )
 from policy.numbers import NormalizedNumber, NumberType, normalize_destination
 from policy.reasons import Bucket, Reason
+from policy.routing import Trunk, caller_id_for, check_trunks, route
 
 __all__ = [
     "MICROSOFT_POLICY_NAMES",
@@ -56,10 +59,14 @@ __all__ = [
     "Reason",
     "Snapshot",
     "Tenant",
+    "Trunk",
     "assess",
+    "caller_id_for",
+    "check_trunks",
     "decide",
     "decide_assessed",
     "normalize_destination",
     "parse_dialout_policy",
     "parse_policy_sections",
+    "route",
 ]
