@@ -7,11 +7,15 @@ counters the caller read and the current time into a `Decision`. It is
 `decide_assessed(assessment, snapshot, now, settings)` (rules 7–9). An allowed
 `Decision` carries the ledger's `charges` (`ChargeSpec`s) and the tenant `tz`.
 `route(e164, region, trunks)` orders the trunks for an allowed call
-(policy/routing.py). See docs/dialout-rules.md for the rules and
-docs/policy.md for the config.
+(policy/routing.py). See docs/dialout-rules.md for the rules, docs/policy.md
+and docs/routing.md for how they are configured.
+
+The config is validated by `gateway/schema.py`; `build_policy_settings`
+turns the validated values into `PolicySettings` (`gateway.config.load_config`
+and `gateway.config.parse_policy_sections` do both).
 """
 
-from policy.config import PolicyConfigError, parse_dialout_policy, parse_policy_sections
+from policy.config import PolicyConfigError, build_policy_settings, parse_dialout_policy
 from policy.engine import assess, decide, decide_assessed
 from policy.model import (
     MICROSOFT_POLICY_NAMES,
@@ -61,12 +65,12 @@ __all__ = [
     "Tenant",
     "Trunk",
     "assess",
+    "build_policy_settings",
     "caller_id_for",
     "check_trunks",
     "decide",
     "decide_assessed",
     "normalize_destination",
     "parse_dialout_policy",
-    "parse_policy_sections",
     "route",
 ]
