@@ -561,6 +561,7 @@ class GatewaySection(Section):
 
 
 class TrunkBase(Section):
+    name: TrunkName = key(doc="unique; appears in logs and metrics")
     uri: SipUri = key(doc="where the trunk legs go: `sip:+<E164>@<host:port>;user=phone`; "
                           "`;transport=` chooses the transport as usual")
     username: Text | None = key(None, "digest user name, when the carrier challenges", shown="none")
@@ -607,7 +608,6 @@ class TrunkShorthand(TrunkBase):
 class TrunkEntry(TrunkBase):
     """`[[trunks]]`: a trunk for some destinations; see docs/routing.md."""
 
-    name: TrunkName = key(doc="unique; appears in logs and metrics")
     destinations: Annotated[list[Destination], Expect(
         'a non-empty list of ISO regions, "+digits" prefixes or "*"'), Field(min_length=1)] = key(
         doc='ISO regions (`"US"`, from phonenumbers) and/or `"+prefix"` strings, or `"*"` for every destination; '
@@ -779,7 +779,7 @@ class PolicySection(Section):
 
 
 class TenantCredits(Section):
-    """`credits` of a tenant."""
+    """A tenant's Communications Credits: `credits = { enabled = true, balance = 120.0 }`."""
 
     enabled: bool = key(False, "Communications Credits on for the tenant")
     balance: float = key(0.0, "balance used when the ledger has no other", ge=0, le=MAX_CREDITS_BALANCE)
