@@ -95,15 +95,24 @@ def test_settings_are_frozen():
 
 
 def test_the_example_config_loads():
+    from gateway.settings import runtime_settings
+    from policy import check_trunks, route
+
     cfg = load_config(EXAMPLE)
     assert cfg.path == EXAMPLE
-    assert set(cfg.raw_sections) == {"gateway", "trunk", "store", "logging"}
-    assert cfg.raw_sections["trunk"]["uri"] == "sip:127.0.0.1:5080"
+    assert set(cfg.raw_sections) == {"gateway", "trunks", "store", "logging"}
+    assert [t["name"] for t in cfg.raw_sections["trunks"]] == [
+        "north-america", "europe", "europe-backup", "rest-of-world"]
+    assert cfg.policy.tenant("fabrikam").caller_id == "+12125550123"
     assert len(cfg.policy.tenants) == 2 and 5 <= len(cfg.policy.organizers) <= 8
     assert {o.audio_conferencing.value for o in cfg.policy.organizers.values()} == {"subscription", "pay_per_minute", "none"}
     assert any(o.policy_name.startswith("tag:DialoutCPC") for o in cfg.policy.organizers.values())
     assert cfg.catalogue is cfg.policy.catalogue
     assert cfg.directory["organizers"] is cfg.policy.organizers
+    runtime = runtime_settings(cfg.sections, environ={})
+    assert check_trunks(runtime.trunks) == []
+    assert [t.name for t in route("+33142685300", "FR", runtime.trunks)] == ["europe", "europe-backup", "rest-of-world"]
+    assert [t.name for t in route("+18762091234", "JM", runtime.trunks)] == ["rest-of-world"]
 
 
 def _write(tmp_path, text: str) -> Path:
