@@ -600,7 +600,7 @@ class TrunkBase(Section):
 class TrunkShorthand(TrunkBase):
     """`[trunk]`: one trunk that takes every destination (`destinations = ["*"]`)."""
 
-    name: TrunkName = key("default", "the trunk's name in logs and metrics")
+    name: TrunkName = key("trunk", "the trunk's name in logs and metrics (the relay has always logged it as `trunk`)")
     setup_timeout_s: float = key(0.0, "no provisional response by then: give up on the trunk; 0 = off "
                                       "(one trunk has nothing to fail over to)", ge=0, le=300)
 

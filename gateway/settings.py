@@ -96,7 +96,7 @@ class RuntimeSettings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     # Every trunk, in config order: `[[trunks]]`, or the `[trunk]` shorthand as one
-    # trunk named "default" with destinations ("*",). Order them per call with
+    # trunk named "trunk" with destinations ("*",). Order them per call with
     # policy.routing.route(); choose the From with policy.routing.caller_id_for().
     trunks: tuple[Trunk, ...] = ()
     caller_id: str = ""                # the default caller ID: gateway.caller_id, else [trunk].caller_id

@@ -57,7 +57,7 @@ def test_the_shorthand_is_one_catch_all_trunk():
     rt = parse_runtime_settings({"gateway": gateway,
                                  "trunk": {"uri": "sip:t.example", "caller_id": "sip:+18005550100@a.example"}})
     (t,) = rt.trunks
-    assert (t.name, t.destinations, t.any_destination, t.setup_timeout_s) == ("default", ("*",), True, 0.0)
+    assert (t.name, t.destinations, t.any_destination, t.setup_timeout_s) == ("trunk", ("*",), True, 0.0)
     assert rt.caller_id == "sip:+18005550100@a.example" and rt.trunk.answer_timeout_s == 60
 
 
