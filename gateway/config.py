@@ -1,8 +1,14 @@
 """Load the gateway's one TOML config file.
 
-The policy part (`[policy]`, `[[tenants]]`, `[[organizers]]`) is parsed and
-validated here into frozen objects. The other sections are kept as plain
-tables in `raw_sections` for the parts of the gateway that own them.
+The whole file is validated against the one config schema (`gateway/schema.py`,
+pydantic: every section, every key; docs/config.md is generated from it). The
+policy part (`[policy]`, `[[tenants]]`, `[[organizers]]`) is then built into
+frozen objects here; `GatewayConfig.sections` keeps the validated file for
+`gateway.settings.runtime_settings` (what `dialout-gw run` also needs), and
+`raw_sections` the runtime tables as written.
+
+Every error is one line that names the file, the key path and what was
+expected: `gw.toml: trunks[1].priority: expected an integer >= 0 and <= 1000, got -3`.
 """
 
 from __future__ import annotations
@@ -12,22 +18,53 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # keep `dialout-gw --help` free of phonenumbers
+if TYPE_CHECKING:  # keep `dialout-gw --help` free of phonenumbers and pydantic
+    from gateway.schema import ConfigFile
     from policy.model import PolicySettings
+    from store.settings import StoreSettings
 
 POLICY_SECTIONS = ("policy", "tenants", "organizers")
-RAW_SECTIONS = ("gateway", "trunk", "sip", "store", "logging", "metrics")
+RAW_SECTIONS = ("gateway", "trunk", "trunks", "sip", "store", "logging", "metrics")
+
+_MISSING = object()
 
 
 class ConfigError(Exception):
     """A config file that cannot be used: names the file, the key and what was expected."""
 
 
+class ConfigValueError(ValueError):
+    """A bad or missing value in the config. `key` is its path (`trunks[1].priority`).
+
+    `str()` is one line: `<key>: expected <expected>, got <value>` (no file name:
+    `load_config` adds it). Raised by the schema for every section.
+    """
+
+    def __init__(self, key: str, expected: str, got: Any = _MISSING) -> None:
+        self.key = key
+        self.expected = expected
+        self.got = None if got is _MISSING else got
+        message = f"{key}: expected {expected}" if key else f"expected {expected}"
+        if got is not _MISSING:
+            message += f", got {_show_value(key, got)}"
+        super().__init__(message)
+
+
+def _show_value(key: str, value: Any) -> str:
+    if key.rsplit(".", 1)[-1] == "password":
+        return "(hidden)"
+    if isinstance(value, dict) and "password" in value:
+        value = {**value, "password": "(hidden)"}
+    text = repr(value)
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     path: Path
     policy: PolicySettings  # directory + catalogue, what `policy.decide` takes
-    raw_sections: dict[str, dict[str, Any]]
+    raw_sections: dict[str, Any]  # the runtime sections as written (RAW_SECTIONS)
+    sections: ConfigFile | None = None  # the whole file, validated (gateway.schema.ConfigFile)
 
     @property
     def directory(self) -> dict[str, Any]:
@@ -38,30 +75,33 @@ class GatewayConfig:
     def catalogue(self):  # -> policy.model.Catalogue
         return self.policy.catalogue
 
+    @property
+    def store(self) -> StoreSettings:
+        """The `[store]` section (defaults when absent)."""
+        from store.settings import store_settings
+
+        return store_settings(self.sections.store)
+
 
 def _merge_imported(data: dict[str, Any], imported: tuple[list[dict], list[dict]]) -> dict[str, Any]:
     """Add directory rows imported into the ledger (`dialout-gw directory import`)
     after the file's own; an id the file already defines keeps the file's row."""
     merged = dict(data)
     for key, rows in zip(("tenants", "organizers"), imported):
-        own = list(data.get(key, []))
+        own = data.get(key, [])
+        if not isinstance(own, list):
+            continue  # the schema says what is wrong with it
         ids = {str(row.get("id", "")).strip().casefold() for row in own if isinstance(row, dict)}
         merged[key] = own + [row for row in rows if str(row.get("id", "")).strip().casefold() not in ids]
     return merged
 
 
-def load_config(path: str | Path, imported: tuple[list[dict], list[dict]] | None = None) -> GatewayConfig:
-    """Read, parse and validate `path`. Raises ConfigError with a one-line message.
-
-    `imported` is (tenants, organizers) from the ledger's directory tables; they
-    are validated by the same rules as the file's own rows.
-    """
-    from policy.config import PolicyConfigError, parse_policy_sections
-
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The file as a dict; raises ConfigError with a one-line message."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:
@@ -71,21 +111,35 @@ def load_config(path: str | Path, imported: tuple[list[dict], list[dict]] | None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
 
-    known = POLICY_SECTIONS + RAW_SECTIONS
-    for key in data:
-        if key not in known:
-            raise ConfigError(f"{path}: {key}: unknown top-level key; expected one of {', '.join(known)}")
-    raw: dict[str, dict[str, Any]] = {}
-    for key in RAW_SECTIONS:
-        if key in data:
-            if not isinstance(data[key], dict):
-                raise ConfigError(f"{path}: {key}: expected a table [{key}], got {data[key]!r}")
-            raw[key] = data[key]
+
+def load_config(path: str | Path, imported: tuple[list[dict], list[dict]] | None = None) -> GatewayConfig:
+    """Read, parse and validate `path`. Raises ConfigError with a one-line message.
+
+    `imported` is (tenants, organizers) from the ledger's directory tables; they
+    are validated by the same schema as the file's own rows, after them.
+    """
+    from gateway.schema import validate
+    from policy.config import build_policy_settings
+
+    path = Path(path)
+    data = read_toml(path)
+    raw = {key: data[key] for key in RAW_SECTIONS if key in data}
     if imported and any(imported):
         data = _merge_imported(data, imported)
     try:
-        settings = parse_policy_sections(data)
-    except PolicyConfigError as exc:
-        where = " (the file's rows, then those imported into the ledger)" if imported and any(imported) else ""
+        sections = validate(data)
+    except ConfigValueError as exc:
+        where = ""
+        if imported and any(imported) and exc.key.split("[", 1)[0] in ("tenants", "organizers"):
+            where = " (the file's rows, then those imported into the ledger)"
         raise ConfigError(f"{path}: {exc}{where}") from None
-    return GatewayConfig(path=path, policy=settings, raw_sections=raw)
+    return GatewayConfig(path=path, policy=build_policy_settings(sections), raw_sections=raw, sections=sections)
+
+
+def parse_policy_sections(data: dict[str, Any]) -> PolicySettings:
+    """`PolicySettings` from a TOML-shaped dict (other sections are validated too, and
+    then ignored). Raises ConfigValueError naming the key path."""
+    from gateway.schema import validate
+    from policy.config import build_policy_settings
+
+    return build_policy_settings(validate(data))

@@ -1,21 +1,41 @@
-"""Typed runtime settings: the `[gateway]`, `[trunk]`, `[sip]`, `[store]`,
-`[logging]` and `[metrics]` sections of the config file.
+"""Typed runtime settings: the `[gateway]`, `[trunk]`/`[[trunks]]`, `[sip]`,
+`[store]`, `[logging]` and `[metrics]` sections of the config file.
 
-The policy sections (`[policy]`, `[[tenants]]`, `[[organizers]]`) are parsed
-by `policy.config`; this module parses the rest into frozen objects and names
-the key and the expected value in every error.
+Every key is declared, with its type, bounds and meaning, in the one config
+schema (`gateway/schema.py`; docs/config.md is generated from it). This
+module turns the validated sections into the frozen objects the gateway
+reads, and resolves what depends on the machine: the host name defaults and
+the trunks' `password_env` variables.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from gateway.config import ConfigValueError
 from sip import HeaderNames
-from store.settings import StoreSettings, parse_store_section
+from store.settings import StoreSettings, store_settings
 
-_MISSING = object()
+if TYPE_CHECKING:  # pydantic and phonenumbers load when settings are parsed, not when imported
+    from gateway.schema import ConfigFile
+    from policy.routing import Trunk
+
+#: A bad value in a runtime section; `key` is the dotted path. (One error type for every section.)
+SettingsError = ConfigValueError
+
+
+class TrunkCheckError(ConfigValueError):
+    """An error that `policy.routing.check_trunks` found (e.g. an unset `password_env`)."""
+
+    def __init__(self, finding: str) -> None:
+        key, _, text = finding.removeprefix("error: ").partition(": ")
+        ValueError.__init__(self, f"{key}: {text}")
+        self.key, self.expected, self.got = key, text, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,18 +47,12 @@ class Listener:
     key_file: str | None = None
 
 
-class SettingsError(ValueError):
-    """A bad value in a runtime section; `key` is the dotted path."""
-
-    def __init__(self, key: str, expected: str, got=_MISSING):
-        self.key = key
-        self.expected = expected
-        detail = "is missing" if got is _MISSING else f"is {got!r}"
-        super().__init__(f"{key} {detail}; expected {expected}")
-
-
 @dataclass(frozen=True, slots=True)
 class TrunkSettings:
+    """The first configured trunk, as the single-trunk relay reads it. Prefer
+    `RuntimeSettings.trunks` with `policy.routing.route`; `caller_id` here is
+    already the effective one (the trunk's, else `gateway.caller_id`)."""
+
     uri: str
     caller_id: str
     answer_timeout_s: float = 60.0
@@ -81,178 +95,89 @@ class RuntimeSettings:
     store: StoreSettings = field(default_factory=StoreSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    # Every trunk, in config order: `[[trunks]]`, or the `[trunk]` shorthand as one
+    # trunk named "trunk" with destinations ("*",). Order them per call with
+    # policy.routing.route(); choose the From with policy.routing.caller_id_for().
+    trunks: tuple[Trunk, ...] = ()
+    caller_id: str = ""                # the default caller ID: gateway.caller_id, else [trunk].caller_id
 
 
-def _get(table: dict, section: str, key: str, kind, expected: str, default=_MISSING):
-    value = table.get(key, default)
-    if value is _MISSING:
-        raise SettingsError(f"{section}.{key}", expected)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise SettingsError(f"{section}.{key}", expected, value)
-    return value
+def parse_runtime_settings(sections: Mapping[str, Any], *, environ: Mapping[str, str] | None = None,
+                           strict: bool = True) -> RuntimeSettings:
+    """RuntimeSettings from the raw TOML tables; raises SettingsError (ConfigValueError).
+
+    The tables are validated by the config schema first (`gateway.config.load_config`
+    has done that already for a file: use `runtime_settings(config.sections)`)."""
+    from gateway.schema import validate
+
+    return runtime_settings(validate(dict(sections)), environ=environ, strict=strict)
 
 
-def _positive(value, key: str, expected: str):
-    if value <= 0:
-        raise SettingsError(key, expected, value)
-    return value
+def runtime_settings(spec: ConfigFile, *, environ: Mapping[str, str] | None = None,
+                     strict: bool = True) -> RuntimeSettings:
+    """RuntimeSettings from a validated file. `dialout-gw run` needs `[gateway]` and a trunk.
 
-
-def _check_keys(table: dict, section: str, allowed: set[str]) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise SettingsError(f"{section}.{unknown[0]}", f"one of: {', '.join(sorted(allowed))}", "an unknown key")
-
-
-def _listeners(raw) -> tuple[Listener, ...]:
-    if not isinstance(raw, list) or not raw:
-        raise SettingsError("gateway.listen", "a non-empty array of {transport, address, port} tables", raw)
-    out = []
-    for i, item in enumerate(raw):
-        key = f"gateway.listen[{i}]"
-        if not isinstance(item, dict):
-            raise SettingsError(key, "a table {transport, address, port}", item)
-        _check_keys(item, key, {"transport", "address", "port", "cert_file", "key_file"})
-        transport = _get(item, key, "transport", str, '"udp", "tcp" or "tls"')
-        if transport not in ("udp", "tcp", "tls"):
-            raise SettingsError(f"{key}.transport", '"udp", "tcp" or "tls"', transport)
-        address = _get(item, key, "address", str, "an IP address to bind, e.g. \"127.0.0.1\"")
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            raise SettingsError(f"{key}.address", "an IP address (not a host name)", address) from None
-        port = _get(item, key, "port", int, "a port number 1-65535")
-        if not 0 < port < 65536:
-            raise SettingsError(f"{key}.port", "a port number 1-65535", port)
-        cert = item.get("cert_file")
-        keyf = item.get("key_file")
-        if transport == "tls" and not (cert and keyf):
-            raise SettingsError(f"{key}.cert_file", "cert_file and key_file for a tls listener")
-        out.append(Listener(transport, address, port, cert, keyf))
-    return tuple(out)
-
-
-def _networks(raw):
-    if not isinstance(raw, list) or not raw:
-        raise SettingsError("gateway.trusted_sources", 'a non-empty array of CIDRs, e.g. ["10.0.0.0/24"]', raw)
-    nets = []
-    for i, cidr in enumerate(raw):
-        try:
-            nets.append(ipaddress.ip_network(cidr, strict=False))
-        except (TypeError, ValueError):
-            raise SettingsError(f"gateway.trusted_sources[{i}]", "a CIDR such as 10.0.0.0/24", cidr) from None
-    return tuple(nets)
-
-
-def parse_runtime_settings(sections: dict[str, dict]) -> RuntimeSettings:
-    """Build RuntimeSettings from the raw TOML tables; raises SettingsError."""
-    gw = sections.get("gateway")
-    if not isinstance(gw, dict):
+    `environ` (default: os.environ) gives the trunks' `password_env` secrets. With
+    `strict`, the first error `check_trunks` finds (such as an unset variable) raises
+    TrunkCheckError; without, the trunks are built anyway and `run --check` lists them all.
+    """
+    from policy.routing import check_trunks
+    gw = spec.gateway
+    if gw is None:
         raise SettingsError("gateway", "a [gateway] table with listen and trusted_sources")
-    _check_keys(gw, "gateway", {
-        "listen", "trusted_sources", "host", "require_tls", "untrusted", "server_header", "max_concurrent_calls",
-        "max_calls_per_second", "drain_timeout_s", "session_expires_s", "min_se_s",
-    })
-    untrusted = _get(gw, "gateway", "untrusted", str, '"drop" or "reject"', "drop")
-    if untrusted not in ("drop", "reject"):
-        raise SettingsError("gateway.untrusted", '"drop" or "reject"', untrusted)
-    server_header = _get(gw, "gateway", "server_header", str, "a Server/User-Agent value, or empty", "")
-    if any(c in server_header for c in "\r\n") or len(server_header) > 128:
-        raise SettingsError("gateway.server_header", "one line of at most 128 characters", server_header)
-    trunk_raw = sections.get("trunk")
-    if not isinstance(trunk_raw, dict):
-        raise SettingsError("trunk", "a [trunk] table with uri and caller_id")
-    _check_keys(trunk_raw, "trunk", {"uri", "caller_id", "answer_timeout_s"})
-    trunk_uri = _get(trunk_raw, "trunk", "uri", str, 'a SIP URI such as "sip:trunk.example.net:5060"')
-    if not trunk_uri.startswith(("sip:", "sips:")):
-        raise SettingsError("trunk.uri", 'a SIP URI such as "sip:trunk.example.net:5060"', trunk_uri)
-    caller_id = _get(trunk_raw, "trunk", "caller_id", str, 'a SIP URI such as "sip:+18005550100@gw.example.net"')
-    if not caller_id.startswith(("sip:", "sips:", "tel:")):
-        raise SettingsError("trunk.caller_id", 'a SIP or tel URI', caller_id)
-    trunk = TrunkSettings(
-        uri=trunk_uri,
-        caller_id=caller_id,
-        answer_timeout_s=_positive(
-            _get(trunk_raw, "trunk", "answer_timeout_s", float, "seconds > 0", 60.0),
-            "trunk.answer_timeout_s", "seconds > 0"),
-    )
-
-    sip_raw = sections.get("sip", {})
-    headers = HeaderNames()
-    if sip_raw:
-        _check_keys(sip_raw, "sip", {"headers", "t1_ms"})
-        names = sip_raw.get("headers", {})
-        if not isinstance(names, dict):
-            raise SettingsError("sip.headers", "a table of header names", names)
-        allowed = set(HeaderNames.__dataclass_fields__)
-        _check_keys(names, "sip.headers", allowed)
-        for k, v in names.items():
-            if not isinstance(v, str) or not v or any(c in v for c in " :\t\r\n"):
-                raise SettingsError(f"sip.headers.{k}", "a SIP header name such as X-Dialout-Organizer", v)
-        headers = HeaderNames(**names)
-
-    t1_ms = _get(sip_raw or {}, "sip", "t1_ms", int, "milliseconds 50-5000", 500)
-    if not 50 <= t1_ms <= 5000:
-        raise SettingsError("sip.t1_ms", "milliseconds 50-5000", t1_ms)
-
-    store = parse_store_section(sections.get("store"))  # raises StoreSettingsError
-
-    lg = sections.get("logging", {})
-    _check_keys(lg, "logging", {"level", "format", "pjsip_level", "mask_numbers", "mask_fields",
-                                "refusal_log_interval_s"})
-    level = _get(lg, "logging", "level", str, '"debug", "info", "warning" or "error"', "info")
-    if level not in ("debug", "info", "warning", "error"):
-        raise SettingsError("logging.level", '"debug", "info", "warning" or "error"', level)
-    fmt = _get(lg, "logging", "format", str, '"auto", "json" or "console"', "auto")
-    if fmt not in ("auto", "json", "console"):
-        raise SettingsError("logging.format", '"auto", "json" or "console"', fmt)
-    pj_level = _get(lg, "logging", "pjsip_level", int, "an integer 0-6", 1)
-    if not 0 <= pj_level <= 6:
-        raise SettingsError("logging.pjsip_level", "an integer 0-6", pj_level)
-    mask_fields = _get(lg, "logging", "mask_fields", list, 'an array of log field names such as ["reason_text"]', [])
-    for i, name in enumerate(mask_fields):
-        if not isinstance(name, str) or not name:
-            raise SettingsError(f"logging.mask_fields[{i}]", "a log field name", name)
-    logging_settings = LoggingSettings(
-        level=level, format=fmt, pjsip_level=pj_level,
-        mask_numbers=_get(lg, "logging", "mask_numbers", bool, "true or false", False),
-        mask_fields=tuple(mask_fields),
-        refusal_log_interval_s=_get(lg, "logging", "refusal_log_interval_s", float, "seconds", 10.0),
-    )
-
-    mt = sections.get("metrics", {})
-    _check_keys(mt, "metrics", {"address", "port"})
-    metrics = MetricsSettings(
-        address=_get(mt, "metrics", "address", str, "an IP address", "127.0.0.1"),
-        port=_get(mt, "metrics", "port", int, "a port number (0 disables)", 0),
-    )
-
-    host = _get(gw, "gateway", "host", str, "a host name for Warning headers", socket.gethostname())
-    if not host or not all(c.isalnum() or c in ".-" for c in host):
-        raise SettingsError("gateway.host", "a host name (letters, digits, dots, dashes)", host)
-
+    if spec.trunk is None and not spec.trunks:
+        raise SettingsError("trunk", "a [trunk] table, or [[trunks]] entries (see docs/routing.md)")
+    environ = os.environ if environ is None else environ
+    trunks = _trunks(spec, environ)
+    if strict:
+        for finding in check_trunks(trunks):
+            if finding.startswith("error: "):
+                raise TrunkCheckError(finding)
+    default_caller_id = gw.caller_id or (spec.trunk.caller_id if spec.trunk is not None else None) or ""
+    first = trunks[0]
+    lg, mt = spec.logging, spec.metrics
     return RuntimeSettings(
-        listeners=_listeners(gw.get("listen")),
-        trusted_sources=_networks(gw.get("trusted_sources")),
-        trunk=trunk,
-        gateway_host=host,
-        require_tls=_get(gw, "gateway", "require_tls", bool, "true or false", False),
-        untrusted=untrusted,
-        server_header=server_header,
-        max_concurrent_calls=_positive(
-            _get(gw, "gateway", "max_concurrent_calls", int, "an integer > 0", 3000),
-            "gateway.max_concurrent_calls", "an integer > 0"),
-        max_calls_per_second=_positive(
-            _get(gw, "gateway", "max_calls_per_second", float, "a number > 0", 500.0),
-            "gateway.max_calls_per_second", "a number > 0"),
-        drain_timeout_s=_get(gw, "gateway", "drain_timeout_s", float, "seconds >= 0", 30.0),
-        session_expires_s=_get(gw, "gateway", "session_expires_s", int, "seconds >= 90", 1800),
-        min_se_s=_get(gw, "gateway", "min_se_s", int, "seconds >= 90", 90),
-        headers=headers,
-        t1_ms=t1_ms,
-        store=store,
-        logging=logging_settings,
-        metrics=metrics,
+        listeners=tuple(Listener(l.transport, l.address, l.port, l.cert_file, l.key_file) for l in gw.listen),
+        trusted_sources=tuple(ipaddress.ip_network(cidr, strict=False) for cidr in gw.trusted_sources),
+        trunk=TrunkSettings(uri=first.uri, caller_id=first.caller_id or default_caller_id,
+                            answer_timeout_s=first.answer_timeout_s),
+        gateway_host=gw.host or socket.gethostname(),
+        require_tls=gw.require_tls,
+        untrusted=gw.untrusted,
+        server_header=gw.server_header,
+        max_concurrent_calls=gw.max_concurrent_calls,
+        max_calls_per_second=float(gw.max_calls_per_second),
+        drain_timeout_s=float(gw.drain_timeout_s),
+        session_expires_s=gw.session_expires_s,
+        min_se_s=gw.min_se_s,
+        headers=HeaderNames(**spec.sip.headers.model_dump()),
+        t1_ms=spec.sip.t1_ms,
+        store=store_settings(spec.store),
+        logging=LoggingSettings(level=lg.level, format=lg.format, pjsip_level=lg.pjsip_level,
+                                mask_numbers=lg.mask_numbers, mask_fields=tuple(lg.mask_fields),
+                                refusal_log_interval_s=float(lg.refusal_log_interval_s)),
+        metrics=MetricsSettings(address=mt.address, port=mt.port),
+        trunks=trunks,
+        caller_id=default_caller_id,
     )
+
+
+def _trunks(spec: ConfigFile, environ: Mapping[str, str]) -> tuple[Trunk, ...]:
+    from policy.routing import ANY_DESTINATION, Trunk
+    if spec.trunk is not None:
+        entries = [("trunk", spec.trunk, (ANY_DESTINATION,), 0, 1)]
+    else:
+        entries = [(f"trunks[{i}]", t, tuple(t.destinations), t.priority, t.weight) for i, t in enumerate(spec.trunks)]
+    out = []
+    for where, t, destinations, priority, weight in entries:
+        password = t.password
+        if t.password_env is not None:
+            password = environ.get(t.password_env) or None
+        out.append(Trunk(
+            name=t.name, uri=t.uri, destinations=destinations, priority=priority, weight=weight,
+            username=t.username, password=password, password_env=t.password_env,
+            setup_timeout_s=float(t.setup_timeout_s), answer_timeout_s=float(t.answer_timeout_s),
+            transport=t.transport, caller_id=t.caller_id, p_asserted_identity=t.p_asserted_identity,
+            register=t.register_, options_ping_s=float(t.options_ping_s), down_after=t.down_after, key=where,
+        ))
+    return tuple(out)

@@ -331,6 +331,7 @@ class Tenant:
     credits_enabled: bool = False
     credits_balance: float = 0.0
     pool_minutes: float = 0.0  # precomputed: licences × pool_minutes_per_subscription
+    caller_id: str | None = None  # E.164; the caller ID of the tenant's calls (policy.routing.caller_id_for)
 
 
 @dataclass(frozen=True, slots=True)

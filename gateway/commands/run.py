@@ -29,23 +29,41 @@ def register(subparsers) -> None:
     )
     p.add_argument("--config", required=True, metavar="FILE", help="the gateway's TOML config file")
     p.add_argument("--check", action="store_true",
-                   help="validate the config, open the ledger, then exit without listening")
+                   help="validate the config and the trunks (errors and warnings on stderr; exit 2 on an "
+                        "error), open the ledger, then exit without listening")
     p.set_defaults(handler=handle)
 
 
-def load_everything(path: str):
-    """The config file, parsed and validated: (GatewayConfig, RuntimeSettings)."""
+def load_everything(path: str, *, strict: bool = True):
+    """The config file, parsed and validated: (GatewayConfig, RuntimeSettings).
+
+    With `strict`, an error that `check_trunks` finds (e.g. an unset `password_env`)
+    fails like any config error; without, `run --check` reports them all."""
     from gateway.cli import UserError
     from gateway.config import load_config
-    from gateway.settings import SettingsError, parse_runtime_settings
-    from store.settings import StoreSettingsError
+    from gateway.settings import SettingsError, runtime_settings
 
     config = load_config(path)
     try:
-        runtime = parse_runtime_settings(config.raw_sections)
-    except (SettingsError, StoreSettingsError) as exc:
+        runtime = runtime_settings(config.sections, strict=strict)
+    except SettingsError as exc:
         raise UserError(f"{path}: {exc}") from None
     return config, runtime
+
+
+def report_trunk_findings(path: str, runtime, log, *, to_stderr: bool) -> int:
+    """Log what `policy.routing.check_trunks` finds (and print it, for `--check`);
+    returns the number of errors."""
+    from policy.routing import check_trunks
+
+    errors = 0
+    for finding in check_trunks(runtime.trunks):
+        level, _, text = finding.partition(": ")
+        errors += level == "error"
+        (log.error if level == "error" else log.warning)("trunk_check", config=path, finding=text)
+        if to_stderr:
+            print(f"dialout-gw run: {path}: {finding}", file=sys.stderr)
+    return errors
 
 
 def handle(args) -> int:
@@ -68,10 +86,14 @@ def handle(args) -> int:
 
     # JSON from the first line: even a crash while reading the config is one log event.
     configure_logging()
-    config, runtime = load_everything(args.config)
+    config, runtime = load_everything(args.config, strict=not args.check)
     configure_logging(runtime.logging.level, runtime.logging.format, mask_numbers=runtime.logging.mask_numbers,
                       mask_fields=runtime.logging.mask_fields)
     log = get_logger(component="main")
+    # Trunk problems: warnings are logged; errors end `--check` with exit 2 (without --check,
+    # load_everything has refused them already).
+    if report_trunk_findings(args.config, runtime, log, to_stderr=args.check):
+        return 2
 
     import pjsua2 as pj
 

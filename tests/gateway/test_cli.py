@@ -96,3 +96,58 @@ def test_check_validates_config_and_ledger_then_exits(tmp_path):
 def test_the_example_config_is_valid(tmp_path):
     proc = dialout_gw("run", "--config", str(REPO / "examples" / "gateway.toml"), "--check", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+
+
+TRUNKS = """
+[[trunks]]
+name = "na"
+uri = "sip:127.0.0.1:{port}"
+destinations = ["US", "CA"]
+username = "gw"
+password_env = "DIALOUT_TEST_TRUNK_PASSWORD"
+caller_id = "sip:+18005550100@gw-under-test"
+
+[[trunks]]
+name = "eu"
+uri = "sip:127.0.0.1:{port}"
+destinations = ["FR", "+999"]
+caller_id = "sip:+33142685300@gw-under-test"
+"""
+
+
+def _trunks_config(tmp_path) -> Path:
+    port = free_port()
+    text = gateway_config(sip_port=free_port(), trunk_port=port, db_path=tmp_path / "l.db")
+    start = text.index("[trunk]\n")
+    end = text.index("\n[", start + 1)
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(text[:start] + TRUNKS.format(port=port) + text[end:])
+    return cfg
+
+
+def _run_with_env(env_extra, *args):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "DIALOUT_TEST_TRUNK_PASSWORD"} | env_extra
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
+                          timeout=60, cwd=REPO, env=env)
+
+
+def test_check_reports_trunk_findings_and_fails_on_errors(tmp_path):
+    cfg = _trunks_config(tmp_path)
+    proc = _run_with_env({}, "run", "--config", str(cfg), "--check")
+    assert_user_error(proc, f"dialout-gw run: {cfg}: error: trunks[0].password_env: the environment variable "
+                            "DIALOUT_TEST_TRUNK_PASSWORD is not set (trunk na)",
+                      f"dialout-gw run: {cfg}: warning: trunks[1].destinations[1]: no E.164 number starts with +999")
+    assert not (tmp_path / "l.db").exists()  # refused before the ledger was opened
+    ok = _run_with_env({"DIALOUT_TEST_TRUNK_PASSWORD": "s3cret"}, "run", "--config", str(cfg), "--check")
+    assert ok.returncode == 0, ok.stderr
+    assert "warning: trunks[1].destinations[1]" in ok.stderr and "error" not in ok.stderr
+    assert '"trunk_check"' in ok.stdout and '"config_ok"' in ok.stdout and "s3cret" not in ok.stdout + ok.stderr
+
+
+def test_run_refuses_an_unset_password_env_with_one_line(tmp_path):
+    proc = _run_with_env({}, "run", "--config", str(_trunks_config(tmp_path)))
+    assert_user_error(proc, "gw.toml: trunks[0].password_env: the environment variable DIALOUT_TEST_TRUNK_PASSWORD "
+                            "is not set (trunk na)")
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -8,7 +8,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import phonenumbers
-from policy import CallRequest, Decision, PolicySettings, Snapshot, decide, parse_policy_sections
+from gateway.config import parse_policy_sections
+from policy import CallRequest, Decision, PolicySettings, Snapshot, decide
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from policy_testlib import AFTER_PROMO, BASE, DE_BERLIN, FR_PARIS, IN_PROMO, JM_NUMBER, PARIS, US_NYC, make_settings, run
 
+from gateway.config import parse_policy_sections
 from policy import (
     Assessment,
     Bucket,
@@ -23,7 +24,6 @@ from policy import (
     assess,
     decide,
     decide_assessed,
-    parse_policy_sections,
 )
 
 ORGANIZERS = [o["id"] for o in BASE["organizers"]] + ["nobody@example.com", None, "  "]

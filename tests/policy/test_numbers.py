@@ -119,7 +119,7 @@ def test_every_plus_one_region_other_than_us_is_not_domestic_for_a_us_organiser(
 
     from policy_testlib import BASE
 
-    from policy import parse_policy_sections
+    from gateway.config import parse_policy_sections
 
     data = copy.deepcopy(BASE)
     data["organizers"][4]["dialout_policy"] = "domestic"
@@ -338,7 +338,7 @@ def test_normal_numbers_dialled_nationally_by_a_local_organiser_still_pass(regio
 
     from policy_testlib import BASE
 
-    from policy import parse_policy_sections
+    from gateway.config import parse_policy_sections
 
     data = copy.deepcopy(BASE)
     data["organizers"].append({"id": "local@contoso.com", "tenant": "contoso", "usage_location": region,
@@ -398,7 +398,7 @@ def _idd_settings():
 
     from policy_testlib import BASE
 
-    from policy import parse_policy_sections
+    from gateway.config import parse_policy_sections
 
     data = copy.deepcopy(BASE)
     for region in IDD_REGIONS:

@@ -7,6 +7,7 @@ import copy
 import pytest
 from policy_testlib import BASE, DE_BERLIN, FR_PARIS, US_NYC, example_e164, run
 
+from gateway.config import parse_policy_sections
 from policy import (
     MICROSOFT_POLICY_NAMES,
     Bucket,
@@ -15,7 +16,6 @@ from policy import (
     Reason,
     Snapshot,
     parse_dialout_policy,
-    parse_policy_sections,
 )
 
 # Microsoft's OnlineDialOutPolicy instances: the meeting (CPC) half decides.

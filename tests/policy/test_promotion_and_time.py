@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from policy_testlib import BASE, example_e164, make_settings, run
 
-from policy import ZONE_A, Bucket, Reason, Snapshot, parse_policy_sections
+from gateway.config import parse_policy_sections
+from policy import ZONE_A, Bucket, Reason, Snapshot
 
 SEED_44 = "AU AT BE BR BG CA CN HR CZ DK EE FI FR DE GR HK HU IN IE IT JP LU MY MX NL NZ NO PL PT PR RO RU SG SK SI ZA KR ES SE CH TW TH GB US".split()
 

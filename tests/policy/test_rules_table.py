@@ -7,7 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from policy import Bucket, Reason, Snapshot, parse_policy_sections
+from gateway.config import parse_policy_sections
+from policy import Bucket, Reason, Snapshot
 
 from policy_testlib import AFTER_PROMO, BASE, FR_PARIS, JM_NUMBER, PARIS, US_NYC, US_PREMIUM, run
 

@@ -1,0 +1,871 @@
+"""The config file's schema: every section and key, declared once (pydantic v2).
+
+`validate(data)` checks the whole TOML document (the dict `tomllib` made)
+against `ConfigFile` and returns the validated models, or raises
+`ConfigValueError` for the first problem, naming the key path and what was
+expected: `trunks[1].priority: expected an integer >= 0, got -3`.
+
+The models are strict (no `"5"` for 5, no `true` for 1, no `2.0` for an
+integer), refuse unknown keys, and refuse `nan` and `inf` everywhere. What a
+key must be is said once, in its type: the numeric bounds (`Field(ge=…)`) or
+an `Expect` marker for the domain types (regions, timezones, URIs …). The
+same text is used for the error messages and for docs/config.md, which
+scripts/gen_config_doc.py writes from these models (a test keeps it current).
+
+The models are an intermediate form: `policy.config.build_policy_settings`,
+`gateway.settings.runtime_settings` and `store.settings.store_settings` turn
+them into the frozen objects the rest of the code reads. What needs the
+machine (host name defaults, `password_env`) is resolved there, not here, so
+that `dialout-gw explain` can read a file written for another machine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import annotated_types
+import phonenumbers
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+
+from gateway.config import ConfigValueError
+from policy.config import (
+    MAX_CALL_LENGTH_S,
+    MAX_CREDIT_RATE,
+    MAX_CREDITS_BALANCE,
+    MAX_GUARD_LIMIT,
+    MAX_LICENCES,
+    MAX_MINUTES,
+    MAX_RETRY_AFTER_S,
+    MIN_CREDIT_RATE,
+    PolicyConfigError,
+    parse_dialout_policy,
+)
+from policy.model import Catalogue, Guards
+from policy.numbers import NumberType
+from policy.routing import ANY_DESTINATION
+from sip import HeaderNames
+
+_HEADERS = HeaderNames()
+_CATALOGUE = Catalogue()
+_GUARDS = Guards()
+_REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """What a value must be, in words: the error messages and docs/config.md say it."""
+
+    text: str
+
+
+def _fail(expected: str | None = None, *, field: tuple = (), got: Any = _MISSING) -> None:
+    """Refuse a value from inside a validator. `field` extends the key path (relative to
+    the model or value being validated); `expected` overrides the type's own `Expect`."""
+    ctx: dict[str, Any] = {"field": field}
+    if expected is not None:
+        ctx["expected"] = expected
+    if got is not _MISSING:
+        ctx["got"] = got
+    raise PydanticCustomError("config", "invalid value", ctx)
+
+
+def validate(data: Any) -> ConfigFile:
+    """The whole file, validated; raises ConfigValueError (the first problem)."""
+    try:
+        return ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        raise first_error(exc, ConfigFile) from None
+
+
+def first_error(exc: ValidationError, model: type[BaseModel]) -> ConfigValueError:
+    """The first of pydantic's errors, in our words: the key path and what was expected."""
+    err = exc.errors(include_url=False)[0]
+    ctx = (err.get("ctx") or {}) if err["type"] == "config" else {}  # pydantic's own ctx is its wording
+    loc = tuple(part for part in err["loc"] if part != "[key]")
+    is_key = "[key]" in err["loc"]
+    if err["type"] == "config":
+        loc += tuple(ctx.get("field", ()))
+    key = key_path(loc)
+    if err["type"] == "missing":
+        return ConfigValueError(key, f"{describe_at(model, loc)} (required)")
+    if err["type"] == "extra_forbidden":
+        parent, _ = _split(_resolve(model, loc[:-1]))
+        known = sorted(toml_fields(parent)) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+        return ConfigValueError(key, "one of the known keys: " + ", ".join(known))
+    expected = ctx.get("expected") or describe_at(model, loc, dict_key=is_key)
+    if "got" in ctx:
+        return ConfigValueError(key, expected, ctx["got"])
+    if ctx.get("field"):  # a check across keys that has no single value to quote
+        return ConfigValueError(key, expected)
+    return ConfigValueError(key, expected, loc[-1] if is_key and loc else err.get("input"))
+
+
+def key_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# --- describing a type: one text for errors and docs ------------------------------------------
+
+
+def _split(annotation: Any) -> tuple[Any, list]:
+    """(bare type, metadata) of a possibly Annotated (and Optional) type."""
+    meta: list = []
+    while True:
+        if get_origin(annotation) is Annotated:
+            base, *extra = get_args(annotation)
+            for item in extra:
+                if isinstance(item, FieldInfo):
+                    meta.extend(item.metadata)
+                else:
+                    meta.append(item)
+            annotation = base
+            continue
+        args = get_args(annotation)
+        if _is_union(annotation) and type(None) in args and len(args) == 2:
+            annotation = next(a for a in args if a is not type(None))
+            continue
+        return annotation, meta
+
+
+def _is_union(annotation: Any) -> bool:
+    import types
+
+    return get_origin(annotation) in (Union, types.UnionType)
+
+
+def _resolve(model: Any, loc: tuple, *, dict_key: bool = False) -> Any:
+    """The annotation (possibly Annotated) of the value at `loc` under `model`."""
+    current: Any = model
+    for i, part in enumerate(loc):
+        bare, _ = _split(current)
+        if isinstance(bare, type) and issubclass(bare, BaseModel):
+            info = toml_fields(bare).get(part) if isinstance(part, str) else None
+            if info is None:
+                return None
+            current = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        elif get_origin(bare) in (list, tuple):
+            current = get_args(bare)[0]
+        elif get_origin(bare) is dict:
+            last = i == len(loc) - 1
+            current = get_args(bare)[0 if (dict_key and last) else 1]
+        else:
+            return None
+    return current
+
+
+def toml_fields(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    """A model's fields by their TOML key (the alias where a Python name would clash)."""
+    return {info.alias or name: info for name, info in model.model_fields.items()}
+
+
+def describe_at(model: type[BaseModel], loc: tuple, *, dict_key: bool = False) -> str:
+    annotation = _resolve(model, loc, dict_key=dict_key)
+    return describe(annotation) if annotation is not None else "a known key"
+
+
+def describe(annotation: Any) -> str:
+    """What a value of this type must be, in words."""
+    bare, meta = _split(annotation)
+    for item in meta:
+        if isinstance(item, Expect):
+            return item.text
+    bounds = _bounds(meta)
+    if bare is bool:
+        return "true or false"
+    if bare is int:
+        return "an integer" + bounds
+    if bare is float:
+        return "a finite number" + bounds
+    if bare is str:
+        return "a string"
+    if get_origin(bare) is Literal:
+        words = [f'"{v}"' for v in get_args(bare)]
+        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    if isinstance(bare, type) and issubclass(bare, BaseModel):
+        return "a table"
+    if get_origin(bare) in (list, tuple):
+        return "an array"
+    if get_origin(bare) is dict:
+        return "a table"
+    return "a valid value"
+
+
+def _bounds(meta: list) -> str:
+    parts = []
+    for item in meta:
+        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(item, attr, None)
+            if isinstance(item, annotated_types.BaseMetadata) and value is not None:
+                parts.append(f"{op} {show_number(value)}")
+    return (" " + " and ".join(parts)) if parts else ""
+
+
+def show_number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+# --- the value types ----------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        _fail()
+    return value.strip()
+
+
+Text = Annotated[str, Expect("a non-empty string"), BeforeValidator(_text)]
+
+
+def _region(value: Any) -> str:
+    if not isinstance(value, str) or value.strip().upper() not in _REGIONS:
+        _fail()
+    return value.strip().upper()
+
+
+REGION_TEXT = "an ISO 3166 region code known to phonenumbers (e.g. FR, US)"
+Region = Annotated[str, Expect(REGION_TEXT), BeforeValidator(_region)]
+Regions = Annotated[list[Region], Expect("a list of ISO region codes")]
+
+
+def _timezone(value: Any) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(value, str) or not value.strip():
+        _fail()
+    try:
+        ZoneInfo(value.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        _fail()
+    return value.strip()
+
+
+Timezone = Annotated[str, Expect("an IANA timezone name such as Europe/Paris or UTC"), BeforeValidator(_timezone)]
+
+
+def _day(value: Any) -> date:
+    if isinstance(value, datetime):
+        _fail("a date YYYY-MM-DD (no time: dates are whole local days)")
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    _fail()
+
+
+Day = Annotated[date, Expect("a date YYYY-MM-DD"), BeforeValidator(_day)]
+
+
+def _policy_name(value: Any) -> str:
+    try:
+        parse_dialout_policy(value)
+    except PolicyConfigError:
+        _fail()
+    return value.strip()
+
+
+PolicyName = Annotated[
+    str, Expect("one of any, domestic, zone_a, disabled, or a tag:DialoutCPC… policy name"), BeforeValidator(_policy_name)
+]
+
+_TYPE_NAMES = tuple(t.value for t in NumberType)
+
+
+def _number_type(value: Any) -> str:
+    if value not in _TYPE_NAMES:
+        _fail()
+    return value
+
+
+NumberTypeName = Annotated[str, Expect(f"one of {', '.join(_TYPE_NAMES)}"), BeforeValidator(_number_type)]
+NumberTypes = Annotated[list[NumberTypeName], Expect("a list of number types")]
+
+RATE_TEXT = (
+    f"a price per minute: 0 (free) or a finite number >= {show_number(MIN_CREDIT_RATE)} "
+    f"and <= {show_number(MAX_CREDIT_RATE)}"
+)
+
+
+def _rate(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        _fail()
+    if value != 0 and not MIN_CREDIT_RATE <= value <= MAX_CREDIT_RATE:
+        _fail()
+    return float(value) if value else 0.0  # -0.0 is free too: never show a charge of -0.0
+
+
+Rate = Annotated[float, Expect(RATE_TEXT), BeforeValidator(_rate)]
+
+
+def _e164(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip().startswith("+"):
+        _fail()
+    try:
+        number = phonenumbers.parse(value.strip(), None)
+    except phonenumbers.NumberParseException:
+        _fail()
+    if not phonenumbers.is_valid_number(number):
+        _fail()
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+E164 = Annotated[str, Expect('an E.164 number that phonenumbers says is valid, e.g. "+33142685300"'),
+                 BeforeValidator(_e164)]
+
+
+def _uri(schemes: tuple[str, ...]):
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value.strip().lower().startswith(schemes) \
+                or any(c.isspace() or c in "<>\"" for c in value.strip()):
+            _fail()
+        rest = value.strip().split(":", 1)[1]
+        if not rest or rest.startswith(("@", ";")):
+            _fail()
+        return value.strip()
+
+    return BeforeValidator(check)
+
+
+SipUri = Annotated[str, Expect('a SIP URI such as "sip:trunk.example.net:5060"'), _uri(("sip:", "sips:"))]
+CallerIdUri = Annotated[
+    str, Expect('a SIP or tel URI such as "sip:+18005550100@gw.example.net"'), _uri(("sip:", "sips:", "tel:"))
+]
+
+
+def _http_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")) or any(c.isspace() for c in value):
+        _fail()
+    return value
+
+
+HttpUrl = Annotated[str, Expect("an http:// or https:// URL"), BeforeValidator(_http_url)]
+
+
+def _store_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("sqlite:///", "postgresql://", "postgres://")) \
+            or value == "sqlite:///":
+        _fail()
+    return value
+
+
+StoreUrl = Annotated[
+    str,
+    Expect("sqlite:///PATH or postgresql://USER@HOST:PORT/DB (sqlite:////PATH for an absolute path)"),
+    BeforeValidator(_store_url),
+]
+
+
+def _ip(value: Any) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except (TypeError, ValueError):
+        _fail()
+    return value
+
+
+IpAddress = Annotated[str, Expect('an IP address (not a host name), e.g. "127.0.0.1"'), BeforeValidator(_ip)]
+
+
+def _cidr(value: Any) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except (TypeError, ValueError):
+        _fail()
+    return value
+
+
+Cidr = Annotated[str, Expect("a CIDR such as 10.0.0.0/24"), BeforeValidator(_cidr)]
+
+
+def _host(value: Any) -> str:
+    if not isinstance(value, str) or not value or not all(c.isalnum() or c in ".-" for c in value):
+        _fail()
+    return value
+
+
+HostName = Annotated[str, Expect("a host name (letters, digits, dots, dashes)"), BeforeValidator(_host)]
+
+
+def _one_line(value: Any) -> str:
+    if not isinstance(value, str) or any(c in value for c in "\r\n") or len(value) > 128:
+        _fail()
+    return value
+
+
+OneLine = Annotated[str, Expect("one line of at most 128 characters, or empty"), BeforeValidator(_one_line)]
+
+
+def _header_name(value: Any) -> str:
+    if not isinstance(value, str) or not value or any(c in value for c in " :\t\r\n"):
+        _fail()
+    return value
+
+
+HeaderName = Annotated[str, Expect("a SIP header name such as X-Dialout-Organizer"), BeforeValidator(_header_name)]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _trunk_name(value: Any) -> str:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        _fail()
+    return value
+
+
+TrunkName = Annotated[
+    str, Expect("a name of 1-64 letters, digits, '.', '_' or '-' (it appears in logs and metrics)"),
+    BeforeValidator(_trunk_name),
+]
+
+_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_name(value: Any) -> str:
+    if not isinstance(value, str) or not _ENV.fullmatch(value):
+        _fail()
+    return value
+
+
+EnvName = Annotated[str, Expect("an environment variable name such as TRUNK_PASSWORD"), BeforeValidator(_env_name)]
+
+
+def _secret(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        _fail()
+    return value
+
+
+Secret = Annotated[str, Expect("a non-empty string"), BeforeValidator(_secret)]
+
+_PREFIX = re.compile(r"\+[0-9]{1,15}")
+DESTINATION_TEXT = (
+    'an ISO region code known to phonenumbers (e.g. "US"), a "+digits" prefix (e.g. "+1876") '
+    'or "*" (every destination)'
+)
+
+
+def _destination(value: Any) -> str:
+    if isinstance(value, str):
+        text = value.strip()
+        if text == ANY_DESTINATION or _PREFIX.fullmatch(text):
+            return text
+        if text.upper() in _REGIONS:
+            return text.upper()
+    _fail()
+
+
+Destination = Annotated[str, Expect(DESTINATION_TEXT), BeforeValidator(_destination)]
+
+
+def _promotion_regions(value: Any) -> str | list[str]:
+    if value == "zone_a":
+        return value
+    if not isinstance(value, list):
+        _fail()
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or item.strip().upper() not in _REGIONS:
+            _fail(REGION_TEXT, field=(i,), got=item)
+        out.append(item.strip().upper())
+    return out
+
+
+PromotionRegions = Annotated[
+    Union[str, list[str]], Expect('a list of ISO region codes or "zone_a"'), BeforeValidator(_promotion_regions)
+]
+
+
+def key(default: Any = ..., doc: str = "", *, shown: str | None = None, **constraints: Any) -> Any:
+    """A key of a section: its default (`...` = required), what it means, and its bounds.
+    `shown` is how docs/config.md states a default that is not a plain value."""
+    extra = {"shown": shown} if shown is not None else None
+    return Field(default, description=doc, json_schema_extra=extra, **constraints)
+
+
+class Section(BaseModel):
+    """A TOML table: strict types, no unknown keys, finite numbers only."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+# --- [gateway] ---------------------------------------------------------------------------
+
+
+class Listener(Section):
+    """One entry of `gateway.listen`."""
+
+    transport: Literal["udp", "tcp", "tls"] = key(doc="the SIP transport")
+    address: IpAddress = key(doc="the address to bind")
+    port: int = key(doc="the port to bind", ge=1, le=65535)
+    cert_file: Text | None = key(None, "PEM certificate chain (tls only)", shown="none")
+    key_file: Text | None = key(None, "PEM private key (tls only)", shown="none")
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Listener:
+        if self.transport == "tls" and not (self.cert_file and self.key_file):
+            _fail("cert_file and key_file for a tls listener", field=("cert_file",))
+        return self
+
+
+class GatewaySection(Section):
+    """`[gateway]`: where the bridge's INVITEs arrive, and who may send them."""
+
+    listen: Annotated[list[Listener], Expect("a non-empty array of {transport, address, port} tables"),
+                      Field(min_length=1)] = key(
+        doc='where to listen: `{transport = "udp"|"tcp"|"tls", address, port}`; tls also needs `cert_file`, `key_file`')
+    trusted_sources: Annotated[list[Cidr], Expect('a non-empty array of CIDRs, e.g. ["10.0.0.0/24"]'),
+                               Field(min_length=1)] = key(
+        doc="CIDRs of the bridges; any other source gets `403 untrusted_source` before any lookup")
+    host: HostName | None = key(None, 'the warn-agent in `Warning: 399 <host> "…"` and our Contact',
+                                shown="the host name")
+    require_tls: bool = key(False, "refuse INVITEs that did not arrive over TLS")
+    untrusted: Literal["drop", "reject"] = key(
+        "drop", "what an untrusted source gets: nothing (`drop`) or one stateless `403` (`reject`)")
+    server_header: OneLine = key("", "Server/User-Agent header value; empty sends none (no fingerprint)")
+    max_concurrent_calls: int = key(3000, "above it: `503 overloaded` with `Retry-After`", ge=1, le=1_000_000)
+    max_calls_per_second: float = key(500.0, "token bucket; above it: `503 overloaded` with `Retry-After`",
+                                      gt=0, le=100_000)
+    drain_timeout_s: float = key(30.0, "how long SIGTERM waits for calls in progress", ge=0, le=86_400)
+    session_expires_s: int = key(1800, "RFC 4028 session interval on both legs (a dead leg is cleared)",
+                                 ge=90, le=86_400)
+    min_se_s: int = key(90, "RFC 4028 Min-SE: shorter session intervals are refused with 422", ge=90, le=86_400)
+    caller_id: CallerIdUri | None = key(
+        None, "the default caller ID (From of the trunk leg) when neither the tenant nor the trunk sets one; "
+              "required with `[[trunks]]` entries that have no `caller_id`", shown="none")
+
+    @model_validator(mode="after")
+    def _timers(self) -> GatewaySection:
+        if self.min_se_s > self.session_expires_s:
+            _fail(f"seconds <= session_expires_s ({self.session_expires_s})", field=("min_se_s",), got=self.min_se_s)
+        return self
+
+
+# --- [trunk] and [[trunks]] ------------------------------------------------------------------
+
+
+class TrunkBase(Section):
+    name: TrunkName = key(doc="unique; appears in logs and metrics")
+    uri: SipUri = key(doc="where the trunk legs go: `sip:+<E164>@<host:port>;user=phone`; "
+                          "`;transport=` chooses the transport as usual")
+    username: Text | None = key(None, "digest user name, when the carrier challenges", shown="none")
+    password: Secret | None = key(None, "digest password (prefer `password_env`)", shown="none")
+    password_env: EnvName | None = key(
+        None, "the environment variable holding the digest password, read at start-up; `run --check` "
+              "reports it when unset", shown="none")
+    setup_timeout_s: float = key(5.0, "no provisional response by then: try the next matching trunk; 0 = off",
+                                 ge=0, le=300)
+    answer_timeout_s: float = key(60.0, "no final answer by then: CANCEL, `408 trunk_timeout` to the bridge",
+                                  gt=0, le=3600)
+    transport: Literal["udp", "tcp", "tls"] | None = key(None, "the transport toward the trunk",
+                                                        shown="from the URI")
+    caller_id: CallerIdUri | None = key(None, "the trunk's caller ID (From), unless the tenant sets one",
+                                        shown="`gateway.caller_id`")
+    p_asserted_identity: bool = key(False, "send `P-Asserted-Identity` with the caller ID")
+    # `register` is also a method of every pydantic model (ABCMeta's): the TOML key is an alias.
+    register_: bool = key(False, "keep a registration with the carrier", alias="register")
+    options_ping_s: float = key(0.0, "OPTIONS health ping interval; 0 = off", ge=0, le=3600)
+    down_after: int = key(3, "failed pings, or consecutive 503s, that mark the trunk down", ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> TrunkBase:
+        if self.password is not None and self.password_env is not None:
+            _fail("either password or password_env, not both", field=("password_env",), got=self.password_env)
+        if (self.password is not None or self.password_env is not None) and self.username is None:
+            _fail("a user name for the digest password", field=("username",))
+        if self.transport is not None:
+            m = re.search(r";transport=([A-Za-z]+)", self.uri)
+            if m and m.group(1).lower() != self.transport:
+                _fail(f'"{m.group(1).lower()}", as the uri says (;transport={m.group(1)})', field=("transport",),
+                      got=self.transport)
+        return self
+
+
+class TrunkShorthand(TrunkBase):
+    """`[trunk]`: one trunk that takes every destination (`destinations = ["*"]`)."""
+
+    name: TrunkName = key("trunk", "the trunk's name in logs and metrics (the relay has always logged it as `trunk`)")
+    setup_timeout_s: float = key(0.0, "no provisional response by then: give up on the trunk; 0 = off "
+                                      "(one trunk has nothing to fail over to)", ge=0, le=300)
+
+
+class TrunkEntry(TrunkBase):
+    """`[[trunks]]`: a trunk for some destinations; see docs/routing.md."""
+
+    destinations: Annotated[list[Destination], Expect(
+        'a non-empty list of ISO regions, "+digits" prefixes or "*"'), Field(min_length=1)] = key(
+        doc='ISO regions (`"US"`, from phonenumbers) and/or `"+prefix"` strings, or `"*"` for every destination; '
+            "the longest matching prefix ranks first, then region matches, then `*`")
+    priority: int = key(0, "lower is tried first among trunks that match alike", ge=0, le=1000)
+    weight: int = key(1, "share of calls among trunks of equal priority", ge=1, le=100)
+
+
+# --- [sip], [store], [logging], [metrics] ---------------------------------------------------
+
+
+class SipHeaders(Section):
+    """`[sip.headers]`: names of the bridge's headers."""
+
+    organizer: HeaderName = key(_HEADERS.organizer, "the organiser's id (required in every INVITE)")
+    tenant: HeaderName = key(_HEADERS.tenant, "the tenant (optional)")
+    meeting: HeaderName = key(_HEADERS.meeting, "the meeting (logged)")
+    initiator: HeaderName = key(_HEADERS.initiator, "who started the call (logged)")
+    location: HeaderName = key(_HEADERS.location, "the initiator's physical country (logged, never decides)")
+
+
+class SipSection(Section):
+    """`[sip]`: SIP details."""
+
+    headers: SipHeaders = key(SipHeaders(), "names of the bridge's headers", shown="see `[sip.headers]`")
+    t1_ms: int = key(500, "RFC 3261 T1; Timer B/F/H (no answer, no ACK) are 64×T1", ge=50, le=5000)
+
+
+class StoreSection(Section):
+    """`[store]`: the ledger; see docs/ledger.md."""
+
+    url: StoreUrl = key("sqlite:///var/ledger.db", "the ledger database")
+    heartbeat_s: int = key(30, "how often the gateway records that answered calls are up", ge=1, le=3600)
+    chunk_s: int = key(300, "talk seconds reserved per chunk", ge=1, le=86_400)
+    instance_id: Annotated[str, Expect("a string, unique per running gateway")] = key(
+        "", "this gateway's id in the ledger; two gateways must not share one", shown="the host name")
+    credits_floor: float = key(0.0, "`credits_low` alert when the balance left falls to this", ge=0,
+                               le=MAX_CREDITS_BALANCE)
+    alert_webhook: HttpUrl | None = key(None, "alerts are POSTed here too", shown="none")
+    timeout_s: float = key(2.0, "a reservation not made by then: `503` + `Retry-After`, never a bridge timeout",
+                           ge=0.05, le=30)
+    linger_ms: float = key(1.0, "how long a ledger write waits for others to share its commit", ge=0, le=50)
+
+
+class LoggingSection(Section):
+    """`[logging]`: the JSON log on stdout."""
+
+    level: Literal["debug", "info", "warning", "error"] = key("info", "the lowest level written")
+    format: Literal["auto", "json", "console"] = key("auto", "`auto`: json unless stdout is a terminal")
+    pjsip_level: int = key(1, "pjsip's own log, routed through the same JSON log", ge=0, le=6)
+    mask_numbers: bool = key(False, "keep only the country code and last two digits of numbers in logs")
+    mask_fields: Annotated[list[Text], Expect('an array of log field names such as ["reason_text"]')] = key(
+        [], "more free-text log fields to mask numbers in")
+    refusal_log_interval_s: float = key(10.0, "admission refusals are logged at most this often per source "
+                                              "and reason", ge=0, le=86_400)
+
+
+class MetricsSection(Section):
+    """`[metrics]`: HTTP `/metrics` and `/healthz`."""
+
+    address: IpAddress = key("127.0.0.1", "the address to bind")
+    port: int = key(0, "the port; 0 disables the endpoint", ge=0, le=65535)
+
+
+# --- [policy] -----------------------------------------------------------------------------
+
+
+class PromotionRow(Section):
+    """`[[policy.promotions]]`: a complimentary window."""
+
+    name: Text = key(doc="unique name, shown in traces")
+    start: Day | None = key(None, "first free day, tenant-local, inclusive", shown="none (open)")
+    end: Day = key(doc="last free day, tenant-local, inclusive")
+    regions: PromotionRegions = key("zone_a", "destinations covered")
+    monthly_cap_minutes_per_user: Annotated[float, Field(gt=0, le=MAX_MINUTES)] | None = key(
+        None, "pooled cap: × the tenant's subscription licences, per tenant-local month", shown="none (unlimited)")
+    enabled: bool = key(True, "off switch")
+
+    @model_validator(mode="after")
+    def _order(self) -> PromotionRow:
+        if self.start is not None and self.start > self.end:
+            _fail(f"a date on or before end ({self.end})", field=("start",), got=self.start)
+        return self
+
+
+class UscaAddon(Section):
+    """`[policy.usca_addon]`: the US/Canada unlimited add-on."""
+
+    regions: Regions = key(sorted(_CATALOGUE.usca_regions), "where the add-on pays")
+    fair_use_minutes_per_month: float = key(float(_CATALOGUE.addon_fair_use_minutes_per_month),
+                                            "per organiser; at or over it, `403 fair_use_exceeded`",
+                                            gt=0, le=MAX_MINUTES)
+
+
+class Pool(Section):
+    """`[policy.pool]`: the tenant's pooled minutes."""
+
+    minutes_per_subscription: float = key(float(_CATALOGUE.pool_minutes_per_subscription),
+                                          "pool minutes per subscription licence per month; 0 = no pool",
+                                          ge=0, le=MAX_MINUTES)
+    excluded_number_types: NumberTypes = key(sorted(t.value for t in _CATALOGUE.pool_excluded_types),
+                                             "types the pool and promotions never pay")
+
+
+class Credits(Section):
+    """`[policy.credits]`: Communications Credits."""
+
+    currency: Text = key(_CATALOGUE.credits_currency, "label only")
+    default_rate_per_minute: Rate = key(_CATALOGUE.default_credit_rate, "price per minute where `rates` has no entry")
+    rates: Annotated[dict[Region, Rate], Expect("a table of REGION = price per minute")] = key(
+        {}, "price per minute by destination region; 0 = free")
+
+
+class GuardsSection(Section):
+    """`[policy.guards]`: fair-use and fraud guards."""
+
+    max_concurrent_per_organizer: int = key(_GUARDS.max_concurrent_per_organizer,
+                                            "calls in progress per organiser", ge=1, le=MAX_GUARD_LIMIT)
+    max_concurrent_per_tenant: int = key(_GUARDS.max_concurrent_per_tenant, "calls in progress per tenant",
+                                         ge=1, le=MAX_GUARD_LIMIT)
+    max_calls_per_minute_per_organizer: int = key(_GUARDS.max_calls_per_minute_per_organizer,
+                                                  "call attempts per minute per organiser", ge=1, le=MAX_GUARD_LIMIT)
+    max_distinct_destinations_per_day: int = key(_GUARDS.max_distinct_destinations_per_day,
+                                                 "distinct numbers per organiser per tenant-local day",
+                                                 ge=1, le=MAX_GUARD_LIMIT)
+    high_risk_regions: Regions = key([], "destinations refused as `fraud_suspected`")
+    retry_after_concurrency_s: int = key(_GUARDS.retry_after_concurrency_s, "`Retry-After` for `limit_concurrency`",
+                                         ge=1, le=MAX_RETRY_AFTER_S)
+    retry_after_rate_s: int = key(_GUARDS.retry_after_rate_s, "`Retry-After` for `limit_rate`",
+                                  ge=1, le=MAX_RETRY_AFTER_S)
+
+
+class PolicySection(Section):
+    """`[policy]`: the catalogue; see docs/policy.md."""
+
+    default_timezone: Timezone = key("UTC", "timezone of tenants that name none")
+    default_dialout_policy: PolicyName = key("disabled", "policy of organisers that name none (deny by default)")
+    zone_a: Regions | None = key(None, "Zone A: the `zone_a` policy, the pool, and promotions' default regions",
+                                 shown="the 44 seed countries")
+    number_validation: Literal["possible", "valid"] = key(
+        "valid", "`valid`: inside a range phonenumbers' metadata assigns; `possible`: the length fits")
+    blocked_number_types: NumberTypes | None = key(
+        None, "`403 destination_blocked`; `emergency` and `short_code` are always blocked; a list replaces the default",
+        shown="unknown, premium_rate, shared_cost, uan, personal_number, pager, satellite, voicemail")
+    billing_increment: Literal["minute", "second"] = key("minute", "per started minute, or per second")
+    max_call_length_s: int = key(_CATALOGUE.max_call_length_s, "caps every call, unlimited buckets included",
+                                 ge=1, le=MAX_CALL_LENGTH_S)
+    domestic_equivalence: Annotated[list[Regions], Expect('a list of region lists, e.g. [["US", "PR"]]')] = key(
+        [], "groups that count as one region for `domestic`")
+    promotions: Annotated[list[PromotionRow], Expect("an array of tables [[policy.promotions]]")] | None = key(
+        None, "complimentary windows; if given, they replace the defaults",
+        shown="the seed's window (on) and the 2019 extension (off)")
+    usca_addon: UscaAddon = key(UscaAddon(), "the US/Canada add-on", shown="see below")
+    pool: Pool = key(Pool(), "the tenant pool", shown="see below")
+    credits: Credits = key(Credits(), "Communications Credits", shown="see below")
+    guards: GuardsSection = key(GuardsSection(), "fair-use and fraud guards", shown="see below")
+
+    @model_validator(mode="after")
+    def _promotion_names(self) -> PolicySection:
+        seen: set[str] = set()
+        for i, promo in enumerate(self.promotions or ()):
+            if promo.name in seen:
+                _fail("a name not used by another promotion", field=("promotions", i, "name"), got=promo.name)
+            seen.add(promo.name)
+        return self
+
+
+# --- [[tenants]] and [[organizers]] -----------------------------------------------------------
+
+
+class TenantCredits(Section):
+    """A tenant's Communications Credits: `credits = { enabled = true, balance = 120.0 }`."""
+
+    enabled: bool = key(False, "Communications Credits on for the tenant")
+    balance: float = key(0.0, "balance used when the ledger has no other", ge=0, le=MAX_CREDITS_BALANCE)
+
+
+class TenantRow(Section):
+    """`[[tenants]]`: one tenant."""
+
+    id: Text = key(doc="unique (case-insensitive); `X-Dialout-Tenant` is matched against it")
+    name: Text | None = key(None, "label only", shown='""')
+    timezone: Timezone | None = key(None, "periods, promotion dates and days are reckoned in it",
+                                    shown="`policy.default_timezone`")
+    subscription_licences: int = key(0, "Audio Conferencing subscriptions: the pool size and promotion caps",
+                                     ge=0, le=MAX_LICENCES)
+    pay_per_minute_licences: int = key(0, "informational: adds nothing to the pool", ge=0, le=MAX_LICENCES)
+    credits: TenantCredits = key(TenantCredits(), "`{enabled, balance}`", shown="`{enabled = false, balance = 0.0}`")
+    caller_id: E164 | None = key(None, "the caller ID of this tenant's calls; it replaces the user part of the "
+                                       "trunk's caller-ID URI (see docs/routing.md)",
+                                 shown="the trunk's, then `gateway.caller_id`")
+
+
+class OrganizerRow(Section):
+    """`[[organizers]]`: one meeting organiser."""
+
+    id: Text = key(doc="unique, case-insensitive (e.g. a UPN); `X-Dialout-Organizer`")
+    tenant: Text = key(doc="a `[[tenants]]` id")
+    usage_location: Region = key(doc="where the licence is assigned: parses national numbers, defines `domestic`")
+    audio_conferencing: Annotated[Literal["subscription", "pay_per_minute", "none"],
+                                  Expect("subscription, pay_per_minute or none")] = key(
+        "none", "the organiser's Audio Conferencing licence")
+    usca_addon: bool = key(False, "US/Canada unlimited dial-out add-on")
+    credits_licence: bool = key(False, "Communications Credits licence")
+    dialout_policy: PolicyName | None = key(None, "`any`, `domestic`, `zone_a`, `disabled`, or a Microsoft name",
+                                            shown="`policy.default_dialout_policy`")
+
+
+# --- the file -------------------------------------------------------------------------------
+
+
+class ConfigFile(Section):
+    """The whole file. Every section is optional here; `dialout-gw run` also needs
+    `[gateway]` and a trunk (`gateway.settings.runtime_settings` says so)."""
+
+    gateway: GatewaySection | None = key(None, "listeners, trusted sources, capacity", shown="required by `run`")
+    trunk: TrunkShorthand | None = key(None, "one trunk for every destination", shown="none")
+    trunks: Annotated[list[TrunkEntry], Expect("an array of tables [[trunks]]")] = key(
+        [], "trunks chosen by destination", shown="none")
+    sip: SipSection = key(SipSection(), "SIP details", shown="see below")
+    store: StoreSection = key(StoreSection(), "the ledger", shown="see below")
+    logging: LoggingSection = key(LoggingSection(), "the log", shown="see below")
+    metrics: MetricsSection = key(MetricsSection(), "`/metrics` and `/healthz`", shown="see below")
+    policy: PolicySection = key(PolicySection(), "the catalogue", shown="see below")
+    tenants: Annotated[list[TenantRow], Expect("an array of tables [[tenants]]")] = key([], "the tenants")
+    organizers: Annotated[list[OrganizerRow], Expect("an array of tables [[organizers]]")] = key(
+        [], "the organisers")
+
+    @model_validator(mode="after")
+    def _across_sections(self) -> ConfigFile:
+        tenants: dict[str, str] = {}
+        for i, t in enumerate(self.tenants):
+            if t.id.casefold() in tenants:
+                _fail("an id not used by another tenant", field=("tenants", i, "id"), got=t.id)
+            tenants[t.id.casefold()] = t.id
+        organizers: set[str] = set()
+        for i, o in enumerate(self.organizers):
+            if o.id.casefold() in organizers:
+                _fail("an id not used by another organizer", field=("organizers", i, "id"), got=o.id)
+            organizers.add(o.id.casefold())
+            if o.tenant.casefold() not in tenants:
+                known = ", ".join(tenants.values()) or "none defined"
+                _fail(f"the id of a [[tenants]] entry ({known})", field=("organizers", i, "tenant"), got=o.tenant)
+        if self.trunk is not None and self.trunks:
+            _fail("either one [trunk] table or [[trunks]] entries, not both", field=("trunks",), got=len(self.trunks))
+        names: dict[str, int] = {}
+        for i, t in enumerate(self.trunks):
+            if t.name.casefold() in names:
+                _fail(f"a name not used by another trunk (trunks[{names[t.name.casefold()]}])",
+                      field=("trunks", i, "name"), got=t.name)
+            names[t.name.casefold()] = i
+            if t.caller_id is None and (self.gateway is None or self.gateway.caller_id is None):
+                _fail("a caller ID URI here, or a default in gateway.caller_id", field=("trunks", i, "caller_id"))
+        if self.trunk is not None and self.trunk.caller_id is None and (
+                self.gateway is None or self.gateway.caller_id is None):
+            _fail("a caller ID URI here, or a default in gateway.caller_id", field=("trunk", "caller_id"))
+        return self
+
+
+#: The top-level keys, in file order.
+SECTIONS = tuple(toml_fields(ConfigFile))
