@@ -34,7 +34,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from gateway.config import ConfigValueError
+from gateway.config_error import ConfigValueError
 from policy.config import (
     MAX_CALL_LENGTH_S,
     MAX_CREDIT_RATE,

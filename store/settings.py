@@ -25,10 +25,6 @@ from store.types import StoreError
 DEFAULT_URL = "sqlite:///var/ledger.db"
 
 
-class StoreSettingsError(ValueError):
-    """A bad [store] section (from `parse_store_section`): the message names the key and what was expected."""
-
-
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     url: str = DEFAULT_URL
@@ -50,20 +46,6 @@ def store_settings(section: Any) -> StoreSettings:
                          timeout_s=float(section.timeout_s), linger_ms=float(section.linger_ms))
 
 
-def parse_store_section(section: dict[str, Any] | None, where: str = "store") -> StoreSettings:
-    """Validate a raw `[store]` table through the config schema; raises StoreSettingsError.
-
-    `gateway.config.load_config` validates the whole file already (`GatewayConfig.store`);
-    this is for callers that hold the raw table only."""
-    from gateway.schema import ConfigValueError, validate
-
-    try:
-        validated = validate({"store": section if section is not None else {}})
-    except ConfigValueError as exc:
-        raise StoreSettingsError(where + str(exc)[len("store"):]) from None
-    return store_settings(validated.store)
-
-
 def open_from_settings(settings: StoreSettings, *, log=None):
     """open_store() with the settings of a [store] section."""
     from store.factory import open_store
@@ -72,5 +54,4 @@ def open_from_settings(settings: StoreSettings, *, log=None):
                       credits_floor=settings.credits_floor, alert_webhook=settings.alert_webhook)
 
 
-__all__ = ["StoreSettings", "StoreSettingsError", "StoreError", "parse_store_section", "open_from_settings",
-           "store_settings"]
+__all__ = ["StoreSettings", "StoreError", "open_from_settings", "store_settings"]

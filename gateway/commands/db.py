@@ -44,16 +44,13 @@ def open_configured_store(config_path: str):
     """(config, store) for a config file; operator mistakes become UserError."""
     from gateway.config import ConfigError, load_config
     from store import StoreError
-    from store.settings import StoreSettingsError, open_from_settings, parse_store_section
+    from store.settings import open_from_settings
 
     try:
-        cfg = load_config(config_path)
+        cfg = load_config(config_path)  # validates [store] with the rest of the file
     except ConfigError as exc:
         raise UserError(str(exc)) from None
-    try:
-        settings = parse_store_section(cfg.raw_sections.get("store"))
-    except StoreSettingsError as exc:
-        raise UserError(f"{config_path}: {exc}") from None
+    settings = cfg.store
     try:
         store = open_from_settings(settings, log=_quiet_log())
     except StoreError as exc:
