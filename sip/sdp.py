@@ -202,6 +202,9 @@ def extract_sdp(content_type: str | None, body: str, _depth: int = 0) -> str | N
 
 # --- the safety check on every SDP the gateway relays ------------------------------------------
 
+import re as _re
+
+_CONTROL = _re.compile("[\x00-\x08\x0a-\x1f\x7f]")   # tab is allowed; CR/LF split lines already
 MAX_SDP_BYTES = 16 * 1024
 MAX_SDP_LINE = 1024
 MAX_MEDIA = 16
@@ -265,7 +268,7 @@ def check_sdp(body) -> str | None:
             continue
         if len(line) < 2 or line[1] != "=" or not line[0].isalpha() or not line[0].islower():
             return f"SDP line {number} is not type=value"
-        if any(ord(c) < 0x20 and c != "\t" for c in line):
+        if _CONTROL.search(line):
             return f"SDP line {number} holds a control character"
         kind, value = line[0], line[2:]
         if kind == "o":
