@@ -36,7 +36,11 @@ class Dial:
 
 @dataclass(frozen=True, slots=True)
 class CancelTrunk:
-    """CANCEL the trunk INVITE (held by the engine until a provisional came)."""
+    """CANCEL the trunk INVITE (held by the engine until a provisional came).
+    `abandon`: with no provisional yet, give the attempt up at once (the next
+    route is waiting) instead of waiting for one to send the CANCEL."""
+
+    abandon: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +144,7 @@ class CallRecord:
     ended_by: str | None            # bridge, trunk, gateway, session_timer, ack_timeout
     ledger_open: bool               # the ledger holds a reservation to settle
     explanation: str | None = None
+    admitted: bool = False          # the call was admitted (policy, routing and the ledger said yes)
     trunk: str | None = None        # the trunk that answered or gave the final status
     trunk_attempts: tuple[TrunkAttempt, ...] = ()
 

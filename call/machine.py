@@ -517,7 +517,7 @@ class Call:
                     self.cancelling = True
                     self.failover_pending = True
                     self._log("trunk_setup_timeout", trunk=self.trunk_name)
-                    self._emit(A.CancelTrunk())
+                    self._emit(A.CancelTrunk(abandon=True))
         elif ev.name == "cut":
             if self.state is State.CONFIRMED:
                 self.reason = DURATION_EXHAUSTED
@@ -670,6 +670,7 @@ class Call:
             ended_by=self.ended_by,
             ledger_open=self.ledger_open,
             explanation=self.explanation,
+            admitted=self.plan is not None,
             trunk=self.trunk_name,
             trunk_attempts=tuple(self.attempts),
         )

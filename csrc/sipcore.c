@@ -64,6 +64,7 @@ enum {
     EV_ENDED = 11,        /* the leg ended for another reason (transport error, 2xx after CANCEL...): reason */
     EV_REFUSED = 12,      /* a request answered here or dropped: reason code, src host, transport, method, detail, call-id; code = status (0 dropped) */
     EV_REQUEST_GONE = 13, /* a request Python was to answer is gone (CANCEL, leg ended) */
+    EV_REGISTRATION = 14, /* a registration's outcome: req = its id; code = status (0: failed to send); f0 reason; flags = expires (s) */
 };
 
 enum {
@@ -329,6 +330,7 @@ static leg_t *leg_create(pjsip_dialog *dlg, int role)
 }
 
 static void sreq_release(sreq_t *r);
+static int check_ready(void);
 static pjsip_tx_data *build_response(pjsip_tx_data *tmpl, int code, const pj_str_t *reason);
 
 /* The leg is over: Python hears nothing more of it. The dialog lives on in
@@ -1126,7 +1128,10 @@ static pj_bool_t gw_on_rx_response(pjsip_rx_data *rdata)
         pjsip_tx_data_add_ref(leg->last_ack);
         pjsip_dlg_send_request(dlg, leg->last_ack, -1, NULL);
     } else if (!leg) {
+        /* A 2xx on a leg that has ended (given up, cancelled): take it and end it. */
         send_ack(NULL, dlg, cseq, NULL);
+        if (!dlg->mod_data[mod_gw.id] && dlg->state == PJSIP_DIALOG_STATE_ESTABLISHED)
+            send_simple(dlg, &pjsip_bye_method, NULL, NULL);
     }
     /* else: Python owes the ACK (late offer); the retransmission waits for it. */
     return PJ_TRUE;
@@ -1337,6 +1342,152 @@ static pjsip_module mod_gw = {
     NULL, NULL, NULL, NULL,
     &gw_on_rx_request, &gw_on_rx_response, NULL, NULL, &gw_on_tsx_state,
 };
+
+/* ------------------------------------------------------------------------ */
+/* Requests outside any dialog (OPTIONS health pings) and registrations     */
+
+static void ood_on_complete(void *token, pjsip_event *e)
+{
+    unsigned long long id = (unsigned long long)(uintptr_t)token;
+    pjsip_transaction *tsx;
+    pj_str_t f[5];
+    int code, flags = 0;
+    if (e->type != PJSIP_EVENT_TSX_STATE) return;
+    tsx = e->body.tsx_state.tsx;
+    code = tsx->status_code;
+    if (code < 200) return;
+    if (e->body.tsx_state.type == PJSIP_EVENT_RX_MSG) {
+        f[0] = e->body.tsx_state.src.rdata->msg_info.msg->line.status.reason;
+    } else {
+        f[0] = tsx->status_text;
+        flags = F_LOCAL;
+    }
+    f[1] = tsx->method.name;
+    f[2].ptr = NULL; f[2].slen = -1; f[3] = f[2];
+    f[4] = pj_str("");
+    ev_new(EV_RESPONSE, 0, id, code, flags, f, 5, 0);
+}
+
+/* request(method, target, from, headers) -> request id: a request outside
+ * any dialog (an OPTIONS ping to a trunk); its final answer (or a local 408
+ * or 503) comes back as EV_RESPONSE with leg 0. */
+static PyObject *py_request(PyObject *self, PyObject *args)
+{
+    const char *method, *target, *from, *headers = NULL;
+    Py_ssize_t ml, tl, fl, hl = 0;
+    pj_str_t smethod, starget, sfrom;
+    pjsip_method m;
+    pjsip_tx_data *tdata;
+    unsigned long long id;
+    pj_status_t st;
+    extras_t x = {0};
+    (void)self;
+    if (check_ready() < 0) return NULL;
+    if (!PyArg_ParseTuple(args, "s#s#s#z#", &method, &ml, &target, &tl, &from, &fl, &headers, &hl)) return NULL;
+    smethod.ptr = (char *)method; smethod.slen = ml;
+    starget.ptr = (char *)target; starget.slen = tl;
+    sfrom.ptr = (char *)from; sfrom.slen = fl;
+    pjsip_method_init_np(&m, &smethod);
+    st = pjsip_endpt_create_request(endpt, &m, &starget, &sfrom, &starget, NULL, NULL, -1, NULL, &tdata);
+    if (st != PJ_SUCCESS) {
+        char err[PJ_ERR_MSG_SIZE];
+        pj_strerror(st, err, sizeof(err));
+        PyErr_Format(PyExc_ValueError, "cannot create the %s: %s", method, err);
+        return NULL;
+    }
+    x.headers = headers; x.hlen = hl;
+    if (apply_extras(tdata, &x) < 0) { pjsip_tx_data_dec_ref(tdata); return NULL; }
+    id = next_id++;
+    st = pjsip_endpt_send_request(endpt, tdata, -1, (void *)(uintptr_t)id, &ood_on_complete);
+    if (st != PJ_SUCCESS) return PyLong_FromLong(0);
+    return PyLong_FromUnsignedLongLong(id);
+}
+
+typedef struct reg {
+    unsigned long long id;
+    pjsip_regc *regc;
+    struct reg *next;
+} reg_t;
+static reg_t *regs;
+
+static void reg_on_result(struct pjsip_regc_cbparam *param)
+{
+    reg_t *r = (reg_t *)param->token;
+    pj_str_t f[1];
+    int code = param->code;
+    if (param->status != PJ_SUCCESS && code < 200) code = 0;
+    f[0] = param->reason;
+    ev_new(EV_REGISTRATION, 0, r->id, code,
+           param->expiration == PJSIP_REGC_EXPIRATION_NOT_SPECIFIED ? 0 : (int)param->expiration, f, 1, 0);
+}
+
+/* register(registrar, aor, contact, expires, username, password) -> id: keep a
+ * registration with a carrier (refreshed before it expires, digest answered);
+ * every outcome comes back as EV_REGISTRATION. */
+static PyObject *py_register(PyObject *self, PyObject *args)
+{
+    const char *registrar, *aor, *contact, *user = NULL, *pw = NULL;
+    Py_ssize_t rl, al, cl, ul = 0, pl = 0;
+    unsigned expires;
+    pj_str_t sreg, saor, scontact;
+    reg_t *r;
+    pjsip_tx_data *tdata;
+    pj_status_t st;
+    (void)self;
+    if (check_ready() < 0) return NULL;
+    if (!PyArg_ParseTuple(args, "s#s#s#Iz#z#", &registrar, &rl, &aor, &al, &contact, &cl, &expires, &user, &ul,
+                          &pw, &pl))
+        return NULL;
+    r = (reg_t *)calloc(1, sizeof(reg_t));
+    if (!r) return PyErr_NoMemory();
+    r->id = next_id++;
+    if (pjsip_regc_create(endpt, r, &reg_on_result, &r->regc) != PJ_SUCCESS) { free(r); Py_RETURN_NONE; }
+    sreg.ptr = (char *)registrar; sreg.slen = rl;
+    saor.ptr = (char *)aor; saor.slen = al;
+    scontact.ptr = (char *)contact; scontact.slen = cl;
+    st = pjsip_regc_init(r->regc, &sreg, &saor, &saor, 1, &scontact, expires);
+    if (st == PJ_SUCCESS && user && ul) {
+        pjsip_cred_info cred;
+        pj_bzero(&cred, sizeof(cred));
+        cred.realm = pj_str("*");
+        cred.scheme = pj_str("digest");
+        cred.username.ptr = (char *)user; cred.username.slen = ul;
+        cred.data_type = PJSIP_CRED_DATA_PLAIN_PASSWD;
+        cred.data.ptr = (char *)(pw ? pw : ""); cred.data.slen = pl;
+        st = pjsip_regc_set_credentials(r->regc, 1, &cred);
+    }
+    if (st == PJ_SUCCESS) st = pjsip_regc_register(r->regc, PJ_TRUE, &tdata);
+    if (st == PJ_SUCCESS) {
+        add_identity(tdata);
+        st = pjsip_regc_send(r->regc, tdata);
+    }
+    if (st != PJ_SUCCESS) {
+        char err[PJ_ERR_MSG_SIZE];
+        pjsip_regc_destroy(r->regc);
+        free(r);
+        pj_strerror(st, err, sizeof(err));
+        PyErr_Format(PyExc_ValueError, "cannot register with %s: %s", registrar, err);
+        return NULL;
+    }
+    r->next = regs;
+    regs = r;
+    return PyLong_FromUnsignedLongLong(r->id);
+}
+
+/* unregister_all(): end every registration (at shutdown). */
+static PyObject *py_unregister_all(PyObject *self, PyObject *noargs)
+{
+    (void)self; (void)noargs;
+    while (regs) {
+        reg_t *r = regs;
+        pjsip_tx_data *tdata;
+        regs = r->next;
+        if (pjsip_regc_unregister(r->regc, &tdata) == PJ_SUCCESS) pjsip_regc_send(r->regc, tdata);
+        pjsip_regc_destroy2(r->regc, PJ_TRUE);
+        free(r);
+    }
+    Py_RETURN_NONE;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Waking the loop from other threads                                        */
@@ -1761,19 +1912,24 @@ static PyObject *py_ack(PyObject *self, PyObject *args)
     Py_RETURN_TRUE;
 }
 
-/* cancel(leg) -> bool: CANCEL the trunk's initial INVITE (held until a
- * provisional response, RFC 3261 9.1). The leg ends with EV_FAILED (487),
- * or EV_ENDED if the trunk answers first. */
+/* cancel(leg, abandon=False) -> bool: CANCEL the trunk's initial INVITE
+ * (held until a provisional response, RFC 3261 9.1). The leg ends with
+ * EV_FAILED (487), or EV_ENDED if the trunk answers first. With `abandon`
+ * and no provisional yet (a trunk that does not answer at all, given up for
+ * the next one), the INVITE transaction is ended at once instead: EV_FAILED
+ * (408, local) follows, and a 2xx that still comes is ACKed and BYEd. */
 static PyObject *py_cancel(PyObject *self, PyObject *args)
 {
     unsigned long long id;
+    int abandon = 0;
     leg_t *leg;
     (void)self;
-    if (!PyArg_ParseTuple(args, "K", &id)) return NULL;
+    if (!PyArg_ParseTuple(args, "K|p", &id, &abandon)) return NULL;
     leg = leg_arg(id);
     if (!leg || leg->role != ROLE_UAC || leg->final_code || leg->cancelling) Py_RETURN_FALSE;
     leg->cancelling = 1;
     if (leg->got_provisional) send_cancel(leg);
+    else if (abandon && leg->inv_tsx) pjsip_tsx_terminate(leg->inv_tsx, PJSIP_SC_REQUEST_TIMEOUT);
     else leg->cancel_pending = 1;
     Py_RETURN_TRUE;
 }
@@ -1929,6 +2085,11 @@ static PyMethodDef methods[] = {
     {"send", py_send, METH_VARARGS, "send(leg, method, headers, ctype, body) -> request id, 0 if not sent."},
     {"hangup", py_hangup, METH_VARARGS, "hangup(leg, code=500) -> bool: end the leg whatever its state."},
     {"alive", py_alive, METH_VARARGS, "alive(leg) -> bool."},
+    {"request", py_request, METH_VARARGS,
+     "request(method, target, from, headers) -> request id: outside any dialog (EV_RESPONSE, leg 0)."},
+    {"register", py_register, METH_VARARGS,
+     "register(registrar, aor, contact, expires, username, password) -> id (EV_REGISTRATION)."},
+    {"unregister_all", py_unregister_all, METH_NOARGS, "unregister_all(): end every registration."},
     {"stats", py_stats, METH_NOARGS, "stats() -> dict of live legs, pending requests, dialogs, transactions."},
     {"pj_version", py_version, METH_NOARGS, "the pjproject version compiled in."},
     {"flush_stdio", py_flush_stdio, METH_NOARGS, "fflush(NULL): C's stdio buffers out now."},
@@ -1948,6 +2109,7 @@ PyMODINIT_FUNC PyInit__sipcore(void)
 #define K(name) PyModule_AddIntConstant(m, #name, name)
     K(EV_INVITE); K(EV_PROVISIONAL); K(EV_ANSWER); K(EV_FAILED); K(EV_REQUEST); K(EV_RESPONSE); K(EV_ACK);
     K(EV_ACK_TIMEOUT); K(EV_BYE); K(EV_CANCELLED); K(EV_ENDED); K(EV_REFUSED); K(EV_REQUEST_GONE);
+    K(EV_REGISTRATION);
     K(F_RELIABLE); K(F_LOCAL); K(F_NEEDS_ACK); K(F_INITIAL); K(F_AFTER_CANCEL);
 #undef K
     return m;

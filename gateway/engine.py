@@ -92,6 +92,12 @@ class Engine:
             if kind == sc.EV_INVITE:
                 self.service.on_invite(leg, f0, f1, code, f2)
                 return
+            if kind == sc.EV_RESPONSE and not leg:      # outside any dialog: an OPTIONS ping
+                self.service.on_ping_response(req, code, bool(flags & sc.F_LOCAL))
+                return
+            if kind == sc.EV_REGISTRATION:
+                self.service.on_registration(req, code, f0, flags)
+                return
             if kind == sc.EV_REFUSED:
                 entry = self.legs.get(leg) if leg else None
                 self.service.on_refused(status=code, reason=f0, source=f1, transport=f2, method=f3, detail=f4,
@@ -234,7 +240,7 @@ class Engine:
             self._dial(handle, action)
         elif kind is A.CancelTrunk:
             if handle.trunk_leg is not None:
-                sc.cancel(handle.trunk_leg)
+                sc.cancel(handle.trunk_leg, action.abandon)
         elif kind is A.StartTimer:
             old = handle.timers.get(action.name)
             if old is not None:

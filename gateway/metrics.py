@@ -45,6 +45,12 @@ class Metrics:
                                ["tenant"], registry=r)
         self.pool_size = Gauge("dialout_pool_size_minutes", "Tenant pool size this period", ["tenant"], registry=r)
         self.ready = Gauge("dialout_ready", "1 when the gateway takes new calls", registry=r)
+        self.trunk_attempts = Counter("dialout_trunk_attempts", "Calls offered to a trunk", ["trunk"], registry=r)
+        self.trunk_answers = Counter("dialout_trunk_answers", "Calls a trunk answered", ["trunk"], registry=r)
+        self.trunk_failures = Counter("dialout_trunk_failures", "Calls a trunk did not answer, by class",
+                                      ["trunk", "class"], registry=r)
+        self.trunk_up = Gauge("dialout_trunk_up", "1 while the trunk takes calls, 0 while it is marked down",
+                              ["trunk"], registry=r)
         self.service = None
         self.server: ThreadingHTTPServer | None = None
 
@@ -67,6 +73,14 @@ class Metrics:
         if settlement is not None:
             for charged_bucket, _amount in settlement.charges:
                 self.billed_units.labels(charged_bucket).inc(settlement.billed_units)
+
+    def trunk_attempt(self, trunk: str, status: int | None) -> None:
+        self.trunk_attempts.labels(trunk).inc()
+        if status is not None and 200 <= status < 300:
+            self.trunk_answers.labels(trunk).inc()
+        else:
+            kind = "timeout" if status is None or status == 408 else f"{status // 100}xx"
+            self.trunk_failures.labels(trunk, kind).inc()
 
     def health(self) -> dict:
         s = self.service

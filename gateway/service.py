@@ -29,6 +29,7 @@ from gateway.admission import Admission
 from gateway.engine import CallHandle, Engine
 from gateway.logs import get_logger
 from policy import CallRequest, Decision, Reason, Snapshot, assess, decide_assessed
+from policy.routing import Trunk, caller_id_for, route
 from sip import SipParseError, invite_from_request, parse_request, reject_headers, sanitize_text
 from sip.headers import encode_block
 from sip.sdp import check_sdp
@@ -38,6 +39,27 @@ UTC = timezone.utc
 # Extensions the gateway honours in a bridge's Require (anything else: 420).
 SUPPORTED_EXTENSIONS = frozenset({"timer"})
 MAX_INVITE_BYTES = 16 * 1024
+
+
+class TrunkHealth:
+    """Whether a trunk is taking calls: down after `down_after` failed OPTIONS
+    pings, a failed registration, or as many calls in a row answered 503; up
+    again on the next good ping or registration, or (with neither configured)
+    after a hold-down, when calls try it again."""
+
+    HOLD_DOWN_S = 60.0
+
+    __slots__ = ("trunk", "down", "reason", "failures", "ping_failures", "since", "ping_req", "reg_id")
+
+    def __init__(self, trunk: Trunk):
+        self.trunk = trunk
+        self.down = False
+        self.reason = ""
+        self.failures = 0        # calls in a row answered 503
+        self.ping_failures = 0   # pings in a row unanswered (or 503)
+        self.since = 0.0
+        self.ping_req: int | None = None
+        self.reg_id: int | None = None
 
 
 class RateLimitedLog:
@@ -77,7 +99,12 @@ class GatewayService:
         self.active = 0                   # calls from their INVITE to their Finish
         self.draining = False
         self.store_ok = True              # readiness: false while the ledger cannot be reached
-        self.trunk_contact = ""
+        self._contacts: dict[str, str] = {}   # transport -> our Contact toward a trunk
+        self._turn = 0                         # round-robin among trunks of equal rank
+        self.trunks_down: frozenset[str] = frozenset()
+        self.health = {trunk.name: TrunkHealth(trunk) for trunk in runtime.trunks}
+        self._pings: dict[int, TrunkHealth] = {}
+        self._registrations: dict[int, TrunkHealth] = {}
         self._heartbeats = 0
         # Another instance's call is stale after missing several heartbeats and
         # outliving any ringing phase: its gateway is gone for good.
@@ -94,18 +121,24 @@ class GatewayService:
                      server=self.runtime.server_header or None, user_agent=self.runtime.server_header or None)
         t1 = self.runtime.t1_ms
         sc.set_timers(t1, max(t1, 4000), 5000)
-        self.trunk_contact = self._contact_for(self.runtime.trunk.uri)
+        for transport in ("udp", "tcp", "tls"):
+            self._contacts[transport] = self._contact_for(transport)
         self.stack.call_later(self.runtime.store.heartbeat_s, self._heartbeat)
         self._check_store()
+        for health in self.health.values():
+            if self.metrics:
+                self.metrics.trunk_up.labels(health.trunk.name).set(1)
+            if health.trunk.options_ping_s:
+                self.stack.call_later(min(1.0, health.trunk.options_ping_s), lambda h=health: self._ping(h))
+            if health.trunk.register:
+                self._register(health)
 
-    def _contact_for(self, uri: str) -> str:
-        """Our Contact toward a trunk: the address of the listener of its transport."""
-        wanted = "tcp" if ";transport=tcp" in uri.lower() else "tls" if (
-            ";transport=tls" in uri.lower() or uri.lower().startswith("sips:")) else "udp"
+    def _contact_for(self, transport: str) -> str:
+        """Our Contact toward a trunk reached over `transport`: that listener's address."""
         for tid, listener in zip(self.stack.transport_ids, self.runtime.listeners):
-            if listener.transport == wanted:
+            if listener.transport == transport:
                 name = self.stack.endpoint.transportGetInfo(tid).localName
-                suffix = "" if wanted == "udp" else f";transport={wanted}"
+                suffix = "" if transport == "udp" else f";transport={transport}"
                 return f"<sip:gw@{name}{suffix}>"
         listener = self.runtime.listeners[0]
         return f"<sip:gw@{self.runtime.gateway_host}:{listener.port}>"
@@ -119,6 +152,10 @@ class GatewayService:
     def begin_drain(self) -> None:
         self.draining = True
         self.log.info("draining", active_calls=self.active)
+
+    def stop(self) -> None:
+        """Before the stack goes: end carrier registrations."""
+        sc.unregister_all()
 
     def hangup_everything(self, text: str) -> None:
         for handle in self.engine.calls():
@@ -236,6 +273,10 @@ class GatewayService:
         now = handle.received_wall
         call_id = invite.call_id
 
+        trunks, down = self.runtime.trunks, self.trunks_down
+        self._turn += 1
+        turn = self._turn
+
         def admit(store):
             counters = store.snapshot(tenant=assessed.tenant_id, organizer=assessed.organizer_id,
                                       e164=assessed.e164, tz=assessed.tz, now=now)
@@ -243,7 +284,11 @@ class GatewayService:
             snapshot = Snapshot(credits_balance=assessed.organizer.tenant.credits_balance - spent, **counters)
             decision = decide_assessed(assessed, snapshot, now, policy)
             if not decision.allow:
-                return decision, None
+                return decision, None, ()
+            # Routing: after the policy allowed the call, before any reservation.
+            routes = route(decision.e164, decision.region, trunks, down=down, turn=turn)
+            if not routes:
+                return decision, None, ()
             from store import BucketSpec, CallOpen
 
             chain = tuple(BucketSpec(c.bucket.value, c.cap_minutes, c.rate_per_minute) for c in decision.charges)
@@ -252,7 +297,7 @@ class GatewayService:
                 region=decision.region or "", tz=decision.tz or "UTC", started_at=now, chain=chain,
                 increment_s=decision.billing_increment_s or 60, max_duration_s=decision.max_duration_s,
             ))
-            return decision, grant
+            return decision, grant, routes
 
         def done(result) -> None:
             if handle.job_deadline is not None:
@@ -265,7 +310,7 @@ class GatewayService:
                                "placed (it could not be metered)", retry_after_s=5)
                 return
             self.store_ok = True
-            decision, grant = result
+            decision, grant, routes = result
             handle.decision = decision
             self._observe_decision(started)
             if handle.machine.state.value != "deciding":
@@ -276,12 +321,16 @@ class GatewayService:
             if not decision.allow:
                 self._feed_decision(handle, decision)
                 return
+            if not routes:
+                self._deny(handle, Reason.NO_ROUTE, f"the policy allows {decision.e164} ({decision.region}), "
+                           "but no configured trunk serves that destination")
+                return
             if grant is None:
                 text = "every entitlement was spent by calls in progress before this one could reserve"
                 self._deny(handle, Reason.NO_ENTITLEMENT, text)
                 return
             handle.grant = grant
-            self.engine.feed(handle, E.Admitted(self._plan(handle, decision, grant, message, invite)))
+            self.engine.feed(handle, E.Admitted(self._plan(handle, decision, grant, routes, message, invite)))
 
         def too_slow() -> None:
             handle.job_deadline = None
@@ -293,13 +342,9 @@ class GatewayService:
         handle.job_deadline = self.stack.call_later(self.runtime.store.timeout_s, too_slow)
         self.ledger.submit(admit, done)
 
-    def _plan(self, handle: CallHandle, decision: Decision, grant, message, invite) -> RelayPlan:
-        trunk = self.runtime.trunk
-        host = trunk.uri.split(":", 1)[1]
-        number = decision.e164.lstrip("+")
-        target = f"sip:+{number}@{host};user=phone"
-        route = TrunkRoute(name="trunk", target=target, to_uri=f"<sip:+{number}@{host.split(';')[0]};user=phone>",
-                           from_uri=f"<{trunk.caller_id}>", contact=self.trunk_contact)
+    def _plan(self, handle: CallHandle, decision: Decision, grant, trunks, message, invite) -> RelayPlan:
+        tenant = handle.assessment.organizer.tenant
+        routes = tuple(self._trunk_route(trunk, decision.e164, tenant) for trunk in trunks)
         headers: list[tuple[str, str]] = []
         supported = ["100rel"] if invite.has_sdp else []
         session_expires = None
@@ -311,9 +356,23 @@ class GatewayService:
         if supported:
             headers.append(("Supported", ", ".join(supported)))
         return RelayPlan(
-            routes=(route,), headers=tuple(headers), answer_timeout_s=trunk.answer_timeout_s,
+            routes=routes, headers=tuple(headers), answer_timeout_s=trunks[0].answer_timeout_s,
             max_duration_s=decision.max_duration_s, granted_s=grant.granted_s,
             session_expires_s=session_expires, redirect_host=_request_uri_host(invite.request_uri),
+        )
+
+    def _trunk_route(self, trunk: Trunk, e164: str, tenant) -> TrunkRoute:
+        """How to place the call on `trunk`: Request-URI, To, From (the caller ID), Contact, credentials."""
+        scheme, hostport, params, transport = self._trunk_parts(trunk)
+        number = "+" + e164.lstrip("+")
+        target = f"{scheme}:{number}@{hostport}{params};user=phone"
+        caller_id = caller_id_for(tenant, trunk, self.runtime.caller_id)
+        headers = (("P-Asserted-Identity", f"<{caller_id}>"),) if trunk.p_asserted_identity else ()
+        return TrunkRoute(
+            name=trunk.name, target=target, to_uri=f"<{scheme}:{number}@{hostport};user=phone>",
+            from_uri=f"<{caller_id}>", contact=self._contacts.get(transport) or self._contacts["udp"],
+            username=trunk.username, password=trunk.password, headers=headers,
+            setup_timeout_s=trunk.setup_timeout_s or None,
         )
 
     def _feed_decision(self, handle: CallHandle, decision: Decision) -> None:
@@ -357,6 +416,121 @@ class GatewayService:
             return
         self.refusals.warning("invalid_request", source, f"{reason}:{status}", now, status=status, reason=reason,
                               explanation=detail, method=method, call_id=call_id, transport=transport)
+
+    # --- trunk health ---------------------------------------------------------------------
+
+    def _trunk_parts(self, trunk: Trunk) -> tuple[str, str, str, str]:
+        """(scheme, host[:port], ;params, transport) of a trunk's URI."""
+        scheme, _, rest = trunk.uri.partition(":")
+        hostport, _, params = rest.split("@", 1)[-1].partition(";")
+        params = ";" + params if params else ""
+        transport = trunk.transport or _transport_param(params) or ("tls" if scheme == "sips" else "udp")
+        if trunk.transport and not _transport_param(params):
+            params += f";transport={trunk.transport}"
+        return scheme, hostport, params, transport
+
+    def _ping(self, health: TrunkHealth) -> None:
+        trunk = health.trunk
+        if health.ping_req is not None:       # the last one was never answered
+            self._pings.pop(health.ping_req, None)
+            health.ping_req = None
+            self._ping_result(health, ok=False, why="no answer to OPTIONS")
+        scheme, hostport, params, _ = self._trunk_parts(trunk)
+        try:
+            req = sc.request("OPTIONS", f"{scheme}:{hostport}{params}", f"<sip:gw@{self.runtime.gateway_host}>", None)
+        except ValueError as exc:
+            self.log.warning("trunk_ping_failed", trunk=trunk.name, error=str(exc))
+            req = 0
+        if req:
+            health.ping_req = req
+            self._pings[req] = health
+        else:
+            self._ping_result(health, ok=False, why="OPTIONS could not be sent")
+        self.stack.call_later(trunk.options_ping_s, lambda: self._ping(health))
+
+    def on_ping_response(self, req: int, code: int, local: bool) -> None:
+        health = self._pings.pop(req, None)
+        if health is None:
+            return
+        health.ping_req = None
+        # Any answer but a failure of our own or a 503 says the carrier is there (405 included).
+        ok = not local and code != 503
+        self._ping_result(health, ok=ok, why=f"OPTIONS answered {code}" + (" (no answer)" if local else ""))
+
+    def _ping_result(self, health: TrunkHealth, *, ok: bool, why: str) -> None:
+        if ok:
+            health.ping_failures = 0
+            if health.down:
+                self._mark_up(health, why)
+            return
+        health.ping_failures += 1
+        if health.ping_failures >= health.trunk.down_after and not health.down:
+            self._mark_down(health, f"{health.ping_failures} failed pings: {why}")
+
+    def _register(self, health: TrunkHealth) -> None:
+        trunk = health.trunk
+        scheme, hostport, params, transport = self._trunk_parts(trunk)
+        user = trunk.username or "gw"
+        try:
+            reg = sc.register(f"{scheme}:{hostport}{params}", f"<{scheme}:{user}@{hostport}>",
+                              self._contacts.get(transport) or self._contacts["udp"], 600, trunk.username,
+                              trunk.password)
+        except ValueError as exc:
+            self._mark_down(health, f"registration could not be sent: {exc}")
+            return
+        if reg:
+            health.reg_id = reg
+            self._registrations[reg] = health
+
+    def on_registration(self, reg: int, code: int, reason: str, expires: int) -> None:
+        health = self._registrations.get(reg)
+        if health is None:
+            return
+        if 200 <= code < 300:
+            self.log.info("trunk_registered", trunk=health.trunk.name, expires_s=expires)
+            if health.down:
+                self._mark_up(health, "registered")
+        else:
+            self._mark_down(health, f"registration failed: {code or 'no answer'} {reason or ''}".strip())
+
+    def _trunk_attempts(self, record: CallRecord) -> None:
+        """A trunk that answers `down_after` calls in a row with 503 is marked down."""
+        for attempt in record.trunk_attempts:
+            health = self.health.get(attempt.trunk)
+            if health is None or attempt.status is None:
+                continue
+            if attempt.status == 503:
+                health.failures += 1
+                if health.failures >= health.trunk.down_after and not health.down:
+                    self._mark_down(health, f"{health.failures} calls in a row answered 503")
+            else:
+                health.failures = 0
+                if health.down and 200 <= attempt.status < 300:
+                    self._mark_up(health, "answered a call")
+            if self.metrics:
+                self.metrics.trunk_attempt(attempt.trunk, attempt.status)
+
+    def _mark_down(self, health: TrunkHealth, why: str) -> None:
+        health.down = True
+        health.reason = why
+        health.since = time.monotonic()
+        self.trunks_down = frozenset(name for name, h in self.health.items() if h.down)
+        self.log.warning("trunk_down", trunk=health.trunk.name, reason=why)
+        if self.metrics:
+            self.metrics.trunk_up.labels(health.trunk.name).set(0)
+        if not health.trunk.options_ping_s and not health.trunk.register:
+            # Nothing will tell us it is back: let calls try it again after a while.
+            self.stack.call_later(TrunkHealth.HOLD_DOWN_S,
+                                  lambda: health.down and self._mark_up(health, "hold-down elapsed"))
+
+    def _mark_up(self, health: TrunkHealth, why: str) -> None:
+        health.down = False
+        health.failures = health.ping_failures = 0
+        self.trunks_down = frozenset(name for name, h in self.health.items() if h.down)
+        self.log.info("trunk_up", trunk=health.trunk.name, reason=why,
+                      down_for_s=round(time.monotonic() - health.since, 1))
+        if self.metrics:
+            self.metrics.trunk_up.labels(health.trunk.name).set(1)
 
     # --- ledger work for answered calls --------------------------------------------------
 
@@ -407,6 +581,7 @@ class GatewayService:
         if handle.counted:
             handle.counted = False
             self.active -= 1
+        self._trunk_attempts(record)
         ended_wall = datetime.now(UTC)
         if not record.ledger_open:
             self._account(handle, record, None)
@@ -431,7 +606,7 @@ class GatewayService:
     def _account(self, handle: CallHandle, record: CallRecord, settlement) -> None:
         self._canonical_line(handle, record, settlement)
         if self.metrics:
-            self.metrics.call_finished(handle.decision, record, settlement)
+            self.metrics.call_finished(handle.decision if record.admitted else None, record, settlement)
 
     def _ledger_failed(self, operation: str, exc: Exception) -> None:
         self.store_ok = False
@@ -518,7 +693,7 @@ class GatewayService:
             "destination": d.e164 if d and d.e164 else None,
             "region": d.region if d else None,
             "number_type": str(d.number_type) if d and d.number_type else None,
-            "decision": "allow" if d and d.allow else "deny",
+            "decision": "allow" if record.admitted else "deny",
             "reason": record.reason,
             "bucket": str(d.bucket) if d and d.bucket else None,
             "fallback_buckets": [str(b) for b in d.fallback_buckets] if d else [],
@@ -572,6 +747,13 @@ def _call_id_of(head: bytes) -> str:
         if name.strip().lower() in (b"call-id", b"i"):
             return value.strip().decode("utf-8", "replace")
     return ""
+
+
+def _transport_param(params: str) -> str | None:
+    for param in params.lower().split(";"):
+        if param.startswith("transport="):
+            return param.split("=", 1)[1] or None
+    return None
 
 
 def _request_uri_host(uri: str) -> str | None:

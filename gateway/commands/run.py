@@ -176,6 +176,7 @@ def handle(args) -> int:
             end = time.monotonic() + 5
             while service.active and time.monotonic() < end:
                 stack.poll(10)
+        service.stop()
         # Let final responses, BYE transactions and the last ledger completions go out.
         for _ in range(20):
             stack.poll(5)

@@ -318,7 +318,7 @@ def test_no_failover_once_early_media_reached_the_bridge():
 def test_a_route_with_no_provisional_in_time_is_abandoned_for_the_next():
     d = Driver()
     d(E.Admitted(plan(ROUTE_B, ROUTE_A)))                    # ROUTE_B has setup_timeout_s
-    assert of(d(E.TimerFired("setup")), A.CancelTrunk)
+    assert one(d(E.TimerFired("setup")), A.CancelTrunk).abandon
     out = d(E.Failed(487, "Request Terminated"))
     assert one(out, A.Dial).route is ROUTE_A
     assert [(a.trunk, a.status) for a in d.call.attempts][0] == ("b", 487)

@@ -27,8 +27,20 @@ def example_policy_text() -> str:
 
 def gateway_config(*, sip_port: int, trunk_port: int, db_path: Path, policy_text: str | None = None,
                    extra_gateway: str = "", store_url: str | None = None, metrics_port: int = 0,
-                   heartbeat_s: float = 30, t1_ms: int = 500, extra_sections: str = "") -> str:
+                   heartbeat_s: float = 30, t1_ms: int = 500, extra_sections: str = "",
+                   trunks: str | None = None) -> str:
+    """A test config. `trunks` replaces the single `[trunk]` with `[[trunks]]`
+    tables (and `gateway.caller_id`); `{trunk_port}` in it is the trunk port."""
     url = store_url or f"sqlite:///{db_path}"
+    if trunks is None:
+        trunk_section = f"""[trunk]
+uri = "sip:127.0.0.1:{trunk_port}"
+caller_id = "sip:+18005550100@gw-under-test"
+answer_timeout_s = 4"""
+    else:
+        trunk_section = trunks.replace("{trunk_port}", str(trunk_port))
+        extra_gateway += '\ncaller_id = "sip:+18005550100@gw-under-test"'
+    trunk_section = trunk_section
     return f"""
 [gateway]
 listen = [{{ transport = "udp", address = "127.0.0.1", port = {sip_port} }},
@@ -38,10 +50,7 @@ host = "gw-under-test"
 drain_timeout_s = 5
 {extra_gateway}
 
-[trunk]
-uri = "sip:127.0.0.1:{trunk_port}"
-caller_id = "sip:+18005550100@gw-under-test"
-answer_timeout_s = 4
+{trunk_section}
 
 [sip]
 t1_ms = {t1_ms}
