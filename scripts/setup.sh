@@ -15,8 +15,9 @@ log() { echo "setup: $*" >&2; }
 packages=(build-essential pkg-config swig libsrtp2-dev libopus-dev libssl-dev uuid-dev
           python3-dev python3-venv dpkg-dev ca-certificates openssl sip-tester)
 if [ "${1:-}" = "--test" ]; then
-  # A throw-away PostgreSQL and the Kamailio dispatcher of the topology test.
-  packages+=(postgresql kamailio)
+  # A throw-away PostgreSQL, the Kamailio dispatcher of the topology test, and
+  # Kamailio's app_python3 for the plugin's test (tests/integration/test_kamailio_plugin.py).
+  packages+=(postgresql kamailio kamailio-python3-modules)
 fi
 
 missing=()
