@@ -12,7 +12,8 @@ Where each method is called from (examples/kamailio/kamailio.cfg):
 | request_route, `t_relay()` failed                 | `dialout_relay_failed`    | settle the reservation at once |
 | failure_route[DIALOUT_FAILURE]                    | `dialout_failure`         | remember how the trunk leg failed; no answer at all -> `408 trunk_timeout` with the reason headers |
 | event_route[dialog:start]                         | `dialout_dialog("start")` | the answer: talk time starts in the ledger |
-| event_route[dialog:end]                           | `dialout_dialog("end")`   | BYE, or the dialog timeout (the authorised duration is up): settle |
+| route[DIALOUT_TIMEOUT] (the dialog's timeout)     | `dialout_timeout`         | the authorised duration is up: settle, before the module BYEs both sides |
+| event_route[dialog:end]                           | `dialout_dialog("end")`   | a BYE from either side: settle |
 | event_route[dialog:failed]                        | `dialout_dialog("failed")`| no 2xx (trunk refusal, CANCEL, timeout): settle |
 | rtimer, every second, own process                 | `dialout_timer`           | extend grants, heartbeat live calls, sweep lost settlements |
 
@@ -29,6 +30,8 @@ from datetime import datetime, timezone
 import KSR  # provided by app_python3 inside Kamailio
 
 from kamailio_plugin.core import (
+    CONFIRMED,
+    CONFIRMED_NO_ACK,
     PROFILE,
     VAR_CALL,
     VAR_ENDED_BY,
@@ -44,6 +47,10 @@ from sip import reject_headers
 UTC = timezone.utc
 OUR_VARS = ("dialout_reason", "dialout_bucket", "dialout_max_s", "dialout_granted_s", "dialout_trunk",
             VAR_CALL, VAR_OUTCOME, VAR_STATUS, VAR_ENDED_BY, VAR_SETTLED)
+
+# The cfg route the dialog module runs when an admitted call's timeout fires,
+# before it sends the BYEs: route[DIALOUT_TIMEOUT] { python_exec("dialout_timeout"); }
+TIMEOUT_ROUTE = "DIALOUT_TIMEOUT"
 
 _started = False  # the ledger was migrated and recovered in this Kamailio's main process
 
@@ -138,6 +145,9 @@ class DialoutHandler:
             self._reply(result)
             return -1
         try:
+            # Before dlg_manage: the dialog takes these from the context when it is created.
+            KSR.pv.sets("$dlg_ctx(timeout_route)", TIMEOUT_ROUTE)
+            KSR.pv.seti("$dlg_ctx(timeout_bye)", 1)
             KSR.dialog.dlg_manage()
             KSR.dialog.set_dlg_profile_static(PROFILE)
             for name, value in result.dialog_vars:
@@ -205,6 +215,38 @@ class DialoutHandler:
         KSR.pv.sets(f"$dlg_var({VAR_STATUS})", "" if status is None else str(status))
         KSR.pv.sets(f"$dlg_var({VAR_ENDED_BY})", ended_by)
 
+    # --- route[DIALOUT_TIMEOUT]: the dialog's timeout ------------------------------------------
+
+    def dialout_timeout(self, msg, *args) -> int:
+        """The dialog module's timeout fired: the authorised duration is up. Runs in
+        the timer process before the module sends its BYEs, so it is the one place
+        where a cut is certain to be seen: event_route[dialog:end] is skipped for a
+        timed-out dialog when a BYE's answer has already moved it to "deleted"
+        (kamailio 5.6, dlg_ontimeout), which on a fast network is the usual case."""
+        call_id = KSR.pv.get("$dlg(callid)")
+        try:
+            variables = self._dialog_vars()
+            if VAR_CALL not in variables or variables.get(VAR_SETTLED):
+                return 1
+            self._mark_settled()
+            self._timed_out(call_id, variables, int(KSR.pv.get("$dlg(state)") or 0))
+        except Exception:
+            self.log.exception("plugin_error", operation="timeout", call_id=call_id)
+        return 1
+
+    def _timed_out(self, call_id: str, variables: dict, state: int) -> None:
+        start_ts = int(KSR.pv.get("$dlg(start_ts)") or 0)
+        answered_at = datetime.fromtimestamp(start_ts, UTC) if start_ts > 0 else None
+        if state == CONFIRMED_NO_ACK:
+            # Answered but never ACKed (the dialog module's noack_timeout), not a cut.
+            outcome, ended_by = "allowed", "ack_timeout"
+        else:
+            outcome, ended_by = "duration_exhausted", "gateway"
+            self.log.info("call_cut", call_id=call_id, reason="duration_exhausted",
+                          detail="the authorised duration is used up")
+        self.plugin.settle(call_id, variables, outcome=outcome, bridge_status=200, trunk_status=200,
+                           ended_by=ended_by, answered_at=answered_at)
+
     # --- event_route[dialog:*] -------------------------------------------------------------
 
     def dialout_dialog(self, msg, event: str = "", *args) -> int:
@@ -227,18 +269,14 @@ class DialoutHandler:
         return 1
 
     def _ended(self, call_id: str, variables: dict) -> None:
+        if KSR.corex.is_faked_msg() > 0:
+            # No BYE came in: a timeout whose route did not settle it (normally it has).
+            self._timed_out(call_id, variables, CONFIRMED)
+            return
         start_ts = int(KSR.pv.get("$dlg(start_ts)") or 0)
         answered_at = datetime.fromtimestamp(start_ts, UTC) if start_ts > 0 else None
-        if KSR.corex.is_faked_msg() > 0:
-            # No BYE came: the dialog module's timeout, i.e. the authorised duration
-            # (the only timeout set on these dialogs) is up, and it sent the BYEs.
-            outcome, ended_by = "duration_exhausted", "gateway"
-            self.log.info("call_cut", call_id=call_id, reason="duration_exhausted",
-                          detail="the authorised duration is used up")
-        else:
-            outcome = "allowed"
-            ended_by = "bridge" if KSR.rr.is_direction("downstream") > 0 else "trunk"
-        self.plugin.settle(call_id, variables, outcome=outcome, bridge_status=200, trunk_status=200,
+        ended_by = "bridge" if KSR.rr.is_direction("downstream") > 0 else "trunk"
+        self.plugin.settle(call_id, variables, outcome="allowed", bridge_status=200, trunk_status=200,
                            ended_by=ended_by, answered_at=answered_at)
 
     def _failed(self, call_id: str, variables: dict) -> None:

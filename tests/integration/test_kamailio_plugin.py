@@ -32,6 +32,7 @@ from store import open_store
 from tests.integration.gateway_proc import example_policy_text, gateway_config
 from tests.integration.sipp_runner import free_port, run_sipp, scenario_from_template
 from tests.integration.test_gateway_calls import final_response, header
+from tests.integration.test_ledger_e2e import bucket_used, calls_rows
 from tests.integration.test_relay import message_list, messages
 
 pytestmark = pytest.mark.integration
@@ -97,11 +98,11 @@ def options_ping(port: int, timeout_s: float = 0.5) -> int | None:
 class KamailioPlugin:
     """Kamailio with the plugin, in the foreground, everything in `workdir`."""
 
-    def __init__(self, workdir: Path, config_text: str, *, trunk_port: int):
+    def __init__(self, workdir: Path, config_text: str, *, trunk_port: int, port: int | None = None):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.trunk_port = trunk_port
-        self.port = free_port()
+        self.port = port or free_port()
         self.config_path = workdir / "gateway.toml"
         self.config_path.write_text(config_text)
         self.store_url = re.search(r'^url = "(.*)"$', config_text, re.M).group(1)
@@ -187,37 +188,41 @@ class KamailioPlugin:
 
     def reserved(self) -> float:
         """Capacity still held in reservations, over every bucket: 0 once every call is settled."""
-        import sqlite3
-
-        conn = sqlite3.connect(self.store_url[len("sqlite:///"):])
-        try:
-            return conn.execute("SELECT COALESCE(SUM(reserved), 0) FROM buckets").fetchone()[0]
-        finally:
-            conn.close()
+        return sum(bucket_used(self.store_url, tenant, bucket)[1]
+                   for tenant in ("contoso", "fabrikam") for bucket in ("tenant_pool", "credits", "promotion"))
 
     def assert_clean(self) -> None:
         """No Python error in any Kamailio process, and no call left open in the ledger."""
         errors = [e for e in self.events() if e.get("event") in ("plugin_error", "ledger_write_failed")]
         assert not errors, errors
         assert "Traceback" not in self.log(), self.log()[-4000:]
-        import sqlite3
-
-        conn = sqlite3.connect(self.store_url[len("sqlite:///"):])
-        try:
-            live = conn.execute("SELECT call_id, state FROM calls WHERE state <> 'closed'").fetchall()
-        finally:
-            conn.close()
+        live = [(r["call_id"], r["state"]) for r in calls_rows(self.store_url) if r["state"] != "closed"]
         assert live == [], live
         assert self.reserved() == 0
 
 
 def plugin_config(tmp_path: Path, trunk_port: int, *, policy_text: str | None = None,
-                  store_extra: str = "") -> str:
+                  store_url: str | None = None, store_extra: str = "") -> str:
     text = gateway_config(sip_port=free_port(), trunk_port=trunk_port, db_path=tmp_path / "ledger.db",
-                          policy_text=policy_text, heartbeat_s=1)
+                          policy_text=policy_text, store_url=store_url, heartbeat_s=1)
     if store_extra:
         text = text.replace("\n[store]\n", f"\n[store]\n{store_extra}\n", 1)
     return text
+
+
+@pytest.fixture
+def pg_ledger(postgres_url):
+    """A fresh database on the test PostgreSQL server, dropped afterwards."""
+    import psycopg
+
+    name = f"kam_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="module")
@@ -354,15 +359,19 @@ def test_a_call_that_reserved_and_failed_before_the_answer_is_settled_once_for_n
     kamailio.assert_clean()
 
 
-def test_the_dialog_module_cuts_the_call_at_its_authorised_duration_and_the_ledger_bills_it(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_the_dialog_module_cuts_the_call_at_its_authorised_duration_and_the_ledger_bills_it(
+        tmp_path, request, backend):
     """max_call_length_s = 5, billed per second, reserved in 2-second chunks: the
-    timer extends the grant twice, then the dialog times out and BYEs both sides."""
+    timer extends the grant twice, then the dialog times out and BYEs both sides.
+    On PostgreSQL every Kamailio process (workers, timer) has its own connection."""
     policy = re.sub(r"(?m)^max_call_length_s = .*$", "max_call_length_s = 5", example_policy_text())
     policy = re.sub(r"(?m)^billing_increment = .*$", 'billing_increment = "second"', policy)
     assert "\nmax_call_length_s = 5\n" in policy and '\nbilling_increment = "second"\n' in policy
+    store_url = request.getfixturevalue("pg_ledger") if backend == "postgres" else None
     trunk_port = free_port()
     k = KamailioPlugin(tmp_path / "kamailio", plugin_config(tmp_path, trunk_port, policy_text=policy,
-                                                            store_extra="chunk_s = 2"),
+                                                            store_url=store_url, store_extra="chunk_s = 2"),
                        trunk_port=trunk_port).start()
     try:
         trunk = start_trunk(k, tmp_path)
@@ -387,6 +396,7 @@ def test_the_dialog_module_cuts_the_call_at_its_authorised_duration_and_the_ledg
         assert line["max_duration_s"] == 5
         row = k.ledger_row(call_id)
         assert row["state"] == "closed" and row["outcome"] == "duration_exhausted"
+        assert not row["recovered"] and not k.events("call_recovered")  # settled at the cut, not swept
         assert 4.0 <= row["talk_s"] <= 7.0, row
         assert row["billed_units"] == 5 and row["granted_s"] == 5  # never past the authorised 5 s
         extended = [e for e in k.events("grant_extended") if e["call_id"] == call_id]
@@ -394,3 +404,51 @@ def test_the_dialog_module_cuts_the_call_at_its_authorised_duration_and_the_ledg
         k.assert_clean()
     finally:
         k.stop()
+
+
+def test_a_kamailio_killed_mid_call_settles_it_on_restart_to_its_last_heartbeat(tmp_path):
+    """kill -9 of every Kamailio process: the restarted plugin recovers the call
+    once, charged up to its last heartbeat (1 s here), and a third start finds
+    nothing left to settle."""
+    trunk_port = free_port()
+    text = plugin_config(tmp_path, trunk_port)
+    k = KamailioPlugin(tmp_path / "run1", text, trunk_port=trunk_port).start()
+    trunk = start_trunk(k, tmp_path, timeout_s=60)
+    bridge = run_sipp(str(BRIDGE_CALL), k.target, tmp_path / "bridge", service=FR_NUMBER, local_port=free_port(),
+                      extra=[*ALICE, "-mp", str(free_port()), "-d", "60000", "-trace_msg"], background=True,
+                      timeout_s=60)
+    try:
+        answered = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not answered:
+            answered = [r for r in calls_rows(k.store_url) if r["state"] == "answered"]
+            time.sleep(0.1)
+        assert answered, k.log()[-3000:]
+        time.sleep(2.5)
+        os.killpg(k.proc.pid, signal.SIGKILL)   # the session started for this Kamailio: all of it
+        killed_at = time.time()
+        k.proc.wait(10)
+    finally:
+        for sipp in (bridge, trunk):
+            sipp.kill()
+            sipp.communicate(timeout=10)
+
+    [call] = answered
+    again = KamailioPlugin(tmp_path / "run2", text, trunk_port=trunk_port, port=k.port).start()
+    try:
+        started = again.events("kamailio_plugin_started")[0]
+        assert started["recovered_calls"] == 1
+        assert [e["call_id"] for e in again.events("call_recovered")] == [call["call_id"]]
+    finally:
+        again.stop()
+    row = again.ledger_row(call["call_id"])
+    truth = killed_at - call["answered_at"]
+    assert row["state"] == "closed" and row["recovered"] and row["outcome"] == "recovered"
+    assert truth - 1 - 0.6 <= row["talk_s"] <= truth + 0.01, (row["talk_s"], truth)
+    assert row["billed_units"] == 1 and again.reserved() == 0
+
+    third = KamailioPlugin(tmp_path / "run3", text, trunk_port=trunk_port).start()
+    try:
+        assert third.events("kamailio_plugin_started")[0]["recovered_calls"] == 0
+    finally:
+        third.stop()
