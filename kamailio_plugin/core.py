@@ -412,7 +412,8 @@ class DialoutPlugin:
             del self._granted[gone]
         self._exhausted &= live
 
-        if now_ts - self._last_heartbeat >= self.runtime.store.heartbeat_s:
+        # Half a tick of slack: a tick that comes a little early still beats.
+        if now_ts - self._last_heartbeat >= max(0.5, self.runtime.store.heartbeat_s - 0.5):
             self._last_heartbeat = now_ts
             self._heartbeats += 1
             self._heartbeat(sorted(live), now)

@@ -127,7 +127,9 @@ class DialoutHandler:
         if not self.plugin.is_trusted(source):
             result = self.plugin.admit(None, source)    # logged, and the answer for untrusted sources
         else:
-            if KSR.tm.t_newtran() < 0:  # a retransmission is absorbed by tm while we decide
+            # The transaction first: a retransmission that comes in while we decide is
+            # absorbed by tm (0), not decided twice.
+            if KSR.tm.t_newtran() <= 0:
                 return -1
             try:
                 raw = KSR.pv.get("$mb")
