@@ -284,6 +284,24 @@ def test_relayed_call_goes_to_the_trunk_as_e164_and_is_billed_in_the_ledger(kama
     kamailio.assert_clean()
 
 
+def test_the_trunk_hangs_up_through_the_proxy_and_the_call_is_billed_once(kamailio, tmp_path):
+    trunk = run_sipp("proxy_trunk_hangs_up.xml", "", tmp_path / "trunk", local_port=kamailio.trunk_port,
+                     extra=["-mp", str(free_port()), "-d", "800", "-rsa", kamailio.target, "-trace_msg"],
+                     background=True, timeout_s=30)
+    result = run_sipp("proxy_bridge_wait_bye.xml", kamailio.target, tmp_path / "bridge", service=FR_NUMBER,
+                      local_port=free_port(), extra=[*ALICE, "-mp", str(free_port()), "-trace_msg"], timeout_s=30)
+    trunk.communicate(timeout=30)
+    assert result.returncode == 0 and result.successful == 1, result.stderr[-2000:]
+    assert trunk.returncode == 0
+
+    call_id = sipp_call_id(tmp_path / "bridge")
+    line = kamailio.call_line(call_id)
+    assert line["reason"] == "allowed" and line["ended_by"] == "trunk" and line["billed_units"] == 1
+    row = kamailio.ledger_row(call_id)
+    assert row["state"] == "closed" and row["outcome"] == "allowed" and 0.5 <= row["talk_s"] < 3
+    kamailio.assert_clean()
+
+
 REJECTIONS = [
     # organizer, number, status, reason
     ("bob@contoso.com", "+4930123456", 403, "not_domestic"),
