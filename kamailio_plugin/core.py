@@ -53,6 +53,7 @@ VAR_OUTCOME = "dialout_outcome"        # trunk_failure / trunk_timeout / allowed
 VAR_STATUS = "dialout_status"          # the final status the bridge got
 VAR_ENDED_BY = "dialout_ended_by"
 VAR_SETTLED = "dialout_settled"        # "1" once the ledger has the call closed
+VAR_ANSWERED_AT = "dialout_answered_at"  # epoch seconds of the 2xx (dialog:start), for setup_ms
 
 # Kamailio dialog states (dialog module README, "Dialog states").
 CONFIRMED_NO_ACK, CONFIRMED = 3, 4
@@ -216,6 +217,7 @@ class DialoutPlugin:
         None: drop it (an untrusted source with `gateway.untrusted = "drop"`).
         """
         rt = self.runtime
+        received = time.time()
         if not self.is_trusted(source):
             self._refused(source, "untrusted_source", explanation="the request did not come from a trusted "
                           "bridge address")
@@ -241,20 +243,20 @@ class DialoutPlugin:
                               initiator=invite.initiator, meeting=invite.meeting, location=invite.location)
         assessed = assess(request, now, self.policy)
         if isinstance(assessed, Decision):          # rules 2-6: no ledger needed
-            return self._deny(invite, assessed)
+            return self._deny(invite, assessed, received)
         try:
             decision, grant = self._reserve(assessed, now, invite.call_id)
         except Exception as exc:  # the ledger: StoreError, a driver error, a lost connection
             self.log.error("ledger_write_failed", operation="admit", call_id=invite.call_id,
                            error=str(exc) or type(exc).__name__)
-            return self._deny_reason(invite, Reason.OVERLOADED, "the usage ledger is unavailable, so the call "
-                                     "was not placed (it could not be metered)", retry_after_s=5)
+            return self._deny_reason(invite, received, Reason.OVERLOADED, "the usage ledger is unavailable, so "
+                                     "the call was not placed (it could not be metered)", retry_after_s=5)
         if not decision.allow:
-            return self._deny(invite, decision)
+            return self._deny(invite, decision, received)
         if grant is None:
-            return self._deny_reason(invite, Reason.NO_ENTITLEMENT, "every entitlement was spent by calls in "
-                                     "progress before this one could reserve", decision=decision)
-        return self._relay(message, invite, decision, grant)
+            return self._deny_reason(invite, received, Reason.NO_ENTITLEMENT, "every entitlement was spent by "
+                                     "calls in progress before this one could reserve", decision=decision)
+        return self._relay(message, invite, decision, grant, received)
 
     def _reserve(self, assessed, now: datetime, call_id: str):
         """Counters, rules 7-9 and the reservation: gateway/service.py `_admit_on_ledger`."""
@@ -276,7 +278,7 @@ class DialoutPlugin:
         ))
         return decision, grant
 
-    def _relay(self, message, invite, decision: Decision, grant) -> Relay:
+    def _relay(self, message, invite, decision: Decision, grant, received: float) -> Relay:
         number = decision.e164.lstrip("+")
         trunk = self.settings.trunk_host
         limits = [s for s in (grant.granted_s, decision.max_duration_s) if s is not None]
@@ -290,6 +292,7 @@ class DialoutPlugin:
                 remove.append(name)
         call = _call_fields(invite, decision)
         call["trunk"] = trunk.split(";", 1)[0]
+        call["received_at"] = round(received, 3)
         variables = (
             (VAR_REASON, decision.reason.value),
             (VAR_BUCKET, decision.bucket.value if decision.bucket else ""),
@@ -303,19 +306,21 @@ class DialoutPlugin:
                      answer_timeout_ms=int(self.runtime.trunk.answer_timeout_s * 1000),
                      remove_headers=tuple(remove), dialog_vars=variables)
 
-    def _deny(self, invite, decision: Decision) -> Reject:
+    def _deny(self, invite, decision: Decision, received: float) -> Reject:
         reject = self._reject(decision.reason, decision.explanation, decision.retry_after_s)
         self._line(_call_fields(invite, decision), call_id=invite.call_id, decision="deny",
                    reason=decision.reason.value, bridge_status=reject.status, trunk_status=None,
-                   explanation=decision.explanation, trace=[c.detail for c in decision.trace])
+                   explanation=decision.explanation, trace=[c.detail for c in decision.trace],
+                   setup_ms=(time.time() - received) * 1000)
         return reject
 
-    def _deny_reason(self, invite, reason: Reason, text: str, retry_after_s: int | None = None,
+    def _deny_reason(self, invite, received: float, reason: Reason, text: str, retry_after_s: int | None = None,
                      decision: Decision | None = None) -> Reject:
         reject = self._reject(reason, text, retry_after_s)
         fields = _call_fields(invite, decision)
         self._line(fields, call_id=invite.call_id, decision="deny", reason=reason.value,
-                   bridge_status=reject.status, trunk_status=None, explanation=text)
+                   bridge_status=reject.status, trunk_status=None, explanation=text,
+                   setup_ms=(time.time() - received) * 1000)
         return reject
 
     def _reject(self, reason: Reason, sentence: str, retry_after_s: int | None = None) -> Reject:
@@ -386,8 +391,15 @@ class DialoutPlugin:
             fields = json.loads(variables.get(VAR_CALL) or "{}")
         except ValueError:
             fields = {}
+        # Setup time as the gateway counts it: INVITE in, to the bridge's final answer.
+        setup_ms = None
+        if fields.get("received_at"):
+            answered = _float_or_none(variables.get(VAR_ANSWERED_AT))
+            final = answered if answered is not None else (None if bridge_status == 200 else ended_at.timestamp())
+            if final is not None:
+                setup_ms = max(0.0, (final - fields["received_at"]) * 1000)
         self._line(fields, call_id=call_id, decision="allow", reason=outcome, bridge_status=bridge_status,
-                   trunk_status=trunk_status, ended_by=ended_by, settlement=settlement)
+                   trunk_status=trunk_status, ended_by=ended_by, settlement=settlement, setup_ms=setup_ms)
         return settlement
 
     # --- the timer process: grants, heartbeats, the sweep ----------------------------------
@@ -491,7 +503,7 @@ class DialoutPlugin:
 
     def _line(self, fields: Mapping, *, call_id: str, decision: str, reason: str, bridge_status: int | None,
               trunk_status: int | None, ended_by: str | None = None, explanation: str | None = None,
-              trace=None, settlement=None) -> None:
+              trace=None, settlement=None, setup_ms: float | None = None) -> None:
         line = {
             "call_id": call_id,
             "tenant": fields.get("tenant"),
@@ -511,6 +523,7 @@ class DialoutPlugin:
             "bridge_status": bridge_status,
             "trunk_status": trunk_status,
             "trunk": fields.get("trunk"),
+            "setup_ms": round(setup_ms, 2) if setup_ms is not None else None,
             "talk_s": round(settlement.talk_s, 3) if settlement else 0.0,
             "billed_units": settlement.billed_units if settlement else 0,
             "charges": {b: a for b, a in settlement.charges} if settlement else {},
@@ -540,6 +553,13 @@ def _call_fields(invite, decision: Decision | None) -> dict:
         "max_duration_s": d.max_duration_s if d else None,
         "explanation": d.explanation if d else None,
     }
+
+
+def _float_or_none(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -25,6 +25,7 @@ that cannot be decided gets 500 and reserves nothing.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 
 import KSR  # provided by app_python3 inside Kamailio
@@ -33,6 +34,7 @@ from kamailio_plugin.core import (
     CONFIRMED,
     CONFIRMED_NO_ACK,
     PROFILE,
+    VAR_ANSWERED_AT,
     VAR_CALL,
     VAR_ENDED_BY,
     VAR_OUTCOME,
@@ -46,7 +48,7 @@ from sip import reject_headers
 
 UTC = timezone.utc
 OUR_VARS = ("dialout_reason", "dialout_bucket", "dialout_max_s", "dialout_granted_s", "dialout_trunk",
-            VAR_CALL, VAR_OUTCOME, VAR_STATUS, VAR_ENDED_BY, VAR_SETTLED)
+            VAR_CALL, VAR_OUTCOME, VAR_STATUS, VAR_ENDED_BY, VAR_SETTLED, VAR_ANSWERED_AT)
 
 # The cfg route the dialog module runs when an admitted call's timeout fires,
 # before it sends the BYEs: route[DIALOUT_TIMEOUT] { python_exec("dialout_timeout"); }
@@ -259,6 +261,7 @@ class DialoutHandler:
             if VAR_CALL not in variables:
                 return 1                           # not a dial-out of ours
             if event == "start":
+                KSR.pv.sets(f"$dlg_var({VAR_ANSWERED_AT})", f"{time.time():.3f}")
                 self.plugin.answered(call_id)
             elif event in ("end", "failed") and not variables.get(VAR_SETTLED):
                 self._mark_settled()

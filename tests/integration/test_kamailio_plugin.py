@@ -274,6 +274,7 @@ def test_relayed_call_goes_to_the_trunk_as_e164_and_is_billed_in_the_ledger(kama
     assert line["component"] == "kamailio" and line["ended_by"] == "bridge"
     assert line["destination"] == FR_NUMBER and line["organizer"] == "alice@contoso.com"
     assert line["bridge_status"] == 200 and line["billed_units"] == 1  # per started minute
+    assert 0 <= line["setup_ms"] < 2000
 
     row = kamailio.ledger_row(call_id)
     assert row["state"] == "closed" and row["outcome"] == "allowed" and not row["recovered"]
