@@ -307,7 +307,7 @@ class DialoutPlugin:
                      remove_headers=tuple(remove), dialog_vars=variables)
 
     def _deny(self, invite, decision: Decision, received: float) -> Reject:
-        reject = self._reject(decision.reason, decision.explanation, decision.retry_after_s)
+        reject = self.reject(decision.reason, decision.explanation, decision.retry_after_s)
         self._line(_call_fields(invite, decision), call_id=invite.call_id, decision="deny",
                    reason=decision.reason.value, bridge_status=reject.status, trunk_status=None,
                    explanation=decision.explanation, trace=[c.detail for c in decision.trace],
@@ -316,14 +316,14 @@ class DialoutPlugin:
 
     def _deny_reason(self, invite, received: float, reason: Reason, text: str, retry_after_s: int | None = None,
                      decision: Decision | None = None) -> Reject:
-        reject = self._reject(reason, text, retry_after_s)
+        reject = self.reject(reason, text, retry_after_s)
         fields = _call_fields(invite, decision)
         self._line(fields, call_id=invite.call_id, decision="deny", reason=reason.value,
                    bridge_status=reject.status, trunk_status=None, explanation=text,
                    setup_ms=(time.time() - received) * 1000)
         return reject
 
-    def _reject(self, reason: Reason, sentence: str, retry_after_s: int | None = None) -> Reject:
+    def reject(self, reason: Reason, sentence: str, retry_after_s: int | None = None) -> Reject:
         """The gateway's `reject_headers_for`: transient reasons carry Retry-After (1 s by default)."""
         if retry_after_s is None and reason.transient:
             retry_after_s = 1

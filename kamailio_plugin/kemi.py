@@ -44,6 +44,7 @@ from kamailio_plugin.core import (
     Reject,
     dialogs_from_rpc,
 )
+from policy import Reason
 from sip import reject_headers
 
 UTC = timezone.utc
@@ -141,7 +142,7 @@ class DialoutHandler:
                 result = self.plugin.admit(raw, source)
             except Exception:
                 self.log.exception("plugin_error", operation="admit", call_id=call_id)
-                self._reply(Reject(500, "Server Internal Error", (), "plugin_error"))
+                self._reply(self._failed_reject())
                 return -1
         if result is None:
             return -1                                   # dropped: no answer, no transaction
@@ -164,8 +165,9 @@ class DialoutHandler:
             KSR.tm.t_set_fr(result.answer_timeout_ms, result.answer_timeout_ms)
         except Exception:
             self.log.exception("plugin_error", operation="relay", call_id=call_id)
-            self._settle_now(result.call_id, dict(result.dialog_vars), "plugin_error", 500)
-            self._reply(Reject(500, "Server Internal Error", (), "plugin_error"))
+            reject = self._failed_reject()
+            self._settle_now(result.call_id, dict(result.dialog_vars), reject.reason, reject.status)
+            self._reply(reject)
             return -1
         return 1
 
@@ -175,6 +177,11 @@ class DialoutHandler:
         if VAR_CALL in variables and not variables.get(VAR_SETTLED):
             self._settle_now(KSR.pv.get("$ci"), variables, "trunk_failure", 500)
         return 1
+
+    def _failed_reject(self) -> Reject:
+        """A bug or a Kamailio error in the plugin: nothing goes out, as when the ledger fails."""
+        return self.plugin.reject(Reason.OVERLOADED, "the dial-out plugin failed, so the call was not placed",
+                                  retry_after_s=5)
 
     def _reply(self, reject: Reject) -> None:
         for name, value in reject.headers:
