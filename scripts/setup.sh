@@ -19,7 +19,8 @@ if [ "${1:-}" = "--test" ]; then
   # baresip as a real SIP user agent on the trunk side (its -core package holds
   # the binary and every module the interop test loads: g711, ausine, aubridge,
   # menu, ctrl_tcp; the `baresip` package would add GUI and video recommends).
-  packages+=(postgresql kamailio baresip-core)
+  # Kamailio's app_python3 for the plugin's test (tests/integration/test_kamailio_plugin.py).
+  packages+=(postgresql kamailio kamailio-python3-modules baresip-core)
 fi
 
 missing=()
