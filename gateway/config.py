@@ -92,11 +92,17 @@ def load_config(path: str | Path, imported: tuple[list[dict], list[dict]] | None
     `imported` is (tenants, organizers) from the ledger's directory tables; they
     are validated by the same schema as the file's own rows, after them.
     """
+    path = Path(path)
+    return config_from_data(path, read_toml(path), imported)
+
+
+def config_from_data(path: Path, data: dict[str, Any],
+                     imported: tuple[list[dict], list[dict]] | None = None) -> GatewayConfig:
+    """load_config() for TOML already read from `path` (the Kamailio plugin fills in
+    a key the gateway requires and Kamailio does not use)."""
     from gateway.schema import validate
     from policy.config import build_policy_settings
 
-    path = Path(path)
-    data = read_toml(path)
     raw = {key: data[key] for key in RAW_SECTIONS if key in data}
     if imported and any(imported):
         data = _merge_imported(data, imported)

@@ -7,7 +7,9 @@ a ledger URL is written once. The plugin uses:
   directory imported into the ledger (`dialout-gw directory import`);
 - `gateway.trusted_sources`, `gateway.untrusted` and `gateway.host` (rule 1,
   and the warn-agent of `Warning:`);
-- `trunk.uri` (where relayed INVITEs go) and `trunk.answer_timeout_s`;
+- the first trunk's `uri` (where relayed INVITEs go) and `answer_timeout_s`:
+  `[trunk]`, or the first of `[[trunks]]` (choosing among several carriers
+  is the job of Kamailio's `dispatcher` or `lcr` module there);
 - `sip.headers` (the names of the bridge's `X-Dialout-*` headers);
 - `[store]` (the ledger) and `[logging]` (level and number masking).
 
@@ -21,9 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.settings import RuntimeSettings, SettingsError, parse_runtime_settings
-from store.settings import StoreSettingsError
+from gateway.config import ConfigError, GatewayConfig, config_from_data, read_toml
+from gateway.settings import RuntimeSettings, SettingsError, runtime_settings
 
 __all__ = ["ConfigError", "PluginSettings", "load_settings"]
 
@@ -56,13 +57,14 @@ def load_settings(path: str | Path, imported: tuple[list[dict], list[dict]] | No
     Raises ConfigError with one line naming the file, the key and what was
     expected, exactly as `dialout-gw run --check` would.
     """
-    config = load_config(path, imported)
-    sections = dict(config.raw_sections)
-    gateway = sections.get("gateway")
+    path = Path(path)
+    data = read_toml(path)
+    gateway = data.get("gateway")
     if isinstance(gateway, dict) and "listen" not in gateway:
-        sections["gateway"] = {**gateway, "listen": _UNUSED_LISTEN}
+        data["gateway"] = {**gateway, "listen": _UNUSED_LISTEN}
+    config = config_from_data(path, data, imported)
     try:
-        runtime = parse_runtime_settings(sections)
-    except (SettingsError, StoreSettingsError) as exc:
+        runtime = runtime_settings(config.sections)
+    except SettingsError as exc:
         raise ConfigError(f"{config.path}: {exc}") from None
     return PluginSettings(path=config.path, config=config, runtime=runtime)

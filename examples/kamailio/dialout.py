@@ -7,8 +7,9 @@ here:
 
   DIALOUT_SITE_PACKAGES  site-packages of the virtualenv that holds dialout-gateway
                          and its dependencies (phonenumbers, structlog, psycopg).
-                         Kamailio embeds the system Python 3.11, so the venv must be
-                         made with that same interpreter (scripts/setup.sh does).
+                         Kamailio embeds the system Python 3.11: a 3.11 venv. From a
+                         shell whose PATH starts with a venv or pyenv, also set
+                         PYTHONHOME=/usr so that it keeps the system standard library.
   DIALOUT_CONFIG         the gateway's TOML config (policy, trunk, ledger).
 """
 

@@ -115,9 +115,12 @@ class KamailioPlugin:
             "-A", f"SIP_PORT={self.port}", "-A", f'DIALOUT_SCRIPT="{LOADER}"', "-A", "LOG_LEVEL=2",
             "-m", "64", "-M", "8",
         ]
-        # The venv running these tests holds the project and its dependencies.
+        # The venv running these tests holds the project and its dependencies. An
+        # embedded Python finds its standard library from the first `python3` on
+        # PATH, here the venv's (perhaps a pyenv build): PYTHONHOME pins it to the
+        # system Python that Kamailio's app_python3 is linked with.
         self.env = dict(os.environ, DIALOUT_SITE_PACKAGES=sysconfig.get_paths()["purelib"],
-                        DIALOUT_CONFIG=str(self.config_path))
+                        DIALOUT_CONFIG=str(self.config_path), PYTHONHOME="/usr")
         self.proc: subprocess.Popen | None = None
 
     @property
