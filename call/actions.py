@@ -128,6 +128,7 @@ class Finish:
 class TrunkAttempt:
     trunk: str
     status: int | None
+    next_hop: str | None = None    # the address tried, when the trunk's host name resolved to several
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,8 @@ class TrunkRoute:
     password: str | None = None
     headers: tuple[tuple[str, str], ...] = ()   # extra headers (e.g. P-Asserted-Identity)
     setup_timeout_s: float | None = None        # no provisional by then: try the next route
+    next_hop: str | None = None                 # "ip:port" to send to, the Request-URI keeping the host name
+    transport: str = "udp"                      # of the next hop
 
 
 @dataclass(frozen=True, slots=True)

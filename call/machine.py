@@ -185,7 +185,7 @@ class Call:
         self.failover_pending = False
         self.early_sdp.clear()
         self.last_early = None
-        self.attempts.append(A.TrunkAttempt(route.name, None))
+        self.attempts.append(A.TrunkAttempt(route.name, None, route.next_hop))
         self._emit(A.Dial(route, headers=self.plan.headers + route.headers, body=self.offer))
         if route.setup_timeout_s:
             self._emit(A.StartTimer("setup", route.setup_timeout_s))
@@ -193,7 +193,8 @@ class Call:
 
     def _attempt_status(self, status: int | None) -> None:
         if self.attempts:
-            self.attempts[-1] = A.TrunkAttempt(self.attempts[-1].trunk, status)
+            last = self.attempts[-1]
+            self.attempts[-1] = A.TrunkAttempt(last.trunk, status, last.next_hop)
 
     # --- the trunk's answers to our INVITE ---------------------------------------------------
 

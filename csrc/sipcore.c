@@ -65,6 +65,7 @@ enum {
     EV_REFUSED = 12,      /* a request answered here or dropped: reason code, src host, transport, method, detail, call-id; code = status (0 dropped) */
     EV_REQUEST_GONE = 13, /* a request Python was to answer is gone (CANCEL, leg ended) */
     EV_REGISTRATION = 14, /* a registration's outcome: req = its id; code = status (0: failed to send); f0 reason; flags = expires (s) */
+    EV_RESOLVED = 15,     /* a host name resolved (RFC 3263): req = its id; code = count (0: failed); f0 "transport ip:port" lines; f1 error */
 };
 
 enum {
@@ -1829,10 +1830,160 @@ static PyObject *py_respond(PyObject *self, PyObject *args)
 }
 
 /* dial(from, to, target, contact, headers, ctype, body, username, password) -> leg id */
+/* The INVITE goes to `hop` ("ip:port", one address a resolution returned)
+ * while its Request-URI keeps the carrier's host name: pjsip skips its own
+ * resolution when the destination is set (and a CANCEL or a digest retry
+ * inherits it). */
+static int pin_next_hop(pjsip_tx_data *tdata, const char *hop, Py_ssize_t hl, const char *tp)
+{
+    pj_str_t shop;
+    pj_sockaddr sa;
+    pjsip_transport_type_e type;
+    pj_str_t stp;
+    shop.ptr = (char *)hop; shop.slen = hl;
+    if (pj_sockaddr_parse(pj_AF_UNSPEC(), 0, &shop, &sa) != PJ_SUCCESS || pj_sockaddr_get_port(&sa) == 0) {
+        PyErr_Format(PyExc_ValueError, "bad next hop %s (expected ip:port)", hop);
+        return -1;
+    }
+    stp = pj_str((char *)(tp && *tp ? tp : "udp"));
+    type = pjsip_transport_get_type_from_name(&stp);
+    if (type == PJSIP_TRANSPORT_UNSPECIFIED) {
+        PyErr_Format(PyExc_ValueError, "bad transport %s for the next hop", tp);
+        return -1;
+    }
+    if (sa.addr.sa_family == pj_AF_INET6()) type = (pjsip_transport_type_e)((int)type | PJSIP_TRANSPORT_IPV6);
+    tdata->dest_info.addr.count = 1;
+    tdata->dest_info.cur_addr = 0;
+    pj_bzero(&tdata->dest_info.addr.entry[0], sizeof(tdata->dest_info.addr.entry[0]));
+    tdata->dest_info.addr.entry[0].type = type;
+    pj_memcpy(&tdata->dest_info.addr.entry[0].addr, &sa, sizeof(sa));
+    tdata->dest_info.addr.entry[0].addr_len = pj_sockaddr_get_len(&sa);
+    return 0;
+}
+
+/* resolve(host, port, transport) -> id: RFC 3263 lookup of a trunk's host
+ * through pjsip's resolver (SRV, then A/AAAA; NAPTR is not implemented by
+ * pjsip). Asynchronous with the nameservers configured; the answer comes as
+ * EV_RESOLVED. Without a resolver pjsip would call getaddrinfo() on this
+ * thread, so Python resolves in a worker instead and never calls this. */
+typedef struct resq { unsigned long long id; pj_pool_t *pool; } resq_t;
+
+static void res_on_done(pj_status_t status, void *token, const struct pjsip_server_addresses *addr)
+{
+    resq_t *q = (resq_t *)token;
+    char lines[PJSIP_MAX_RESOLVED_ADDRESSES * (PJ_INET6_ADDRSTRLEN + 24)];
+    char err[PJ_ERR_MSG_SIZE];
+    pj_str_t f[2];
+    unsigned i, n = 0;
+    size_t used = 0;
+    lines[0] = 0;
+    err[0] = 0;
+    if (status == PJ_SUCCESS) {
+        for (i = 0; i < addr->count && i < PJSIP_MAX_RESOLVED_ADDRESSES; ++i) {
+            char ip[PJ_INET6_ADDRSTRLEN + 10];
+            const char *tp = pjsip_transport_get_type_name(addr->entry[i].type);
+            pj_sockaddr_print(&addr->entry[i].addr, ip, sizeof(ip), 3);  /* [v6]:port or v4:port */
+            used += (size_t)snprintf(lines + used, sizeof(lines) - used, "%s%s %s", n ? "\n" : "", tp, ip);
+            if (used >= sizeof(lines)) { used = sizeof(lines) - 1; break; }
+            ++n;
+        }
+    } else {
+        pj_strerror(status, err, sizeof(err));
+    }
+    f[0] = pj_str(lines);
+    f[1] = pj_str(err);
+    ev_new(EV_RESOLVED, 0, q->id, (int)n, 0, f, 2, 0);
+    pj_pool_release(q->pool);
+}
+
+static PyObject *py_resolve(PyObject *self, PyObject *args)
+{
+    const char *host, *tp;
+    Py_ssize_t hl;
+    int port;
+    pjsip_host_info target;
+    pj_str_t stp;
+    resq_t *q;
+    pj_pool_t *pool;
+    (void)self;
+    if (check_ready() < 0) return NULL;
+    if (!PyArg_ParseTuple(args, "s#is", &host, &hl, &port, &tp)) return NULL;
+    pool = pjsip_endpt_create_pool(endpt, "res%p", 512, 512);
+    if (!pool) return PyErr_NoMemory();
+    q = PJ_POOL_ZALLOC_T(pool, resq_t);
+    q->id = next_id++;
+    q->pool = pool;
+    pj_bzero(&target, sizeof(target));
+    target.addr.host.ptr = (char *)pj_pool_alloc(pool, hl + 1);
+    pj_memcpy(target.addr.host.ptr, host, hl);
+    target.addr.host.ptr[hl] = 0;
+    target.addr.host.slen = hl;
+    target.addr.port = port;
+    stp = pj_str((char *)tp);
+    target.type = *tp ? pjsip_transport_get_type_from_name(&stp) : PJSIP_TRANSPORT_UNSPECIFIED;
+    target.flag = pjsip_transport_get_flag_from_type(target.type);
+    {
+        unsigned long long id = q->id;
+        pjsip_endpt_resolve(endpt, pool, &target, q, &res_on_done);  /* may answer at once (cache, IP) */
+        return PyLong_FromUnsignedLongLong(id);
+    }
+}
+
+/* set_nameservers([(ip, port), ...]): give pjsip a DNS resolver (pjsua's own
+ * setting takes no ports). Every lookup through it is asynchronous. */
+static PyObject *py_set_nameservers(PyObject *self, PyObject *args)
+{
+    PyObject *list;
+    pj_str_t servers[PJ_DNS_RESOLVER_MAX_NS];
+    pj_uint16_t ports[PJ_DNS_RESOLVER_MAX_NS];
+    pj_dns_resolver *res = pjsip_endpt_get_resolver(endpt);
+    Py_ssize_t i, n;
+    pj_status_t st;
+    (void)self;
+    if (check_ready() < 0) return NULL;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list)) return NULL;
+    n = PyList_GET_SIZE(list);
+    if (n < 1 || n > PJ_DNS_RESOLVER_MAX_NS) {
+        PyErr_Format(PyExc_ValueError, "between 1 and %d nameservers", PJ_DNS_RESOLVER_MAX_NS);
+        return NULL;
+    }
+    for (i = 0; i < n; ++i) {
+        const char *ip;
+        int port;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(list, i), "si", &ip, &port)) return NULL;
+        servers[i] = pj_str((char *)ip);
+        ports[i] = (pj_uint16_t)port;
+    }
+    if (!res) {
+        st = pjsip_endpt_create_resolver(endpt, &res);
+        if (st == PJ_SUCCESS) st = pjsip_endpt_set_resolver(endpt, res);
+        if (st != PJ_SUCCESS) {
+            PyErr_SetString(PyExc_RuntimeError, "cannot create the DNS resolver");
+            return NULL;
+        }
+    }
+    st = pj_dns_resolver_set_ns(res, (unsigned)n, servers, ports);
+    if (st != PJ_SUCCESS) {
+        char err[PJ_ERR_MSG_SIZE];
+        pj_strerror(st, err, sizeof(err));
+        PyErr_Format(PyExc_ValueError, "bad nameserver: %s", err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* resolver() -> bool: whether pjsip has a DNS resolver (nameservers configured). */
+static PyObject *py_has_resolver(PyObject *self, PyObject *noargs)
+{
+    (void)self; (void)noargs;
+    if (check_ready() < 0) return NULL;
+    return PyBool_FromLong(pjsip_endpt_get_resolver(endpt) != NULL);
+}
+
 static PyObject *py_dial(PyObject *self, PyObject *args)
 {
-    const char *from, *to, *target, *contact, *user = NULL, *pw = NULL;
-    Py_ssize_t fl, tl, gl, cl, ul = 0, pl = 0;
+    const char *from, *to, *target, *contact, *user = NULL, *pw = NULL, *hop = NULL, *hop_tp = NULL;
+    Py_ssize_t fl, tl, gl, cl, ul = 0, pl = 0, hl = 0;
     extras_t x = {0};
     pj_str_t sfrom, sto, starget, scontact;
     pjsip_dialog *dlg;
@@ -1842,8 +1993,9 @@ static PyObject *py_dial(PyObject *self, PyObject *args)
     pj_status_t st;
     (void)self;
     if (check_ready() < 0) return NULL;
-    if (!PyArg_ParseTuple(args, "s#s#s#s#z#z#z#z#z#", &from, &fl, &to, &tl, &target, &gl, &contact, &cl,
-                          &x.headers, &x.hlen, &x.ctype, &x.clen, &x.body, &x.blen, &user, &ul, &pw, &pl))
+    if (!PyArg_ParseTuple(args, "s#s#s#s#z#z#z#z#z#|z#z", &from, &fl, &to, &tl, &target, &gl, &contact, &cl,
+                          &x.headers, &x.hlen, &x.ctype, &x.clen, &x.body, &x.blen, &user, &ul, &pw, &pl,
+                          &hop, &hl, &hop_tp))
         return NULL;
     sfrom.ptr = (char *)from; sfrom.slen = fl;
     sto.ptr = (char *)to; sto.slen = tl;
@@ -1871,7 +2023,7 @@ static PyObject *py_dial(PyObject *self, PyObject *args)
     }
     st = pjsip_dlg_create_request(dlg, &pjsip_invite_method, -1, &tdata);
     if (st != PJ_SUCCESS) goto failed;
-    if (apply_extras(tdata, &x) < 0) {
+    if (apply_extras(tdata, &x) < 0 || (hop && hl && pin_next_hop(tdata, hop, hl, hop_tp) < 0)) {
         pjsip_tx_data_dec_ref(tdata);
         leg_detach(leg);
         pjsip_dlg_dec_lock(dlg);
@@ -2079,7 +2231,7 @@ static PyMethodDef methods[] = {
     {"answer", py_answer, METH_VARARGS, "answer(leg, code, reason, headers, ctype, body) -> bool."},
     {"respond", py_respond, METH_VARARGS, "respond(req, code, reason, headers, ctype, body) -> bool."},
     {"dial", py_dial, METH_VARARGS,
-     "dial(from, to, target, contact, headers, ctype, body, username, password) -> leg id."},
+     "dial(from, to, target, contact, headers, ctype, body, username, password[, next_hop, transport]) -> leg id."},
     {"ack", py_ack, METH_VARARGS, "ack(leg, ctype, body) -> bool."},
     {"cancel", py_cancel, METH_VARARGS, "cancel(leg) -> bool."},
     {"send", py_send, METH_VARARGS, "send(leg, method, headers, ctype, body) -> request id, 0 if not sent."},
@@ -2087,6 +2239,9 @@ static PyMethodDef methods[] = {
     {"alive", py_alive, METH_VARARGS, "alive(leg) -> bool."},
     {"request", py_request, METH_VARARGS,
      "request(method, target, from, headers) -> request id: outside any dialog (EV_RESPONSE, leg 0)."},
+    {"resolve", py_resolve, METH_VARARGS, "resolve(host, port, transport) -> id: RFC 3263 lookup (EV_RESOLVED)."},
+    {"has_resolver", py_has_resolver, METH_NOARGS, "has_resolver() -> bool: nameservers are configured."},
+    {"set_nameservers", py_set_nameservers, METH_VARARGS, "set_nameservers([(ip, port), ...]): pjsip's DNS resolver."},
     {"register", py_register, METH_VARARGS,
      "register(registrar, aor, contact, expires, username, password) -> id (EV_REGISTRATION)."},
     {"unregister_all", py_unregister_all, METH_NOARGS, "unregister_all(): end every registration."},
@@ -2110,6 +2265,7 @@ PyMODINIT_FUNC PyInit__sipcore(void)
     K(EV_INVITE); K(EV_PROVISIONAL); K(EV_ANSWER); K(EV_FAILED); K(EV_REQUEST); K(EV_RESPONSE); K(EV_ACK);
     K(EV_ACK_TIMEOUT); K(EV_BYE); K(EV_CANCELLED); K(EV_ENDED); K(EV_REFUSED); K(EV_REQUEST_GONE);
     K(EV_REGISTRATION);
+    K(EV_RESOLVED);
     K(F_RELIABLE); K(F_LOCAL); K(F_NEEDS_ACK); K(F_INITIAL); K(F_AFTER_CANCEL);
 #undef K
     return m;

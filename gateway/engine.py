@@ -93,10 +93,13 @@ class Engine:
                 self.service.on_invite(leg, f0, f1, code, f2)
                 return
             if kind == sc.EV_RESPONSE and not leg:      # outside any dialog: an OPTIONS ping
-                self.service.on_ping_response(req, code, bool(flags & sc.F_LOCAL))
+                self.service.trunks.on_ping_response(req, code, bool(flags & sc.F_LOCAL))
                 return
             if kind == sc.EV_REGISTRATION:
-                self.service.on_registration(req, code, f0, flags)
+                self.service.trunks.on_registration(req, code, f0, flags)
+                return
+            if kind == sc.EV_RESOLVED:
+                self.service.trunks.on_resolved(req, f0 or "", f1 or "")
                 return
             if kind == sc.EV_REFUSED:
                 entry = self.legs.get(leg) if leg else None
@@ -274,7 +277,7 @@ class Engine:
         try:
             leg = sc.dial(route.from_uri, route.to_uri, route.target, route.contact, encode_block(action.headers),
                           body.ctype if body else None, body.data if body else None, route.username,
-                          route.password)
+                          route.password, route.next_hop, route.transport)
         except (ValueError, ConnectionError) as exc:
             handle.log.warning("trunk_dial_failed", trunk=route.name, error=str(exc))
             handle.trunk_leg = None

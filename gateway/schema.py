@@ -394,6 +394,37 @@ def _cidr(value: Any) -> str:
 Cidr = Annotated[str, Expect("a CIDR such as 10.0.0.0/24"), BeforeValidator(_cidr)]
 
 
+def parse_nameserver(value: str) -> tuple[str, int]:
+    """(ip, port) of "ip", "ip:port" or "[v6]:port"; ValueError otherwise."""
+    host, port = value, 53
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(value)
+            port = int(rest[1:])
+    elif value.count(":") == 1:
+        host, _, text = value.partition(":")
+        port = int(text)
+    ipaddress.ip_address(host)
+    if not 0 < port < 65536:
+        raise ValueError(value)
+    return host, port
+
+
+def _nameserver(value: Any) -> str:
+    if value != "system":
+        try:
+            parse_nameserver(value)
+        except (TypeError, ValueError, AttributeError):
+            _fail()
+    return value
+
+
+Nameserver = Annotated[str, Expect('"system", or an IP address with an optional port: "10.0.0.2", "127.0.0.1:5353", '
+                                   '"[::1]:53"'), BeforeValidator(_nameserver)]
+
+
 def _host(value: Any) -> str:
     if not isinstance(value, str) or not value or not all(c.isalnum() or c in ".-" for c in value):
         _fail()
@@ -634,6 +665,12 @@ class SipSection(Section):
 
     headers: SipHeaders = key(SipHeaders(), "names of the bridge's headers", shown="see `[sip.headers]`")
     t1_ms: int = key(500, "RFC 3261 T1; Timer B/F/H (no answer, no ACK) are 64×T1", ge=50, le=5000)
+    nameservers: Annotated[list[Nameserver], Expect('an array of at most 4 nameservers: "system", or IP addresses '
+                                                    'with an optional port ("127.0.0.1:5353")')] = key(
+        ["system"], "DNS servers for trunk host names (RFC 3263: SRV, then A/AAAA), queried without blocking; "
+        '`"system"` is those of /etc/resolv.conf; `[]`: the system resolver (A/AAAA and /etc/hosts only, no SRV), '
+        "in a worker thread. A name these servers cannot resolve is tried with the system resolver too",
+        shown='["system"]', max_length=4)
 
 
 class StoreSection(Section):

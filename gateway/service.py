@@ -22,14 +22,15 @@ from datetime import datetime, timezone
 
 from call import events as E
 from call.actions import CallRecord
-from call.events import Body, RelayPlan, TrunkRoute
+from call.events import Body, RelayPlan
 from call.machine import Call
 from gateway import _sipcore as sc
 from gateway.admission import Admission
 from gateway.engine import CallHandle, Engine
 from gateway.logs import get_logger
+from gateway.trunks import TrunkSide
 from policy import CallRequest, Decision, Reason, Snapshot, assess, decide_assessed
-from policy.routing import Trunk, caller_id_for, route
+from policy.routing import route
 from sip import SipParseError, invite_from_request, parse_request, reject_headers, sanitize_text
 from sip.headers import encode_block
 from sip.sdp import check_sdp
@@ -39,27 +40,6 @@ UTC = timezone.utc
 # Extensions the gateway honours in a bridge's Require (anything else: 420).
 SUPPORTED_EXTENSIONS = frozenset({"timer"})
 MAX_INVITE_BYTES = 16 * 1024
-
-
-class TrunkHealth:
-    """Whether a trunk is taking calls: down after `down_after` failed OPTIONS
-    pings, a failed registration, or as many calls in a row answered 503; up
-    again on the next good ping or registration, or (with neither configured)
-    after a hold-down, when calls try it again."""
-
-    HOLD_DOWN_S = 60.0
-
-    __slots__ = ("trunk", "down", "reason", "failures", "ping_failures", "since", "ping_req", "reg_id")
-
-    def __init__(self, trunk: Trunk):
-        self.trunk = trunk
-        self.down = False
-        self.reason = ""
-        self.failures = 0        # calls in a row answered 503
-        self.ping_failures = 0   # pings in a row unanswered (or 503)
-        self.since = 0.0
-        self.ping_req: int | None = None
-        self.reg_id: int | None = None
 
 
 class RateLimitedLog:
@@ -99,12 +79,7 @@ class GatewayService:
         self.active = 0                   # calls from their INVITE to their Finish
         self.draining = False
         self.store_ok = True              # readiness: false while the ledger cannot be reached
-        self._contacts: dict[str, str] = {}   # transport -> our Contact toward a trunk
-        self._turn = 0                         # round-robin among trunks of equal rank
-        self.trunks_down: frozenset[str] = frozenset()
-        self.health = {trunk.name: TrunkHealth(trunk) for trunk in runtime.trunks}
-        self._pings: dict[int, TrunkHealth] = {}
-        self._registrations: dict[int, TrunkHealth] = {}
+        self.trunks = TrunkSide(stack=stack, runtime=runtime, metrics=metrics, log=self.log)
         self._heartbeats = 0
         # Another instance's call is stale after missing several heartbeats and
         # outliving any ringing phase: its gateway is gone for good.
@@ -121,17 +96,9 @@ class GatewayService:
                      server=self.runtime.server_header or None, user_agent=self.runtime.server_header or None)
         t1 = self.runtime.t1_ms
         sc.set_timers(t1, max(t1, 4000), 5000)
-        for transport in ("udp", "tcp", "tls"):
-            self._contacts[transport] = self._contact_for(transport)
         self.stack.call_later(self.runtime.store.heartbeat_s, self._heartbeat)
         self._check_store()
-        for health in self.health.values():
-            if self.metrics:
-                self.metrics.trunk_up.labels(health.trunk.name).set(1)
-            if health.trunk.options_ping_s:
-                self.stack.call_later(min(1.0, health.trunk.options_ping_s), lambda h=health: self._ping(h))
-            if health.trunk.register:
-                self._register(health)
+        self.trunks.start({transport: self._contact_for(transport) for transport in ("udp", "tcp", "tls")})
 
     def _contact_for(self, transport: str) -> str:
         """Our Contact toward a trunk reached over `transport`: that listener's address."""
@@ -155,7 +122,7 @@ class GatewayService:
 
     def stop(self) -> None:
         """Before the stack goes: end carrier registrations."""
-        sc.unregister_all()
+        self.trunks.stop()
 
     def hangup_everything(self, text: str) -> None:
         for handle in self.engine.calls():
@@ -273,9 +240,8 @@ class GatewayService:
         now = handle.received_wall
         call_id = invite.call_id
 
-        trunks, down = self.runtime.trunks, self.trunks_down
-        self._turn += 1
-        turn = self._turn
+        trunks, down = self.runtime.trunks, self.trunks.down
+        turn = self.trunks.next_turn()
 
         def admit(store):
             counters = store.snapshot(tenant=assessed.tenant_id, organizer=assessed.organizer_id,
@@ -344,7 +310,7 @@ class GatewayService:
 
     def _plan(self, handle: CallHandle, decision: Decision, grant, trunks, message, invite) -> RelayPlan:
         tenant = handle.assessment.organizer.tenant
-        routes = tuple(self._trunk_route(trunk, decision.e164, tenant) for trunk in trunks)
+        routes = self.trunks.routes(trunks, decision.e164, tenant, self.runtime.caller_id)
         headers: list[tuple[str, str]] = []
         supported = ["100rel"] if invite.has_sdp else []
         session_expires = None
@@ -359,20 +325,6 @@ class GatewayService:
             routes=routes, headers=tuple(headers), answer_timeout_s=trunks[0].answer_timeout_s,
             max_duration_s=decision.max_duration_s, granted_s=grant.granted_s,
             session_expires_s=session_expires, redirect_host=_request_uri_host(invite.request_uri),
-        )
-
-    def _trunk_route(self, trunk: Trunk, e164: str, tenant) -> TrunkRoute:
-        """How to place the call on `trunk`: Request-URI, To, From (the caller ID), Contact, credentials."""
-        scheme, hostport, params, transport = self._trunk_parts(trunk)
-        number = "+" + e164.lstrip("+")
-        target = f"{scheme}:{number}@{hostport}{params};user=phone"
-        caller_id = caller_id_for(tenant, trunk, self.runtime.caller_id)
-        headers = (("P-Asserted-Identity", f"<{caller_id}>"),) if trunk.p_asserted_identity else ()
-        return TrunkRoute(
-            name=trunk.name, target=target, to_uri=f"<{scheme}:{number}@{hostport};user=phone>",
-            from_uri=f"<{caller_id}>", contact=self._contacts.get(transport) or self._contacts["udp"],
-            username=trunk.username, password=trunk.password, headers=headers,
-            setup_timeout_s=trunk.setup_timeout_s or None,
         )
 
     def _feed_decision(self, handle: CallHandle, decision: Decision) -> None:
@@ -416,121 +368,6 @@ class GatewayService:
             return
         self.refusals.warning("invalid_request", source, f"{reason}:{status}", now, status=status, reason=reason,
                               explanation=detail, method=method, call_id=call_id, transport=transport)
-
-    # --- trunk health ---------------------------------------------------------------------
-
-    def _trunk_parts(self, trunk: Trunk) -> tuple[str, str, str, str]:
-        """(scheme, host[:port], ;params, transport) of a trunk's URI."""
-        scheme, _, rest = trunk.uri.partition(":")
-        hostport, _, params = rest.split("@", 1)[-1].partition(";")
-        params = ";" + params if params else ""
-        transport = trunk.transport or _transport_param(params) or ("tls" if scheme == "sips" else "udp")
-        if trunk.transport and not _transport_param(params):
-            params += f";transport={trunk.transport}"
-        return scheme, hostport, params, transport
-
-    def _ping(self, health: TrunkHealth) -> None:
-        trunk = health.trunk
-        if health.ping_req is not None:       # the last one was never answered
-            self._pings.pop(health.ping_req, None)
-            health.ping_req = None
-            self._ping_result(health, ok=False, why="no answer to OPTIONS")
-        scheme, hostport, params, _ = self._trunk_parts(trunk)
-        try:
-            req = sc.request("OPTIONS", f"{scheme}:{hostport}{params}", f"<sip:gw@{self.runtime.gateway_host}>", None)
-        except ValueError as exc:
-            self.log.warning("trunk_ping_failed", trunk=trunk.name, error=str(exc))
-            req = 0
-        if req:
-            health.ping_req = req
-            self._pings[req] = health
-        else:
-            self._ping_result(health, ok=False, why="OPTIONS could not be sent")
-        self.stack.call_later(trunk.options_ping_s, lambda: self._ping(health))
-
-    def on_ping_response(self, req: int, code: int, local: bool) -> None:
-        health = self._pings.pop(req, None)
-        if health is None:
-            return
-        health.ping_req = None
-        # Any answer but a failure of our own or a 503 says the carrier is there (405 included).
-        ok = not local and code != 503
-        self._ping_result(health, ok=ok, why=f"OPTIONS answered {code}" + (" (no answer)" if local else ""))
-
-    def _ping_result(self, health: TrunkHealth, *, ok: bool, why: str) -> None:
-        if ok:
-            health.ping_failures = 0
-            if health.down:
-                self._mark_up(health, why)
-            return
-        health.ping_failures += 1
-        if health.ping_failures >= health.trunk.down_after and not health.down:
-            self._mark_down(health, f"{health.ping_failures} failed pings: {why}")
-
-    def _register(self, health: TrunkHealth) -> None:
-        trunk = health.trunk
-        scheme, hostport, params, transport = self._trunk_parts(trunk)
-        user = trunk.username or "gw"
-        try:
-            reg = sc.register(f"{scheme}:{hostport}{params}", f"<{scheme}:{user}@{hostport}>",
-                              self._contacts.get(transport) or self._contacts["udp"], 600, trunk.username,
-                              trunk.password)
-        except ValueError as exc:
-            self._mark_down(health, f"registration could not be sent: {exc}")
-            return
-        if reg:
-            health.reg_id = reg
-            self._registrations[reg] = health
-
-    def on_registration(self, reg: int, code: int, reason: str, expires: int) -> None:
-        health = self._registrations.get(reg)
-        if health is None:
-            return
-        if 200 <= code < 300:
-            self.log.info("trunk_registered", trunk=health.trunk.name, expires_s=expires)
-            if health.down:
-                self._mark_up(health, "registered")
-        else:
-            self._mark_down(health, f"registration failed: {code or 'no answer'} {reason or ''}".strip())
-
-    def _trunk_attempts(self, record: CallRecord) -> None:
-        """A trunk that answers `down_after` calls in a row with 503 is marked down."""
-        for attempt in record.trunk_attempts:
-            health = self.health.get(attempt.trunk)
-            if health is None or attempt.status is None:
-                continue
-            if attempt.status == 503:
-                health.failures += 1
-                if health.failures >= health.trunk.down_after and not health.down:
-                    self._mark_down(health, f"{health.failures} calls in a row answered 503")
-            else:
-                health.failures = 0
-                if health.down and 200 <= attempt.status < 300:
-                    self._mark_up(health, "answered a call")
-            if self.metrics:
-                self.metrics.trunk_attempt(attempt.trunk, attempt.status)
-
-    def _mark_down(self, health: TrunkHealth, why: str) -> None:
-        health.down = True
-        health.reason = why
-        health.since = time.monotonic()
-        self.trunks_down = frozenset(name for name, h in self.health.items() if h.down)
-        self.log.warning("trunk_down", trunk=health.trunk.name, reason=why)
-        if self.metrics:
-            self.metrics.trunk_up.labels(health.trunk.name).set(0)
-        if not health.trunk.options_ping_s and not health.trunk.register:
-            # Nothing will tell us it is back: let calls try it again after a while.
-            self.stack.call_later(TrunkHealth.HOLD_DOWN_S,
-                                  lambda: health.down and self._mark_up(health, "hold-down elapsed"))
-
-    def _mark_up(self, health: TrunkHealth, why: str) -> None:
-        health.down = False
-        health.failures = health.ping_failures = 0
-        self.trunks_down = frozenset(name for name, h in self.health.items() if h.down)
-        self.log.info("trunk_up", trunk=health.trunk.name, reason=why,
-                      down_for_s=round(time.monotonic() - health.since, 1))
-        if self.metrics:
-            self.metrics.trunk_up.labels(health.trunk.name).set(1)
 
     # --- ledger work for answered calls --------------------------------------------------
 
@@ -581,7 +418,7 @@ class GatewayService:
         if handle.counted:
             handle.counted = False
             self.active -= 1
-        self._trunk_attempts(record)
+        self.trunks.record(record)
         ended_wall = datetime.now(UTC)
         if not record.ledger_open:
             self._account(handle, record, None)
@@ -701,7 +538,7 @@ class GatewayService:
             "bridge_status": record.bridge_status,
             "trunk_status": record.trunk_status,
             "trunk": record.trunk,
-            "trunk_attempts": [{"trunk": a.trunk, "status": a.status} for a in record.trunk_attempts],
+            "trunk_attempts": [_attempt(a) for a in record.trunk_attempts],
             "setup_ms": round(record.setup_ms, 2) if record.setup_ms is not None else None,
             "talk_s": round(record.talk_s, 3),
             "billed_units": settlement.billed_units if settlement else 0,
@@ -749,11 +586,11 @@ def _call_id_of(head: bytes) -> str:
     return ""
 
 
-def _transport_param(params: str) -> str | None:
-    for param in params.lower().split(";"):
-        if param.startswith("transport="):
-            return param.split("=", 1)[1] or None
-    return None
+def _attempt(attempt) -> dict:
+    out = {"trunk": attempt.trunk, "status": attempt.status}
+    if attempt.next_hop:
+        out["next_hop"] = attempt.next_hop
+    return out
 
 
 def _request_uri_host(uri: str) -> str | None:

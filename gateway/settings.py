@@ -15,6 +15,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import ConfigValueError
@@ -100,6 +101,9 @@ class RuntimeSettings:
     # policy.routing.route(); choose the From with policy.routing.caller_id_for().
     trunks: tuple[Trunk, ...] = ()
     caller_id: str = ""                # the default caller ID: gateway.caller_id, else [trunk].caller_id
+    # pjsip's DNS servers, "system" expanded from /etc/resolv.conf; empty: the
+    # system resolver (getaddrinfo) in a worker thread.
+    nameservers: tuple[tuple[str, int], ...] = ()
 
 
 def parse_runtime_settings(sections: Mapping[str, Any], *, environ: Mapping[str, str] | None = None,
@@ -159,7 +163,29 @@ def runtime_settings(spec: ConfigFile, *, environ: Mapping[str, str] | None = No
         metrics=MetricsSettings(address=mt.address, port=mt.port),
         trunks=trunks,
         caller_id=default_caller_id,
+        nameservers=_nameservers(spec.sip.nameservers),
     )
+
+
+def _nameservers(entries: list[str], resolv_conf: str = "/etc/resolv.conf") -> tuple[tuple[str, int], ...]:
+    from gateway.schema import parse_nameserver
+    out: list[tuple[str, int]] = []
+    for entry in entries:
+        if entry != "system":
+            out.append(parse_nameserver(entry))
+            continue
+        try:
+            lines = Path(resolv_conf).read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            words = line.split()
+            if len(words) >= 2 and words[0] == "nameserver":
+                try:
+                    out.append(parse_nameserver(words[1].split("%", 1)[0]))
+                except ValueError:
+                    pass
+    return tuple(dict.fromkeys(out))[:4]   # pjsip takes at most 4, first ones first
 
 
 def _trunks(spec: ConfigFile, environ: Mapping[str, str]) -> tuple[Trunk, ...]:
