@@ -8,6 +8,8 @@ the tests that need it FAIL: CI must prove that the PostgreSQL backend works.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -83,3 +85,58 @@ def store(store_url):
     s.migrate()
     yield s
     s.close()
+
+
+class OwnPgServer:
+    """A PostgreSQL server of one test's own, which the test may freeze
+    (SIGSTOP on the postmaster and every backend) and thaw."""
+
+    def __init__(self, url: str, data: Path):
+        self.url = url
+        self.data = data
+        self._frozen: list[int] = []
+
+    def freeze(self) -> int:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        for pid in [postmaster, *_children(postmaster)]:
+            os.kill(pid, signal.SIGSTOP)
+            self._frozen.append(pid)
+        return len(self._frozen)
+
+    def unfreeze(self) -> None:
+        while self._frozen:
+            try:
+                os.kill(self._frozen.pop(), signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+@pytest.fixture
+def own_pg_server():
+    """A throw-away PostgreSQL server for this test alone (it is about to be frozen)."""
+    work = tempfile.mkdtemp(prefix="dialout-pg-frozen-")
+    os.chmod(work, 0o755)
+    env = dict(os.environ, DIALOUT_PG_DIR=os.path.join(work, "srv"))
+    proc = subprocess.run([str(PG_SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        pytest.fail("cannot start a PostgreSQL server:\n" + proc.stderr[-3000:], pytrace=False)
+    server = OwnPgServer(proc.stdout.strip().splitlines()[-1], Path(env["DIALOUT_PG_DIR"]) / "data")
+    try:
+        yield server
+    finally:
+        server.unfreeze()
+        subprocess.run([str(PG_SCRIPT), "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(work, ignore_errors=True)

@@ -28,7 +28,7 @@ def example_policy_text() -> str:
 def gateway_config(*, sip_port: int, trunk_port: int, db_path: Path, policy_text: str | None = None,
                    extra_gateway: str = "", store_url: str | None = None, metrics_port: int = 0,
                    heartbeat_s: float = 30, t1_ms: int = 500, extra_sections: str = "",
-                   trunks: str | None = None, sip_extra: str = "") -> str:
+                   trunks: str | None = None, sip_extra: str = "", store_extra: str = "") -> str:
     """A test config. `trunks` replaces the single `[trunk]` with `[[trunks]]`
     tables (and `gateway.caller_id`); `{trunk_port}` in it is the trunk port."""
     url = store_url or f"sqlite:///{db_path}"
@@ -59,6 +59,7 @@ t1_ms = {t1_ms}
 [store]
 url = "{url}"
 heartbeat_s = {heartbeat_s}
+{store_extra}
 
 {extra_sections}
 

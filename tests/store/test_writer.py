@@ -429,72 +429,22 @@ def _stalled_checks(writer, loop, done, unfreeze):
     assert not writer._thread.is_alive() and writer.pending() == 0
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
-@pytest.fixture
-def own_pg_server():
-    """A throw-away PostgreSQL of this test's own (it is about to be frozen),
-    with its data directory, so that its processes can be found."""
-    work = tempfile.mkdtemp(prefix="dialout-pg-frozen-")
-    os.chmod(work, 0o755)
-    env = dict(os.environ, DIALOUT_PG_DIR=os.path.join(work, "srv"))
-    script = str(ROOT / "scripts" / "pg_test_server.sh")
-    proc = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        pytest.fail("cannot start a PostgreSQL server:\n" + proc.stderr[-3000:], pytrace=False)
-    try:
-        yield proc.stdout.strip().splitlines()[-1], Path(env["DIALOUT_PG_DIR"]) / "data"
-    finally:
-        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=60)
-        shutil.rmtree(work, ignore_errors=True)
-
-
 @pytest.mark.postgres
 @pytest.mark.timeout(120)
 def test_stalled_postgres_never_blocks_the_caller(own_pg_server, loop):
-    url, data = own_pg_server
-    s = open_store(url, instance_id="gw-test")
+    s = open_store(own_pg_server.url, instance_id="gw-test")
     s.migrate()
     s.close()
-    writer = new_writer(url, loop)
+    writer = new_writer(own_pg_server.url, loop)
     done = Done()
     writer.submit(lambda store: store.schema_version(), done)  # connected and warm
     loop.run_until(lambda: len(done) == 1)
     done.results.clear()
-    postmaster = int((data / "postmaster.pid").read_text().split()[0])
-    frozen: list[int] = []
-
-    def freeze():
-        os.kill(postmaster, signal.SIGSTOP)
-        frozen.append(postmaster)
-        for pid in _children(postmaster):  # the backends, the writer's among them
-            os.kill(pid, signal.SIGSTOP)
-            frozen.append(pid)
-
-    def unfreeze():
-        while frozen:
-            try:
-                os.kill(frozen.pop(), signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-
     try:
-        freeze()
-        assert len(frozen) >= 3
-        _stalled_checks(writer, loop, done, unfreeze)
+        assert own_pg_server.freeze() >= 3      # the postmaster and its backends, the writer's among them
+        _stalled_checks(writer, loop, done, own_pg_server.unfreeze)
     finally:
-        unfreeze()
+        own_pg_server.unfreeze()
         writer.stop(5)
 
 
