@@ -5,13 +5,17 @@ VENV ?= .venv
 CONFIG ?= examples/gateway.toml
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test bench clean
+.PHONY: run test test-fast setup setup-test bench clean
 
 run: setup
 	$(VENV)/bin/dialout-gw run --config $(CONFIG)
 
 test: setup-test
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The unit tests only (no SIPp, no PostgreSQL): about 20 s, for the edit-test loop.
+test-fast: setup-test
+	$(VENV)/bin/python -m pytest -q -m "not integration and not postgres" $(PYTEST_ARGS)
 
 setup:
 	@scripts/setup.sh
