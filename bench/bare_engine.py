@@ -75,6 +75,8 @@ def main(argv: list[str]) -> int:
             sc.respond(req, 200, None, None, None, None)
 
     sc.init(on_event)
+    # Loopback is the bridge: the engine drops out-of-dialog requests from untrusted sources.
+    sc.configure(trusted=[(4, bytes([127, 0, 0, 0]), 8)], untrusted="drop", require_tls=False)
     running = [True]
     signal.signal(signal.SIGTERM, lambda *_: running.__setitem__(0, False))
     signal.signal(signal.SIGINT, lambda *_: running.__setitem__(0, False))
