@@ -5,7 +5,8 @@
                    200 when ready, 503 when not (draining, or the ledger unreachable)
 
 The HTTP server runs on its own thread and only reads plain attributes the
-SIP loop keeps up to date; it never touches pjsua2 or the store connection.
+SIP loop keeps up to date, and the ledger writer's backlog (`stats()`, which
+takes the writer's lock briefly); it never touches pjsua2 or the store connection.
 Label values are closed vocabularies (reason, bucket, decision) or tenant
 ids, never phone numbers, so masking has nothing to hide here.
 """
@@ -51,6 +52,13 @@ class Metrics:
                                       ["trunk", "class"], registry=r)
         self.trunk_up = Gauge("dialout_trunk_up", "1 while the trunk takes calls, 0 while it is marked down",
                               ["trunk"], registry=r)
+        # Read from the ledger writer at each scrape, not pushed per call: a stalled
+        # database shows here (and in an alert) before calls start failing.
+        self.ledger_queue = Gauge("dialout_ledger_queue_depth",
+                                  "Ledger writes submitted and not finished (queued, or in the running batch)",
+                                  registry=r)
+        self.ledger_oldest = Gauge("dialout_ledger_oldest_pending_seconds",
+                                   "How long the oldest unfinished ledger write has waited (0: none)", registry=r)
         self.service = None
         self.server: ThreadingHTTPServer | None = None
 
@@ -82,6 +90,22 @@ class Metrics:
             kind = "timeout" if status is None or status == 408 else f"{status // 100}xx"
             self.trunk_failures.labels(trunk, kind).inc()
 
+    def refresh(self) -> None:
+        """At each scrape, on the HTTP thread: the values read rather than pushed.
+
+        The ledger writer's backlog costs one short hold of the writer's own
+        lock per scrape (`LedgerWriter.stats()`), nothing per call.
+        """
+        s = self.service
+        if s is not None:
+            self.active.set(s.active)
+            ledger = getattr(s, "ledger", None)
+            if ledger is not None:
+                stats = ledger.stats()
+                self.ledger_queue.set(stats.pending)
+                self.ledger_oldest.set(stats.oldest_pending_age_s)
+        self.health()
+
     def health(self) -> dict:
         s = self.service
         draining = bool(s and s.draining)
@@ -100,9 +124,7 @@ class Metrics:
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    if metrics.service is not None:
-                        metrics.active.set(metrics.service.active)
-                    metrics.health()
+                    metrics.refresh()
                     self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
                 elif path == "/healthz":
                     health = metrics.health()
