@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from policy import Reason
+
 # Decision latency is tens of microseconds; setup delay is milliseconds to seconds.
 DECISION_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
 SETUP_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -33,6 +35,11 @@ class Metrics:
         r = self.registry
         self.calls = Counter("dialout_calls", "Calls ended, by decision, reason and bucket",
                              ["decision", "reason", "bucket"], registry=r)
+        # Every rejection's series exists from the start, at 0: Prometheus's rate()
+        # and increase() cannot see the first fraud_suspected of a series born at 1.
+        for reason in Reason:
+            if reason.stage not in ("success", "relay"):
+                self.calls.labels("deny", reason.value, "none")
         self.active = Gauge("dialout_active_calls", "Calls in progress, from their INVITE to their end", registry=r)
         self.admission_refusals = Counter("dialout_admission_refusals", "INVITEs refused before any lookup",
                                           ["reason"], registry=r)

@@ -16,8 +16,8 @@ from gateway.metrics import Metrics
 from store import LedgerWriter, open_store
 
 
-def value(metrics: Metrics, name: str) -> float:
-    return metrics.registry.get_sample_value(name)
+def value(metrics: Metrics, name: str, **labels) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
 
 
 def test_a_scrape_reads_the_ledger_writers_backlog(tmp_path):
@@ -62,3 +62,15 @@ def test_without_a_service_a_scrape_says_not_ready():
     metrics.refresh()
     assert value(metrics, "dialout_ready") == 0
     assert value(metrics, "dialout_ledger_queue_depth") == 0
+
+
+def test_every_rejection_reason_is_exported_from_the_start_at_zero():
+    from policy import Reason
+
+    metrics = Metrics()
+    for reason in ("fraud_suspected", "limit_rate", "no_entitlement", "overloaded", "no_route"):
+        assert value(metrics, "dialout_calls_total", decision="deny", reason=reason, bucket="none") == 0
+    # Outcomes of relayed calls carry a bucket: those series appear with their first call.
+    assert value(metrics, "dialout_calls_total", decision="deny", reason="allowed", bucket="none") is None
+    assert {r for r in Reason if r.stage in ("success", "relay")} == {
+        Reason.ALLOWED, Reason.TRUNK_FAILURE, Reason.TRUNK_TIMEOUT, Reason.DURATION_EXHAUSTED}
