@@ -9,6 +9,7 @@ against a real scrape of a running gateway.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -64,8 +65,25 @@ def test_prometheus_config_passes_promtool_check(promtool):
     assert "SUCCESS: 1 rule files found" in result.stdout
 
 
+def test_every_dashboard_query_is_valid_promql(promtool, tmp_path):
+    """promtool has no "parse this expression" command: each query becomes a
+    recording rule, and `promtool check rules` parses them."""
+    exprs = promql.dashboard_exprs()
+    assert len(exprs) >= 20
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(exprs.values())]}]}
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    result = run(promtool, "check", "rules", str(path))
+    names = list(exprs)
+    assert result.returncode == 0, result.stdout + result.stderr + "\nqueries: " + "\n".join(
+        f"query_{i}: {names[i]}" for i in range(len(names)))
+
+
 def _queries() -> dict[str, str]:
-    return {f"alert {name}": expr for name, expr in promql.alert_exprs().items()}
+    out = {f"alert {name}": expr for name, expr in promql.alert_exprs().items()}
+    out.update({f"panel {name}": expr for name, expr in promql.dashboard_exprs().items()})
+    return out
 
 
 def test_every_metric_label_and_value_named_is_one_the_gateway_exports():
@@ -93,3 +111,43 @@ def test_every_metric_label_and_value_named_is_one_the_gateway_exports():
         for label in promql.grouping_labels(expr) - labels_in_expr:
             problems.append(f"{where}: groups by {label!r}, which none of its metrics has")
     assert not problems, "\n".join(problems)
+
+
+def test_every_legend_names_a_label_its_query_keeps():
+    problems = []
+    for title, target in promql.dashboard_targets():
+        expr = promql.substitute(target["expr"])
+        kept = promql.grouping_labels(expr) or promql.TARGET_LABELS
+        for label in promql.legend_labels(target.get("legendFormat", "")) - kept:
+            problems.append(f"{title} / {target['refId']}: legend {{{{{label}}}}} but the query keeps {sorted(kept)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_dashboard_is_importable_grafana_json():
+    dash = promql.dashboard()
+    assert dash["uid"] == "dialout-gateway" and dash["title"]
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert promql.metric_names(variables["instance"]["definition"]) <= set(promql.exposed_families(Metrics()))
+    panels = promql.dashboard_panels()
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in panels:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert refs and len(refs) == len(set(refs)), panel["title"]
+        assert all(t["expr"].strip() for t in panel["targets"]), panel["title"]
+        grid = panel["gridPos"]
+        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+
+
+def test_the_dashboard_shows_every_family_the_gateway_exports():
+    """A metric added to gateway/metrics.py without a panel shows up here."""
+    def family(name: str) -> str:  # a histogram's _bucket, _sum and _count are one family
+        return re.sub(r"_(bucket|sum|count)$", "", name)
+
+    shown = {family(n) for e in promql.dashboard_exprs().values() for n in promql.metric_names(e)}
+    missing = {family(n) for n in promql.exposed_families(Metrics())} - shown
+    assert not missing, f"exported but on no panel: {sorted(missing)}"
