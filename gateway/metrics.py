@@ -5,7 +5,8 @@
                    200 when ready, 503 when not (draining, or the ledger unreachable)
 
 The HTTP server runs on its own thread and only reads plain attributes the
-SIP loop keeps up to date; it never touches pjsua2 or the store connection.
+SIP loop keeps up to date, and the ledger writer's backlog (`stats()`, which
+takes the writer's lock briefly); it never touches pjsua2 or the store connection.
 Label values are closed vocabularies (reason, bucket, decision) or tenant
 ids, never phone numbers, so masking has nothing to hide here.
 """
@@ -18,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from policy import Reason
 
 # Decision latency is tens of microseconds; setup delay is milliseconds to seconds.
 DECISION_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
@@ -32,6 +35,11 @@ class Metrics:
         r = self.registry
         self.calls = Counter("dialout_calls", "Calls ended, by decision, reason and bucket",
                              ["decision", "reason", "bucket"], registry=r)
+        # Every rejection's series exists from the start, at 0: Prometheus's rate()
+        # and increase() cannot see the first fraud_suspected of a series born at 1.
+        for reason in Reason:
+            if reason.stage not in ("success", "relay"):
+                self.calls.labels("deny", reason.value, "none")
         self.active = Gauge("dialout_active_calls", "Calls in progress, from their INVITE to their end", registry=r)
         self.admission_refusals = Counter("dialout_admission_refusals", "INVITEs refused before any lookup",
                                           ["reason"], registry=r)
@@ -51,6 +59,13 @@ class Metrics:
                                       ["trunk", "class"], registry=r)
         self.trunk_up = Gauge("dialout_trunk_up", "1 while the trunk takes calls, 0 while it is marked down",
                               ["trunk"], registry=r)
+        # Read from the ledger writer at each scrape, not pushed per call: a stalled
+        # database shows here (and in an alert) before calls start failing.
+        self.ledger_queue = Gauge("dialout_ledger_queue_depth",
+                                  "Ledger writes submitted and not finished (queued, or in the running batch)",
+                                  registry=r)
+        self.ledger_oldest = Gauge("dialout_ledger_oldest_pending_seconds",
+                                   "How long the oldest unfinished ledger write has waited (0: none)", registry=r)
         self.service = None
         self.server: ThreadingHTTPServer | None = None
 
@@ -82,6 +97,22 @@ class Metrics:
             kind = "timeout" if status is None or status == 408 else f"{status // 100}xx"
             self.trunk_failures.labels(trunk, kind).inc()
 
+    def refresh(self) -> None:
+        """At each scrape, on the HTTP thread: the values read rather than pushed.
+
+        The ledger writer's backlog costs one short hold of the writer's own
+        lock per scrape (`LedgerWriter.stats()`), nothing per call.
+        """
+        s = self.service
+        if s is not None:
+            self.active.set(s.active)
+            ledger = getattr(s, "ledger", None)
+            if ledger is not None:
+                stats = ledger.stats()
+                self.ledger_queue.set(stats.pending)
+                self.ledger_oldest.set(stats.oldest_pending_age_s)
+        self.health()
+
     def health(self) -> dict:
         s = self.service
         draining = bool(s and s.draining)
@@ -100,9 +131,7 @@ class Metrics:
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    if metrics.service is not None:
-                        metrics.active.set(metrics.service.active)
-                    metrics.health()
+                    metrics.refresh()
                     self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
                 elif path == "/healthz":
                     health = metrics.health()

@@ -19,7 +19,8 @@ reads stdin) and answer operator questions from the canonical per-call lines
 and otherwise ignored.
 
   summary          calls, relay/reject ratio, top reasons, tenants, organisers
-                   and destination regions, p50/p99 setup time, admission refusals
+                   and destination regions, p50/p99 setup time, per-trunk
+                   attempts, answers, ASR and failovers, admission refusals
   call CALL-ID     every line about one SIP Call-ID: the canonical line with its
                    decision trace, and the other events of that call
 
@@ -57,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("file", metavar="FILE|-", help="log file (plain or gzip), or '-' for stdin")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
-    summary = actions.add_parser("summary", help="calls, ratios, top reasons/tenants/organisers/regions, setup time",
+    summary = actions.add_parser("summary",
+                                 help="calls, ratios, top reasons/tenants/organisers/regions, setup time, trunks",
                                  description="Summarise the calls in the log.")
     _add_filters(summary)
     summary.add_argument("--top", type=int, default=10, metavar="N",

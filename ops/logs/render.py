@@ -74,11 +74,32 @@ def format_summary(d: dict[str, Any], name: str) -> str:
     out.append("top destination regions")
     out += _table(["region", "calls", "relayed", "rejected"],
                   [[r["region"], _n(r["calls"]), _n(r["relayed"]), _n(r["rejected"])] for r in d["regions"]])
+    out += _trunks(d.get("trunks"))
     if adm["by_reason"]:
         out.append("")
         out.append("admission refusals by reason")
         out += _table(["reason", "refusals"], [[r, _n(n)] for r, n in adm["by_reason"].items()])
     return "\n".join(out) + "\n"
+
+
+def _trunks(t: dict[str, Any] | None) -> list[str]:
+    """Per-trunk attempts, answers, ASR and failovers; nothing when no call reached a trunk."""
+    if not t or not t["calls"]:
+        return []
+    calls = f"{_n(t['calls'])} call{'s' if t['calls'] != 1 else ''}"
+    out = ["", f"trunks  ({calls} reached a trunk; {_n(t['failover_calls'])} failed over, "
+               f"{_n(t['failover_answered'])} of them answered)"]
+    out += _table(["trunk", "attempts", "answered", "ASR", "failed over from", "failed over to", "final",
+                   "failures"],
+                  [[r["trunk"], _n(r["attempts"]), _n(r["answers"]), _pct(r["answers"], r["attempts"]),
+                    _n(r["failed_over_from"]), _n(r["failed_over_to"]), _n(r["final"]),
+                    ", ".join(f"{cls} {_n(n)}" for cls, n in r["failures"].items()) or "-"]
+                   for r in t["trunks"]])
+    if t["failovers"]:
+        out.append("")
+        out.append("failovers")
+        out += _table(["from", "to", "calls"], [[f["from"], f["to"], _n(f["calls"])] for f in t["failovers"]])
+    return out
 
 
 _CALL_FIELDS = (

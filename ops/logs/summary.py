@@ -18,6 +18,7 @@ import ops.logs.reading as reading
 from ops.logs.filters import Filters, Matcher
 from ops.logs.reading import (byte_ranges, iter_blocks, iter_range_blocks, open_log, plain_file_size, source_name,
                               split_lines)
+from ops.logs.trunks import TrunkTally
 
 # Cheap pre-filters (bytes). A JSON string cannot contain an unescaped quote,
 # so `"call"` inside a line is either the value "call" or a key named call;
@@ -74,6 +75,7 @@ class Summary:
     refusal_lines: int = 0
     refusals_total: int = 0
     refusal_reasons: dict[str, int] = field(default_factory=dict)
+    trunks: TrunkTally = field(default_factory=TrunkTally)
     first_ts: str | None = None
     last_ts: str | None = None
 
@@ -90,6 +92,8 @@ class Summary:
         setup = e.get("setup_ms")
         if setup is not None:
             (self.setup_relayed if allowed else self.setup_rejected).append(setup)
+        if allowed:  # a rejected call reached no trunk
+            self.trunks.add(e)
         ts = e.get("timestamp")
         if type(ts) is str:
             if self.last_ts is None or ts > self.last_ts:
@@ -126,6 +130,7 @@ class Summary:
         self.setup_rejected.extend(other.setup_rejected)
         for reason, n in other.refusal_reasons.items():
             self.refusal_reasons[reason] = self.refusal_reasons.get(reason, 0) + n
+        self.trunks.merge(other.trunks)
         for ts in (other.first_ts, other.last_ts):
             if isinstance(ts, str):
                 if self.first_ts is None or ts < self.first_ts:
@@ -211,6 +216,7 @@ class Summary:
             "tenants": ranked(0, "tenant"),
             "organizers": ranked(1, "organizer"),
             "regions": ranked(2, "region", money=False),
+            "trunks": self.trunks.to_dict(top),
             "setup_ms": {
                 "all": _dist(self.setup_relayed + self.setup_rejected),
                 "relayed": _dist(list(self.setup_relayed)),

@@ -90,6 +90,11 @@ def test_us_route_fails_over_from_a_503_trunk_to_the_next(make_gateway, tmp_path
     assert line["trunk_attempts"] == [{"trunk": "us-a", "status": 503}, {"trunk": "us-b", "status": 200}]
     assert line["billed_units"] == 1
     assert gw.metric('dialout_trunk_failures_total{class="5xx",trunk="us-a"}') == 1
+    from ops.logs import summarize_path  # `dialout-gw logs … summary` reads the real line the same way
+
+    summary = summarize_path(str(gw.log_path)).to_dict()["trunks"]
+    assert summary["failovers"] == [{"from": "us-a", "to": "us-b", "calls": 1}]
+    assert [(t["trunk"], t["attempts"], t["answers"]) for t in summary["trunks"]] == [("us-a", 1, 0), ("us-b", 1, 1)]
 
 
 def test_a_486_is_not_failed_over(make_gateway, tmp_path):

@@ -1,5 +1,7 @@
 """The deployment topology without containers: SIPp bridge -> Kamailio
-(dispatcher) -> two gateway processes -> SIPp trunk, one PostgreSQL ledger.
+(dispatcher) -> two gateway processes -> two SIPp carriers, one PostgreSQL
+ledger. As in docker/compose.yaml, carrier-a (priority 1) answers 503
+(docker/sipp/trunk_503.xml) and every call fails over to carrier-b.
 
 The same Kamailio config as docker/compose.yaml (docker/kamailio/kamailio.cfg),
 with the addresses given on the command line. Everything is on loopback, every
@@ -33,6 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 KAMAILIO_CFG = DOCKER / "kamailio" / "kamailio.cfg"
 BRIDGE_SCENARIO = DOCKER / "sipp" / "bridge_call.xml"  # follows Record-Route
+REFUSING_CARRIER = DOCKER / "sipp" / "trunk_503.xml"   # carrier-a: 503 to every call
 FR_NUMBER = "+33142685300"
 CALLS = 20
 
@@ -179,11 +182,22 @@ def topology_policy() -> str:
     return text
 
 
-def make_gateway(workdir: Path, instance_id: str, *, store_url: str, trunk_port: int) -> GatewayProcess:
+def carriers(refusing_port: int, answering_port: int) -> str:
+    """docker/gateway.toml's two [[trunks]] on loopback ports. down_after is
+    raised so that carrier-a is never marked down during the test: every call
+    tries it first and fails over."""
+    return "".join(
+        f'[[trunks]]\nname = "{name}"\nuri = "sip:127.0.0.1:{port}"\ndestinations = ["*"]\n'
+        f"priority = {priority}\nsetup_timeout_s = 5\nanswer_timeout_s = 6\ndown_after = 100\n\n"
+        for name, port, priority in (("carrier-a", refusing_port, 1), ("carrier-b", answering_port, 2)))
+
+
+def make_gateway(workdir: Path, instance_id: str, *, store_url: str, trunk_port: int,
+                 trunks: str | None = None) -> GatewayProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     sip_port = free_port()
     text = gateway_config(sip_port=sip_port, trunk_port=trunk_port, db_path=workdir / "unused.db",
-                          store_url=store_url, policy_text=topology_policy())
+                          store_url=store_url, policy_text=topology_policy(), trunks=trunks)
     assert "\n[store]\n" in text and "instance_id" not in text
     text = text.replace("\n[store]\n", f'\n[store]\ninstance_id = "{instance_id}"\n', 1)
     return GatewayProcess(workdir, text, sip_port=sip_port, trunk_port=trunk_port)
@@ -244,54 +258,115 @@ def bridge_calls(kamailio: Kamailio, workdir: Path, calls: int, rate: float):
 # --------------------------------------------------------------------------- the test
 
 
+def _mounts(service: dict) -> dict[str, Path]:
+    """A compose service's bind mounts: container path -> host path (relative to docker/)."""
+    out = {}
+    for volume in service.get("volumes", []):
+        host, container = volume.split(":")[:2]
+        if host.startswith("."):
+            out[container] = (DOCKER / host).resolve()
+    return out
+
+
+def _host_path(service: dict, container_path: str) -> Path | None:
+    """The host file a container path of this service maps to, through its bind mounts."""
+    for container, host in _mounts(service).items():
+        if container_path == container or container_path.startswith(container.rstrip("/") + "/"):
+            return host / container_path[len(container):].lstrip("/")
+    return None
+
+
 def test_docker_files_agree_with_each_other():
-    """compose.yaml, gateway.toml, dispatcher.list and kamailio.cfg name the same
-    addresses, the gateway config loads, and Kamailio accepts its config as
-    compose runs it. (Docker itself cannot run here.)"""
+    """compose.yaml, gateway.toml, dispatcher.list, kamailio.cfg and the
+    monitoring files name the same addresses and files, the gateway config
+    loads, and Kamailio accepts its config as compose runs it. (Docker itself
+    cannot run here.)"""
     import re
+
+    import yaml
 
     from gateway.config import load_config
     from gateway.settings import parse_runtime_settings
 
-    compose = (DOCKER / "compose.yaml").read_text()
-    addresses = dict(re.findall(r"\n  ([a-z0-9-]+):\n(?:    .*\n|\n)*?        ipv4_address: ([0-9.]+)", compose))
-    assert set(addresses) == {"postgres", "gw1", "gw2", "kamailio", "sipp-trunk", "sipp-bridge"}, addresses
+    text = (DOCKER / "compose.yaml").read_text()
+    compose = yaml.safe_load(text)
+    services = compose["services"]
+    addresses = {name: svc["networks"]["sip"]["ipv4_address"] for name, svc in services.items()}
+    assert set(addresses) == {"postgres", "gw1", "gw2", "kamailio", "carrier-a", "carrier-b", "sipp-bridge",
+                              "prometheus", "grafana"}, addresses
+    assert len(set(addresses.values())) == len(addresses), addresses
+
+    # Every file or folder compose mounts exists, and every SIPp scenario it names.
+    for name, svc in services.items():
+        for container, host in _mounts(svc).items():
+            assert host.exists() or host == (DOCKER / "logs").resolve(), f"{name}: {host} ({container})"
+        command = svc.get("command") or []
+        for flag, value in zip(command, command[1:]):
+            if flag == "-sf":
+                scenario = _host_path(svc, value)
+                assert scenario is not None and scenario.is_file(), f"{name}: -sf {value}"
+            if flag == "-i":
+                assert value == addresses[name], f"{name}: -i {value}"
+    for gw in ("gw1", "gw2"):  # instance_id comes from the host name
+        assert services[gw]["hostname"] == gw
+        assert set(services[gw]["depends_on"]) == {"postgres", "carrier-a", "carrier-b"}
 
     settings = parse_runtime_settings(load_config(DOCKER / "gateway.toml").raw_sections)
     assert [str(n) for n in settings.trusted_sources] == [f"{addresses['kamailio']}/32"]
-    assert settings.trunk.uri == f"sip:{addresses['sipp-trunk']}:5060"
     assert {(lst.address, lst.port) for lst in settings.listeners} == {("0.0.0.0", 5060)}
     assert settings.store.url.startswith("postgresql://") and "@postgres:5432/" in settings.store.url
-    assert settings.metrics.port == 9100 and "127.0.0.1:9100/healthz" in compose
-    for gw in ("gw1", "gw2"):  # instance_id comes from the host name
-        assert f"hostname: {gw}" in compose
+    assert settings.metrics.port == 9100 and "127.0.0.1:9100/healthz" in text
     store_section = (DOCKER / "gateway.toml").read_text().split("\n[store]\n", 1)[1].split("\n[", 1)[0]
     assert "instance_id" not in store_section
 
+    # Two carriers: carrier-a (503) first, carrier-b (answers) when it fails.
+    trunks = [(t.name, t.uri, t.priority, t.destinations) for t in settings.trunks]
+    assert trunks == [("carrier-a", f"sip:{addresses['carrier-a']}:5060", 1, ("*",)),
+                      ("carrier-b", f"sip:{addresses['carrier-b']}:5060", 2, ("*",))], trunks
+    assert all(t.setup_timeout_s for t in settings.trunks)
+    refusing = _host_path(services["carrier-a"], services["carrier-a"]["command"][1])
+    assert "SIP/2.0 503 Service Unavailable" in refusing.read_text()
+    assert services["carrier-b"]["command"][1].endswith("/trunk_answer.xml")
+
     listed = re.findall(r"^1 sip:([0-9.]+):5060 ", (DOCKER / "kamailio" / "dispatcher.list").read_text(), re.M)
     assert listed == [addresses["gw1"], addresses["gw2"]]
+
+    # Monitoring: Prometheus scrapes both gateways' metrics port; Grafana gets the dashboard.
+    prometheus = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert targets == [f"gw1:{settings.metrics.port}", f"gw2:{settings.metrics.port}"]
+    assert all((DOCKER / "prometheus" / f).is_file() for f in prometheus["rule_files"])
+    assert _host_path(services["prometheus"], "/etc/prometheus/prometheus.yml").is_file()
+    provider = yaml.safe_load((DOCKER / "grafana" / "provisioning" / "dashboards" / "dialout-gateway.yml").read_text())
+    dashboards = provider["providers"][0]["options"]["path"]
+    assert _host_path(services["grafana"], f"{dashboards}/dialout-gateway.json").is_file()
+    datasource = yaml.safe_load((DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
 
     dispatcher_list = DOCKER / "kamailio" / "dispatcher.list"
     check = subprocess.run([kamailio_binary(), "-c", "-f", str(KAMAILIO_CFG), "-l", "udp:127.0.0.1:5060",
                             "-A", f'DISPATCHER_LIST="{dispatcher_list}"', "-A", "DS_PING_INTERVAL=5"],
                            capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr[-3000:]
-    for path in (BRIDGE_SCENARIO, REPO / "tests" / "integration" / "sipp" / "trunk_answer.xml"):
-        assert path.exists(), path
-        assert f"/scenarios/{'docker' if path == BRIDGE_SCENARIO else 'tests'}/{path.name}" in compose
+    assert _host_path(services["sipp-bridge"], "/scenarios/docker/bridge_call.xml") == BRIDGE_SCENARIO.resolve()
 
 
 @pytest.mark.postgres
 def test_kamailio_dispatches_to_two_gateways_sharing_one_postgres_ledger(tmp_path, topology_db, started):
-    trunk_port = free_port()
+    trunk_port, refusing_port = free_port(), free_port()
     extra_calls = 4
     trunk = run_sipp("trunk_answer.xml", "", tmp_path / "trunk", calls=CALLS + extra_calls, local_port=trunk_port,
                      extra=["-mp", str(media_port())], background=True, timeout_s=90)
     started.append(trunk)
+    refusing = run_sipp(str(REFUSING_CARRIER), "", tmp_path / "carrier-a", calls=CALLS + extra_calls,
+                        local_port=refusing_port, extra=["-mp", str(media_port())], background=True,
+                        timeout_s=90)
+    started.append(refusing)
 
     gws = {}
     for name in ("gw-a", "gw-b"):
-        gw = make_gateway(tmp_path / name, name, store_url=topology_db, trunk_port=trunk_port)
+        gw = make_gateway(tmp_path / name, name, store_url=topology_db, trunk_port=trunk_port,
+                          trunks=carriers(refusing_port, trunk_port))
         started.append(gw)
         gw.start()
         gws[name] = gw
@@ -325,6 +400,9 @@ def test_kamailio_dispatches_to_two_gateways_sharing_one_postgres_ledger(tmp_pat
     for name, v in lines.items():
         for line in v:
             assert line["decision"] == "allow" and line["bridge_status"] == 200 and line["trunk_status"] == 200, line
+            # carrier-a refused it with 503; the gateway failed over to carrier-b.
+            assert line["trunk"] == "carrier-b" and line["trunk_attempts"] == [
+                {"trunk": "carrier-a", "status": 503}, {"trunk": "carrier-b", "status": 200}], line
             # The bridge's BYE reached the gateway that took the call (via the Record-Route).
             assert line["ended_by"] == "bridge", line
 
@@ -351,3 +429,5 @@ def test_kamailio_dispatches_to_two_gateways_sharing_one_postgres_ledger(tmp_pat
 
     trunk_out, trunk_err = trunk.communicate(timeout=30)
     assert trunk.returncode == 0, trunk_err[-2000:]
+    _, refusing_err = refusing.communicate(timeout=30)
+    assert refusing.returncode == 0, refusing_err[-2000:]   # exactly one 503 per call
