@@ -38,6 +38,18 @@ class UserError(Exception):
     """
 
 
+def version_text() -> str:
+    """The gateway's version, and the pjproject build under it (scripts/build_pjsua2.sh
+    records the version and the source's sha256 in the wheel)."""
+    try:
+        import pjsua2_build as build
+    except ImportError:
+        return f"dialout-gw {__version__}\npjproject: not installed (run scripts/setup.sh)"
+    return (f"dialout-gw {__version__}\npjproject {build.PJPROJECT_VERSION} from {build.SOURCE}\n"
+            f"  source sha256 {build.SOURCE_SHA256}\n  config_site.h sha256 {build.CONFIG_SITE_SHA256}\n"
+            f"  build key {build.BUILD_KEY}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dialout-gw",
@@ -45,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"dialout-gw {__version__}")
+    parser.add_argument("--version", action="version", version=version_text())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"gateway.commands.{name}").register(subparsers)

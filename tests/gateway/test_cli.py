@@ -35,9 +35,13 @@ def test_help_lists_every_command_and_explains():
     assert run_help.returncode == 0 and "SIGTERM" in run_help.stdout and "SIGHUP" in run_help.stdout
 
 
-def test_version():
+def test_version_names_the_pjproject_build_under_it():
+    import pjsua2_build
+
     proc = dialout_gw("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("dialout-gw ")
+    assert f"pjproject {pjsua2_build.PJPROJECT_VERSION} " in proc.stdout
+    assert f"source sha256 {pjsua2_build.SOURCE_SHA256}" in proc.stdout
 
 
 def test_missing_config_file(tmp_path):
