@@ -82,6 +82,22 @@ class Engine:
             sc.EV_ENDED: self._ended,
             sc.EV_REQUEST_GONE: self._request_gone,
         }
+        # One method per action type (a dict lookup, not a chain of type tests).
+        self._doers = {
+            A.AnswerBridge: self._answer_bridge,
+            A.SendRequest: self._send_request,
+            A.Respond: self._respond,
+            A.Ack: self._send_ack,
+            A.Dial: self._dial,
+            A.CancelTrunk: self._cancel_trunk,
+            A.StartTimer: self._start_timer,
+            A.CancelTimer: self._cancel_timer,
+            A.Hangup: self._hangup,
+            A.MarkAnswered: lambda handle, _action: service.call_answered(handle),
+            A.ExtendGrant: lambda handle, _action: service.extend_grant(handle),
+            A.Log: self._log,
+            A.Finish: self._finish_action,
+        }
 
     # --- from the SIP engine -----------------------------------------------------------------
 
@@ -212,62 +228,65 @@ class Engine:
         return handle.bridge_leg if side == BRIDGE else handle.trunk_leg
 
     def _carry_out(self, handle: CallHandle, action: A.Action) -> None:
-        kind = type(action)
-        if kind is A.AnswerBridge:
+        self._doers[type(action)](handle, action)
+
+    def _answer_bridge(self, handle: CallHandle, action: A.AnswerBridge) -> None:
+        body = action.body
+        sc.answer(handle.bridge_leg, action.code, action.reason or None, encode_block(action.headers),
+                  body.ctype if body else None, body.data if body else None)
+
+    def _send_request(self, handle: CallHandle, action: A.SendRequest) -> None:
+        leg = self._leg(handle, action.side)
+        body = action.body
+        req = sc.send(leg, action.method, encode_block(action.headers), body.ctype if body else None,
+                      body.data if body else None) if leg is not None else 0
+        if action.method == "BYE":
+            self._forget_leg(leg)
+        elif req:
+            self.tokens[req] = (handle, action.token)
+        else:
+            # Not sent (the leg is gone, or an INVITE transaction is in progress on it).
+            code = 491 if action.method in ("INVITE", "UPDATE") else 481
+            handle.queue.append(E.Response(action.side, action.token, code, local=True))
+
+    def _respond(self, handle: CallHandle, action: A.Respond) -> None:
+        body = action.body
+        sc.respond(action.req, action.code, action.reason or None, encode_block(action.headers),
+                   body.ctype if body else None, body.data if body else None)
+
+    def _send_ack(self, handle: CallHandle, action: A.Ack) -> None:
+        leg = self._leg(handle, action.side)
+        if leg is not None:
             body = action.body
-            sc.answer(handle.bridge_leg, action.code, action.reason or None, encode_block(action.headers),
-                      body.ctype if body else None, body.data if body else None)
-        elif kind is A.SendRequest:
-            leg = self._leg(handle, action.side)
-            body = action.body
-            req = sc.send(leg, action.method, encode_block(action.headers), body.ctype if body else None,
-                          body.data if body else None) if leg is not None else 0
-            if action.method == "BYE":
-                self._forget_leg(leg)
-            elif req:
-                self.tokens[req] = (handle, action.token)
-            else:
-                # Not sent (the leg is gone, or an INVITE transaction is in progress on it).
-                code = 491 if action.method in ("INVITE", "UPDATE") else 481
-                handle.queue.append(E.Response(action.side, action.token, code, local=True))
-        elif kind is A.Respond:
-            body = action.body
-            sc.respond(action.req, action.code, action.reason or None, encode_block(action.headers),
-                       body.ctype if body else None, body.data if body else None)
-        elif kind is A.Ack:
-            leg = self._leg(handle, action.side)
-            if leg is not None:
-                body = action.body
-                sc.ack(leg, body.ctype if body else None, body.data if body else None)
-        elif kind is A.Dial:
-            self._dial(handle, action)
-        elif kind is A.CancelTrunk:
-            if handle.trunk_leg is not None:
-                sc.cancel(handle.trunk_leg, action.abandon)
-        elif kind is A.StartTimer:
-            old = handle.timers.get(action.name)
-            if old is not None:
-                old.cancel()
-            name = action.name
-            handle.timers[name] = self.stack.call_later(action.seconds,
-                                                        lambda: self.feed(handle, E.TimerFired(name)))
-        elif kind is A.CancelTimer:
-            timer = handle.timers.pop(action.name, None)
-            if timer is not None:
-                timer.cancel()
-        elif kind is A.Hangup:
-            leg = self._leg(handle, action.side)
-            if leg is not None:
-                sc.hangup(leg, action.code)
-                self._forget_leg(leg)
-        elif kind is A.MarkAnswered:
-            self.service.call_answered(handle)
-        elif kind is A.ExtendGrant:
-            self.service.extend_grant(handle)
-        elif kind is A.Log:
-            getattr(handle.log, action.level)(action.event, **dict(action.fields))
-        elif kind is A.Finish:
-            self._finish(handle, action.record)
+            sc.ack(leg, body.ctype if body else None, body.data if body else None)
+
+    def _cancel_trunk(self, handle: CallHandle, action: A.CancelTrunk) -> None:
+        if handle.trunk_leg is not None:
+            sc.cancel(handle.trunk_leg, action.abandon)
+
+    def _start_timer(self, handle: CallHandle, action: A.StartTimer) -> None:
+        old = handle.timers.get(action.name)
+        if old is not None:
+            old.cancel()
+        name = action.name
+        handle.timers[name] = self.stack.call_later(action.seconds, lambda: self.feed(handle, E.TimerFired(name)))
+
+    def _cancel_timer(self, handle: CallHandle, action: A.CancelTimer) -> None:
+        timer = handle.timers.pop(action.name, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _hangup(self, handle: CallHandle, action: A.Hangup) -> None:
+        leg = self._leg(handle, action.side)
+        if leg is not None:
+            sc.hangup(leg, action.code)
+            self._forget_leg(leg)
+
+    def _log(self, handle: CallHandle, action: A.Log) -> None:
+        getattr(handle.log, action.level)(action.event, **dict(action.fields))
+
+    def _finish_action(self, handle: CallHandle, action: A.Finish) -> None:
+        self._finish(handle, action.record)
 
     def _dial(self, handle: CallHandle, action: A.Dial) -> None:
         route = action.route
