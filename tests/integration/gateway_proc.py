@@ -163,9 +163,18 @@ class GatewayProcess:
                 return float(line.split()[1])
         return None
 
-    def live_ledger_calls(self) -> int:
-        """Calls the ledger still holds open (state open or answered)."""
-        sql = "SELECT count(*) FROM calls WHERE state IN ('open', 'answered')"
+    def wait_until(self, predicate, timeout_s: float = 10, what: str = "the condition") -> None:
+        """Poll `predicate()` until it is true (instead of sleeping a guessed time)."""
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; "
+                                     f"last lines: {self.events()[-5:]}")
+            time.sleep(0.05)
+
+    def live_ledger_calls(self, states: tuple[str, ...] = ("open", "answered")) -> int:
+        """Calls the ledger holds in `states` (by default: still live, open or answered)."""
+        sql = f"SELECT count(*) FROM calls WHERE state IN ({', '.join(repr(s) for s in states)})"
         if self.store_url.startswith("sqlite:///"):
             with sqlite3.connect(self.store_url[len("sqlite:///"):], timeout=10) as conn:
                 try:

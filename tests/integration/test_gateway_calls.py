@@ -113,8 +113,7 @@ def test_concurrency_limit_per_organizer(make_gateway, tmp_path):
                        local_port=free_port(), extra=["-key", "organizer", "alice@contoso.com",
                                                       "-key", "location", "FR", "-d", "2500"],
                        background=True, timeout_s=20)
-    gw.wait_for(lambda e: False if e.get("event") != "gateway_started" else True)
-    time.sleep(0.8)  # the first call is ringing at the trunk now
+    gw.wait_until(lambda: gw.live_ledger_calls() == 1, what="the first call's reservation")   # ringing now
     result, trace = expect_status(gw, tmp_path, 480)
     assert result.returncode == 0
     assert header(final_response(trace, 480), "Reason") == 'SIP;cause=480;text="limit_concurrency"'
@@ -234,7 +233,7 @@ def test_a_transfer_request_is_refused_and_places_no_call(gateway, tmp_path):
                              "-inf", str(targets), "-trace_msg"], timeout_s=20)
     assert result.returncode == 0, result.stderr[-1500:]  # the REFER got its 403
     gateway.wait_calls(1)
-    time.sleep(0.5)
+    time.sleep(0.5)    # an absence to observe: a transfer would be a second INVITE by now
     trunk.terminate()  # it would wait for a second call; a transfer would have been that call
     trunk.communicate(timeout=10)
     invites_at_trunk = [m for m in message_list(tmp_path / "trunk") if m.startswith("INVITE ")]
@@ -304,7 +303,7 @@ def sigterm_during_a_call(gw, tmp_path):
                        local_port=free_port(),
                        extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "2000"],
                        background=True, timeout_s=20)
-    time.sleep(0.8)
+    gw.wait_until(lambda: gw.live_ledger_calls(("answered",)) == 1, what="the call to be answered")
     gw.signal(signal.SIGTERM)
     gw.wait_for(lambda e: e.get("event") == "draining")
     return talking, trunk

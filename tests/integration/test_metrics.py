@@ -58,7 +58,9 @@ def test_metrics_count_decisions_setup_delay_and_refusals(make_gateway, tmp_path
     assert sample(text, "dialout_active_calls") == 0
     assert sample(text, "dialout_ledger_write_errors_total") == 0
     assert sample(text, "dialout_billed_units_total", bucket="tenant_pool") == 1
-    time.sleep(5.5)  # the pool gauge is refreshed with the ledger probe
+    # The pool gauges are refreshed with the ledger probe (every few seconds).
+    gw.wait_until(lambda: sample(get(port, "/metrics")[1], "dialout_pool_used_minutes", tenant="contoso") == 1,
+                  timeout_s=15, what="the pool gauges")
     _, text = get(port, "/metrics")
     assert sample(text, "dialout_pool_used_minutes", tenant="contoso") == 1
     assert sample(text, "dialout_pool_size_minutes", tenant="contoso") == 1500
