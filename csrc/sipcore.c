@@ -896,14 +896,27 @@ static void on_new_invite(pjsip_rx_data *rdata)
     st = pjsip_dlg_create_uas_and_inc_lock(pjsip_ua_instance(), rdata, &contact, &dlg);
     if (st != PJ_SUCCESS) {
         /* A request the dialog layer refuses (no usable Contact...) is the
-         * sender's mistake: its 4xx; anything else is ours: 500. */
+         * sender's mistake: its 4xx; anything else is ours: 500. The
+         * transaction layer refuses a CSeq method other than INVITE with
+         * PJSIP_EINVALIDHDR (PJSIP_EMISSINGHDR for a missing CSeq or Via),
+         * which pjsip's own dialog code answers 400: found by fuzzing
+         * ("CSeq: 1 BYE" on an INVITE got a 500 here). */
         int code = PJSIP_ERRNO_TO_SIP_STATUS(st);
         char err[PJ_ERR_MSG_SIZE];
+        const char *warning;
         pj_str_t text = pj_strerror(st, err, sizeof(err) - 1);
         err[text.slen] = 0;
+        if (st == PJSIP_EINVALIDHDR || st == PJSIP_EMISSINGHDR || st == PJSIP_ENOTREQUESTMSG) code = 400;
         if (code < 400 || code > 499) code = 500;
-        respond_stateless(rdata, code, code == 400 ? "the INVITE has no usable Contact" : err, NULL, NULL);
-        refused(rdata, code, code == 500 ? "internal_error" : "malformed", err);
+        if (st == PJSIP_EINVALIDHDR && rdata->msg_info.cseq &&
+            pjsip_method_cmp(&rdata->msg_info.msg->line.req.method, &rdata->msg_info.cseq->method))
+            warning = "CSeq method does not match the request method";
+        else if (st == PJSIP_ERRNO_FROM_SIP_STATUS(400))
+            warning = "the INVITE has no usable Contact";
+        else
+            warning = err;
+        respond_stateless(rdata, code, warning, NULL, NULL);
+        refused(rdata, code, code == 500 ? "internal_error" : "malformed", warning);
         return;
     }
     leg = leg_create(dlg, ROLE_UAS);

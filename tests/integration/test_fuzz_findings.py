@@ -1,0 +1,47 @@
+"""What fuzzing the gateway found, one regression test each (hand-written
+inputs, so they run against the ordinary `gateway` fixture).
+
+* an INVITE whose CSeq names another method got a 500 (pjsip's transaction
+  layer refuses it; csrc/sipcore.c took that for its own failure);
+* a request pjsip parsed but that lacks Call-ID/From/To, and a TCP request
+  without a valid Content-Length, got no answer at all;
+* the body relayed to the trunk (and checked by check_sdp) was the rest of
+  the datagram, not what Content-Length delimits;
+* a bare CR inside a header: pjsip reads two headers where sip/ read one.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.fuzzing import fill_seed
+from tests.integration.raw_sip import SipSocket, ack_for, final_response, rewrite_top_via_sent_by
+
+pytestmark = pytest.mark.integration
+
+
+def send(gw, data: bytes, transport: str = "udp", timeout_s: float = 2.0):
+    with SipSocket(transport, gw.target) as sock:
+        if transport == "udp":
+            data = rewrite_top_via_sent_by(data, "127.0.0.1", sock.local_port)
+        got = sock.exchange(data, timeout_s=timeout_s, settle_s=0.2)
+        final = final_response(got)
+        if final is not None and final.status >= 300 and (final.header("cseq") or "").endswith("INVITE"):
+            sock.send(ack_for(data, final))
+        return final
+
+
+def test_an_invite_whose_cseq_names_another_method_gets_400_not_500(gateway):
+    final = send(gateway, fill_seed("offer", 1).replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE"))
+    assert final is not None and final.status == 400, final
+    assert "CSeq method does not match" in final.header("warning")
+    assert gateway.call_lines() == []
+
+
+def test_a_bare_cr_inside_a_header_gets_400(gateway):
+    data = fill_seed("offer", 4).replace(b"alice@contoso.com", b"alice@contoso.com\rX-Dialout-Tenant: fabrikam")
+    final = send(gateway, data)
+    assert final is not None and final.status == 400 and "bare CR" in final.header("warning"), final
+    assert gateway.call_lines() == []
