@@ -782,17 +782,75 @@ static int header_line_is(const char *line, size_t n, const char *full, const ch
     return i < n && line[i] == ':';
 }
 
+/* The status for a request pjsip's parser refused. pjsip refuses the whole
+ * message for one header it cannot parse (RFC 4475 regaut01's unknown
+ * Authorization scheme) or a Request-URI scheme it has no parser for
+ * (unkscm, novelsc), which all got a 400 here. Now, in RFC 3261 8.2's
+ * order, when the headers a response is built from (Via, From, To,
+ * Call-ID, CSeq) parsed: a method the gateway implements for nobody gets
+ * 405 with Allow (8.2.1), a Request-URI whose scheme is not sip, sips or
+ * tel 416 (8.2.2.1); anything else, or an error in those headers (RFC 4475
+ * scalar02's CSeq), stays 400. `errs` is pjsip's list of parse errors, with
+ * the header name of each ("Request Line" for the first line). */
+static int essential_header(const pj_str_t *h)
+{
+    static const char *names[] = {"Via", "v", "From", "f", "To", "t", "Call-ID", "i", "CSeq", NULL};
+    int i;
+    if (h->slen <= 0) return 1;                   /* unknown where: assume the worst */
+    for (i = 0; names[i]; ++i) if (!pj_stricmp2(h, names[i])) return 1;
+    return 0;
+}
+
+static int dropped_status(const char *line, size_t n, const pjsip_parser_err_report *errs, const char **warning)
+{
+    size_t m = 0, u, k;
+    int line_bad = 0;
+    pj_str_t method;
+    const pjsip_parser_err_report *e;
+    static const char *schemes[] = {"sip", "sips", "tel", NULL};
+    if (!errs) return 400;
+    for (e = errs->next; e != errs; e = e->next) {
+        if (!pj_strcmp2(&e->hname, "Request Line")) line_bad = 1;
+        else if (essential_header(&e->hname)) return 400;
+    }
+    while (m < n && line[m] != ' ') ++m;
+    method.ptr = (char *)line; method.slen = (pj_ssize_t)m;
+    if (known_method(&method)) {
+        *warning = "the gateway does not implement this method";
+        return 405;
+    }
+    if (!line_bad) return 400;
+    u = m;
+    while (u < n && line[u] == ' ') ++u;
+    for (k = u; k < n && line[k] != ':' && line[k] != ' '; ++k) {
+        unsigned char c = (unsigned char)line[k];
+        if (!(isalpha(c) || (k > u && (isdigit(c) || c == '+' || c == '-' || c == '.')))) return 400;
+    }
+    if (k == u || k >= n || line[k] != ':') return 400;
+    for (m = 0; schemes[m]; ++m)
+        if (strlen(schemes[m]) == k - u && !strncasecmp(line + u, schemes[m], k - u)) return 400;
+    *warning = "the Request-URI scheme is not supported";
+    return 416;
+}
+
 static void on_dropped(pjsip_tp_dropped_data *dd)
 {
     pjsip_rx_data *rdata;
     const char *p = (const char *)dd->data, *end;
+    const char *warning = "the request could not be parsed";
     char out[4096];
     size_t len = 0, n, i;
-    int is_request, have_via = 0, have_cseq = 0;
+    int is_request, have_via = 0, have_cseq = 0, code;
     pj_sockaddr addr;
     int addr_len;
 
-    if (dd->status != PJSIP_EINVALIDMSG || dd->len == 0 || dd->len > PJSIP_MAX_PKT_LEN) return;
+    /* Also PJSIP_EMISSINGHDR: parsed, but without Call-ID, From, To, Via or
+     * CSeq, or (TCP) without a Content-Length; and PJSIP_EINVALIDHDR: (TCP)
+     * a Content-Length that is not a number in range. Found by fuzzing:
+     * these got silence, not the 400 of any malformed request. */
+    if ((dd->status != PJSIP_EINVALIDMSG && dd->status != PJSIP_EMISSINGHDR && dd->status != PJSIP_EINVALIDHDR) ||
+        dd->len == 0 || dd->len > PJSIP_MAX_PKT_LEN)
+        return;
     ++stat_malformed;
     if (dd->tp->flag & PJSIP_TRANSPORT_DATAGRAM) {
         rdata = rdata_of_packet(dd->tp, dd->data);
@@ -810,11 +868,39 @@ static void on_dropped(pjsip_tp_dropped_data *dd)
     while (p + n < end && p[n] != '\r' && p[n] != '\n') ++n;
     is_request = n > 8 && !memcmp(p + n - 7, "SIP/2.0", 7) && memcmp(p, "SIP/", 4) && memcmp(p, "ACK ", 4);
     if (!is_request) return;
-    len = (size_t)snprintf(out, sizeof(out), "SIP/2.0 400 Bad Request\r\n");
+    if (dd->status == PJSIP_EMISSINGHDR) {
+        code = 400;
+        warning = (dd->tp->flag & PJSIP_TRANSPORT_DATAGRAM)
+                      ? "a required header (Call-ID, From, To, Via or CSeq) is missing"
+                      : "a required header (Call-ID, From, To, Via, CSeq or Content-Length) is missing";
+    } else if (dd->status == PJSIP_EINVALIDHDR) {
+        code = 400;
+        warning = "the Content-Length is not valid";
+    } else {
+        /* Parse it again (pjsip's rx_data is not at hand for every transport) for
+         * the list of what failed to parse. */
+        pj_pool_t *pool = pjsip_endpt_create_pool(endpt, "gwdrop", 1024, 1024);
+        pjsip_parser_err_report errs;
+        char *copy;
+        pj_list_init(&errs);
+        code = 400;
+        if (pool && (copy = (char *)pj_pool_alloc(pool, dd->len + 1)) != NULL) {
+            memcpy(copy, dd->data, dd->len);
+            copy[dd->len] = 0;
+            pjsip_parse_msg(pool, copy, dd->len, &errs);
+            code = dropped_status(p, n, &errs, &warning);
+        }
+        if (pool) pjsip_endpt_release_pool(endpt, pool);
+    }
+    len = (size_t)snprintf(out, sizeof(out), "SIP/2.0 %d %s\r\n", code,
+                           code == 405 ? "Method Not Allowed" : code == 416 ? "Unsupported URI Scheme"
+                                                                            : "Bad Request");
     p += n;
     while (p < end) {
         const char *line;
-        while (p < end && (*p == '\r' || *p == '\n')) ++p;
+        /* One line end, then the next line; an empty line ends the headers. */
+        if (p < end && *p == '\r') ++p;
+        if (p < end && *p == '\n') ++p;
         line = p;
         n = 0;
         while (line + n < end && line[n] != '\r' && line[n] != '\n') ++n;
@@ -833,8 +919,11 @@ static void on_dropped(pjsip_tp_dropped_data *dd)
         }
     }
     if (!have_via || !have_cseq) return;
-    len += (size_t)snprintf(out + len, sizeof(out) - len,
-                            "Warning: 399 - \"the request could not be parsed\"\r\nContent-Length: 0\r\n\r\n");
+    if (code == 405 && allow_value.slen < 512)
+        len += (size_t)snprintf(out + len, sizeof(out) - len, "Allow: %.*s\r\n", (int)allow_value.slen,
+                                allow_value.ptr);
+    len += (size_t)snprintf(out + len, sizeof(out) - len, "Warning: 399 - \"%s\"\r\nContent-Length: 0\r\n\r\n",
+                            warning);
     {
         pjsip_tpselector sel;
         pj_bzero(&sel, sizeof(sel));
@@ -848,14 +937,14 @@ static void on_dropped(pjsip_tp_dropped_data *dd)
     {
         pj_str_t f[6];
         char host[PJ_INET6_ADDRSTRLEN + 2];
-        f[0] = pj_str("malformed");
+        f[0] = pj_str(code == 405 ? "method_not_allowed" : code == 416 ? "unsupported_uri_scheme" : "malformed");
         pj_sockaddr_print(&addr, host, sizeof(host), 0);
         f[1] = pj_str(host);
         f[2] = pj_str((char *)transport_name(dd->tp));
         f[3].ptr = NULL; f[3].slen = -1;
-        f[4] = pj_str("the request could not be parsed");
+        f[4] = pj_str((char *)warning);
         f[5].ptr = NULL; f[5].slen = -1;
-        ev_new(EV_REFUSED, 0, 0, 400, 0, f, 6, 0);
+        ev_new(EV_REFUSED, 0, 0, code, 0, f, 6, 0);
     }
 }
 

@@ -40,6 +40,25 @@ def test_an_invite_whose_cseq_names_another_method_gets_400_not_500(gateway):
     assert gateway.call_lines() == []
 
 
+@pytest.mark.parametrize("header", ["Call-ID", "From", "To"])
+def test_a_request_without_a_required_header_gets_400(gateway, header):
+    data = re.sub(rb"(?m)^" + header.encode() + rb":[^\r\n]*\r\n", b"", fill_seed("offer", 2))
+    final = send(gateway, data)
+    assert final is not None and final.status == 400, final
+    assert "required header" in final.header("warning")
+
+
+@pytest.mark.parametrize("value", [None, b"99999999999", b"x"])
+def test_a_tcp_request_without_a_valid_content_length_gets_400(gateway, value):
+    data = fill_seed("offer", 3, transport="TCP")
+    if value is None:
+        data = re.sub(rb"Content-Length: \d+\r\n", b"", data)
+    else:
+        data = re.sub(rb"Content-Length: \d+", b"Content-Length: " + value, data)
+    final = send(gateway, data, "tcp")
+    assert final is not None and final.status == 400, final
+
+
 def test_a_bare_cr_inside_a_header_gets_400(gateway):
     data = fill_seed("offer", 4).replace(b"alice@contoso.com", b"alice@contoso.com\rX-Dialout-Tenant: fabrikam")
     final = send(gateway, data)
