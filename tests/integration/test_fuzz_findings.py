@@ -13,10 +13,13 @@ inputs, so they run against the ordinary `gateway` fixture).
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
 from tests.fuzzing import fill_seed
+from tests.integration.fuzz_harness import PyTrunk, _ack_2xx, _bye_after_2xx
+from tests.integration.netns import Here
 from tests.integration.raw_sip import SipSocket, ack_for, final_response, rewrite_top_via_sent_by
 
 pytestmark = pytest.mark.integration
@@ -64,3 +67,26 @@ def test_a_bare_cr_inside_a_header_gets_400(gateway):
     final = send(gateway, data)
     assert final is not None and final.status == 400 and "bare CR" in final.header("warning"), final
     assert gateway.call_lines() == []
+
+
+def test_the_relayed_body_is_what_content_length_delimits(gateway):
+    trunk = PyTrunk(Here(), gateway.trunk_port)
+    try:
+        data = fill_seed("offer", 5)
+        head, _, body = data.partition(b"\r\n\r\n")
+        cut = len(body) - len(b"a=sendrecv\r\n")
+        data = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % cut, head) + b"\r\n\r\n" + body
+        with SipSocket("udp", gateway.target) as sock:
+            data = rewrite_top_via_sent_by(data, "127.0.0.1", sock.local_port)
+            final = final_response(sock.exchange(data, timeout_s=3.0, settle_s=0))
+            assert final is not None and final.status == 200, final
+            sock.send(_ack_2xx(data, final, sock.local_port, "UDP"))
+            time.sleep(0.1)
+            assert final_response(sock.exchange(_bye_after_2xx(final, sock.local_port, "UDP"), timeout_s=3.0,
+                                                settle_s=0)).status == 200
+        legs = trunk.snapshot()
+        assert len(legs) == 1
+        assert legs[0].body == body[:cut] and legs[0].body.endswith(b"a=fmtp:101 0-15\r\n")
+        gateway.wait_calls(1)
+    finally:
+        trunk.close()
