@@ -732,15 +732,35 @@ static void answer_out_of_dialog(pjsip_rx_data *rdata)
 /* The filter module: before the transaction layer, drops or refuses every  */
 /* request from outside the trusted sources that is not inside a dialog.     */
 
+/* A request from outside the trusted sources passes only when it belongs to
+ * one of our dialogs (the trunk's BYE, re-INVITE...) or cancels one of our
+ * INVITE transactions. Any To tag and any CANCEL used to pass, so a stranger
+ * got pjsip's stateless 481 even with untrusted = "drop" (an INVITE with a
+ * made-up To tag, a CANCEL): found while checking that an untrusted INVITE
+ * gets nothing back by default. */
+static int ours_from_elsewhere(pjsip_rx_data *rdata)
+{
+    const pjsip_msg *msg = rdata->msg_info.msg;
+    if (rdata->msg_info.to->tag.slen)
+        return pjsip_ua_find_dialog(&rdata->msg_info.cid->id, &rdata->msg_info.to->tag,
+                                    &rdata->msg_info.from->tag, PJ_FALSE) != NULL;
+    if (msg->line.req.method.id == PJSIP_CANCEL_METHOD) {
+        pj_str_t key;
+        if (pjsip_tsx_create_key(rdata->tp_info.pool, &key, PJSIP_ROLE_UAS, &pjsip_invite_method, rdata) != PJ_SUCCESS)
+            return 0;
+        return pjsip_tsx_layer_find_tsx2(&key, PJ_FALSE) != NULL;
+    }
+    return 0;
+}
+
 static pj_bool_t filter_on_rx_request(pjsip_rx_data *rdata)
 {
     const pjsip_msg *msg = rdata->msg_info.msg;
     int tls_ok;
-    if (rdata->msg_info.to->tag.slen) return PJ_FALSE;                     /* in a dialog: the UA layer decides */
-    if (msg->line.req.method.id == PJSIP_CANCEL_METHOD) return PJ_FALSE;   /* matched to its INVITE later */
     tls_ok = !require_tls || (rdata->tp_info.transport &&
                               (rdata->tp_info.transport->key.type & ~PJSIP_TRANSPORT_IPV6) == PJSIP_TRANSPORT_TLS);
     if (source_trusted(&rdata->pkt_info.src_addr) && tls_ok) return PJ_FALSE;
+    if (ours_from_elsewhere(rdata)) return PJ_FALSE;                       /* the UA layer decides */
     if (msg->line.req.method.id == PJSIP_ACK_METHOD) return PJ_TRUE;
     if (untrusted_reject && msg->line.req.method.id == PJSIP_INVITE_METHOD) {
         /* The reason only: nothing about organisers, numbers or the gateway itself. */
