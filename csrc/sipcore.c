@@ -759,6 +759,21 @@ static pj_bool_t filter_on_rx_request(pjsip_rx_data *rdata)
     int tls_ok;
     tls_ok = !require_tls || (rdata->tp_info.transport &&
                               (rdata->tp_info.transport->key.type & ~PJSIP_TRANSPORT_IPV6) == PJSIP_TRANSPORT_TLS);
+    if (rdata->tp_info.transport && (rdata->tp_info.transport->flag & PJSIP_TRANSPORT_DATAGRAM) &&
+        rdata->pkt_info.len >= PJSIP_MAX_PKT_LEN) {
+        /* A datagram fills pjsip's receive buffer only when it was at least
+         * that long, and then it was cut there: what pjsip parsed is the
+         * start of a request. Found by fuzzing: an INVITE whose SDP lay past
+         * the cut was relayed as a late offer. Refused as oversized (400). */
+        if (source_trusted(&rdata->pkt_info.src_addr) && tls_ok && msg->line.req.method.id != PJSIP_ACK_METHOD) {
+            char w[96];
+            snprintf(w, sizeof(w), "the request is longer than the %d bytes read from a datagram",
+                     (int)PJSIP_MAX_PKT_LEN - 1);
+            respond_stateless(rdata, 400, w, NULL, NULL);
+            refused(rdata, 400, "malformed", w);
+        }
+        return PJ_TRUE;
+    }
     if (source_trusted(&rdata->pkt_info.src_addr) && tls_ok) return PJ_FALSE;
     if (ours_from_elsewhere(rdata)) return PJ_FALSE;                       /* the UA layer decides */
     if (msg->line.req.method.id == PJSIP_ACK_METHOD) return PJ_TRUE;

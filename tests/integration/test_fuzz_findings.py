@@ -69,6 +69,26 @@ def test_a_bare_cr_inside_a_header_gets_400(gateway):
     assert gateway.call_lines() == []
 
 
+def _padded_to(data: bytes, size: int) -> bytes:
+    """`data` with an X-Pad header (just before Content-Type, so that a cut in it
+    leaves a request pjsip parses whole) that makes it `size` bytes long."""
+    head = b"X-Pad: "
+    pad = size - len(data) - len(head) - 2
+    return data.replace(b"Content-Type:", head + b"p" * pad + b"\r\nContent-Type:", 1)
+
+
+def test_a_udp_invite_cut_by_pjsips_receive_buffer_gets_400_not_a_late_offer_call(gateway):
+    """pjsip reads at most 4000 bytes of a datagram (PJSIP_MAX_PKT_LEN); what it
+    parsed of a longer INVITE had no SDP and was relayed as a late offer."""
+    fits = _padded_to(fill_seed("denied", 6), 3900)
+    final = send(gateway, fits)
+    assert final is not None and final.status == 403, final        # read whole: the policy's answer
+    cut = _padded_to(fill_seed("denied", 7), 9000)
+    final = send(gateway, cut)
+    assert final is not None and final.status == 400 and "3999 bytes" in final.header("warning"), final
+    assert [e["call_id"] for e in gateway.call_lines()] == ["fz-6@127.0.0.1"]
+
+
 def test_the_relayed_body_is_what_content_length_delimits(gateway):
     trunk = PyTrunk(Here(), gateway.trunk_port)
     try:
