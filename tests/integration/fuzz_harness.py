@@ -306,6 +306,7 @@ class CaseResult:
     ended: float
     outcome: str                            # "answered", "refused", "provisional", "silent", "crash", "hang"
     findings: list[dict] = field(default_factory=list)
+    mutators: tuple[str, ...] = ()
 
 
 def _request(method: str, uri: str, *, port: int, call_id: str, from_tag: str, to: str, cseq: int,
@@ -496,7 +497,7 @@ class Fuzzer:
     def _after(self, fc: FuzzCase, started: float, got: list[SipResponse], outcome: str, extra: str = "") -> CaseResult:
         final = final_response(got)
         result = CaseResult(fc.case, fc.transport, [r.status for r in got], final.status if final else None,
-                            started, time.time(), outcome)
+                            started, time.time(), outcome, mutators=fc.mutators)
         if not self.gw.alive():
             return self._crash_or_hang(fc, started, got)
         for event in self._new_failures():
@@ -639,12 +640,15 @@ def summary(fuzzer: Fuzzer, legs: list[TrunkLeg]) -> dict:
         key = str(r.final) if r.final is not None else "none"
         finals[key] = finals.get(key, 0) + 1
     durations = sorted(((r.ended - r.started), r.case) for r in fuzzer.results)
+    sdp = [r for r in fuzzer.results if {"radamsa_sdp", "sdp_line"} & set(r.mutators)]
     return {
         "cases": len(fuzzer.results),
         "seconds_per_case": {"mean": round(sum(d for d, _ in durations) / len(durations), 3) if durations else None,
                              "slowest": [(round(d, 2), case) for d, case in durations[-3:]]},
         "outcomes": outcomes,
         "finals": dict(sorted(finals.items())),
+        "mutated_sdp": {"cases": len(sdp), "relayed": sum(r.outcome == "answered" for r in sdp),
+                        "refused_488": sum(r.final == 488 for r in sdp)},
         "trunk_legs": len(legs),
         "trunk_legs_answered": sum(1 for leg in legs if leg.answered_at is not None),
         "crashes": [{"case": c.case if isinstance(c, FuzzCase) else None, "what": what, "file": str(p) if p else None}
