@@ -735,15 +735,50 @@ static void answer_out_of_dialog(pjsip_rx_data *rdata)
 /* The filter module: before the transaction layer, drops or refuses every  */
 /* request from outside the trusted sources that is not inside a dialog.     */
 
+/* A request from outside the trusted sources passes only when it belongs to
+ * one of our dialogs (the trunk's BYE, re-INVITE...) or cancels one of our
+ * INVITE transactions. Any To tag and any CANCEL used to pass, so a stranger
+ * got pjsip's stateless 481 even with untrusted = "drop" (an INVITE with a
+ * made-up To tag, a CANCEL): found while checking that an untrusted INVITE
+ * gets nothing back by default. */
+static int ours_from_elsewhere(pjsip_rx_data *rdata)
+{
+    const pjsip_msg *msg = rdata->msg_info.msg;
+    if (rdata->msg_info.to->tag.slen)
+        return pjsip_ua_find_dialog(&rdata->msg_info.cid->id, &rdata->msg_info.to->tag,
+                                    &rdata->msg_info.from->tag, PJ_FALSE) != NULL;
+    if (msg->line.req.method.id == PJSIP_CANCEL_METHOD) {
+        pj_str_t key;
+        if (pjsip_tsx_create_key(rdata->tp_info.pool, &key, PJSIP_ROLE_UAS, &pjsip_invite_method, rdata) != PJ_SUCCESS)
+            return 0;
+        return pjsip_tsx_layer_find_tsx2(&key, PJ_FALSE) != NULL;
+    }
+    return 0;
+}
+
 static pj_bool_t filter_on_rx_request(pjsip_rx_data *rdata)
 {
     const pjsip_msg *msg = rdata->msg_info.msg;
     int tls_ok;
-    if (rdata->msg_info.to->tag.slen) return PJ_FALSE;                     /* in a dialog: the UA layer decides */
-    if (msg->line.req.method.id == PJSIP_CANCEL_METHOD) return PJ_FALSE;   /* matched to its INVITE later */
     tls_ok = !require_tls || (rdata->tp_info.transport &&
                               (rdata->tp_info.transport->key.type & ~PJSIP_TRANSPORT_IPV6) == PJSIP_TRANSPORT_TLS);
+    if (rdata->tp_info.transport && (rdata->tp_info.transport->flag & PJSIP_TRANSPORT_DATAGRAM) &&
+        rdata->pkt_info.len >= PJSIP_MAX_PKT_LEN) {
+        /* A datagram fills pjsip's receive buffer only when it was at least
+         * that long, and then it was cut there: what pjsip parsed is the
+         * start of a request. Found by fuzzing: an INVITE whose SDP lay past
+         * the cut was relayed as a late offer. Refused as oversized (400). */
+        if (source_trusted(&rdata->pkt_info.src_addr) && tls_ok && msg->line.req.method.id != PJSIP_ACK_METHOD) {
+            char w[96];
+            snprintf(w, sizeof(w), "the request is longer than the %d bytes read from a datagram",
+                     (int)PJSIP_MAX_PKT_LEN - 1);
+            respond_stateless(rdata, 400, w, NULL, NULL);
+            refused(rdata, 400, "malformed", w);
+        }
+        return PJ_TRUE;
+    }
     if (source_trusted(&rdata->pkt_info.src_addr) && tls_ok) return PJ_FALSE;
+    if (ours_from_elsewhere(rdata)) return PJ_FALSE;                       /* the UA layer decides */
     if (msg->line.req.method.id == PJSIP_ACK_METHOD) return PJ_TRUE;
     if (untrusted_reject && msg->line.req.method.id == PJSIP_INVITE_METHOD) {
         /* The reason only: nothing about organisers, numbers or the gateway itself. */
@@ -785,17 +820,75 @@ static int header_line_is(const char *line, size_t n, const char *full, const ch
     return i < n && line[i] == ':';
 }
 
+/* The status for a request pjsip's parser refused. pjsip refuses the whole
+ * message for one header it cannot parse (RFC 4475 regaut01's unknown
+ * Authorization scheme) or a Request-URI scheme it has no parser for
+ * (unkscm, novelsc), which all got a 400 here. Now, in RFC 3261 8.2's
+ * order, when the headers a response is built from (Via, From, To,
+ * Call-ID, CSeq) parsed: a method the gateway implements for nobody gets
+ * 405 with Allow (8.2.1), a Request-URI whose scheme is not sip, sips or
+ * tel 416 (8.2.2.1); anything else, or an error in those headers (RFC 4475
+ * scalar02's CSeq), stays 400. `errs` is pjsip's list of parse errors, with
+ * the header name of each ("Request Line" for the first line). */
+static int essential_header(const pj_str_t *h)
+{
+    static const char *names[] = {"Via", "v", "From", "f", "To", "t", "Call-ID", "i", "CSeq", NULL};
+    int i;
+    if (h->slen <= 0) return 1;                   /* unknown where: assume the worst */
+    for (i = 0; names[i]; ++i) if (!pj_stricmp2(h, names[i])) return 1;
+    return 0;
+}
+
+static int dropped_status(const char *line, size_t n, const pjsip_parser_err_report *errs, const char **warning)
+{
+    size_t m = 0, u, k;
+    int line_bad = 0;
+    pj_str_t method;
+    const pjsip_parser_err_report *e;
+    static const char *schemes[] = {"sip", "sips", "tel", NULL};
+    if (!errs) return 400;
+    for (e = errs->next; e != errs; e = e->next) {
+        if (!pj_strcmp2(&e->hname, "Request Line")) line_bad = 1;
+        else if (essential_header(&e->hname)) return 400;
+    }
+    while (m < n && line[m] != ' ') ++m;
+    method.ptr = (char *)line; method.slen = (pj_ssize_t)m;
+    if (known_method(&method)) {
+        *warning = "the gateway does not implement this method";
+        return 405;
+    }
+    if (!line_bad) return 400;
+    u = m;
+    while (u < n && line[u] == ' ') ++u;
+    for (k = u; k < n && line[k] != ':' && line[k] != ' '; ++k) {
+        unsigned char c = (unsigned char)line[k];
+        if (!(isalpha(c) || (k > u && (isdigit(c) || c == '+' || c == '-' || c == '.')))) return 400;
+    }
+    if (k == u || k >= n || line[k] != ':') return 400;
+    for (m = 0; schemes[m]; ++m)
+        if (strlen(schemes[m]) == k - u && !strncasecmp(line + u, schemes[m], k - u)) return 400;
+    *warning = "the Request-URI scheme is not supported";
+    return 416;
+}
+
 static void on_dropped(pjsip_tp_dropped_data *dd)
 {
     pjsip_rx_data *rdata;
     const char *p = (const char *)dd->data, *end;
+    const char *warning = "the request could not be parsed";
     char out[4096];
     size_t len = 0, n, i;
-    int is_request, have_via = 0, have_cseq = 0;
+    int is_request, have_via = 0, have_cseq = 0, code;
     pj_sockaddr addr;
     int addr_len;
 
-    if (dd->status != PJSIP_EINVALIDMSG || dd->len == 0 || dd->len > PJSIP_MAX_PKT_LEN) return;
+    /* Also PJSIP_EMISSINGHDR: parsed, but without Call-ID, From, To, Via or
+     * CSeq, or (TCP) without a Content-Length; and PJSIP_EINVALIDHDR: (TCP)
+     * a Content-Length that is not a number in range. Found by fuzzing:
+     * these got silence, not the 400 of any malformed request. */
+    if ((dd->status != PJSIP_EINVALIDMSG && dd->status != PJSIP_EMISSINGHDR && dd->status != PJSIP_EINVALIDHDR) ||
+        dd->len == 0 || dd->len > PJSIP_MAX_PKT_LEN)
+        return;
     ++stat_malformed;
     if (dd->tp->flag & PJSIP_TRANSPORT_DATAGRAM) {
         rdata = rdata_of_packet(dd->tp, dd->data);
@@ -813,11 +906,39 @@ static void on_dropped(pjsip_tp_dropped_data *dd)
     while (p + n < end && p[n] != '\r' && p[n] != '\n') ++n;
     is_request = n > 8 && !memcmp(p + n - 7, "SIP/2.0", 7) && memcmp(p, "SIP/", 4) && memcmp(p, "ACK ", 4);
     if (!is_request) return;
-    len = (size_t)snprintf(out, sizeof(out), "SIP/2.0 400 Bad Request\r\n");
+    if (dd->status == PJSIP_EMISSINGHDR) {
+        code = 400;
+        warning = (dd->tp->flag & PJSIP_TRANSPORT_DATAGRAM)
+                      ? "a required header (Call-ID, From, To, Via or CSeq) is missing"
+                      : "a required header (Call-ID, From, To, Via, CSeq or Content-Length) is missing";
+    } else if (dd->status == PJSIP_EINVALIDHDR) {
+        code = 400;
+        warning = "the Content-Length is not valid";
+    } else {
+        /* Parse it again (pjsip's rx_data is not at hand for every transport) for
+         * the list of what failed to parse. */
+        pj_pool_t *pool = pjsip_endpt_create_pool(endpt, "gwdrop", 1024, 1024);
+        pjsip_parser_err_report errs;
+        char *copy;
+        pj_list_init(&errs);
+        code = 400;
+        if (pool && (copy = (char *)pj_pool_alloc(pool, dd->len + 1)) != NULL) {
+            memcpy(copy, dd->data, dd->len);
+            copy[dd->len] = 0;
+            pjsip_parse_msg(pool, copy, dd->len, &errs);
+            code = dropped_status(p, n, &errs, &warning);
+        }
+        if (pool) pjsip_endpt_release_pool(endpt, pool);
+    }
+    len = (size_t)snprintf(out, sizeof(out), "SIP/2.0 %d %s\r\n", code,
+                           code == 405 ? "Method Not Allowed" : code == 416 ? "Unsupported URI Scheme"
+                                                                            : "Bad Request");
     p += n;
     while (p < end) {
         const char *line;
-        while (p < end && (*p == '\r' || *p == '\n')) ++p;
+        /* One line end, then the next line; an empty line ends the headers. */
+        if (p < end && *p == '\r') ++p;
+        if (p < end && *p == '\n') ++p;
         line = p;
         n = 0;
         while (line + n < end && line[n] != '\r' && line[n] != '\n') ++n;
@@ -836,8 +957,11 @@ static void on_dropped(pjsip_tp_dropped_data *dd)
         }
     }
     if (!have_via || !have_cseq) return;
-    len += (size_t)snprintf(out + len, sizeof(out) - len,
-                            "Warning: 399 - \"the request could not be parsed\"\r\nContent-Length: 0\r\n\r\n");
+    if (code == 405 && allow_value.slen < 512)
+        len += (size_t)snprintf(out + len, sizeof(out) - len, "Allow: %.*s\r\n", (int)allow_value.slen,
+                                allow_value.ptr);
+    len += (size_t)snprintf(out + len, sizeof(out) - len, "Warning: 399 - \"%s\"\r\nContent-Length: 0\r\n\r\n",
+                            warning);
     {
         pjsip_tpselector sel;
         pj_bzero(&sel, sizeof(sel));
@@ -851,14 +975,14 @@ static void on_dropped(pjsip_tp_dropped_data *dd)
     {
         pj_str_t f[6];
         char host[PJ_INET6_ADDRSTRLEN + 2];
-        f[0] = pj_str("malformed");
+        f[0] = pj_str(code == 405 ? "method_not_allowed" : code == 416 ? "unsupported_uri_scheme" : "malformed");
         pj_sockaddr_print(&addr, host, sizeof(host), 0);
         f[1] = pj_str(host);
         f[2] = pj_str((char *)transport_name(dd->tp));
         f[3].ptr = NULL; f[3].slen = -1;
-        f[4] = pj_str("the request could not be parsed");
+        f[4] = pj_str((char *)warning);
         f[5].ptr = NULL; f[5].slen = -1;
-        ev_new(EV_REFUSED, 0, 0, 400, 0, f, 6, 0);
+        ev_new(EV_REFUSED, 0, 0, code, 0, f, 6, 0);
     }
 }
 
@@ -899,14 +1023,27 @@ static void on_new_invite(pjsip_rx_data *rdata)
     st = pjsip_dlg_create_uas_and_inc_lock(pjsip_ua_instance(), rdata, &contact, &dlg);
     if (st != PJ_SUCCESS) {
         /* A request the dialog layer refuses (no usable Contact...) is the
-         * sender's mistake: its 4xx; anything else is ours: 500. */
+         * sender's mistake: its 4xx; anything else is ours: 500. The
+         * transaction layer refuses a CSeq method other than INVITE with
+         * PJSIP_EINVALIDHDR (PJSIP_EMISSINGHDR for a missing CSeq or Via),
+         * which pjsip's own dialog code answers 400: found by fuzzing
+         * ("CSeq: 1 BYE" on an INVITE got a 500 here). */
         int code = PJSIP_ERRNO_TO_SIP_STATUS(st);
         char err[PJ_ERR_MSG_SIZE];
+        const char *warning;
         pj_str_t text = pj_strerror(st, err, sizeof(err) - 1);
         err[text.slen] = 0;
+        if (st == PJSIP_EINVALIDHDR || st == PJSIP_EMISSINGHDR || st == PJSIP_ENOTREQUESTMSG) code = 400;
         if (code < 400 || code > 499) code = 500;
-        respond_stateless(rdata, code, code == 400 ? "the INVITE has no usable Contact" : err, NULL, NULL);
-        refused(rdata, code, code == 500 ? "internal_error" : "malformed", err);
+        if (st == PJSIP_EINVALIDHDR && rdata->msg_info.cseq &&
+            pjsip_method_cmp(&rdata->msg_info.msg->line.req.method, &rdata->msg_info.cseq->method))
+            warning = "CSeq method does not match the request method";
+        else if (st == PJSIP_ERRNO_FROM_SIP_STATUS(400))
+            warning = "the INVITE has no usable Contact";
+        else
+            warning = err;
+        respond_stateless(rdata, code, warning, NULL, NULL);
+        refused(rdata, code, code == 500 ? "internal_error" : "malformed", warning);
         return;
     }
     leg = leg_create(dlg, ROLE_UAS);

@@ -572,9 +572,24 @@ def _accepts_sdp(accept_values: list[str]) -> bool:
 
 
 def _body_bytes(raw: bytes) -> bytes:
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    if not sep:
-        head, sep, body = raw.partition(b"\n\n")
+    """The body as the request's Content-Length delimits it: what follows in
+    a datagram is discarded (RFC 3261 §18.3), as sip.parse_request does.
+    pjsip hands over the whole datagram, so without this a body longer than
+    its Content-Length was checked and relayed whole (found by fuzzing)."""
+    crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        head, body = raw[:crlf], raw[crlf + 4:]
+    elif lf >= 0:
+        head, body = raw[:lf], raw[lf + 2:]
+    else:
+        return b""
+    for line in head.split(b"\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() in (b"content-length", b"l"):
+            value = value.strip()
+            if value.isdigit() and int(value) <= len(body):
+                return body[:int(value)]
+            break
     return body
 
 

@@ -16,10 +16,14 @@ the other leg is decided here, in one place:
 
 from __future__ import annotations
 
+import re
+
 from .message import header_key, parse_header_params, split_header_list
 from .errors import SipParseError
 
 Headers = tuple[tuple[str, str], ...]
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 # Never relayed in a request: about this hop, this endpoint, or dangerous.
 _REQUEST_DENY = frozenset({
@@ -39,11 +43,15 @@ _RESPONSE_ALLOW = frozenset({
 
 
 def parse_block(block: str | None) -> list[tuple[str, str]]:
-    """``"A: 1\\r\\nB: 2\\r\\n"`` -> ``[("A", "1"), ("B", "2")]``; lines without a colon are skipped."""
+    """``"A: 1\\r\\nB: 2\\r\\n"`` -> ``[("A", "1"), ("B", "2")]``; lines without a colon are skipped.
+
+    A bare CR or LF ends a line too, as in pjsip's parser: a value never holds
+    a line break, so what is relayed can always be encoded (:func:`encode_block`
+    refuses CR and LF in a value, and a call would fail on it)."""
     out: list[tuple[str, str]] = []
     if not block:
         return out
-    for line in block.split("\r\n"):
+    for line in _LINE_BREAK.split(block):
         name, sep, value = line.partition(":")
         if sep and name.strip():
             out.append((name.strip(), value.strip()))

@@ -17,7 +17,9 @@ Strict where RFC 4475 asks a parser to refuse (``SipParseError``):
   (responses, extra or trailing whitespace, ``<uri>``, other versions → 505);
 - a Request-URI with illegal characters, malformed escapes, or (for SIP
   URIs) escaped headers;
-- a header line without a colon or with a name that is not a token;
+- a header line without a colon or with a name that is not a token; a bare
+  CR (not part of CRLF) anywhere in the header section, which pjsip would
+  take for a line end;
 - missing Call-ID, CSeq, From, To or Via; more than one Call-ID, CSeq,
   From, To, Max-Forwards, Content-Length or Content-Type;
 - a CSeq whose number is out of range or whose method differs from the
@@ -432,7 +434,15 @@ def parse_request(raw: str | bytes) -> SipRequest:
     if not raw:
         raise SipParseError("empty message")
     head, body = _split_head(raw)
-    lines = head.replace("\r\n", "\n").split("\n")
+    text = head.replace("\r\n", "\n")
+    if text.endswith("\r"):
+        text = text[:-1]  # the CR of "\r\n\n" between the headers and the body
+    if "\r" in text:
+        # pjsip ends a line at a bare CR, so it would read another header where
+        # this parser reads one value (the gateway would act on what pjsip
+        # did not see): refused, as RFC 3261 lines end with CRLF.
+        raise SipParseError("bare CR in the header section")
+    lines = text.split("\n")
     method, uri, version = _parse_start_line(lines[0].rstrip("\r"))
 
     # Unfold, then split each header line at its colon.

@@ -107,16 +107,14 @@ def _check_reason(reason: str) -> str:
 
 def sanitize_text(text: str, limit: int = MAX_WARNING_TEXT) -> str:
     """One printable line of at most ``limit`` characters, ready to sit
-    between double quotes: controls (C0, DEL, C1, lone surrogates) become
-    spaces, runs of whitespace collapse, ``\\`` and ``"`` are escaped (the
-    escapes do not count against ``limit``; a cut never splits one)."""
+    between double quotes: what is not printable (controls, lone surrogates,
+    and format characters such as the bidirectional overrides, which would
+    make an operator read the text in another order) becomes a space, runs of
+    whitespace collapse, ``\\`` and ``"`` are escaped (the escapes do not
+    count against ``limit``; a cut never splits one)."""
     chars = []
     for ch in str(text):
-        o = ord(ch)
-        if o < 0x20 or 0x7F <= o <= 0x9F or 0xD800 <= o <= 0xDFFF:
-            chars.append(" ")
-        else:
-            chars.append(ch)
+        chars.append(ch if ch.isprintable() else " ")
     line = " ".join("".join(chars).split())
     if len(line) > limit:
         line = line[: max(limit - 3, 0)].rstrip() + "..."

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from tests.integration.fuzz_harness import _ack_2xx
+from tests.integration.gateway_proc import GatewayProcess
 from tests.integration.raw_sip import SipSocket, ack_for, final_response, rewrite_top_via_sent_by
 from tests.integration.sipp_runner import free_port
 from tests.integration.test_relay import start_trunk
@@ -128,6 +130,88 @@ def test_require_tls_is_decided_from_the_real_transport_not_the_via(make_gateway
     assert got == []                                           # a UDP packet claiming TLS: dropped
     refused = gw.wait_for(lambda e: e.get("event") == "admission_refused")
     assert "TLS" in refused["explanation"]
+
+
+def test_require_tls_under_reject_answers_a_udp_invite_claiming_tls_once_with_403(make_gateway):
+    """A trusted source, but UDP whose Via claims TLS: one stateless 403 untrusted_source, never a call."""
+    gw = make_gateway(extra_gateway='require_tls = true\nuntrusted = "reject"')
+    with SipSocket("udp", gw.target) as sock:
+        sock.send(rewrite_top_via_sent_by(invite(gw, via_transport="TLS"), "127.0.0.1", sock.local_port))
+        got = sock.receive(3.0)                               # a stateful 403 would retransmit at 0.5, 1, 2 s
+    assert [r.status for r in got] == [403]
+    assert got[0].header("Reason") == 'SIP;cause=403;text="untrusted_source"'
+    assert "alice" not in got[0].raw.decode()
+    refused = gw.wait_for(lambda e: e.get("event") == "admission_refused")
+    assert "TLS" in refused["explanation"] and refused["answered"] is True
+    assert gw.call_lines() == []
+
+
+def _untrusted_request(gw, method: str, *, to_tag: str = "", call_id: str) -> bytes:
+    return (f"{method} sip:+33142685300@{gw.target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.2:5999;branch=z9hG4bK-{method}-{to_tag[5:]}\r\n"
+            "From: <sip:scanner@127.0.0.2>;tag=s1\r\n"
+            f"To: <sip:+33142685300@127.0.0.1>{to_tag}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nContact: <sip:scanner@127.0.0.2:5999>\r\n"
+            "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("untrusted", ["drop", "reject"])
+def test_an_untrusted_request_outside_our_dialogs_gets_nothing_but_the_invites_403(make_gateway, untrusted):
+    """A stranger's INVITE with a made-up To tag, its CANCEL or BYE, used to get
+    pjsip's stateless 481 even with the default "drop"."""
+    gw = make_gateway(extra_gateway=f'untrusted = "{untrusted}"')
+    for method, to_tag in [("INVITE", ";tag=made-up"), ("BYE", ";tag=made-up"), ("CANCEL", ""), ("OPTIONS", ""),
+                           ("NOTIFY", ";tag=x"), ("REGISTER", "")]:
+        data = _untrusted_request(gw, method, to_tag=to_tag, call_id=f"stranger-{method}@127.0.0.2")
+        got = exchange(gw, data, source_ip="127.0.0.2", timeout_s=1.0, settle_s=0)
+        expected = [403] if untrusted == "reject" and method == "INVITE" else []
+        assert [r.status for r in got] == expected, (method, got)
+    assert gw.call_lines() == []
+
+
+def test_an_untrusted_trunk_still_reaches_its_dialog(make_gateway, tmp_path):
+    """The filter lets a request from outside the trusted sources through when it
+    belongs to one of our dialogs: here the trunk (127.0.0.1, not trusted) hangs up."""
+    gw = GatewayProcess.create(tmp_path / "gw-bridge-only")
+    gw.config_path.write_text(gw.config_path.read_text().replace('trusted_sources = ["127.0.0.1/32"]',
+                                                                  'trusted_sources = ["127.0.0.2/32"]'))
+    gw.start()
+    try:
+        trunk = start_trunk(gw, tmp_path, "trunk_hangs_up.xml", extra=["-d", "300", "-rsa", gw.target])
+        sock = SipSocket("udp", gw.target)
+        sock.sock.close()
+        sock.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.sock.bind(("127.0.0.2", 0))
+        sock.sock.setblocking(False)
+        with sock:
+            data = rewrite_top_via_sent_by(invite(gw, call_id="bridge-only-1@127.0.0.2"), "127.0.0.2", sock.local_port)
+            data = data.replace(b"Contact: <sip:bridge@127.0.0.1:5999>",
+                                f"Contact: <sip:bridge@127.0.0.2:{sock.local_port}>".encode())
+            final = final_response(sock.exchange(data, timeout_s=5.0, settle_s=0))
+            assert final is not None and final.status == 200, final
+            sock.send(_ack_2xx(data, final, sock.local_port, "UDP"))
+            bye = None
+            deadline = time.monotonic() + 5
+            while bye is None and time.monotonic() < deadline:
+                sock.receive(0.2)
+                bye = next((g for g in sock.garbage if g.startswith(b"BYE ")), None)
+            assert bye is not None, "the trunk's BYE did not reach the bridge through the gateway"
+            sock.send(_ok_for(bye))
+        trunk.communicate(timeout=20)
+        assert trunk.returncode == 0
+        line = gw.wait_calls(1)[0]
+        assert line["ended_by"] == "trunk" and line["bridge_status"] == 200
+        gw.assert_no_leaks()
+    finally:
+        gw.stop()
+    gw.assert_stdout_is_json()
+
+
+def _ok_for(request: bytes) -> bytes:
+    head = request.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    keep = [line for line in head[1:] if line.split(b":", 1)[0].strip().lower() in
+            (b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq")]
+    return b"\r\n".join([b"SIP/2.0 200 OK", *keep, b"Content-Length: 0", b"", b""])
 
 
 def test_no_server_or_user_agent_header_by_default(gateway):

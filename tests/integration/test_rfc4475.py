@@ -40,9 +40,9 @@ silently absorbed by that transaction. An INVITE server transaction over
 UDP lives T4 = 5 s after the ACK (Timer I), so ``TransactionSpacer`` waits
 that long before re-using such a key. MESSAGE (pjsua_im) and SUBSCRIBE
 (pjsua_pres) answered over UDP are assumed to hold their key for Timer J
-(32 s). Every other request leaves no transaction: pjsua answers OPTIONS
-statelessly (pjsua_core.c options_on_rx_request), and the pjsip modules of
-gateway/pjsip_fallback.py answer the rest statelessly. A response with that
+(32 s). Every other request leaves no transaction: csrc/sipcore.c answers
+requests outside a dialog statelessly (answer_out_of_dialog), and those
+pjsip's parser refuses from their raw lines (on_dropped). A response with that
 pjsip warning, or answering another Call-ID, fails the test as an artifact
 rather than passing as a "400".
 
@@ -158,18 +158,12 @@ def case(section, file, accept, rfc, **kw) -> Case:
     return Case(section, file, accept, rfc, **kw)
 
 
-# pjsip/pjsua facts the diagnoses below rest on (pjproject 2.17 source). Out-of-dialog requests
-# pjsua leaves unanswered (REGISTER, unknown methods: 405 + Allow / 501) and the non-INVITE requests
-# pjsua would answer 200 although RFC 4475 wants a rejection (CSeq method mismatch and several
-# Content-Length: 400; unknown Require tags: 420 + Unsupported) are answered statelessly by the
-# pjsip modules gateway/pjsip_fallback.py registers (mod-gw-fallback after pjsua's modules,
-# mod-gw-precheck before pjsua's OPTIONS handler).
-_SERVICE_STATUS = ("pjsip accepts it and pjsua hands it to on_invite; sip.read_invite raises "
-                   "SipParseError(reason={reason!r}, status={status}) and gateway/service.py _handle_invite "
-                   "maps every SipParseError to 484 number_invalid")
-_SERVICE_STATUS_FIX = ("gateway/service.py _handle_invite: answer exc.status (400 here; 416/505 when the "
-                       "parser says so) with a reason such as 'malformed_request', keeping 484 number_invalid "
-                       "for a well-formed Request-URI whose user part is not a dialable number")
+# Where the answers come from (pjproject 2.17 below csrc/sipcore.c): requests outside a dialog other
+# than INVITE (REGISTER, unknown methods: 405 + Allow / 501; CSeq method mismatch and several
+# Content-Length: 400; unknown Require tags: 420 + Unsupported; OPTIONS: 200) are answered statelessly
+# by answer_out_of_dialog; a request pjsip's parser refuses gets its stateless 400 (405 for a method
+# the gateway implements for nobody, 416 for a Request-URI scheme other than sip/sips/tel) from
+# on_dropped; INVITEs go to gateway/service.py.
 
 CASES: list[Case] = [
     # 3.1.1 valid messages: the parser must accept them; the answer is the application's.
@@ -233,7 +227,7 @@ CASES: list[Case] = [
     case("3.1.2.16", "badvers.dat", {505, DROP},
          "SIP/7.0: 505 Version Not Supported (pjsip's parser refuses it and drops it, the 3.1.2 fallback)"),
     case("3.1.2.17", "mismatch01.dat", {400, DROP},
-         "OPTIONS with CSeq method INVITE: 400 (mod-gw-precheck; pjsua alone would answer 200)"),
+         "OPTIONS with CSeq method INVITE: 400 (answer_out_of_dialog)"),
     case("3.1.2.18", "mismatch02.dat", {501, 400, DROP},
          "unknown method with a CSeq method mismatch: 501 (400 also acceptable)"),
     case("3.1.2.19", "bigcode.dat", DROP, "response with status 4294967301: discarded"),
@@ -244,36 +238,30 @@ CASES: list[Case] = [
     # 3.3 application layer
     case("3.3.0.10", "insuf.dat", {400, DROP},
          "no Call-ID, From or To: must not break; ideally 400 (pjsip drops it before any module: PJSIP_EMISSINGHDR)"),
-    case("3.3.0.20", "unkscm.dat", 416, "unknown Request-URI scheme: 416 Unsupported URI Scheme",
-         mismatch=("no response: pjsip's parser has no URI parser for the scheme, raises a syntax error on "
-                   "the request line and drops the message (sip_transport.c 'Dropping ... packet'); nothing "
-                   "reaches pjsua or Python. Fix: only in pjsip (a generic URI parser via "
-                   "pjsip_register_uri_parser, then a 416 from the catch-all module); or accept the drop as "
-                   "a documented deviation")),
+    case("3.3.0.20", "unkscm.dat", 416,
+         "unknown Request-URI scheme: 416 Unsupported URI Scheme (pjsip's parser has no URI parser for the "
+         "scheme and refuses the whole request; csrc/sipcore.c answers it from the request line)"),
     case("3.3.0.30", "novelsc.dat", 416,
-         "soap.beep Request-URI, a scheme the gateway never accepts: 416",
-         mismatch="no response: same as unkscm (pjsip drops a request line with a scheme it cannot parse)"),
+         "soap.beep Request-URI, a scheme the gateway never accepts: 416 (answered from the request line, "
+         "as unkscm)"),
     case("3.3.0.40", "unksm2.dat", {405, 400},
          "valid REGISTER with non-SIP URIs in To/From/Contact; a non-registrar rejects it (405; a registrar 400)",
          checks=(_allow_on_405,)),
     case("3.3.0.50", "bext01.dat", 420,
          "unknown option tags in Require: a UAS answers 420 with Unsupported listing the Require tags "
-         "(Proxy-Require is a proxy's business; pjsip checks Require only for INVITE, mod-gw-precheck "
+         "(Proxy-Require is a proxy's business; pjsip checks Require for INVITE, answer_out_of_dialog "
          "for the other methods)", checks=(_unsupported_lists_require,)),
     case("3.3.0.60", "invut.dat", 415, "INVITE with an unknown body type: 415 with Accept: application/sdp",
          checks=(_accept_sdp_on_415,)),
     case("3.3.0.70", "regaut01.dat", 405,
-         "REGISTER with an unknown Authorization scheme; an endpoint that is no registrar: 405",
-         checks=(_allow_on_405,),
-         mismatch=("no response: pjsip's Authorization parser knows only the Digest and PGP schemes "
-                   "(sip_auth_parser.c int_parse_hdr_authorization throws PJSIP_SYN_ERR_EXCEPTION), so the "
-                   "whole request is dropped as a syntax error ('Dropping ... packet') before any module, "
-                   "gateway/pjsip_fallback.py's included, sees it. Fix: only in pjsip (parse an unknown "
-                   "scheme as an opaque credential); or accept the drop as a documented deviation")),
+         "REGISTER with an unknown Authorization scheme; an endpoint that is no registrar: 405 (pjsip's "
+         "Authorization parser knows only Digest and PGP and refuses the whole request; csrc/sipcore.c answers "
+         "a method it implements for nobody with 405 + Allow from the request line, RFC 3261 8.2.1)",
+         checks=(_allow_on_405,)),
     case("3.3.0.80", "multi01.dat", 400, "several Call-ID/To/From/CSeq/Max-Forwards values: 400"),
     case("3.3.0.90", "mcl01.dat", 400,
          "conflicting Content-Length values: respond with an error (400; pjsip keeps both headers without "
-         "complaint, mod-gw-precheck rejects more than one)"),
+         "complaint, answer_out_of_dialog rejects more than one)"),
     case("3.3.1.00", "bcast.dat", DROP, "200 OK with a broadcast Via matching no transaction: discarded"),
     case("3.3.1.10", "zeromf.dat", {200, 483},
          "Max-Forwards 0: an endpoint processes it as if positive (OPTIONS -> 200); 483 is a proxy's answer"),
@@ -386,7 +374,7 @@ class TransactionSpacer:
             return  # over TCP Timers I and J are 0; an unanswered request made no transaction
         method = request_line(raw).split(" ", 1)[0]
         if method not in STATEFUL_METHODS:
-            return  # answered statelessly: OPTIONS by pjsua, the rest by gateway/pjsip_fallback.py
+            return  # answered statelessly by csrc/sipcore.c (answer_out_of_dialog)
         life = T4_S if key[0] == "INVITE" else TIMER_J_S
         self.busy_until[key] = time.monotonic() + life + 0.5
 

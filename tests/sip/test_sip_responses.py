@@ -196,3 +196,12 @@ def test_reason_phrase(status, phrase):
 def test_reason_phrase_refuses_non_status(status):
     with pytest.raises(ValueError):
         reason_phrase(status)
+
+
+def test_sanitize_blanks_format_characters_such_as_bidi_overrides():
+    """Found by fuzzing: "organiser alice@con\u202etoso.com is not in the directory"
+    went into a Warning with its right-to-left override, which makes the rest
+    of the line read backwards to an operator."""
+    assert sanitize_text("alice@con\u202etoso.com") == "alice@con toso.com"
+    assert sanitize_text("a\u2066b\u200bc\U000e0041d\ufeffe") == "a b c d e"
+    assert sanitize_text("café ☎ +33 1 42 68 53 00") == "café ☎ +33 1 42 68 53 00"
