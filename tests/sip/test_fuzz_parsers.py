@@ -26,7 +26,7 @@ from call.events import Body
 from sip import SipParseError, invite_from_request, parse_request
 from sip import headers as H
 from sip.message import parse_address, parse_header_params, split_header_list
-from sip.sdp import MAX_MEDIA, answer_directions, check_sdp, connection_address, extract_sdp, is_hold, media_ports
+from sip.sdp import MAX_MEDIA, check_sdp, connection_address, extract_sdp, is_hold, media_ports
 from sip.uri import dialled_from_request_uri, parse_uri
 from tests.fuzzing import NASTY_VALUES, REQUEST_URIS, SDP, SDP_LINES, SEEDS, fill_seed, make_case, mutate_bytes
 
@@ -294,11 +294,9 @@ def test_check_sdp_on_radamsa_mutations():
 
 
 @fuzz
-@given(st.one_of(sdp_texts(), st.text(max_size=400)), st.one_of(sdp_texts(), st.text(max_size=400)))
-def test_sdp_helpers_never_raise(offer, answer):
+@given(st.one_of(sdp_texts(), st.text(max_size=400)))
+def test_sdp_helpers_never_raise(offer):
     connection_address(offer)
     media_ports(offer)
     is_hold(offer)
-    result = answer_directions(offer, answer)
-    assert isinstance(result, str)
     extract_sdp("multipart/mixed;boundary=b", offer)
