@@ -187,16 +187,46 @@ def test_the_builder_installs_setup_sh_packages():
 
 
 def test_the_images_install_both_wheels_and_check_the_extension():
-    """The runtime images get the two wheels from the builder and import the C
-    extension at build time: a wrong rpath fails the build, not the first call."""
-    for stage, python in (("gateway", "/opt/dialout/bin/python"),):
+    """The runtime images install the builder's two wheels into their venv and
+    run the CLI at build time; the gateway image also imports the C extension,
+    so a wrong rpath fails the build, not the first call."""
+    for stage, venv_bin in (("gateway", "/opt/dialout/bin/"), ("kamailio-plugin", "/opt/dialout-gateway/.venv/bin/")):
         runs = [ins.args for ins in instructions() if ins.stage == stage and ins.keyword == "RUN"
                 and "from=builder,source=/wheels" in ins.args]
         assert len(runs) == 1, stage
-        assert "/wheels/*.whl" in runs[0] and python.rsplit("/", 1)[0] in runs[0], runs[0]
+        assert f"{venv_bin}pip install" in runs[0] and "/wheels/*.whl" in runs[0], runs[0]
         assert "dialout-gw --version" in runs[0], stage
     gateway = next(ins.args for ins in instructions() if ins.stage == "gateway" and "from=builder" in ins.args)
-    assert 'python -c "import gateway._sipcore"' in gateway
+    assert '/opt/dialout/bin/python -c "import gateway._sipcore"' in gateway
+
+
+def test_the_kamailio_plugin_image_matches_its_loader_and_cfg():
+    """The venv is where examples/kamailio/dialout.py looks by default, made with
+    bookworm's python3 (3.11, what app_python3 embeds); the cfg and the loader
+    are copied as shipped, and the entrypoint names the loader."""
+    stage = [ins for ins in instructions() if ins.stage == "kamailio-plugin"]
+    assert stage, "docker/Dockerfile has a kamailio-plugin stage"
+    release = re.search(r"^ARG DEBIAN_RELEASE=(\w+)$", DOCKERFILE.read_text(), re.M).group(1)
+    assert release == "bookworm"  # python3 is 3.11 there; the venv path below says so
+    assert "FROM debian:${DEBIAN_RELEASE}-slim AS kamailio-plugin" == f"FROM {stage[0].args}"
+    apt = next(ins.args for ins in stage if "apt-get install" in ins.args).split()
+    assert {"kamailio", "kamailio-python3-modules", "python3", "python3-venv"} <= set(apt)
+    env = " ".join(ins.args for ins in stage if ins.keyword == "ENV")
+    loader = (ROOT / "examples" / "kamailio" / "dialout.py").read_text()
+    default_site = re.search(r'"DIALOUT_SITE_PACKAGES", "([^"]+)"', loader).group(1)
+    default_config = re.search(r'"DIALOUT_CONFIG", "([^"]+)"', loader).group(1)
+    assert f"DIALOUT_SITE_PACKAGES={default_site}" in env and f"DIALOUT_CONFIG={default_config}" in env
+    venv = next(ins.args for ins in stage if "python3 -m venv" in ins.args)
+    assert default_site.startswith(venv.split("python3 -m venv ", 1)[1].split()[0] + "/lib/python3.11/")
+    copied = copied_paths("kamailio-plugin")
+    assert copied == {"examples/kamailio/kamailio.cfg": "/etc/kamailio/dialout/kamailio.cfg",
+                      "examples/kamailio/dialout.py": "/etc/kamailio/dialout/dialout.py"}, copied
+    assert not any(ignored(p) for p in copied)
+    entrypoint = next(ins.args for ins in stage if ins.keyword == "ENTRYPOINT")
+    import json
+    argv = json.loads(entrypoint)
+    assert argv[argv.index("-f") + 1] == "/etc/kamailio/dialout/kamailio.cfg"
+    assert 'DIALOUT_SCRIPT="/etc/kamailio/dialout/dialout.py"' in argv
 
 
 def test_the_context_leaves_out_the_in_place_extension_and_the_venv():
@@ -206,3 +236,4 @@ def test_the_context_leaves_out_the_in_place_extension_and_the_venv():
     assert not ignored("gateway/cli.py") and not ignored("csrc/sipcore.c")
     migrations = sorted((ROOT / "store" / "migrations").rglob("*.sql"))
     assert migrations and not any(ignored(str(p.relative_to(ROOT))) for p in migrations)
+    assert not ignored("examples/kamailio/dialout.py")

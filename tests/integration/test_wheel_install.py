@@ -1,6 +1,6 @@
 """The images' install route, without Docker: the project's wheel built the way
 docker/Dockerfile's builder builds it, then installed with the pjsua2 wheel
-into a fresh venv, as the gateway image does.
+into a fresh venv, as the gateway and kamailio-plugin images do.
 
 - the build context is what the builder COPYs (tests/test_dockerfile.py reads
   the COPY lines), with docker/Dockerfile.dockerignore applied;
@@ -19,7 +19,7 @@ after each new venv's own site-packages. So `pip --no-index`, no network, and
 neither the work tree nor the tests' pjsua2 can stand in for what was installed.
 
 Needs what `make test` installs: the pjsua2 build cached by scripts/setup.sh,
-and a C compiler.
+a C compiler, and for the plugin check Debian's kamailio with app_python3.
 """
 
 from __future__ import annotations
@@ -182,3 +182,29 @@ def test_the_installed_wheel_runs_from_its_own_venv(installed):
     # The config and the ledger (its migrations come from the wheel): exit 0.
     run([runtime.path / "bin" / "dialout-gw", "run", "--config", REPO / "examples" / "gateway.toml", "--check"],
         cwd=outside)
+
+
+def test_kamailio_loads_the_plugin_from_the_installed_wheel(installed, tmp_path):
+    """The kamailio-plugin image: examples/kamailio/ copied as the Dockerfile
+    copies it, DIALOUT_SITE_PACKAGES the venv of the two wheels."""
+    from tests.integration.sipp_runner import free_port
+    from tests.integration.test_kamailio_plugin import KAMAILIO_CFG, LOADER, KamailioPlugin, plugin_config
+
+    etc = tmp_path / "etc"
+    for source, dest in copied_paths("kamailio-plugin").items():
+        copy_context(source, etc / dest.lstrip("/"))
+    cfg = etc / "etc/kamailio/dialout/kamailio.cfg"
+    loader = etc / "etc/kamailio/dialout/dialout.py"
+    trunk_port = free_port()
+    k = KamailioPlugin(tmp_path / "kamailio", plugin_config(tmp_path, trunk_port), trunk_port=trunk_port)
+    k.cmd = [str(cfg) if a == str(KAMAILIO_CFG) else a.replace(str(LOADER), str(loader)) for a in k.cmd]
+    assert str(cfg) in k.cmd and f'DIALOUT_SCRIPT="{loader}"' in k.cmd
+    k.env = clean_env(DIALOUT_SITE_PACKAGES=str(installed.runtime.site), DIALOUT_CONFIG=str(k.config_path),
+                      PYTHONHOME="/usr")
+    try:
+        k.start()   # answers OPTIONS and logged kamailio_plugin_started (ledger migrated)
+        (started,) = k.events("kamailio_plugin_started")
+        assert started["schema_version"] >= 1, started
+        assert "Traceback" not in k.log()
+    finally:
+        k.stop()
