@@ -38,7 +38,14 @@ def sipcore_extension() -> Extension:
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-fvisibility=hidden", "-Werror"],
         library_dirs=[str(lib.parent)],
         libraries=[f":{lib.name}"],
-        runtime_library_dirs=[str(lib.parent)],
+        # Where _pjsua2 is at run time. An installed wheel has gateway/_sipcore*.so
+        # one level below site-packages, where pjsua2's wheel put _pjsua2: "$ORIGIN/.."
+        # (docker/Dockerfile builds the wheel in one venv and installs it in another).
+        # It comes first, so that an installed wheel never loads the build venv's
+        # copy, a second pjsip, while that venv still exists. An in-place build
+        # (scripts/setup.sh: gateway/ in the work tree) finds none there and takes
+        # the build venv's, the second entry.
+        runtime_library_dirs=["$ORIGIN/..", str(lib.parent)],
     )
 
 

@@ -36,6 +36,7 @@ DOCKER = REPO / "docker"
 KAMAILIO_CFG = DOCKER / "kamailio" / "kamailio.cfg"
 BRIDGE_SCENARIO = DOCKER / "sipp" / "bridge_call.xml"  # follows Record-Route
 REFUSING_CARRIER = DOCKER / "sipp" / "trunk_503.xml"   # carrier-a: 503 to every call
+ANSWERING_CARRIER = "proxy_trunk_answer.xml"            # carrier-b (tests/integration/sipp/)
 FR_NUMBER = "+33142685300"
 CALLS = 20
 
@@ -280,7 +281,7 @@ def test_docker_files_agree_with_each_other():
     """compose.yaml, gateway.toml, dispatcher.list, kamailio.cfg and the
     monitoring files name the same addresses and files, the gateway config
     loads, and Kamailio accepts its config as compose runs it. (Docker itself
-    cannot run here.)"""
+    cannot run here.) The plugin topology: test_docker_plugin_profile_*."""
     import re
 
     import yaml
@@ -293,7 +294,7 @@ def test_docker_files_agree_with_each_other():
     services = compose["services"]
     addresses = {name: svc["networks"]["sip"]["ipv4_address"] for name, svc in services.items()}
     assert set(addresses) == {"postgres", "gw1", "gw2", "kamailio", "carrier-a", "carrier-b", "sipp-bridge",
-                              "prometheus", "grafana"}, addresses
+                              "kamailio-plugin", "sipp-bridge-plugin", "prometheus", "grafana"}, addresses
     assert len(set(addresses.values())) == len(addresses), addresses
 
     # Every file or folder compose mounts exists, and every SIPp scenario it names.
@@ -326,7 +327,10 @@ def test_docker_files_agree_with_each_other():
     assert all(t.setup_timeout_s for t in settings.trunks)
     refusing = _host_path(services["carrier-a"], services["carrier-a"]["command"][1])
     assert "SIP/2.0 503 Service Unavailable" in refusing.read_text()
-    assert services["carrier-b"]["command"][1].endswith("/trunk_answer.xml")
+    # carrier-b answers both topologies' calls: it returns a proxy's Record-Route
+    # (kamailio-plugin's), and the gateways send none.
+    answering = _host_path(services["carrier-b"], services["carrier-b"]["command"][1])
+    assert answering.name == ANSWERING_CARRIER and "[last_Record-Route:]" in answering.read_text()
 
     listed = re.findall(r"^1 sip:([0-9.]+):5060 ", (DOCKER / "kamailio" / "dispatcher.list").read_text(), re.M)
     assert listed == [addresses["gw1"], addresses["gw2"]]
@@ -351,11 +355,78 @@ def test_docker_files_agree_with_each_other():
     assert _host_path(services["sipp-bridge"], "/scenarios/docker/bridge_call.xml") == BRIDGE_SCENARIO.resolve()
 
 
+def test_docker_plugin_profile_runs_the_shipped_cfg_with_a_config_the_plugin_loads():
+    """`--profile plugin`: kamailio-plugin runs examples/kamailio/kamailio.cfg (the
+    kamailio-plugin image) with docker/kamailio-plugin.toml, which the plugin's own
+    loader accepts: it relays to carrier-b (the plugin takes the first trunk only),
+    trusts only sipp-bridge-plugin, keeps its own instance_id on the gateways'
+    ledger, and has the gateways' policy, so both topologies decide alike."""
+    import json
+    import tomllib
+
+    import yaml
+
+    from gateway.config import load_config
+    from gateway.settings import runtime_settings
+    from kamailio_plugin.settings import load_settings
+    from tests.test_dockerfile import copied_paths, instructions
+
+    services = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
+    addresses = {name: svc["networks"]["sip"]["ipv4_address"] for name, svc in services.items()}
+    plugin, bridge = services["kamailio-plugin"], services["sipp-bridge-plugin"]
+    assert plugin["build"]["target"] == "kamailio-plugin" and "plugin" in plugin["profiles"]
+    # `docker compose run --rm sipp-bridge-plugin` enables the bridge's profiles, which
+    # must enable kamailio-plugin too; `--profile plugin up` must not run the one-shot.
+    assert set(bridge["profiles"]) & set(plugin["profiles"]) and "plugin" not in bridge["profiles"]
+    assert set(plugin["depends_on"]) == {"postgres", "carrier-b"}
+    assert not any("profiles" in services[dep] for dep in plugin["depends_on"])  # always enabled
+    for name, svc in services.items():  # the default topology needs nothing of the plugin's
+        if "profiles" not in svc:
+            assert not set(svc.get("depends_on", {})) & {"kamailio-plugin", "sipp-bridge-plugin"}, name
+
+    # The config, found through the service's mounts, loads with the plugin's loader.
+    config = _host_path(plugin, plugin["environment"]["DIALOUT_CONFIG"])
+    assert config == (DOCKER / "kamailio-plugin.toml").resolve() and config.is_file()
+    settings = load_settings(config)
+    assert settings.trunk_host == f"{addresses['carrier-b']}:5060"
+    assert [str(n) for n in settings.runtime.trusted_sources] == [f"{addresses['sipp-bridge-plugin']}/32"]
+    gateways = runtime_settings(load_config(DOCKER / "gateway.toml").sections)
+    assert settings.runtime.store.url == gateways.store.url
+    assert settings.runtime.store.instance_id == plugin["hostname"] == "kamailio-plugin"
+    assert settings.runtime.store.instance_id not in {services["gw1"]["hostname"], services["gw2"]["hostname"]}
+    # The policy part is a copy of gateway.toml's (TOML has no include): the same data.
+    ours = tomllib.loads(config.read_text())
+    theirs = tomllib.loads((DOCKER / "gateway.toml").read_text())
+    for key in ("policy", "tenants", "organizers"):
+        assert ours[key] == theirs[key], f"kamailio-plugin.toml's [{key}] differs from gateway.toml's"
+
+    # The bridge: sipp-bridge's scenario (it follows the Record-Route), to kamailio-plugin.
+    assert bridge["command"][0] == f"{addresses['kamailio-plugin']}:5060"
+    assert bridge["command"][1:3] == services["sipp-bridge"]["command"][1:3] == ["-sf", "/scenarios/docker/bridge_call.xml"]
+
+    # The image's entrypoint and compose's command, with the image's copies of
+    # examples/kamailio/ mapped back to the repository: Kamailio accepts them and
+    # listens on the container's address.
+    entrypoint = json.loads(next(ins.args for ins in instructions()
+                                 if ins.stage == "kamailio-plugin" and ins.keyword == "ENTRYPOINT"))
+    argv = entrypoint[1:] + plugin["command"]
+    assert f"SIP_ADDRESS={addresses['kamailio-plugin']}" in argv and "SIP_PORT=5060" in argv
+    in_image = {dest: REPO / source for source, dest in copied_paths("kamailio-plugin").items()}
+    for dest, source in in_image.items():
+        argv = [arg.replace(dest, str(source)) for arg in argv]
+    run_dir = argv.index("-Y")
+    argv = [arg for i, arg in enumerate(argv) if arg not in ("-DD", "-E") and i not in (run_dir, run_dir + 1)]
+    assert argv[argv.index("-f") + 1] == str(REPO / "examples" / "kamailio" / "kamailio.cfg")
+    check = subprocess.run([kamailio_binary(), "-c", *argv], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr[-3000:]
+    assert f"udp: {addresses['kamailio-plugin']} [{addresses['kamailio-plugin']}]:5060" in check.stdout + check.stderr
+
+
 @pytest.mark.postgres
 def test_kamailio_dispatches_to_two_gateways_sharing_one_postgres_ledger(tmp_path, topology_db, started):
     trunk_port, refusing_port = free_port(), free_port()
     extra_calls = 4
-    trunk = run_sipp("trunk_answer.xml", "", tmp_path / "trunk", calls=CALLS + extra_calls, local_port=trunk_port,
+    trunk = run_sipp(ANSWERING_CARRIER, "", tmp_path / "trunk", calls=CALLS + extra_calls, local_port=trunk_port,
                      extra=["-mp", str(media_port())], background=True, timeout_s=90)
     started.append(trunk)
     refusing = run_sipp(str(REFUSING_CARRIER), "", tmp_path / "carrier-a", calls=CALLS + extra_calls,
