@@ -84,7 +84,7 @@ fi
 ext_stamp="$venv/.sipcore-$(cat "$top"/csrc/* "$top/setup.py" "$wheel" | sha256sum | cut -c1-12)"
 if [ ! -f "$ext_stamp" ] || ! ls "$top"/gateway/_sipcore*.so >/dev/null 2>&1; then
   log "building the gateway's C extension (csrc/)"
-  (cd "$top" && "$venv/bin/python" setup.py -q build_ext --inplace >/dev/null 2>"$venv/.sipcore-build.log") \
+  (cd "$top" && "$venv/bin/python" setup.py -q build_ext --inplace --force >/dev/null 2>"$venv/.sipcore-build.log") \
     || { cat "$venv/.sipcore-build.log" >&2; log "the C extension failed to build"; exit 1; }
   rm -f "$venv"/.sipcore-*
   touch "$ext_stamp"
