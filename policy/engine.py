@@ -97,7 +97,8 @@ def decide(request: CallRequest, snapshot: Snapshot, now: datetime, settings: Po
     assessed = _assess(request, now, settings)
     if type(assessed) is Decision:
         return assessed
-    return _decide(*assessed, snapshot, settings)  # type: ignore[misc]
+    org, number, local, period, trace = assessed  # type: ignore[misc]
+    return _decide(org, number, local, period, trace, snapshot, settings)
 
 
 def assess(request: CallRequest, now: datetime, settings: PolicySettings) -> Decision | Assessment:
@@ -116,8 +117,8 @@ def assess(request: CallRequest, now: datetime, settings: PolicySettings) -> Dec
         organizer=org,
         tenant_id=org.tenant.id,
         organizer_id=org.id,
-        e164=number.e164,  # not special: those are blocked at rule 4
-        region=number.region,
+        e164=number.e164 or "",  # set: a number that is not special (those are blocked at rule 4)
+        region=number.region or "",
         number=number,
         tz=org.tenant.timezone,
         period=period,

@@ -111,7 +111,7 @@ def _invalid(error: str) -> NormalizedNumber:
     return NormalizedNumber(ok=False, error=error)
 
 
-def _strip_uri(dialled: str) -> tuple[str, str | None] | None:
+def _strip_uri(dialled: str) -> tuple[str, str | None]:
     """Remove `tel:`/`sip:` and URI parameters; return (number, phone-context)."""
     text = dialled.strip()
     lowered = text[:5].lower()

@@ -19,7 +19,7 @@ class Reason(StrEnum):
     """
 
     # `_ignore_` keeps the helper names below out of the member list.
-    _ignore_ = ("status", "transient", "stage")
+    _ignore_ = ["status", "transient", "stage"]
 
     status: int
     transient: bool

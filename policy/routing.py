@@ -31,6 +31,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import phonenumbers
 
@@ -152,7 +153,7 @@ def _schedule(weights: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def caller_id_for(tenant, trunk: Trunk | None, default: str) -> str:
+def caller_id_for(tenant: Any, trunk: Trunk | None, default: str) -> str:
     """The caller ID (a SIP or tel URI, the From of the trunk leg) for a call.
 
     Precedence: the tenant's `caller_id` (an E.164 number), then the trunk's

@@ -284,8 +284,7 @@ def parse_address(value: str, *, allow_star: bool = False) -> Address:
             if "?" in uri or "," in uri or ">" in uri:
                 raise SipParseError("address URI with '?' or ',' needs <>")
             _check_address_uri(uri)
-            params = parse_header_params(params_text) if semi else ()
-            return Address(None, uri, params)
+            return Address(None, uri, parse_header_params(params_text) if semi else ())
         words = v[:lt].split()
         for word in words:
             # Lenient: UTF-8 letters are accepted in an unquoted display name
@@ -486,19 +485,19 @@ def parse_request(raw: str | bytes) -> SipRequest:
                 bucket.append(v)
                 headers.append((canon, v))
         else:
-            bucket = index.get(key)
-            if bucket is None:
+            found = index.get(key)
+            if found is None:
                 index[key] = [value]
             else:
-                bucket.append(value)
+                found.append(value)
             headers.append((canon, value))
 
     for key in _REQUIRED:
         if key not in index:
             raise SipParseError(f"missing {_CANONICAL[key]} header")
     for key in _SINGLE:
-        values = index.get(key)
-        if values is not None and len(values) > 1:
+        single = index.get(key)
+        if single is not None and len(single) > 1:
             raise SipParseError(f"more than one {_CANONICAL[key]} header")
 
     call_id = index["call-id"][0]
@@ -518,10 +517,10 @@ def parse_request(raw: str | bytes) -> SipRequest:
         raise SipParseError("Max-Forwards out of range")
 
     for key in _ADDRESS_HEADERS:
-        values = index.get(key)
-        if values:
+        addresses = index.get(key)
+        if addresses:
             star = key == "contact"
-            for v in values:
+            for v in addresses:
                 parse_address(v, allow_star=star)
     for v in index["via"]:
         _check_via(v)

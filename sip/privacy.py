@@ -96,10 +96,10 @@ def mask_numbers_in(text: str | None) -> str | None:
     if not text:
         return text
 
-    def one(match: re.Match) -> str:
+    def one(match: re.Match[str]) -> str:
         start = match.start()
         if start and text[start - 1] == ":" and _SECONDS.fullmatch(match.group()):
-            return match.group()
+            return str(match.group())
         return _mask_found(match.group())
 
     return _NUMBER_IN_TEXT.sub(one, text)

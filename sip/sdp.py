@@ -10,6 +10,8 @@ either ``application/sdp`` or a ``multipart/*`` body (RFC 2046) holding an
 
 from __future__ import annotations
 
+from typing import Any
+
 from .errors import SipParseError
 from .message import parse_header_params
 
@@ -76,7 +78,7 @@ def is_hold(sdp: str) -> bool:
     decide."""
     session_dir = "sendrecv"
     session_addr: str | None = None
-    streams: list[list] = []  # [port, direction or None, address or None]
+    streams: list[list[Any]] = []  # [port, direction or None, address or None]
     for kind, value in _lines(sdp):
         if kind == "m":
             parts = value.split()
@@ -231,7 +233,7 @@ def _host_ok(addr: str) -> bool:
     return len(addr) <= 253 and all(c.isalnum() or c in "-." for c in addr) and bool(addr)
 
 
-def check_sdp(body) -> str | None:
+def check_sdp(body: Any) -> str | None:
     """Why an SDP cannot be relayed safely, or None when it can.
 
     `body` is a ``call.events.Body`` (content type and bytes) or raw bytes of
