@@ -22,6 +22,13 @@
 #define PJSIP_UDP_SO_RCVBUF_SIZE         (8 * 1024 * 1024)
 #define PJSIP_UDP_SO_SNDBUF_SIZE         (8 * 1024 * 1024)
 
+/* The largest SIP message received or sent, UDP or TCP. pjsip's 4000 cuts a
+ * bridge's offer with video and ICE candidates (a datagram beyond it is now
+ * refused 400; over TCP it would be lost); 16 KB matches the INVITE size the
+ * service accepts (gateway/service.py MAX_INVITE_BYTES). Each message being
+ * built reserves this much in its pool while it lives. */
+#define PJSIP_MAX_PKT_LEN                16384
+
 /* A TCP/TLS listener must accept many bridges and connections at once. */
 #define PJSIP_TCP_TRANSPORT_BACKLOG      1024
 #define PJSIP_TLS_TRANSPORT_BACKLOG      1024

@@ -12,7 +12,7 @@ How each message is delivered (and the only bytes ever changed)
   and its point (420 for an unknown Require) does not depend on it, so it
   goes over TCP. Messages without a Via (``test.dat``) go over UDP. The
   largest message (``longreq``, 3515 bytes) names TCP anyway; everything
-  would fit pjsip's 4000-byte PJSIP_MAX_PKT_LEN over UDP too.
+  would fit pjsip's PJSIP_MAX_PKT_LEN over UDP too.
 * UDP requests: the top Via's *sent-by* (host[:port], nothing else) is
   replaced by ``127.0.0.1:<our socket's port>``. RFC 3261 §18.2.2: without
   ``rport`` a UAS answers a UDP request at the ``received`` address (the
