@@ -194,8 +194,8 @@ def proc_tree_cpu_ms(root: int) -> float:
     return total * 1000.0 / CLK_TCK
 
 
-def cpu_by_process() -> dict[int, tuple[str, int]]:
-    """pid -> (command name, utime+stime ticks) of every process on the machine."""
+def cpu_by_process() -> dict[int, tuple[str, int, int]]:
+    """pid -> (command name, utime+stime ticks, parent pid) of every process on the machine."""
     out = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -206,17 +206,18 @@ def cpu_by_process() -> dict[int, tuple[str, int]]:
                 continue
             head, _, rest = text.rpartition(")")
             fields = rest.split()
-            out[int(entry)] = (head.partition("(")[2], int(fields[11]) + int(fields[12]))
+            out[int(entry)] = (head.partition("(")[2], int(fields[11]) + int(fields[12]), int(fields[1]))
     return out
 
 
 def top_consumers(before: dict, after: dict, exclude: set[int], n: int = 4) -> list[str]:
-    """The processes that used the most CPU between two cpu_by_process() snapshots."""
+    """The processes that used the most CPU between two cpu_by_process() snapshots,
+    leaving out `exclude` and their children."""
     used: dict[str, int] = {}
-    for pid, (comm, ticks) in after.items():
-        if pid in exclude:
+    for pid, (comm, ticks, ppid) in after.items():
+        if pid in exclude or ppid in exclude:
             continue
-        delta = ticks - before.get(pid, (comm, 0))[1]
+        delta = ticks - before.get(pid, (comm, 0, 0))[1]
         if delta > 0:
             used[comm] = used.get(comm, 0) + delta
     top = sorted(used.items(), key=lambda kv: -kv[1])[:n]
@@ -686,6 +687,7 @@ class Bench:
         self.last_rtt: list[tuple[float, float]] = []
         self.last_bridge: Sipp | None = None
         self.db_cpu = None            # CPU of the current gateway's database server (PostgreSQL), or None
+        self.db_pid: int | None = None
         self._prepare_scenarios()
 
     # --- set-up -------------------------------------------------------------------
@@ -722,7 +724,8 @@ class Bench:
         self.gw_no += 1
         self.gw = GatewayProcess.create(self.workdir / f"gw{self.gw_no:02d}-{label}", policy_text=self.policy_text(),
                                         extra_gateway=EXTRA_GATEWAY, store_url=pg.schema_url() if pg else None)
-        self.db_cpu = pg.cpu_ms if pg and pg.postmaster_pid() else None
+        self.db_pid = pg.postmaster_pid() if pg else None
+        self.db_cpu = pg.cpu_ms if self.db_pid else None
         if seed_calls:
             t = time.monotonic()
             seed_ledger(self.gw.workdir / "ledger.db", seed_calls)
@@ -739,7 +742,7 @@ class Bench:
             f"{self.idle_cpu_ms_per_s:.1f} ms CPU/s, RSS {proc_rss_mb(self.gw.proc.pid)[0]:.0f} MB")
 
     def stop_gateway(self) -> None:
-        self.db_cpu = None
+        self.db_cpu = self.db_pid = None
         if self.gw is not None and self.gw.proc is not None and self.gw.proc.poll() is None:
             try:
                 self.gw.stop(timeout_s=20)
@@ -900,6 +903,8 @@ class Bench:
             ours_pids = {os.getpid(), bridge.proc.pid, *(x.proc.pid for x in (trunk, cap) if x and x.proc)}
             if gw_pid:
                 ours_pids.add(gw_pid)
+            if self.db_pid:
+                ours_pids.add(self.db_pid)   # the postmaster; its backends are its children
             step.foreign_top = top_consumers(procs0, procs1, ours_pids)
             self.anomalies.append(f"step {self.step_no} ({kind} {subject} {rate}/s): other processes used "
                                   f"{step.foreign_cpu_percent}% of the machine's CPU during the step "
