@@ -906,9 +906,15 @@ class Bench:
             if self.db_pid:
                 ours_pids.add(self.db_pid)   # the postmaster; its backends are its children
             step.foreign_top = top_consumers(procs0, procs1, ours_pids)
+            listed_ms = sum(int(x.rsplit(" ", 2)[1]) for x in step.foreign_top)
+            foreign_ms = step.foreign_cpu_percent / 100 * step.wall_s * 1000 * (os.cpu_count() or 1)
+            if listed_ms < foreign_ms / 2:
+                # Processes that started and ended within the step (compilers, short test runs)
+                # are in no snapshot.
+                step.foreign_top.append(f"processes that came and went {int(foreign_ms - listed_ms)} ms")
             self.anomalies.append(f"step {self.step_no} ({kind} {subject} {rate}/s): other processes used "
                                   f"{step.foreign_cpu_percent}% of the machine's CPU during the step "
-                                  f"(top: {', '.join(step.foreign_top) or 'exited processes'})")
+                                  f"(top: {', '.join(step.foreign_top)})")
         log(f"  {kind:6s} {subject:16s} {rate:5d}/s x{calls}: {'PASS' if step.ok else 'FAIL'} "
             f"other-cpu={step.foreign_cpu_percent}% ok={step.successful} failed={step.failed} "
             f"retrans={step.retransmissions} achieved={step.achieved_cps}/s "
