@@ -1,28 +1,31 @@
 """Benchmark: SIPp bridge -> gateway (full policy + SQLite ledger) -> SIPp trunk.
 
-    .venv/bin/python bench/gateway_bench.py [--quick] [--keep] [--out FILE]
+    .venv/bin/python bench/gateway_bench.py [--quick] [--keep] [--out FILE] [--only SECTIONS]
 
 Everything runs on loopback, on the same 2 cores: SIPp (bridge UAC and trunk
 UAS) and the gateway compete for CPU, so every gateway number is reported next
-to SIPp -> SIPp directly, measured in the same run with the same scenarios
-(tests/integration/sipp/*.xml) at the same rates.
+to SIPp -> SIPp directly and to the bare engine relay (bench/bare_engine.py),
+measured in the same run with the same scenarios (tests/integration/sipp/*.xml).
 
 Sections (see bench/README.md for what each number means):
-  relay ramp      for each offered rate: SIPp->SIPp direct, then through the
-                  gateway; zero failed calls required; then a short bisection
-                  between the last passing and the first failing rate.
-  latency         INVITE->200 at the bridge (SIPp -trace_rtt, 1 ms resolution):
-                  p50/p99/max through the gateway minus direct at the same rate.
-  cpu             gateway utime+stime (/proc/<pid>/stat) per relayed call,
-                  early (near-empty ledger) and late (ledger holding every
-                  call of the run), idle loop cost subtracted and not.
-  concurrency     >= 3,000 relayed calls held at once (long -d); gateway RSS at
-                  the plateau; CPU to hold them.
-  reject path     unknown organiser -> 403 from the gateway, ramp of rates,
-                  zero failed, CPU per reject; SIPp->SIPp 403 as the reference.
+  load        the same LOAD_RATE (300 calls/s) step, same calls, four times:
+              SIPp->SIPp direct, the gateway on SQLite, the bare engine relay,
+              the gateway on a throw-away PostgreSQL (scripts/pg_test_server.sh).
+              Gateway CPU per call, gateway / bare, PostgreSQL / SQLite, and
+              INVITE->200 at the bridge from kernel packet timestamps
+              (bench/sipcap.py): p50/p99 gateway minus direct.
+  ramp        relay rates, SIPp->SIPp and through the gateway, zero failed
+              calls required, then a bisection; SIPp->SIPp alone above the
+              gateway's ceiling until it fails too: the ratio of the ceilings.
+  hold        10,000 relayed calls up at once (--quick 3,000): RSS before, at
+              the plateau, KB per call.
+  reject      unknown organiser -> 403 from the gateway, ramp of rates, zero
+              failed; SIPp trunk answering 403 as the reference.
+  seeded      the load step again on a ledger already holding settled calls.
 
-Writes bench/reports/gateway_bench.json and prints a table. Every loop is
-bounded in count and time; a full run takes ~6-9 minutes, --quick ~2.
+Writes bench/reports/gateway_bench-<time>[-quick].json and the same report as
+bench/reports/gateway_bench.json, and prints a table. Every loop is bounded in
+count and time; a full run takes ~7 minutes, --quick ~3.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import math
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -43,6 +47,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,16 +55,25 @@ sys.path.insert(0, str(ROOT))
 from tests.integration.gateway_proc import GatewayProcess, example_policy_text  # noqa: E402
 from tests.integration.sipp_runner import SCENARIOS, free_port, read_stats, sipp_binary  # noqa: E402
 
-REPORT = ROOT / "bench" / "reports" / "gateway_bench.json"
+REPORTS = ROOT / "bench" / "reports"
+REPORT = REPORTS / "gateway_bench.json"       # the latest run; each run also has a timestamped copy
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
+LOAD_RATE = 300   # calls/s of the CPU, latency, bare-engine and PostgreSQL steps, in both modes
+
+# The performance issue's table: key -> (comparison, target).
 TARGETS = {
-    "relay_rate_cps": 400,            # >= , zero failed calls
-    "cpu_ms_per_relayed_call": 1.0,   # <= , policy and ledger included
-    "p99_added_delay_ms": 20.0,       # <=
-    "concurrent_relayed_calls": 3000,  # >=
-    "reject_rate_cps": 1500,          # >= , zero failed
+    "cpu_ms_per_relayed_call": ("<=", 1.0),             # at LOAD_RATE, full policy + SQLite ledger
+    "cpu_ratio_gateway_vs_bare_engine": ("<=", 1.25),   # same load
+    "relay_rate_ratio_gateway_vs_direct": (">=", 0.9),  # highest zero-failure rates, same run
+    "p99_added_delay_ms": ("<=", 5.0),                  # INVITE->200 at the bridge, gateway - direct, LOAD_RATE
+    "reject_rate_cps": (">=", 3000),                    # zero failed
+    "concurrent_relayed_calls": (">=", 10000),
+    "concurrent_rss_mb": ("<=", 2048),                  # RSS at the plateau of those calls
+    "rss_kb_per_concurrent_call": ("<=", 150),          # (RSS at plateau - RSS before) / calls
+    "postgres_answered_percent": (">=", 100.0),         # the LOAD_RATE step on the PostgreSQL ledger
+    "postgres_cpu_ratio_vs_sqlite": ("<=", 1.10),       # gateway CPU per call, PostgreSQL / SQLite
 }
 
 RELAY_ORGANIZER = "erin@fabrikam.com"    # US numbers: usca_unlimited bucket, no pool limit
@@ -76,34 +90,41 @@ GUARD_OVERRIDES = [
     ("max_distinct_destinations_per_day = 200", "max_distinct_destinations_per_day = 1000000"),
     ("fair_use_minutes_per_month = 10000", "fair_use_minutes_per_month = 1000000"),
 ]
-EXTRA_GATEWAY = "max_calls_per_second = 5000\nmax_concurrent_calls = 4000\n"
+# The gateway's own admission limits out of the way: the benchmark looks for the
+# engine's ceilings (the hold step keeps 10,000 calls up; the reject ramp goes past 3,000/s).
+EXTRA_GATEWAY = "max_calls_per_second = 100000\nmax_concurrent_calls = 20000\n"
 
 
 @dataclass
 class Profile:
-    relay_rates: list[int]
+    load_rate: int
+    load_calls: int              # per load step (direct, SQLite, bare engine, PostgreSQL, seeded)
+    relay_rates: list[int]       # the gateway stops at its first failure, SIPp->SIPp at its own
     relay_calls_min: int
     relay_calls_max: int
-    step_seconds: float          # calls per step ~ rate * step_seconds, clamped to [min, max]
+    step_seconds: float          # calls per ramp step ~ rate * step_seconds, clamped to [min, max]
     bisect_steps: int
     talk_ms: int
-    cpu_rate: int
-    cpu_calls: int
-    seed_calls: int              # settled calls in the ledger for the "late" CPU step
+    seed_calls: int              # settled calls in the ledger for the seeded step
     hold_calls: int
     hold_rate: int
     reject_rates: list[int]
-    reject_calls: int
+    reject_calls_min: int
+    reject_seconds: float        # calls per reject step ~ rate * reject_seconds, at least reject_calls_min
 
 
-FULL = Profile(relay_rates=[100, 200, 300, 400, 500, 600, 800], relay_calls_min=2000, relay_calls_max=4000,
-               step_seconds=6.0, bisect_steps=3, talk_ms=500, cpu_rate=100, cpu_calls=1000,
-               seed_calls=10000, hold_calls=3200, hold_rate=150,
-               reject_rates=[1000, 1500, 2000, 2500, 3000], reject_calls=4000)
-QUICK = Profile(relay_rates=[100, 200, 400, 600], relay_calls_min=1000, relay_calls_max=1500,
-                step_seconds=3.0, bisect_steps=0, talk_ms=300, cpu_rate=100, cpu_calls=500,
-                seed_calls=3000, hold_calls=3000, hold_rate=150,
-                reject_rates=[1000, 1500, 2000, 3000], reject_calls=2000)
+FULL = Profile(load_rate=LOAD_RATE, load_calls=3000,
+               relay_rates=[100, 200, 300, 400, 600, 800, 1000, 1250, 1500, 2000, 3000, 4000, 5000, 6000, 8000],
+               relay_calls_min=2000, relay_calls_max=15000, step_seconds=4.0, bisect_steps=3, talk_ms=500,
+               seed_calls=10000, hold_calls=10000, hold_rate=300,
+               reject_rates=[1000, 2000, 2500, 3000, 3500, 4000, 5000, 6000], reject_calls_min=4000,
+               reject_seconds=2.0)
+QUICK = Profile(load_rate=LOAD_RATE, load_calls=1500,
+                relay_rates=[200, 400, 600, 1000, 1500, 2000, 3000, 4000, 5000],
+                relay_calls_min=1000, relay_calls_max=6000, step_seconds=2.0, bisect_steps=1, talk_ms=300,
+                seed_calls=3000, hold_calls=3000, hold_rate=300,
+                reject_rates=[1500, 2500, 3000, 4000, 5000], reject_calls_min=2000, reject_seconds=1.0)
+SECTIONS = ("load", "ramp", "hold", "reject", "seeded")
 
 
 def log(msg: str) -> None:
@@ -117,6 +138,19 @@ def proc_cpu_ms(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) * 1000.0 / CLK_TCK
+
+
+def proc_runtime_ms(pid: int) -> float:
+    """Time on CPU of a process's live threads (/proc/<pid>/task/*/schedstat, in ns), in ms:
+    finer than utime+stime's clock ticks for a short idle measurement."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            pass
+    return total / 1e6
 
 
 def system_busy_ms() -> float:
@@ -137,6 +171,64 @@ def proc_rss_mb(pid: int) -> tuple[float, float]:
             elif line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) / 1024
     return rss, hwm
+
+
+def proc_tree_cpu_ms(root: int) -> float:
+    """CPU of a process and its children, ended or alive (utime+stime+cutime+cstime), in ms:
+    a PostgreSQL postmaster reaps its backends, so their time ends up in its cutime/cstime."""
+
+    def stat(pid: int) -> list[str] | None:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return None
+
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = stat(int(entry))
+        if fields and (int(entry) == root or int(fields[1]) == root):
+            total += sum(int(x) for x in fields[11:15])
+    return total * 1000.0 / CLK_TCK
+
+
+def cpu_by_process() -> dict[int, tuple[str, int, int]]:
+    """pid -> (command name, utime+stime ticks, parent pid) of every process on the machine."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            head, _, rest = text.rpartition(")")
+            fields = rest.split()
+            out[int(entry)] = (head.partition("(")[2], int(fields[11]) + int(fields[12]), int(fields[1]))
+    return out
+
+
+def top_consumers(before: dict, after: dict, exclude: set[int], n: int = 4) -> list[str]:
+    """The processes that used the most CPU between two cpu_by_process() snapshots,
+    leaving out `exclude` and their children."""
+    used: dict[str, int] = {}
+    for pid, (comm, ticks, ppid) in after.items():
+        if pid in exclude or ppid in exclude:
+            continue
+        delta = ticks - before.get(pid, (comm, 0, 0))[1]
+        if delta > 0:
+            used[comm] = used.get(comm, 0) + delta
+    top = sorted(used.items(), key=lambda kv: -kv[1])[:n]
+    return [f"{comm} {ticks * 1000 // CLK_TCK} ms" for comm, ticks in top]
+
+
+def proc_fds(pid: int) -> int | None:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
 
 
 def free_media_port() -> int:
@@ -259,6 +351,12 @@ def _int(stats: dict, key: str) -> int:
         return 0
 
 
+def _failures(stats: dict) -> dict[str, int]:
+    """SIPp's nonzero cumulative failure counters, by cause."""
+    return {k: _int(stats, k) for k in stats
+            if k.startswith("Failed") and k.endswith("(C)") and k != "FailedCall(C)" and _int(stats, k)}
+
+
 # --------------------------------------------------------------------------- gateway log
 
 class GatewayLog:
@@ -307,9 +405,18 @@ class GatewayLog:
             "relayed_200": sum(1 for e in calls if e.get("decision") == "allow" and e.get("bridge_status") == 200),
             "outcomes": reasons,
             "admission_refused_events": sum(1 for e in events if e.get("event") == "admission_refused"),
+            "admission_refused_reasons": _count(str(e.get("reason")) for e in events
+                                                if e.get("event") == "admission_refused"),
             "errors": errors,
             "gateway_setup_ms": pct(setup),
         }
+
+
+def _count(keys) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for k in keys:
+        out[k] = out.get(k, 0) + 1
+    return out
 
 
 def pct(values: list[float]) -> dict | None:
@@ -348,6 +455,146 @@ def seed_ledger(db_path: Path, n: int) -> None:
             store.close_call(cid, started + timedelta(seconds=61), "allowed", a_status=200, b_status=200)
     finally:
         store.close()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+class PgServer:
+    """A throw-away PostgreSQL server (scripts/pg_test_server.sh, as tests/conftest.py
+    starts it), or the server named by $DIALOUT_TEST_PG_URL. Each gateway gets a
+    fresh schema. stop() removes the server and its data directory."""
+
+    SCRIPT = ROOT / "scripts" / "pg_test_server.sh"
+
+    def __init__(self):
+        self.url: str | None = None
+        self.error: str | None = None
+        self.base: str | None = None
+        self.env: dict | None = None
+        self.schemas = 0
+
+    def start(self) -> PgServer:
+        override = os.environ.get("DIALOUT_TEST_PG_URL")
+        if override:
+            self.url = override
+            return self
+        self.base = tempfile.mkdtemp(prefix="gateway-bench-pg-")
+        os.chmod(self.base, 0o755)   # the server runs as `postgres` when the bench runs as root
+        self.env = dict(os.environ, DIALOUT_PG_DIR=os.path.join(self.base, "srv"))
+        try:
+            proc = subprocess.run([str(self.SCRIPT), "start"], env=self.env, capture_output=True, text=True,
+                                  timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.error = f"scripts/pg_test_server.sh start: {exc}"
+            return self
+        if proc.returncode != 0 or not proc.stdout.strip():
+            self.error = f"scripts/pg_test_server.sh start exited {proc.returncode}: {proc.stderr.strip()[-1500:]}"
+            return self
+        self.url = proc.stdout.strip().splitlines()[-1]
+        return self
+
+    def schema_url(self) -> str:
+        """A URL whose search_path is a fresh, empty schema."""
+        import psycopg
+
+        self.schemas += 1
+        schema = f"bench_{os.getpid()}_{self.schemas}"
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        sep = "&" if "?" in self.url else "?"
+        return f"{self.url}{sep}options={quote(f'-csearch_path={schema}')}"
+
+    def postmaster_pid(self) -> int | None:
+        if not self.env:
+            return None   # somebody else's server: its CPU is not ours to read
+        try:
+            pid_file = Path(self.env["DIALOUT_PG_DIR"]) / "data" / "postmaster.pid"
+            return int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def cpu_ms(self) -> float | None:
+        pid = self.postmaster_pid()
+        return proc_tree_cpu_ms(pid) if pid else None
+
+    def stop(self) -> None:
+        if self.env is None:
+            return
+        try:
+            subprocess.run([str(self.SCRIPT), "stop"], env=self.env, capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log(f"PostgreSQL stop: {exc}")
+        shutil.rmtree(self.base, ignore_errors=True)
+        self.env = None
+
+
+# --------------------------------------------------------------------------- setup delay, to the microsecond
+
+class Capture:
+    """bench/sipcap.py on the bridge's port: INVITE -> final response per call from
+    kernel packet timestamps (SIPp's own -trace_rtt moves in 4 ms steps)."""
+
+    def __init__(self, workdir: Path, port: int):
+        self.workdir = workdir
+        self.port = port
+        self.csv = workdir / "sipcap.csv"
+        self.out = workdir / "sipcap.out"
+        self.proc: subprocess.Popen | None = None
+        self.error: str | None = None
+        self.cpu_ms: float | None = None
+
+    def start(self) -> Capture:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "sipcap.py"), str(self.port),
+                                      str(self.csv)], stdout=self.out.open("wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while b"ready" not in self.out.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.error = f"sipcap did not start: {self.out.read_text(errors='replace')[-300:].strip()}"
+                self.stop()
+                return self
+            time.sleep(0.02)
+        return self
+
+    def alive_cpu_ms(self) -> float:
+        try:
+            return proc_cpu_ms(self.proc.pid) if self.proc and self.proc.poll() is None else 0.0
+        except OSError:
+            return 0.0
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, status, usage = os.wait4(self.proc.pid, 0)
+            self.proc.returncode = os.waitstatus_to_exitcode(status)
+            self.cpu_ms = (usage.ru_utime + usage.ru_stime) * 1000.0
+        except ChildProcessError:
+            pass
+
+    def result(self, calls: int) -> dict:
+        """{"setup_ms": pct of INVITE->200 in ms, counters}; stops the capture first."""
+        self.stop()
+        if self.error:
+            return {"error": self.error}
+        counters: dict = {}
+        for line in self.out.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                counters = json.loads(line)
+        setup, other = [], 0
+        if self.csv.exists():
+            for line in self.csv.read_text().splitlines()[1:]:
+                parts = line.rsplit(";", 3)
+                if len(parts) == 4 and parts[3] == "200" and int(parts[2]) > 0:
+                    setup.append((int(parts[2]) - int(parts[1])) / 1e6)
+                else:
+                    other += 1
+        stats = pct(setup)
+        if stats:
+            stats = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in stats.items()}
+        return {"setup_ms": stats, "answered_200": len(setup), "not_200": other, "calls": calls,
+                "cpu_ms": round(self.cpu_ms, 1) if self.cpu_ms is not None else None, **counters}
 
 
 # --------------------------------------------------------------------------- the floor
@@ -415,6 +662,14 @@ class Step:
     # CPU used on the machine by anything but this step's gateway and SIPps, as a
     # share of all cores: other people's builds and tests disturb the numbers.
     foreign_cpu_percent: float | None = None
+    foreign_top: list = field(default_factory=list)   # who used it, when above 10%
+    subject: str = ""             # direct / gateway-sqlite / bare-engine / gateway-postgres / ...
+    answered_percent: float | None = None      # calls the bridge saw answered and completed
+    failures: dict = field(default_factory=dict)   # SIPp's nonzero Failed*(C) counters at the bridge
+    trunk_failures: dict = field(default_factory=dict)   # the same at the trunk
+    capture: dict | None = None   # INVITE->200 from kernel timestamps (bench/sipcap.py), ms
+    db_server_cpu_ms_per_call: float | None = None   # the PostgreSQL server's own CPU (all its processes)
+    ledger_drain_s: float | None = None       # wait after the last call for the ledger writer's queue to empty
 
 
 class Bench:
@@ -430,6 +685,9 @@ class Bench:
         self.step_no = 0
         self.running: list[Sipp] = []
         self.last_rtt: list[tuple[float, float]] = []
+        self.last_bridge: Sipp | None = None
+        self.db_cpu = None            # CPU of the current gateway's database server (PostgreSQL), or None
+        self.db_pid: int | None = None
         self._prepare_scenarios()
 
     # --- set-up -------------------------------------------------------------------
@@ -458,13 +716,16 @@ class Bench:
             text = text.replace(old, new)
         return text
 
-    def start_gateway(self, label: str, seed_calls: int = 0) -> None:
-        """A fresh gateway (fresh SQLite ledger), optionally on a ledger already
-        holding `seed_calls` settled calls of the relay organiser this month."""
+    def start_gateway(self, label: str, seed_calls: int = 0, pg: PgServer | None = None) -> None:
+        """A fresh gateway on a fresh SQLite ledger (or a fresh PostgreSQL schema),
+        optionally on a ledger already holding `seed_calls` settled calls of the
+        relay organiser this month."""
         self.stop_gateway()
         self.gw_no += 1
         self.gw = GatewayProcess.create(self.workdir / f"gw{self.gw_no:02d}-{label}", policy_text=self.policy_text(),
-                                        extra_gateway=EXTRA_GATEWAY)
+                                        extra_gateway=EXTRA_GATEWAY, store_url=pg.schema_url() if pg else None)
+        self.db_pid = pg.postmaster_pid() if pg else None
+        self.db_cpu = pg.cpu_ms if self.db_pid else None
         if seed_calls:
             t = time.monotonic()
             seed_ledger(self.gw.workdir / "ledger.db", seed_calls)
@@ -474,13 +735,14 @@ class Bench:
         self.ledger_calls = seed_calls
         time.sleep(0.5)
         if self.idle_cpu_ms_per_s is None:
-            c0, t0 = proc_cpu_ms(self.gw.proc.pid), time.monotonic()
+            c0, t0 = proc_runtime_ms(self.gw.proc.pid), time.monotonic()
             time.sleep(2.0)
-            self.idle_cpu_ms_per_s = (proc_cpu_ms(self.gw.proc.pid) - c0) / (time.monotonic() - t0)
+            self.idle_cpu_ms_per_s = (proc_runtime_ms(self.gw.proc.pid) - c0) / (time.monotonic() - t0)
         log(f"gateway #{self.gw_no} ({label}) pid {self.gw.proc.pid} on {self.gw.target}; idle loop "
             f"{self.idle_cpu_ms_per_s:.1f} ms CPU/s, RSS {proc_rss_mb(self.gw.proc.pid)[0]:.0f} MB")
 
     def stop_gateway(self) -> None:
+        self.db_cpu = self.db_pid = None
         if self.gw is not None and self.gw.proc is not None and self.gw.proc.poll() is None:
             try:
                 self.gw.stop(timeout_s=20)
@@ -513,12 +775,13 @@ class Bench:
         return trunk
 
     def run_step(self, *, kind: str, path: str, rate: int, calls: int, talk_ms: int = 0,
-                 limit: int | None = None, sample=None) -> Step:
+                 limit: int | None = None, sample=None, subject: str = "", capture: bool = False) -> Step:
         # SIPp writes -trace_rtt in batches of -rtt_freq calls and drops a last partial batch.
         calls = max(RTT_FREQ, calls // RTT_FREQ * RTT_FREQ)
         self.step_no += 1
-        d = self.workdir / f"step{self.step_no:02d}-{kind}-{path}-{rate}"
-        step = Step(kind=kind, path=path, rate=rate, calls=calls)
+        subject = subject or path
+        d = self.workdir / f"step{self.step_no:02d}-{kind}-{subject}-{rate}"
+        step = Step(kind=kind, path=path, rate=rate, calls=calls, subject=subject)
         via_gw = path == "gateway"
         trunk_port = self.gw.trunk_port if via_gw else free_port()
         trunk = None
@@ -536,47 +799,68 @@ class Bench:
             args = ["-s", "+12122001000", "-key", "organizer", REJECT_ORGANIZER, "-key", "location", "US"]
         open_s = calls / rate
         bound_s = open_s + talk_ms / 1000 + 25
-        args += ["-p", str(free_port()), "-m", str(calls), "-r", str(rate), "-rp", "1000",
+        bridge_port = free_port()
+        args += ["-p", str(bridge_port), "-m", str(calls), "-r", str(rate), "-rp", "1000",
                  "-l", str(limit or calls), "-mp", str(free_media_port()), "-trace_rtt", "-rtt_freq", str(RTT_FREQ),
                  "-recv_timeout", "5000", "-timeout", f"{int(bound_s)}s", "-timeout_error"]
         bridge = Sipp("bridge", d / "bridge", scenario, target, args)
+        cap = Capture(d / "capture", bridge_port).start() if capture else None
 
         gw_pid = self.gw.proc.pid if via_gw and self.gw else None
+        db_cpu = self.db_cpu if via_gw else None
         if via_gw:
             self.gwlog.mark()
             step.ledger_calls_before = self.ledger_calls
             step.gw_rss_before_mb = round(proc_rss_mb(gw_pid)[0], 1)
             cpu0 = proc_cpu_ms(gw_pid)
+        db0 = db_cpu() if db_cpu else None
+        procs0 = cpu_by_process()
         t0 = time.monotonic()
         busy0, self_cpu0 = system_busy_ms(), time.process_time() * 1000
+        cap_cpu0 = cap.alive_cpu_ms() if cap else 0.0
         trunk_cpu0 = proc_cpu_ms(trunk.proc.pid) if trunk is not None and not trunk.poll() else 0.0
         self.running.append(bridge.start())
         bridge.wait(bound_s + 10, on_tick=sample)
         step.wall_s = round(time.monotonic() - t0, 2)
         if via_gw:
+            # The ledger writer commits after the calls end: its work belongs to the step.
+            step.ledger_drain_s = self._wait_ledger_drained(10.0)
             # CPU is read when the bridge is done: every call of the step has ended.
             cpu1 = proc_cpu_ms(gw_pid)
             step.gw_cpu_ms = round(cpu1 - cpu0, 1)
             step.gw_cpu_ms_per_call = round(step.gw_cpu_ms / calls, 3)
             step.gw_cpu_ms_per_call_net = round((step.gw_cpu_ms - self.idle_cpu_ms_per_s * step.wall_s) / calls, 3)
             step.gw_rss_mb = round(proc_rss_mb(gw_pid)[0], 1)
+        db_ms = (db_cpu() - db0) if db_cpu and db0 is not None else 0.0
+        if db_cpu:
+            step.db_server_cpu_ms_per_call = round(db_ms / calls, 3)
         busy1, self_cpu1 = system_busy_ms(), time.process_time() * 1000
+        cap_cpu1 = cap.alive_cpu_ms() if cap else 0.0
+        procs1 = cpu_by_process()
         trunk_cpu_mid = proc_cpu_ms(trunk.proc.pid) if trunk is not None and not trunk.poll() else None
         if trunk is not None:
             trunk.wait(8)
-            step.trunk_successful = _int(trunk.stats(), "SuccessfulCall(C)")
-        ours = (step.gw_cpu_ms or 0.0) + (bridge.cpu_ms or 0.0) + (self_cpu1 - self_cpu0)
+            trunk_stats = trunk.stats()
+            step.trunk_successful = _int(trunk_stats, "SuccessfulCall(C)")
+            step.trunk_failures = _failures(trunk_stats)
+        ours = ((step.gw_cpu_ms or 0.0) + (bridge.cpu_ms or 0.0) + (self_cpu1 - self_cpu0) + db_ms
+                + (cap_cpu1 - cap_cpu0))
         if trunk is not None:
             ours += (trunk_cpu_mid if trunk_cpu_mid is not None else (trunk.cpu_ms or 0.0)) - trunk_cpu0
         step.foreign_cpu_percent = round(max(0.0, busy1 - busy0 - ours) / (step.wall_s * 1000 * (os.cpu_count() or 1))
                                          * 100, 1) if step.wall_s else None
+        if cap:
+            step.capture = cap.result(calls)
         stats = bridge.stats()
         step.successful = _int(stats, "SuccessfulCall(C)")
         step.failed = _int(stats, "FailedCall(C)")
         step.retransmissions = _int(stats, "Retransmissions(C)")
         step.unexpected = _int(stats, "FailedUnexpectedMessage(C)")
+        step.failures = _failures(stats)
+        step.answered_percent = round(100.0 * step.successful / calls, 2)
         rtt = bridge.rtt_ms()
         self.last_rtt = rtt
+        self.last_bridge = bridge
         if rtt:
             step.latency_ms = pct([r for _, r in rtt])
             span_s = (rtt[-1][0] - rtt[0][0]) / 1000
@@ -602,27 +886,104 @@ class Bench:
                 self.running.remove(s)
         lat = step.latency_ms or {}
         extra = ""
+        if step.capture and step.capture.get("setup_ms"):
+            c = step.capture["setup_ms"]
+            extra += f" setup(kernel) p50/p99/max={c['p50']:.2f}/{c['p99']:.2f}/{c['max']:.2f} ms"
         if via_gw:
-            extra = (f" gw {step.gw_cpu_ms_per_call:.3f} ms CPU/call (net {step.gw_cpu_ms_per_call_net:.3f}),"
-                     f" RSS {step.gw_rss_mb:.0f} MB, log {step.gateway_log['outcomes']}"
-                     + (f" errors {step.gateway_log['errors']}" if step.gateway_log["errors"] else ""))
+            extra += (f" gw {step.gw_cpu_ms_per_call:.3f} ms CPU/call (net {step.gw_cpu_ms_per_call_net:.3f}),"
+                      f" RSS {step.gw_rss_mb:.0f} MB, log {step.gateway_log['outcomes']}"
+                      + (f" errors {step.gateway_log['errors']}" if step.gateway_log["errors"] else ""))
+        if step.db_server_cpu_ms_per_call is not None:
+            extra += f" db server {step.db_server_cpu_ms_per_call:.3f} ms CPU/call"
+        if step.failures:
+            extra += f" failures {step.failures}"
+        if step.trunk_failures:
+            extra += f" trunk failures {step.trunk_failures}"
         if step.foreign_cpu_percent is not None and step.foreign_cpu_percent > 10:
-            self.anomalies.append(f"step {self.step_no} ({kind} {path} {rate}/s): other processes used "
-                                  f"{step.foreign_cpu_percent}% of the machine's CPU during the step")
-        log(f"  {kind:6s} {path:7s} {rate:5d}/s x{calls}: {'PASS' if step.ok else 'FAIL'} other-cpu={step.foreign_cpu_percent}% "
-            f"ok={step.successful} failed={step.failed} retrans={step.retransmissions} "
-            f"achieved={step.achieved_cps}/s rtt p50/p99/max={lat.get('p50')}/{lat.get('p99')}/{lat.get('max')} ms"
-            f"{extra}")
+            ours_pids = {os.getpid(), bridge.proc.pid, *(x.proc.pid for x in (trunk, cap) if x and x.proc)}
+            if gw_pid:
+                ours_pids.add(gw_pid)
+            if self.db_pid:
+                ours_pids.add(self.db_pid)   # the postmaster; its backends are its children
+            step.foreign_top = top_consumers(procs0, procs1, ours_pids)
+            listed_ms = sum(int(x.rsplit(" ", 2)[1]) for x in step.foreign_top)
+            foreign_ms = step.foreign_cpu_percent / 100 * step.wall_s * 1000 * (os.cpu_count() or 1)
+            if listed_ms < foreign_ms / 2:
+                # Processes that started and ended within the step (compilers, short test runs)
+                # are in no snapshot.
+                step.foreign_top.append(f"processes that came and went {int(foreign_ms - listed_ms)} ms")
+            self.anomalies.append(f"step {self.step_no} ({kind} {subject} {rate}/s): other processes used "
+                                  f"{step.foreign_cpu_percent}% of the machine's CPU during the step "
+                                  f"(top: {', '.join(step.foreign_top)})")
+        log(f"  {kind:6s} {subject:16s} {rate:5d}/s x{calls}: {'PASS' if step.ok else 'FAIL'} "
+            f"other-cpu={step.foreign_cpu_percent}% ok={step.successful} failed={step.failed} "
+            f"retrans={step.retransmissions} achieved={step.achieved_cps}/s "
+            f"rtt(SIPp) p50/p99/max={lat.get('p50')}/{lat.get('p99')}/{lat.get('max')} ms{extra}")
         return step
+
+    def _wait_ledger_drained(self, timeout_s: float) -> float | None:
+        """Seconds until the gateway's ledger queue is empty (None: no metric to read)."""
+        metric = getattr(self.gw, "metric", None)
+        if metric is None:
+            return None
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            depth = metric("dialout_ledger_queue_depth")
+            if depth is None or depth == 0:
+                return round(time.monotonic() - t0, 2) if depth == 0 else None
+            time.sleep(0.05)
+        return round(time.monotonic() - t0, 2)
 
     def calls_for(self, rate: int) -> int:
         floor = min(self.p.relay_calls_min, rate * 10)   # at most ~10 s per step at low rates
         return int(min(self.p.relay_calls_max, max(floor, rate * self.p.step_seconds)))
 
+    def reject_calls_for(self, rate: int) -> int:
+        return int(max(self.p.reject_calls_min, rate * self.p.reject_seconds))
+
     # --- sections -------------------------------------------------------------------
 
+    def load(self, pg: PgServer | None) -> dict:
+        """The same step (rate, calls, talk time) through each subject, back to back."""
+        rate, calls, talk = self.p.load_rate, self.p.load_calls, self.p.talk_ms
+        log(f"load: {calls} calls at {rate}/s each, SIPp->SIPp, gateway (SQLite), bare engine, gateway (PostgreSQL)")
+        out: dict = {"rate": rate, "calls": calls, "talk_ms": talk}
+        out["direct"] = asdict(self.run_step(kind="relay", path="direct", rate=rate, calls=calls, talk_ms=talk,
+                                             subject="direct", capture=True))
+        self.start_gateway("load-sqlite")
+        out["sqlite"] = asdict(self.run_step(kind="relay", path="gateway", rate=rate, calls=calls, talk_ms=talk,
+                                             subject="gateway-sqlite", capture=True))
+        self.stop_gateway()
+        out["bare_engine"] = self.bare_step(rate, calls)
+        if pg is not None and pg.url:
+            try:
+                self.start_gateway("load-postgres", pg=pg)
+            except Exception as exc:   # a gateway that cannot start on PostgreSQL is a result, not a crash
+                out["postgres"] = {"error": f"gateway did not start on PostgreSQL: {exc}"[:2000]}
+            else:
+                out["postgres"] = asdict(self.run_step(kind="relay", path="gateway", rate=rate, calls=calls,
+                                                       talk_ms=talk, subject="gateway-postgres", capture=True))
+            self.stop_gateway()
+        else:
+            out["postgres"] = {"error": pg.error if pg else "not run"}
+            log(f"  PostgreSQL step not run: {out['postgres']['error']}")
+        return out
+
+    def bare_step(self, rate: int, calls: int) -> dict:
+        """The same load through bench/bare_engine.py: the SIP engine alone, the floor under the gateway."""
+        self.stop_gateway()
+        self.gw_no += 1
+        self.gw = BareRelay(self.workdir / f"gw{self.gw_no:02d}-bare").start()
+        self.gwlog = GatewayLog(self.gw.log_path)
+        time.sleep(0.5)
+        step = self.run_step(kind="relay", path="gateway", rate=rate, calls=calls, talk_ms=self.p.talk_ms,
+                             subject="bare-engine", capture=True)
+        self.stop_gateway()
+        self.gw = None
+        return asdict(step)
+
     def relay_ramp(self) -> dict:
-        log("relay ramp: direct SIPp->SIPp, then through the gateway, at each rate")
+        log("relay ramp: direct SIPp->SIPp, then through the gateway, at each rate; then SIPp->SIPp alone")
         pairs: dict[int, dict[str, Step]] = {}
 
         def run_rate(rate: int) -> tuple[Step, Step]:
@@ -630,6 +991,7 @@ class Bench:
             direct = self.run_step(kind="relay", path="direct", rate=rate, calls=calls, talk_ms=self.p.talk_ms)
             self.start_gateway(f"relay-{rate}")
             gw = self.run_step(kind="relay", path="gateway", rate=rate, calls=calls, talk_ms=self.p.talk_ms)
+            self.stop_gateway()
             pairs[rate] = {"direct": direct, "gateway": gw}
             return direct, gw
 
@@ -653,7 +1015,7 @@ class Bench:
                 last_pass = mid
             else:
                 first_fail = mid
-        # The load generator's own ceiling: SIPp -> SIPp at the rates the gateway did not reach.
+        # The load generator's own ceiling: SIPp -> SIPp alone above the rates the gateway reached.
         direct_only: dict[int, Step] = {}
         for rate in self.p.relay_rates:
             if rate in pairs:
@@ -662,34 +1024,31 @@ class Bench:
                                               talk_ms=self.p.talk_ms)
             if not direct_only[rate].ok:
                 break
-        self.direct_only_relay = direct_only
-        direct_pass = [r for r, p in pairs.items() if p["direct"].ok] + [r for r, st in direct_only.items() if st.ok]
+        direct = {r: p["direct"] for r, p in pairs.items()} | direct_only
+        direct_max = max((r for r, st in direct.items() if st.ok), default=None)
+        direct_fail_above = min((r for r, st in direct.items() if not st.ok and r > (direct_max or 0)), default=None)
         return {
             "max_rate_zero_failures_cps": last_pass,
             "first_failing_rate_cps": first_fail,
-            "direct_max_rate_zero_failures_cps": max(direct_pass) if direct_pass else None,
+            # False: the gateway passed every rate offered, its ceiling is above the ramp.
+            "gateway_ceiling_found": first_fail is not None,
+            "direct_max_rate_zero_failures_cps": direct_max,
+            "direct_first_failing_rate_cps": direct_fail_above,
+            # False: SIPp->SIPp passed every rate offered, so the ratio is an upper bound.
+            "direct_ceiling_found": direct_fail_above is not None,
             "direct_failed_at_gateway_failing_rate": (not pairs[first_fail]["direct"].ok) if first_fail else None,
             "steps": {str(r): {k: asdict(v) for k, v in p.items()} for r, p in sorted(pairs.items())},
             "direct_only_steps": {str(r): asdict(st) for r, st in sorted(direct_only.items())},
         }
 
-    def bare_cpu_step(self, rate: int, calls: int) -> dict:
-        """The same load through bench/bare_engine.py: the SIP engine alone, the floor under the gateway."""
-        log(f"cpu per relayed call (bare engine relay, no policy/ledger/logging): {calls} calls at {rate}/s")
+    def seeded(self) -> dict:
+        """The load step's gateway again, on a ledger already holding seed_calls settled calls."""
+        rate, calls, n = self.p.load_rate, self.p.load_calls, self.p.seed_calls
+        log(f"seeded ledger: {calls} calls at {rate}/s on a ledger holding {n} settled calls")
+        self.start_gateway("seeded-ledger", seed_calls=n)
+        step = self.run_step(kind="relay", path="gateway", rate=rate, calls=calls, talk_ms=self.p.talk_ms,
+                             subject="gateway-seeded")
         self.stop_gateway()
-        self.gw_no += 1
-        self.gw = BareRelay(self.workdir / f"gw{self.gw_no:02d}-bare").start()
-        self.gwlog = GatewayLog(self.gw.log_path)
-        time.sleep(0.5)
-        step = self.run_step(kind="relay", path="gateway", rate=rate, calls=calls, talk_ms=self.p.talk_ms)
-        self.stop_gateway()
-        self.gw = None
-        return asdict(step)
-
-    def cpu_step(self, label: str, seed_calls: int, rate: int, calls: int) -> dict:
-        log(f"cpu per relayed call ({label}): {calls} calls at {rate}/s")
-        self.start_gateway(label, seed_calls=seed_calls)
-        step = self.run_step(kind="relay", path="gateway", rate=rate, calls=calls, talk_ms=self.p.talk_ms)
         return asdict(step)
 
     def hold(self) -> dict:
@@ -701,16 +1060,21 @@ class Bench:
         pid = self.gw.proc.pid
         rss_before = proc_rss_mb(pid)[0]
         samples: list[tuple[float, float, float]] = []   # (monotonic, cpu_ms, rss_mb)
+        fds: list[tuple[float, int]] = []
 
         def sample():
-            samples.append((time.monotonic(), proc_cpu_ms(pid), proc_rss_mb(pid)[0]))
+            now = time.monotonic()
+            samples.append((now, proc_cpu_ms(pid), proc_rss_mb(pid)[0]))
+            if not fds or now - fds[-1][0] >= 1.0:
+                fds.append((now, proc_fds(pid) or 0))
 
         t0 = time.monotonic()
         step = self.run_step(kind="relay", path="gateway", rate=rate, calls=n, talk_ms=talk_ms,
-                             limit=n + 200, sample=sample)
+                             limit=n + 200, sample=sample, subject="gateway-hold")
         rtt = self.last_rtt
         out = {"calls": n, "rate": rate, "talk_s": talk_ms / 1000, "ok": step.ok, "successful": step.successful,
-               "failed": step.failed, "rss_before_mb": round(rss_before, 1)}
+               "failed": step.failed, "failures": step.failures, "rss_before_mb": round(rss_before, 1),
+               "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}
         if rtt:
             # Calls established at the instant of the last answer: answered and not yet hung up.
             last_answer = rtt[-1][0]
@@ -722,6 +1086,7 @@ class Bench:
             plateau = [s for s in samples if p0 <= s[0] <= p1]
             if plateau:
                 out["rss_at_peak_mb"] = round(max(s[2] for s in plateau), 1)
+                out["gateway_fds_at_plateau"] = max((f for t, f in fds if p0 <= t <= p1), default=None)
                 if len(plateau) >= 2 and plateau[-1][0] > plateau[0][0]:
                     out["hold_cpu_percent_of_core"] = round(
                         (plateau[-1][1] - plateau[0][1]) / ((plateau[-1][0] - plateau[0][0]) * 1000) * 100, 1)
@@ -730,17 +1095,40 @@ class Bench:
         if samples:
             out["rss_max_mb"] = round(max(s[2] for s in samples), 1)
         out["rss_hwm_mb"] = round(proc_rss_mb(pid)[1], 1)
-        if "rss_at_peak_mb" in out:
-            out["rss_per_call_kb"] = round((out["rss_at_peak_mb"] - rss_before) * 1024 / n, 1)
+        held = out.get("concurrent_at_last_answer")
+        if "rss_at_peak_mb" in out and held:
+            out["rss_per_call_kb"] = round((out["rss_at_peak_mb"] - rss_before) * 1024 / held, 1)
         logged = step.gateway_log or {}
         out["gateway_log"] = logged
         out["all_relayed"] = logged.get("relayed_200") == n and step.successful == n and step.trunk_successful == n
         out["trunk_successful"] = step.trunk_successful
         out["gw_cpu_ms_per_call"] = step.gw_cpu_ms_per_call
-        log(f"  concurrent at last answer: {out.get('concurrent_at_last_answer')}, RSS at peak "
-            f"{out.get('rss_at_peak_mb')} MB (before {rss_before:.0f} MB), hold CPU "
-            f"{out.get('hold_cpu_percent_of_core')}% of a core, all relayed: {out['all_relayed']}")
+        if not out["all_relayed"]:
+            out["why_not_all"] = self._evidence(step)
+        log(f"  concurrent at last answer: {held}, RSS before {rss_before:.0f} MB, at plateau "
+            f"{out.get('rss_at_peak_mb')} MB ({out.get('rss_per_call_kb')} KB per call), "
+            f"{out.get('gateway_fds_at_plateau')} fds, hold CPU {out.get('hold_cpu_percent_of_core')}% of a core, "
+            f"all relayed: {out['all_relayed']}")
+        self.stop_gateway()
         return out
+
+    def _evidence(self, step: Step) -> dict:
+        """What the logs say about calls that were not relayed: SIPp's failure counters and
+        first errors, the gateway's refusals and errors, the tail of its stderr."""
+        ev: dict = {"bridge_failures": step.failures, "trunk_failures": step.trunk_failures,
+                    "gateway_outcomes": (step.gateway_log or {}).get("outcomes"),
+                    "gateway_admission_refused": (step.gateway_log or {}).get("admission_refused_reasons"),
+                    "gateway_errors": (step.gateway_log or {}).get("errors"),
+                    "trunk_successful": step.trunk_successful}
+        bridge = self.last_bridge
+        if bridge is not None:
+            for side in ("bridge", "trunk"):
+                err = bridge.workdir.parent / side / f"{side}-errors.log"
+                if err.exists():
+                    ev[f"{side}_errors_head"] = err.read_text(errors="replace").splitlines()[:12]
+        if self.gw is not None and getattr(self.gw, "err_path", None) and self.gw.err_path.exists():
+            ev["gateway_stderr_tail"] = self.gw.err_path.read_text(errors="replace").splitlines()[-12:]
+        return ev
 
     def reject_ramp(self) -> dict:
         log("reject path: unknown organiser -> 403 (gateway) vs SIPp trunk answering 403 (direct)")
@@ -748,21 +1136,23 @@ class Bench:
         pairs: dict[int, dict[str, Step]] = {}
         last_pass = first_fail = None
         for rate in self.p.reject_rates:
-            calls = self.p.reject_calls
+            calls = self.reject_calls_for(rate)
             direct = self.run_step(kind="reject", path="direct", rate=rate, calls=calls)
             gw = self.run_step(kind="reject", path="gateway", rate=rate, calls=calls)
             pairs[rate] = {"direct": direct, "gateway": gw}
             gw_403 = (gw.gateway_log or {}).get("outcomes", {}).get("deny:organizer_unknown:403", 0)
-            if gw.ok and gw_403 == calls:
+            if gw.ok and gw_403 == gw.calls:
                 last_pass = rate
             else:
                 first_fail = rate
                 break
+        self.stop_gateway()
         direct_only: dict[int, Step] = {}
         for rate in self.p.reject_rates:
             if rate in pairs:
                 continue
-            direct_only[rate] = self.run_step(kind="reject", path="direct", rate=rate, calls=self.p.reject_calls)
+            direct_only[rate] = self.run_step(kind="reject", path="direct", rate=rate,
+                                              calls=self.reject_calls_for(rate))
             if not direct_only[rate].ok:
                 break
         direct_pass = [r for r, p in pairs.items() if p["direct"].ok] + [r for r, st in direct_only.items() if st.ok]
@@ -770,6 +1160,7 @@ class Bench:
             "direct_only_steps": {str(r): asdict(st) for r, st in sorted(direct_only.items())},
             "max_rate_zero_failures_cps": last_pass,
             "first_failing_rate_cps": first_fail,
+            "gateway_ceiling_found": first_fail is not None,
             "direct_max_rate_zero_failures_cps": max(direct_pass) if direct_pass else None,
             "steps": {str(r): {k: asdict(v) for k, v in p.items()} for r, p in sorted(pairs.items())},
         }
@@ -778,6 +1169,7 @@ class Bench:
 # --------------------------------------------------------------------------- report
 
 def latency_comparison(relay: dict) -> dict:
+    """The ramp's INVITE->200 at the bridge from SIPp's -trace_rtt (4 ms steps), gateway vs direct."""
     out = {}
     for rate, pair in relay["steps"].items():
         d, g = pair["direct"]["latency_ms"], pair["gateway"]["latency_ms"]
@@ -793,50 +1185,151 @@ def latency_comparison(relay: dict) -> dict:
     return out
 
 
+def _setup(step: dict | None) -> dict | None:
+    """INVITE->200 percentiles of a step: kernel timestamps when captured, else SIPp's clock."""
+    if not step or "error" in step:
+        return None
+    cap = step.get("capture") or {}
+    if cap.get("setup_ms"):
+        return dict(cap["setup_ms"], source="kernel timestamps (bench/sipcap.py)")
+    if step.get("latency_ms"):
+        return dict(step["latency_ms"], source="SIPp -trace_rtt (4 ms steps)")
+    return None
+
+
+def _cpu(step: dict | None) -> float | None:
+    return step.get("gw_cpu_ms_per_call") if step and "error" not in step else None
+
+
 def summarize(report: dict) -> dict:
-    relay, rej, hold = report["relay"], report["reject"], report["concurrency"]
-    lat = report["latency"]
-    max_rate = relay["max_rate_zero_failures_cps"]
-    # The added delay at the highest rate the gateway passed (else the lowest rate run).
-    ref_rate = str(max_rate) if max_rate and str(max_rate) in lat else (min(lat, key=int) if lat else None)
-    tgt_rate = None
-    cpu_early = report["cpu"]["early"]["gw_cpu_ms_per_call"]
-    cpu_late = report["cpu"]["late"]["gw_cpu_ms_per_call"] if report["cpu"].get("late") else None
-    bare = report["cpu"].get("bare_engine", {}).get("gw_cpu_ms_per_call")
-    rej_rate = rej["max_rate_zero_failures_cps"]
-    rej_step = rej["steps"].get(str(rej_rate), {}).get("gateway") if rej_rate else None
-    s = {
-        "relay_max_rate_cps": max_rate,
-        "relay_direct_max_rate_cps": relay["direct_max_rate_zero_failures_cps"],
-        "relay_rate_ratio_gateway_vs_direct": _ratio(max_rate, relay["direct_max_rate_zero_failures_cps"]),
-        "latency_rate_cps": int(tgt_rate or ref_rate) if (tgt_rate or ref_rate) else None,
-        "latency_at_rate": lat.get(tgt_rate or ref_rate) if (tgt_rate or ref_rate) else None,
-        "p99_added_delay_ms": lat[tgt_rate or ref_rate]["added"]["p99"] if (tgt_rate or ref_rate) else None,
-        "latency_lowest_rate_cps": int(min(lat, key=int)) if lat else None,
-        "max_rate_p99_added_within_target_cps": max(
-            (int(r) for r, v in lat.items() if v["gateway_ok"] and v["added"]["p99"] <= TARGETS["p99_added_delay_ms"]),
-            default=None),
-        "latency_at_lowest_rate": lat[min(lat, key=int)] if lat else None,
-        "cpu_ms_per_relayed_call_early": cpu_early,
-        "cpu_ms_per_call_bare_engine": bare,
-        "cpu_ratio_gateway_vs_bare_engine": _ratio(cpu_early, bare),
-        "cpu_ms_per_relayed_call_late": cpu_late,
-        "ledger_calls_at_late_cpu_step": report["cpu"]["late"]["ledger_calls_before"] if cpu_late else None,
-        "concurrent_relayed_calls": hold.get("concurrent_at_last_answer") if hold.get("all_relayed") else 0,
-        "rss_at_peak_mb": hold.get("rss_at_peak_mb"),
-        "reject_max_rate_cps": rej_rate,
-        "reject_direct_max_rate_cps": rej["direct_max_rate_zero_failures_cps"],
-        "reject_rate_ratio_gateway_vs_direct": _ratio(rej_rate, rej["direct_max_rate_zero_failures_cps"]),
-        "cpu_ms_per_reject": rej_step["gw_cpu_ms_per_call"] if rej_step else None,
+    s: dict = {"load_rate_cps": None}
+    notes: dict[str, str] = {}
+    load = report.get("load")
+    if load:
+        d, g, b, pg = load["direct"], load["sqlite"], load["bare_engine"], load["postgres"]
+        s["load_rate_cps"], s["load_calls"] = load["rate"], load["calls"]
+        s["cpu_ms_per_relayed_call"] = _cpu(g)
+        s["load_step_ok"] = g["ok"]
+        if not g["ok"]:
+            notes["cpu_ms_per_relayed_call"] = (f"the SQLite step did not pass: {g['successful']} of {g['calls']} "
+                                                f"calls, {g['achieved_cps']}/s")
+        s["cpu_ms_per_call_bare_engine"] = _cpu(b)
+        s["bare_engine_successful"] = b["successful"]
+        s["bare_engine_ok"] = b["ok"]
+        s["cpu_ratio_gateway_vs_bare_engine"] = _ratio(_cpu(g), _cpu(b)) if b["successful"] == b["calls"] else None
+        if b["successful"] != b["calls"]:
+            notes["cpu_ratio_gateway_vs_bare_engine"] = (f"the bare engine relayed {b['successful']} of {b['calls']} "
+                                                         "calls: its CPU is not a floor")
+        sd, sg, sb = _setup(d), _setup(g), _setup(b)
+        s["setup_ms_direct"], s["setup_ms_gateway"], s["setup_ms_bare_engine"] = sd, sg, sb
+        s["setup_source"] = sg["source"] if sg else None
+        if sd and sg:
+            s["p50_added_delay_ms"] = round(sg["p50"] - sd["p50"], 3)
+            s["p99_added_delay_ms"] = round(sg["p99"] - sd["p99"], 3)
+            if sd["source"] != sg["source"]:
+                notes["p99_added_delay_ms"] = "direct and gateway timed by different clocks"
+        if sd and sb:
+            s["p99_added_delay_ms_bare_engine"] = round(sb["p99"] - sd["p99"], 3)
+        s["gateway_setup_ms_own_log"] = (g.get("gateway_log") or {}).get("gateway_setup_ms")
+        if "error" in pg:
+            notes["postgres"] = pg["error"]
+        else:
+            s["postgres_answered_percent"] = pg["answered_percent"]
+            s["postgres_relayed_200_logged"] = (pg.get("gateway_log") or {}).get("relayed_200")
+            s["cpu_ms_per_relayed_call_postgres"] = _cpu(pg)
+            s["postgres_cpu_ratio_vs_sqlite"] = _ratio(_cpu(pg), _cpu(g))
+            s["postgres_server_cpu_ms_per_call"] = pg.get("db_server_cpu_ms_per_call")
+            spg = _setup(pg)
+            if spg and sd:
+                s["p99_added_delay_ms_postgres"] = round(spg["p99"] - sd["p99"], 3)
+    relay = report.get("relay")
+    if relay:
+        gmax, dmax = relay["max_rate_zero_failures_cps"], relay["direct_max_rate_zero_failures_cps"]
+        s["relay_max_rate_cps"], s["relay_direct_max_rate_cps"] = gmax, dmax
+        s["relay_rate_ratio_gateway_vs_direct"] = _ratio(gmax, dmax)
+        s["relay_direct_ceiling_found"] = relay["direct_ceiling_found"]
+        s["relay_gateway_ceiling_found"] = relay["gateway_ceiling_found"]
+        if not relay["direct_ceiling_found"]:
+            notes["relay_rate_ratio_gateway_vs_direct"] = (f"SIPp->SIPp passed every rate up to {dmax}/s: "
+                                                           "the ratio is an upper bound")
+        elif not relay["gateway_ceiling_found"]:
+            notes["relay_rate_ratio_gateway_vs_direct"] = "the gateway passed every rate offered: a lower bound"
+        lat = report.get("latency") or {}
+        s["max_rate_p99_added_within_target_cps_sipp_clock"] = max(
+            (int(r) for r, v in lat.items() if v["gateway_ok"] and v["added"]["p99"] <= TARGETS["p99_added_delay_ms"][1]),
+            default=None)
+    hold = report.get("concurrency")
+    if hold:
+        held = hold.get("concurrent_at_last_answer") or 0
+        s["concurrent_calls_offered"] = hold["calls"]
+        s["concurrent_relayed_calls"] = held if hold.get("all_relayed") else None
+        s["concurrent_highest_reached"] = held
+        s["concurrent_all_relayed"] = hold.get("all_relayed")
+        s["rss_before_mb"] = hold.get("rss_before_mb")
+        s["rss_at_plateau_mb"] = hold.get("rss_at_peak_mb")
+        s["rss_kb_per_concurrent_call"] = hold.get("rss_per_call_kb")
+        if not hold.get("all_relayed"):
+            notes["concurrent_relayed_calls"] = (f"{held} up at once, not every call relayed: see "
+                                                 "concurrency.why_not_all")
+    rej = report.get("reject")
+    if rej:
+        rate = rej["max_rate_zero_failures_cps"]
+        st = rej["steps"].get(str(rate), {}).get("gateway") if rate else None
+        s["reject_max_rate_cps"] = rate
+        s["reject_direct_max_rate_cps"] = rej["direct_max_rate_zero_failures_cps"]
+        s["reject_rate_ratio_gateway_vs_direct"] = _ratio(rate, rej["direct_max_rate_zero_failures_cps"])
+        s["cpu_ms_per_reject"] = st["gw_cpu_ms_per_call"] if st else None
+        if not rej["gateway_ceiling_found"]:
+            notes["reject_rate_cps"] = "the gateway passed every rate offered: its ceiling is higher"
+        s["reject_direct_ceiling_found"] = not all(
+            st["ok"] for st in [*(p["direct"] for p in rej["steps"].values()), *rej["direct_only_steps"].values()])
+        if not s["reject_direct_ceiling_found"]:
+            notes["reject_rate_ratio_gateway_vs_direct"] = (
+                f"SIPp->SIPp answered 403 at every rate offered, up to {rej['direct_max_rate_zero_failures_cps']}/s: "
+                "the ratio is an upper bound")
+    seeded = report.get("seeded")
+    if seeded:
+        s["cpu_ms_per_relayed_call_seeded"] = seeded["gw_cpu_ms_per_call"]
+        s["ledger_calls_at_seeded_step"] = seeded["ledger_calls_before"]
+    t = {
+        "cpu_ms_per_relayed_call": _verdict(s.get("cpu_ms_per_relayed_call"), "cpu_ms_per_relayed_call",
+                                            valid=s.get("load_step_ok", False)),
+        "cpu_ratio_gateway_vs_bare_engine": _verdict(s.get("cpu_ratio_gateway_vs_bare_engine"),
+                                                     "cpu_ratio_gateway_vs_bare_engine"),
+        "relay_rate_ratio_gateway_vs_direct": _verdict(s.get("relay_rate_ratio_gateway_vs_direct"),
+                                                       "relay_rate_ratio_gateway_vs_direct",
+                                                       bound="upper" if relay and not relay["direct_ceiling_found"]
+                                                       else "lower" if relay and not relay["gateway_ceiling_found"]
+                                                       else None),
+        "p99_added_delay_ms": _verdict(s.get("p99_added_delay_ms"), "p99_added_delay_ms"),
+        "reject_rate_cps": _verdict(s.get("reject_max_rate_cps"), "reject_rate_cps"),
+        "concurrent_relayed_calls": _verdict(s.get("concurrent_relayed_calls"), "concurrent_relayed_calls"),
+        "concurrent_rss_mb": _verdict(s.get("rss_at_plateau_mb"), "concurrent_rss_mb",
+                                      valid=bool(s.get("concurrent_relayed_calls"))),
+        "rss_kb_per_concurrent_call": _verdict(s.get("rss_kb_per_concurrent_call"), "rss_kb_per_concurrent_call",
+                                               valid=bool(s.get("concurrent_relayed_calls"))),
+        "postgres_answered_percent": _verdict(s.get("postgres_answered_percent"), "postgres_answered_percent"),
+        "postgres_cpu_ratio_vs_sqlite": _verdict(s.get("postgres_cpu_ratio_vs_sqlite"), "postgres_cpu_ratio_vs_sqlite",
+                                                 valid=s.get("postgres_answered_percent") == 100.0),
     }
-    s["targets"] = {
-        "relay_rate_cps": _verdict(max_rate, TARGETS["relay_rate_cps"], ">="),
-        "cpu_ms_per_relayed_call": _verdict(cpu_early, TARGETS["cpu_ms_per_relayed_call"], "<="),
-        "cpu_ms_per_relayed_call_seeded_ledger": _verdict(cpu_late, TARGETS["cpu_ms_per_relayed_call"], "<="),
-        "p99_added_delay_ms": _verdict(s["p99_added_delay_ms"], TARGETS["p99_added_delay_ms"], "<="),
-        "concurrent_relayed_calls": _verdict(s["concurrent_relayed_calls"], TARGETS["concurrent_relayed_calls"], ">="),
-        "reject_rate_cps": _verdict(rej_rate, TARGETS["reject_rate_cps"], ">="),
-    }
+    ran = {"cpu_ms_per_relayed_call": load, "cpu_ratio_gateway_vs_bare_engine": load,
+           "relay_rate_ratio_gateway_vs_direct": relay, "p99_added_delay_ms": load, "reject_rate_cps": rej,
+           "concurrent_relayed_calls": hold, "concurrent_rss_mb": hold, "rss_kb_per_concurrent_call": hold,
+           "postgres_answered_percent": load, "postgres_cpu_ratio_vs_sqlite": load}
+    for key, section in ran.items():
+        if not section:
+            t[key]["met"] = None
+            t[key]["note"] = "not run"
+    if hold and hold["calls"] < TARGETS["concurrent_relayed_calls"][1]:
+        notes["concurrent_relayed_calls"] = "; ".join(filter(None, [
+            notes.get("concurrent_relayed_calls"),
+            f"this mode holds {hold['calls']} calls, not {TARGETS['concurrent_relayed_calls'][1]}: "
+            "run without --quick"]))
+    for key, note in notes.items():
+        if key in t:
+            t[key]["note"] = note
+    s["targets"] = t
+    s["notes"] = notes
     return s
 
 
@@ -844,142 +1337,237 @@ def _ratio(a, b):
     return round(a / b, 3) if a and b else None
 
 
-def _verdict(value, target, op):
-    if value is None:
-        return {"value": None, "target": f"{op} {target}", "met": False}
+def _verdict(value, key: str, *, valid: bool = True, bound: str | None = None) -> dict:
+    """met: True, False, or None when the value is only a bound on the wrong side to decide."""
+    op, target = TARGETS[key]
+    out = {"value": value, "target": f"{op} {target}", "met": False}
+    if value is None or not valid:
+        return out
     met = value >= target if op == ">=" else value <= target
-    return {"value": value, "target": f"{op} {target}", "met": met}
+    if bound == "upper" and op == ">=" and met:
+        met = None   # the true ratio is at most this: cannot say it is met
+    if bound == "lower" and op == ">=" and not met:
+        met = None
+    out["met"] = met
+    return out
 
 
 def print_table(report: dict) -> None:
     s = report["summary"]
+    t = s["targets"]
+    rate = s.get("load_rate_cps") or report["profile"]["load_rate"]
     print()
     print("dialout-gateway benchmark" + (" (--quick)" if report["quick"] else "") +
           f" — {report['machine']['cpus']} CPUs shared by SIPp and the gateway, loopback")
-    print(f"{'metric':44s} {'gateway':>12s} {'direct':>10s} {'ratio':>7s}  target")
-    t = s["targets"]
+    print(f"{'measure':52s} {'gateway':>9s} {'reference':>10s} {'ratio':>7s}  target")
 
-    def row(name, gw, direct=None, ratio=None, target=""):
-        f = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) and v < 10 else f"{v}")  # noqa: E731
-        print(f"{name:44s} {f(gw):>12s} {f(direct):>10s} {f(ratio):>7s}  {target}")
+    def f(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.3f}" if v < 10 else f"{v:.1f}" if v < 1000 else f"{v:,.0f}"
+        return f"{v:,}" if isinstance(v, int) else str(v)
 
-    def mark(key):
-        return f"{t[key]['target']} {'MET' if t[key]['met'] else 'NOT MET'}"
+    def row(name, gw, ref=None, ratio=None, key=None):
+        mark = ""
+        if key:
+            m = t[key]["met"]
+            undecided = "not run" if t[key].get("note") == "not run" else "undecided (a bound)"
+            mark = f"{t[key]['target']} {'MET' if m else undecided if m is None else 'NOT MET'}"
+        print(f"{name:52s} {f(gw):>9s} {f(ref):>10s} {f(ratio):>7s}  {mark}")
 
-    row("relay: max rate, zero failed (calls/s)", s["relay_max_rate_cps"], s["relay_direct_max_rate_cps"],
-        s["relay_rate_ratio_gateway_vs_direct"], mark("relay_rate_cps"))
-    la = s["latency_at_rate"]
-    if la:
-        for k in ("p50", "p99", "max"):
-            ratio = round(la["gateway"][k] / la["direct"][k], 2) if la["direct"][k] else None
-            row(f"INVITE->200 {k} at {s['latency_rate_cps']}/s (ms)", la["gateway"][k], la["direct"][k], ratio)
-        row("  p99 added delay (ms)", s["p99_added_delay_ms"], None, None, mark("p99_added_delay_ms"))
-    row(f"  highest rate with p99 added <= {TARGETS['p99_added_delay_ms']:g} ms (calls/s)",
-        s["max_rate_p99_added_within_target_cps"])
-    lo = s.get("latency_at_lowest_rate")
-    if lo and s["latency_lowest_rate_cps"] != s["latency_rate_cps"]:
-        for k in ("p50", "p99", "max"):
-            row(f"INVITE->200 {k} at {s['latency_lowest_rate_cps']}/s (ms)", lo["gateway"][k], lo["direct"][k])
-        row("  p99 added delay (ms)", lo["added"]["p99"])
-    row("gateway CPU per relayed call, empty ledger (ms)", s["cpu_ms_per_relayed_call_early"], None, None,
-        mark("cpu_ms_per_relayed_call"))
-    row("  bare engine relay, same load (ms; ratio = gateway/bare)", s["cpu_ms_per_call_bare_engine"], None,
-        s["cpu_ratio_gateway_vs_bare_engine"])
-    row(f"  same, ledger holding {s['ledger_calls_at_late_cpu_step']} calls (ms)",
-        s["cpu_ms_per_relayed_call_late"], None, None, mark("cpu_ms_per_relayed_call_seeded_ledger"))
-    row("concurrent relayed calls held", s["concurrent_relayed_calls"], None, None, mark("concurrent_relayed_calls"))
-    row("gateway RSS at that peak (MB)", s["rss_at_peak_mb"])
-    row("reject 403: max rate, zero failed (calls/s)", s["reject_max_rate_cps"], s["reject_direct_max_rate_cps"],
-        s["reject_rate_ratio_gateway_vs_direct"], mark("reject_rate_cps"))
-    row("gateway CPU per reject (ms)", s["cpu_ms_per_reject"])
-    print()
-    print("relay steps (INVITE->200 p50/p99/max ms, 1 ms resolution; CPU = gateway ms per call):")
-    for rate, pair in report["relay"]["steps"].items():
-        d, g = pair["direct"], pair["gateway"]
-        dl, gl = d["latency_ms"] or {}, g["latency_ms"] or {}
-        print(f"  {rate:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} {dl.get('p50')}/{dl.get('p99')}/{dl.get('max')}"
-              f" ({d['achieved_cps']}/s)   gateway {'ok ' if g['ok'] else 'BAD'} failed={g['failed']}"
-              f" {gl.get('p50')}/{gl.get('p99')}/{gl.get('max')} ({g['achieved_cps']}/s) cpu {g['gw_cpu_ms_per_call']}")
-    for rate, d in report["relay"].get("direct_only_steps", {}).items():
-        dl = d["latency_ms"] or {}
-        print(f"  {rate:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} {dl.get('p50')}/{dl.get('p99')}/{dl.get('max')}"
-              f" ({d['achieved_cps']}/s)   gateway not run (failed at a lower rate)")
-    print("reject steps:")
-    for rate, pair in report["reject"]["steps"].items():
-        d, g = pair["direct"], pair["gateway"]
-        print(f"  {rate:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} failed={d['failed']} ({d['achieved_cps']}/s)"
-              f"   gateway {'ok ' if g['ok'] else 'BAD'} failed={g['failed']} ({g['achieved_cps']}/s)"
-              f" cpu {g['gw_cpu_ms_per_call']}")
-    for rate, d in report["reject"].get("direct_only_steps", {}).items():
-        print(f"  {rate:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} failed={d['failed']} ({d['achieved_cps']}/s)"
-              f"   gateway not run")
+    row(f"CPU per relayed call at {rate}/s, SQLite (ms)", s.get("cpu_ms_per_relayed_call"), None, None,
+        "cpu_ms_per_relayed_call")
+    row("  ÷ bare engine relay, same load (ref = bare ms)", s.get("cpu_ms_per_relayed_call"),
+        s.get("cpu_ms_per_call_bare_engine"), s.get("cpu_ratio_gateway_vs_bare_engine"),
+        "cpu_ratio_gateway_vs_bare_engine")
+    row("relay: max rate, zero failed (ref = SIPp->SIPp)", s.get("relay_max_rate_cps"),
+        s.get("relay_direct_max_rate_cps"), s.get("relay_rate_ratio_gateway_vs_direct"),
+        "relay_rate_ratio_gateway_vs_direct")
+    sd, sg = s.get("setup_ms_direct"), s.get("setup_ms_gateway")
+    if sd and sg:
+        row(f"INVITE->200 p50 at {rate}/s (ms; ref = direct)", sg["p50"], sd["p50"])
+        row(f"INVITE->200 p99 at {rate}/s (ms; ref = direct)", sg["p99"], sd["p99"])
+    row("  p99 added delay, gateway - direct (ms)", s.get("p99_added_delay_ms"), None, None, "p99_added_delay_ms")
+    if s.get("p99_added_delay_ms_bare_engine") is not None:
+        row("  p99 added delay, bare engine - direct (ms)", s.get("p99_added_delay_ms_bare_engine"))
+    row("reject 403: max rate, zero failed (ref = SIPp->SIPp)", s.get("reject_max_rate_cps"),
+        s.get("reject_direct_max_rate_cps"), s.get("reject_rate_ratio_gateway_vs_direct"), "reject_rate_cps")
+    row(f"concurrent relayed calls held (of {s.get('concurrent_calls_offered')})",
+        s.get("concurrent_relayed_calls") if s.get("concurrent_all_relayed") else s.get("concurrent_highest_reached"),
+        None, None, "concurrent_relayed_calls")
+    row("  RSS at plateau (MB; ref = before)", s.get("rss_at_plateau_mb"), s.get("rss_before_mb"), None,
+        "concurrent_rss_mb")
+    row("  KB per call: (plateau - before) / calls", s.get("rss_kb_per_concurrent_call"), None, None,
+        "rss_kb_per_concurrent_call")
+    row(f"PostgreSQL ledger at {rate}/s: answered %", s.get("postgres_answered_percent"), None, None,
+        "postgres_answered_percent")
+    row("  CPU per call (ms; ref = SQLite)", s.get("cpu_ms_per_relayed_call_postgres"),
+        s.get("cpu_ms_per_relayed_call"), s.get("postgres_cpu_ratio_vs_sqlite"), "postgres_cpu_ratio_vs_sqlite")
+    row("  PostgreSQL server's own CPU per call (ms)", s.get("postgres_server_cpu_ms_per_call"))
+    if s.get("cpu_ms_per_relayed_call_seeded") is not None:
+        row(f"CPU per call, ledger holding {s.get('ledger_calls_at_seeded_step')} calls (ms)",
+            s.get("cpu_ms_per_relayed_call_seeded"), s.get("cpu_ms_per_relayed_call"),
+            _ratio(s.get("cpu_ms_per_relayed_call_seeded"), s.get("cpu_ms_per_relayed_call")))
+    row("gateway CPU per reject (ms)", s.get("cpu_ms_per_reject"))
+    for key, note in s["notes"].items():
+        print(f"  note ({key}): {note}")
+    if s.get("setup_source"):
+        print(f"  INVITE->200 timed by {s['setup_source']}")
+    if report.get("load"):
+        print()
+        print(f"load steps at {rate}/s (INVITE->200 p50/p99/max ms; CPU ms per call):")
+        for key in ("direct", "sqlite", "bare_engine", "postgres"):
+            st = report["load"][key]
+            if "error" in st:
+                print(f"  {key:12s} not run: {st['error'][:200]}")
+                continue
+            su = _setup(st) or {}
+            print(f"  {key:12s} {'ok ' if st['ok'] else 'BAD'} {st['successful']}/{st['calls']} "
+                  f"({st['achieved_cps']}/s) {su.get('p50')}/{su.get('p99')}/{su.get('max')}"
+                  + (f" cpu {st['gw_cpu_ms_per_call']}" if st.get("gw_cpu_ms_per_call") is not None else "")
+                  + (f" db-server {st['db_server_cpu_ms_per_call']}" if st.get("db_server_cpu_ms_per_call")
+                     is not None else "")
+                  + f" other-cpu {st['foreign_cpu_percent']}%")
+    if report.get("relay"):
+        print("relay steps (INVITE->200 p50/p99/max ms by SIPp's clock, 4 ms steps; CPU = gateway ms per call):")
+        for r, pair in report["relay"]["steps"].items():
+            d, g = pair["direct"], pair["gateway"]
+            dl, gl = d["latency_ms"] or {}, g["latency_ms"] or {}
+            print(f"  {r:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} {dl.get('p50')}/{dl.get('p99')}/{dl.get('max')}"
+                  f" ({d['achieved_cps']}/s)   gateway {'ok ' if g['ok'] else 'BAD'} failed={g['failed']}"
+                  f" {gl.get('p50')}/{gl.get('p99')}/{gl.get('max')} ({g['achieved_cps']}/s)"
+                  f" cpu {g['gw_cpu_ms_per_call']}")
+        for r, d in report["relay"].get("direct_only_steps", {}).items():
+            dl = d["latency_ms"] or {}
+            print(f"  {r:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} failed={d['failed']} "
+                  f"{dl.get('p50')}/{dl.get('p99')}/{dl.get('max')} ({d['achieved_cps']}/s)   gateway not run")
+    if report.get("reject"):
+        print("reject steps:")
+        for r, pair in report["reject"]["steps"].items():
+            d, g = pair["direct"], pair["gateway"]
+            print(f"  {r:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} failed={d['failed']} ({d['achieved_cps']}/s)"
+                  f"   gateway {'ok ' if g['ok'] else 'BAD'} failed={g['failed']} ({g['achieved_cps']}/s)"
+                  f" cpu {g['gw_cpu_ms_per_call']}")
+        for r, d in report["reject"].get("direct_only_steps", {}).items():
+            print(f"  {r:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} failed={d['failed']} ({d['achieved_cps']}/s)"
+                  f"   gateway not run")
     if report.get("anomalies"):
         print("anomalies:", *report["anomalies"], sep="\n  ")
 
 
+def write_report(report: dict, out: Path | None, stamp: str) -> list[Path]:
+    """--out FILE: that file. Otherwise a timestamped report and the latest as gateway_bench.json."""
+    text = json.dumps(report, indent=2, default=str) + "\n"
+    if out is not None:
+        paths = [out]
+    else:
+        suffix = ("-quick" if report["quick"] else "") + ("-partial" if report.get("sections") != list(SECTIONS)
+                                                          else "")
+        paths = [REPORTS / f"gateway_bench-{stamp}{suffix}.json", REPORT]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer, shorter steps (~2 minutes)")
+    ap.add_argument("--quick", action="store_true", help="fewer, shorter steps (~3 minutes)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (SIPp traces, gateway log)")
-    ap.add_argument("--out", type=Path, default=REPORT, help=f"JSON report (default {REPORT.relative_to(ROOT)})")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="write the JSON report there only (default: bench/reports/gateway_bench-<time>[-quick].json "
+                         "and bench/reports/gateway_bench.json)")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: all)")
     args = ap.parse_args(argv)
+    sections = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = [x for x in sections if x not in SECTIONS]
+    if unknown:
+        ap.error(f"--only: unknown section(s) {', '.join(unknown)}; expected some of {', '.join(SECTIONS)}")
+    sections = [x for x in SECTIONS if x in sections]
     profile = QUICK if args.quick else FULL
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     bench = Bench(profile, workdir)
     started = time.monotonic()
+    stamp = time.strftime("%Y%m%dT%H%M%S")
     report: dict = {
         "quick": args.quick,
+        "sections": sections,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                 text=True).stdout.strip() or None,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "sipp": subprocess.run([sipp_binary(), "-v"], capture_output=True, text=True).stdout.strip()
-                    .splitlines()[0].strip() if shutil.which("sipp") else None},
+                    .splitlines()[0].strip() if shutil.which("sipp") else None,
+                    "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                    "mem_total_mb": _mem_total_mb()},
         "profile": asdict(profile),
-        "targets": TARGETS,
+        "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
         "workload": {"relay_organizer": RELAY_ORGANIZER, "relay_numbers": f"{N_NUMBERS} US numbers in turn",
                      "reject_organizer": REJECT_ORGANIZER, "guard_overrides": [n for _, n in GUARD_OVERRIDES],
-                     "extra_gateway": EXTRA_GATEWAY.strip().splitlines(), "store": "SQLite (WAL) ledger",
+                     "extra_gateway": EXTRA_GATEWAY.strip().splitlines(),
+                     "store": "SQLite (WAL) ledger; the load section also PostgreSQL (scripts/pg_test_server.sh)",
                      "logging": "info, JSON canonical line per call"},
     }
     interrupted = False
+    pg: PgServer | None = None
 
     def on_term(signum, _frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        report["cpu"] = {"early": bench.cpu_step("cpu-empty-ledger", 0, profile.cpu_rate, profile.cpu_calls)}
-        report["cpu"]["bare_engine"] = bench.bare_cpu_step(profile.cpu_rate, profile.cpu_calls)
-        report["gateway_idle_cpu_ms_per_s"] = round(bench.idle_cpu_ms_per_s, 2)
-        report["relay"] = bench.relay_ramp()
-        report["latency"] = latency_comparison(report["relay"])
-        report["concurrency"] = bench.hold()
-        report["reject"] = bench.reject_ramp()
-        # Same rate and count as the empty-ledger step: CPU per call also depends
-        # on the rate (each loop wake-up has a fixed cost), so only the ledger differs.
-        report["cpu"]["late"] = bench.cpu_step("cpu-seeded-ledger", profile.seed_calls, profile.cpu_rate,
-                                               profile.cpu_calls)
+        if "load" in sections:
+            log("starting a throw-away PostgreSQL server (scripts/pg_test_server.sh)")
+            pg = PgServer().start()
+            report["postgres_server"] = {"url": pg.url, "error": pg.error}
+            report["load"] = bench.load(pg)
+            pg.stop()
+        if bench.idle_cpu_ms_per_s is not None:
+            report["gateway_idle_cpu_ms_per_s"] = round(bench.idle_cpu_ms_per_s, 2)
+        if "ramp" in sections:
+            report["relay"] = bench.relay_ramp()
+            report["latency"] = latency_comparison(report["relay"])
+        if "hold" in sections:
+            report["concurrency"] = bench.hold()
+        if "reject" in sections:
+            report["reject"] = bench.reject_ramp()
+        if "seeded" in sections:
+            report["seeded"] = bench.seeded()
+        if bench.idle_cpu_ms_per_s is not None:
+            report["gateway_idle_cpu_ms_per_s"] = round(bench.idle_cpu_ms_per_s, 2)
     except KeyboardInterrupt:
         interrupted = True
-        log("interrupted: stopping SIPp and the gateway")
+        log("interrupted: stopping SIPp, the gateway and PostgreSQL")
     finally:
         bench.cleanup()
-    report["gateway_exit_code"] = bench.gw.proc.returncode if bench.gw and bench.gw.proc else None
+        if pg is not None:
+            pg.stop()
+    report["gateway_exit_code"] = bench.gw.proc.returncode if bench.gw and getattr(bench.gw, "proc", None) else None
     report["anomalies"] = bench.anomalies
     report["runtime_s"] = round(time.monotonic() - started, 1)
     report["workdir"] = str(workdir) if args.keep else None
-    if interrupted or "reject" not in report:
+    if interrupted:
         report["incomplete"] = True
     else:
         report["summary"] = summarize(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    paths = write_report(report, args.out, stamp)
     if "summary" in report:
         print_table(report)
-    print(f"\nreport: {args.out}  runtime {report['runtime_s']} s"
+    print(f"\nreport: {', '.join(str(p) for p in paths)}  runtime {report['runtime_s']} s"
           + (f"  workdir {workdir}" if args.keep else ""))
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if interrupted else 0
+
+
+def _mem_total_mb() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 if __name__ == "__main__":
