@@ -42,8 +42,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -84,6 +83,37 @@ class Batch:
     # later store call in the batch raises, and the batch does not commit.
     broken: BaseException | None = None
     depth: int = 0  # nesting of savepoints
+
+
+class BatchScope:
+    """`with store.batch() as batch:` (a class, not a generator: the ledger
+    writer opens one per group commit, and contextlib's machinery cost more
+    than the rest of the scope)."""
+
+    __slots__ = ("_batch", "_savepoints", "_store")
+
+    def __init__(self, store: StoreCore, savepoints: bool) -> None:
+        self._store = store
+        self._savepoints = savepoints
+        self._batch: Batch | None = None  # None: nested, the outer batch's block owns the transaction
+
+    def __enter__(self) -> Batch:
+        store = self._store
+        if store._batch is not None:
+            return store._batch
+        self._batch = store._start_batch(self._savepoints)
+        return self._batch
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._batch is None:
+            return False
+        try:
+            self._store._end_batch(self._batch, exc)
+        except BaseException as raised:
+            if raised is not exc:
+                raise
+            exc.__traceback__ = tb  # the block's own error, as it was raised
+        return False
 
 
 class StoreCore(ABC):
@@ -212,6 +242,12 @@ class StoreCore(ABC):
         if batch is not None:
             if batch.savepoints:
                 return self._run_in_savepoint(fn, batch)
+            if batch.broken is None:
+                try:
+                    return fn()
+                except BaseException as exc:
+                    self._break_batch(exc, batch)
+                    raise
             return self._run_in_batch(fn, batch)
         reconnected = False
         attempts = 0
@@ -265,25 +301,34 @@ class StoreCore(ABC):
         return TransactionLost(f"{self.dialect} store: the batch cannot go on ({batch.broken})")
 
     def _run_in_batch(self, fn: Callable[[], Any], batch: Batch) -> Any:
-        """`fn` straight in the batch's transaction: if it fails, the batch is broken."""
+        """`fn` straight in the batch's transaction: if it fails, the batch is broken.
+
+        (`_run` inlines the common case: a batch not broken yet.)
+        """
         if batch.broken is not None:
             raise self._broken_batch(batch) from batch.broken
         try:
             return fn()
         except BaseException as exc:
-            kind = None if isinstance(exc, (RetryTransaction, StoreError)) else self._classify(exc)
-            error = self._batch_error(exc, kind)
-            if error is None:
-                if isinstance(exc, RetryTransaction):
-                    error = StoreError(f"{self.dialect} store: lost a race on a unique key; "
-                                       "run the batch again with savepoints")
-                elif kind is not None:
-                    error = StoreError(f"{self.dialect} store: {exc}")
-                else:
-                    error = exc
-            batch.broken = batch.broken or error  # its writes so far cannot be undone alone
-            if error is exc:
-                raise
+            self._break_batch(exc, batch)
+            raise
+
+    def _break_batch(self, exc: BaseException, batch: Batch) -> None:
+        """`exc` came out of a method run straight in `batch`: mark the batch broken
+        (its writes so far cannot be undone alone) and raise what the caller
+        should see instead of `exc`, if that is something else."""
+        kind = None if isinstance(exc, (RetryTransaction, StoreError)) else self._classify(exc)
+        error = self._batch_error(exc, kind)
+        if error is None:
+            if isinstance(exc, RetryTransaction):
+                error = StoreError(f"{self.dialect} store: lost a race on a unique key; "
+                                   "run the batch again with savepoints")
+            elif kind is not None:
+                error = StoreError(f"{self.dialect} store: {exc}")
+            else:
+                error = exc
+        batch.broken = batch.broken or error
+        if error is not exc:
             raise error from exc
 
     def _run_in_savepoint(self, fn: Callable[[], Any], batch: Batch) -> Any:
@@ -341,8 +386,7 @@ class StoreCore(ABC):
         except Exception:  # noqa: BLE001 - whatever the reason, the transaction cannot go on
             return False
 
-    @contextmanager
-    def batch(self, *, savepoints: bool = True) -> Iterator[Batch]:
+    def batch(self, *, savepoints: bool = True) -> BatchScope:
         """One transaction around several store method calls: one commit at the end.
 
             with store.batch():
@@ -371,14 +415,21 @@ class StoreCore(ABC):
         - Effects after commit (alerts, the `call_recovered` line) run after
           the batch's commit, on the thread that runs the batch.
         """
-        if self._batch is not None:
-            yield self._batch
-            return
+        return BatchScope(self, savepoints)
+
+    def _start_batch(self, savepoints: bool) -> Batch:
+        """BEGIN the outermost batch's transaction (BatchScope.__enter__)."""
         batch = Batch(savepoints=savepoints)
         self._begin_batch()
         self._batch = batch
+        return batch
+
+    def _end_batch(self, batch: Batch, error: BaseException | None) -> None:
+        """Commit the outermost batch, or, when its block raised `error` (or the
+        batch is broken, or the commit fails), roll it back and raise."""
         try:
-            yield batch
+            if error is not None:
+                raise error
             if batch.broken is not None:
                 raise batch.broken
             if not self._transaction_alive():

@@ -8,6 +8,7 @@ tenant's timezone, at the moment the call *started*.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -18,6 +19,7 @@ def epoch(dt: datetime) -> float:
     return dt.timestamp()
 
 
+@lru_cache(maxsize=256)
 def zone(tz: str) -> ZoneInfo:
     try:
         return ZoneInfo(tz)
@@ -33,6 +35,13 @@ def period_of(dt: datetime, tz: str) -> str:
 
 def period_and_day(dt: datetime, tz: str) -> tuple[str, str]:
     """(YYYY-MM, YYYY-MM-DD) of an aware datetime in the tenant's timezone."""
-    local = dt.astimezone(zone(tz))  # f-strings: strftime costs more than the rest of this
+    return _period_and_day(dt.timestamp(), tz)
+
+
+@lru_cache(maxsize=256)
+def _period_and_day(ts: float, tz: str) -> tuple[str, str]:
+    # Cached by instant: a call's admission asks twice for the same one (its
+    # counters, then its reservation), and the answer depends on nothing else.
+    local = datetime.fromtimestamp(ts, zone(tz))  # f-strings: strftime costs more than the rest of this
     period = f"{local.year:04d}-{local.month:02d}"
     return period, f"{period}-{local.day:02d}"

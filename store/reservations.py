@@ -28,8 +28,11 @@ from store.rows import CALL_COLUMNS, EPS, LIVE, BucketLevel, CallRow, GrantRow
 from store.types import LIFETIME, BucketSpec, CallOpen, Grant
 
 
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps would build one per call
+
+
 def encode_chain(chain: Iterable[BucketSpec]) -> str:
-    return json.dumps([[s.bucket, s.capacity, s.rate_per_minute] for s in chain], separators=(",", ":"))
+    return _compact_json([[s.bucket, s.capacity, s.rate_per_minute] for s in chain])
 
 
 def decode_chain(text: str) -> tuple[BucketSpec, ...]:

@@ -26,6 +26,7 @@ from store.rows import CALL_COLUMNS, EPS, LIVE, BucketAfterDebit, CallRow, Chunk
 from store.types import Settlement
 
 _SELECT_CALL = f"SELECT {CALL_COLUMNS} FROM calls WHERE call_id = ?"
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps would build one per call
 
 
 class CallIdRow(NamedTuple):
@@ -105,7 +106,7 @@ class SettlementMixin(CountersMixin, AlertsMixin):
         self._x("UPDATE calls SET state = 'closed', ended_at = ?, outcome = ?, a_status = ?, b_status = ?,"
                 " talk_s = ?, billed_units = ?, addon_minutes = ?, charges = ?, recovered = ? WHERE call_id = ?",
                 (end_ts, outcome, a_status, b_status, talk, billed_units, addon,
-                 json.dumps(charge_list, separators=(",", ":")), int(recovered), call.call_id))
+                 _compact_json(charge_list), int(recovered), call.call_id))
         for bucket, after in checks:
             self._check_alerts(call.tenant, call.period, bucket, after.used, after.capacity, end_ts)
         return Settlement(call.call_id, outcome, talk, billed_units, inc, charge_list, recovered)

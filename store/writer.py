@@ -147,7 +147,18 @@ class LedgerWriter:
         self.background_linger_s = max(linger_s, background_linger_s)
         self._urgent_since: float | None = None  # when the oldest queued urgent op was submitted
         self._background_maintenance = background_maintenance
-        self._cond = threading.Condition(threading.Lock())
+        # `_lock` guards the queue and the counters. The writer sleeps on
+        # `_wake`, a lock held while nobody has woken it: `submit` releases it
+        # only when the writer is asleep (`_sleeping`) and must see the op, so
+        # a submit is otherwise one short hold of `_lock`, and a batch costs
+        # the two threads one wake-up, not one per op. (A Condition's
+        # wait/notify is Python code, a new lock per wait.) `_cond` on the same
+        # lock is only for `stop()`, which waits for the queue to drain.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._wake = threading.Lock()
+        self._wake.acquire()
+        self._sleeping = False
         self._queue: deque[_Item] = deque()
         self._in_flight: list[_Item] = []
         self._stopping = False
@@ -171,34 +182,36 @@ class LedgerWriter:
         """
         now = time.monotonic()
         item = _Item(op, on_done, now, urgent, urgent if wake is None else wake)
-        with self._cond:
+        with self._lock:
             if self._stopping:
                 raise WriterStopped("the ledger writer is stopped")
-            self._queue.append(item)
+            queue = self._queue
+            queue.append(item)
             self._submitted += 1
-            # Wake the writer only when it may be waiting for this: for a first
-            # op, a first urgent op while it lingers over background ones, or a
-            # full batch. Otherwise it is busy and takes the queue when its
-            # batch is done.
+            # Wake the writer only when it sleeps and may be waiting for this:
+            # a first op, a first urgent op while it lingers over background
+            # ones, or a full batch. Otherwise it is busy, or lingering on
+            # purpose, and takes the queue when its batch is done.
             first_urgent = urgent and self._urgent_since is None
             if first_urgent:
                 self._urgent_since = now
-            if len(self._queue) == 1 or first_urgent or len(self._queue) == self.max_batch:
-                self._cond.notify()
+            if self._sleeping and (len(queue) == 1 or first_urgent or len(queue) >= self.max_batch):
+                self._sleeping = False
+                self._wake.release()
 
     def pending(self) -> int:
         """Ops submitted and not finished yet: queued, or in the running batch."""
-        with self._cond:
+        with self._lock:
             return len(self._queue) + len(self._in_flight)
 
     def oldest_pending_age_s(self) -> float:
         """Seconds the oldest unfinished op has waited since `submit` (0.0: none)."""
-        with self._cond:
+        with self._lock:
             first = self._in_flight[0] if self._in_flight else (self._queue[0] if self._queue else None)
             return 0.0 if first is None else time.monotonic() - first.submitted
 
     def stats(self) -> WriterStats:
-        with self._cond:
+        with self._lock:
             first = self._in_flight[0] if self._in_flight else (self._queue[0] if self._queue else None)
             return WriterStats(
                 submitted=self._submitted, completed=self._completed, op_errors=self._op_errors,
@@ -217,9 +230,11 @@ class LedgerWriter:
         and closes its connection, when the database answers again.
         """
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             self._stopping = True
-            self._cond.notify_all()
+            if self._sleeping:
+                self._sleeping = False
+                self._wake.release()
             while self._queue or self._in_flight:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -249,25 +264,46 @@ class LedgerWriter:
             except Exception as exc:  # noqa: BLE001 - nothing left to do with it
                 self.log.warning("ledger_writer_close_failed", error=str(exc))
 
+    def _sleep(self, timeout: float | None) -> None:
+        """Called with `_lock` held: release it until `submit` or `stop` wakes
+        this thread (or `timeout` seconds pass), then take it again."""
+        self._sleeping = True
+        self._lock.release()
+        woken = False
+        try:
+            woken = self._wake.acquire() if timeout is None else self._wake.acquire(True, timeout)
+        finally:
+            self._lock.acquire()
+            if self._sleeping:  # nobody woke us
+                self._sleeping = False
+            elif not woken:  # woken between the timeout and now: take the wake back
+                self._wake.acquire()
+
     def _next_batch(self) -> list[_Item] | None:
-        with self._cond:
-            while not self._queue:
+        with self._lock:
+            queue = self._queue
+            while not queue:
                 if self._stopping:
                     return None
-                self._cond.wait()
-            while len(self._queue) < self.max_batch and not self._stopping:
+                self._sleep(None)
+            while len(queue) < self.max_batch and not self._stopping:
                 if self._urgent_since is not None:
                     deadline = self._urgent_since + self.linger_s
                 else:
-                    deadline = self._queue[0].submitted + self.background_linger_s
+                    deadline = queue[0].submitted + self.background_linger_s
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._cond.wait(remaining)
-            n = min(len(self._queue), self.max_batch)
-            self._in_flight = [self._queue.popleft() for _ in range(n)]
-            self._urgent_since = next((item.submitted for item in self._queue if item.urgent), None)
-            return list(self._in_flight)
+                self._sleep(remaining)
+            if len(queue) <= self.max_batch:
+                items = list(queue)
+                queue.clear()
+                self._urgent_since = None
+            else:
+                items = [queue.popleft() for _ in range(self.max_batch)]
+                self._urgent_since = next((item.submitted for item in queue if item.urgent), None)
+            self._in_flight = items
+            return items
 
     def _complete(self, completions: list[tuple[Callable[[Any], None], Any]]) -> None:
         """On the loop thread: each op's on_done, in order; one that raises does not stop the rest."""
@@ -292,6 +328,7 @@ class LedgerWriter:
         commit_s = batch_s = 0.0
         batch_errors = reconnects = reruns = conflicts = committed = 0
         done: list[tuple[_Item, Any]] = []
+        reordered = False
         while todo:
             outcomes: list[Any] = []
             culprit: tuple[_Item, BaseException] | None = None
@@ -337,6 +374,7 @@ class LedgerWriter:
                 if culprit is not None:
                     # One op took the whole transaction down: it fails, the others run again.
                     done.append(culprit)
+                    reordered = True
                     todo = [item for item in todo if item is not culprit[0]]
                     continue
                 self.log.error("ledger_batch_failed", ops=len(todo), error=str(exc) or type(exc).__name__)
@@ -348,19 +386,26 @@ class LedgerWriter:
             commit_s = batch.commit_s
             done += list(zip(todo, outcomes))
             break
-        order = {id(item): i for i, item in enumerate(items)}
-        done.sort(key=lambda pair: order[id(pair[0])])
-        errors = sum(1 for _item, outcome in done if isinstance(outcome, BaseException))
-        completions = [(item.on_done, outcome) for item, outcome in done if item.on_done is not None]
+        if reordered:
+            order = {id(item): i for i, item in enumerate(items)}
+            done.sort(key=lambda pair: order[id(pair[0])])
+        errors = 0
+        wake = False
+        completions = []
+        for item, outcome in done:
+            if isinstance(outcome, BaseException):
+                errors += 1
+            if item.on_done is not None:
+                completions.append((item.on_done, outcome))
+            wake = wake or item.wake
         if completions:
             try:
                 # One job for the whole batch: one wake-up of the loop, not one per op,
                 # and none at all when no completion in it is awaited.
-                post = self._post if any(item.wake for item, _ in done) else self._post_lazy
-                post(partial(self._complete, completions))
+                (self._post if wake else self._post_lazy)(partial(self._complete, completions))
             except Exception as exc:  # noqa: BLE001 - the loop is gone; the data is committed
                 self.log.error("ledger_writer_post_failed", error=str(exc) or type(exc).__name__)
-        with self._cond:
+        with self._lock:
             self._in_flight = []
             self._completed += len(done)
             self._op_errors += errors
@@ -371,5 +416,7 @@ class LedgerWriter:
             self._conflicts += conflicts
             self._commit_s += commit_s
             self._batch_s += batch_s
-            self._largest = max(self._largest, committed)
-            self._cond.notify_all()
+            if committed > self._largest:
+                self._largest = committed
+            if self._stopping:  # stop() waits for the queue to drain
+                self._cond.notify_all()

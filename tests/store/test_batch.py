@@ -114,6 +114,19 @@ def test_a_block_that_raises_rolls_everything_back(store):
     assert store.bucket_row("t1", "2018-07", POOL) is None
 
 
+def test_the_blocks_own_error_comes_out_as_raised(store):
+    error = RuntimeError("caller gave up")
+    with pytest.raises(RuntimeError) as raised:
+        with store.batch():
+            store.open_call(call("c1"))
+            raise error
+    assert raised.value is error and raised.value.__cause__ is None
+    assert raised.traceback[-1].name == "test_the_blocks_own_error_comes_out_as_raised"
+    with store.batch():  # the next batch starts afresh
+        store.open_call(call("c2"))
+    assert store.call_row("c1") is None and store.call_row("c2") is not None
+
+
 def test_nested_batches_join_the_outer_one(store):
     commits = count_commits(store)
     with store.batch() as outer:

@@ -218,6 +218,31 @@ def test_max_batch_bounds_a_transaction(migrated, loop):
         writer.stop(10)
 
 
+def test_a_sleeping_writer_is_woken_by_a_new_op_and_by_stop(migrated, loop):
+    """Between batches the writer sleeps: each first op wakes it, ops
+    submitted while it is busy run right after its batch, and stop() wakes
+    an idle writer at once."""
+    writer = new_writer(migrated, loop)
+    done = Done()
+    try:
+        for i in range(3):
+            writer.submit(lambda store, i=i: store.open_call(call(f"c{i}")), done)
+            loop.run_until(lambda n=i + 1: len(done) == n, timeout=2)
+            time.sleep(0.05)  # asleep again
+        release = hold(writer)
+        for i in range(3, 6):
+            writer.submit(lambda store, i=i: store.open_call(call(f"c{i}")), done)
+        release.set()
+        loop.run_until(lambda: len(done) == 6, timeout=2)
+        assert done.results == [Grant(POOL, 300)] * 6
+        assert writer.stats().batches == 3 + 1 + 1
+        time.sleep(0.05)
+    finally:
+        started = time.monotonic()
+        assert writer.stop(5) is True
+    assert time.monotonic() - started < 1.0
+
+
 def test_linger_gathers_ops_into_one_batch(migrated, loop):
     writer = new_writer(migrated, loop, linger_s=0.3)
     done = Done()
