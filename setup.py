@@ -19,12 +19,15 @@ from setuptools import Extension, setup
 def sipcore_extension() -> Extension:
     build_dir = os.environ.get("PJSUA2_BUILD_DIR")
     if not build_dir or not (Path(build_dir) / "include" / "pjsip.h").is_file():
-        raise SystemExit("setup.py: PJSUA2_BUILD_DIR must name the pjsua2 build of scripts/build_pjsua2.sh "
-                         "(run scripts/setup.sh, which sets it)")
+        raise SystemExit(
+            "setup.py: PJSUA2_BUILD_DIR must name the pjsua2 build of scripts/build_pjsua2.sh "
+            "(run scripts/setup.sh, which sets it)"
+        )
     spec = importlib.util.find_spec("_pjsua2")
     if spec is None or not spec.origin:
-        raise SystemExit("setup.py: the pjsua2 wheel must be installed first (run scripts/setup.sh; "
-                         "pip needs --no-build-isolation)")
+        raise SystemExit(
+            "setup.py: the pjsua2 wheel must be installed first (run scripts/setup.sh; pip needs --no-build-isolation)"
+        )
     lib = Path(spec.origin)
     defines = []
     for flag in (Path(build_dir) / "cflags").read_text().split():

@@ -51,8 +51,17 @@ def main(argv: list[str]) -> int:
             body = f0.partition(b"\r\n\r\n")[2] or None
             user = match.group(1).decode() if match else "+12125550100"
             try:
-                out = sc.dial("<sip:+18005550100@127.0.0.1>", f"<sip:{user}@{trunk};user=phone>",
-                              f"sip:{user}@{trunk};user=phone", contact, None, "application/sdp", body, None, None)
+                out = sc.dial(
+                    "<sip:+18005550100@127.0.0.1>",
+                    f"<sip:{user}@{trunk};user=phone>",
+                    f"sip:{user}@{trunk};user=phone",
+                    contact,
+                    None,
+                    "application/sdp",
+                    body,
+                    None,
+                    None,
+                )
             except (ValueError, ConnectionError):
                 sc.answer(leg, 503, None, None, None, None)
                 return

@@ -46,41 +46,43 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC
 from pathlib import Path
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+
 from tests.integration.gateway_proc import GatewayProcess, example_policy_text  # noqa: E402
 from tests.integration.sipp_runner import SCENARIOS, free_port, read_stats, sipp_binary  # noqa: E402
 
 REPORTS = ROOT / "bench" / "reports"
-REPORT = REPORTS / "gateway_bench.json"       # the latest run; each run also has a timestamped copy
+REPORT = REPORTS / "gateway_bench.json"  # the latest run; each run also has a timestamped copy
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-LOAD_RATE = 300   # calls/s of the CPU, latency, bare-engine and PostgreSQL steps, in both modes
+LOAD_RATE = 300  # calls/s of the CPU, latency, bare-engine and PostgreSQL steps, in both modes
 
 # The performance issue's table: key -> (comparison, target).
 TARGETS = {
-    "cpu_ms_per_relayed_call": ("<=", 1.0),             # at LOAD_RATE, full policy + SQLite ledger
-    "cpu_ratio_gateway_vs_bare_engine": ("<=", 1.25),   # same load
+    "cpu_ms_per_relayed_call": ("<=", 1.0),  # at LOAD_RATE, full policy + SQLite ledger
+    "cpu_ratio_gateway_vs_bare_engine": ("<=", 1.25),  # same load
     "relay_rate_ratio_gateway_vs_direct": (">=", 0.9),  # highest zero-failure rates, same run
-    "p99_added_delay_ms": ("<=", 5.0),                  # INVITE->200 at the bridge, gateway - direct, LOAD_RATE
-    "reject_rate_cps": (">=", 3000),                    # zero failed
+    "p99_added_delay_ms": ("<=", 5.0),  # INVITE->200 at the bridge, gateway - direct, LOAD_RATE
+    "reject_rate_cps": (">=", 3000),  # zero failed
     "concurrent_relayed_calls": (">=", 10000),
-    "concurrent_rss_mb": ("<=", 2048),                  # RSS at the plateau of those calls
-    "rss_kb_per_concurrent_call": ("<=", 150),          # (RSS at plateau - RSS before) / calls
-    "postgres_answered_percent": (">=", 100.0),         # the LOAD_RATE step on the PostgreSQL ledger
-    "postgres_cpu_ratio_vs_sqlite": ("<=", 1.10),       # gateway CPU per call, PostgreSQL / SQLite
+    "concurrent_rss_mb": ("<=", 2048),  # RSS at the plateau of those calls
+    "rss_kb_per_concurrent_call": ("<=", 150),  # (RSS at plateau - RSS before) / calls
+    "postgres_answered_percent": (">=", 100.0),  # the LOAD_RATE step on the PostgreSQL ledger
+    "postgres_cpu_ratio_vs_sqlite": ("<=", 1.10),  # gateway CPU per call, PostgreSQL / SQLite
 }
 
-RELAY_ORGANIZER = "erin@fabrikam.com"    # US numbers: usca_unlimited bucket, no pool limit
+RELAY_ORGANIZER = "erin@fabrikam.com"  # US numbers: usca_unlimited bucket, no pool limit
 RELAY_LOCATION = "US"
-REJECT_ORGANIZER = "mallory@unknown.example"   # not in the directory: 403 organizer_unknown
-RTT_FREQ = 50                            # every step's call count is a multiple of this
-N_NUMBERS = 500                          # distinct US destinations, dialled in turn (-inf)
+REJECT_ORGANIZER = "mallory@unknown.example"  # not in the directory: 403 organizer_unknown
+RTT_FREQ = 50  # every step's call count is a multiple of this
+N_NUMBERS = 500  # distinct US destinations, dialled in turn (-inf)
 
 # Raised so that one organiser can carry a load test; everything else is the example policy.
 GUARD_OVERRIDES = [
@@ -98,32 +100,53 @@ EXTRA_GATEWAY = "max_calls_per_second = 100000\nmax_concurrent_calls = 20000\n"
 @dataclass
 class Profile:
     load_rate: int
-    load_calls: int              # per load step (direct, SQLite, bare engine, PostgreSQL, seeded)
-    relay_rates: list[int]       # the gateway stops at its first failure, SIPp->SIPp at its own
+    load_calls: int  # per load step (direct, SQLite, bare engine, PostgreSQL, seeded)
+    relay_rates: list[int]  # the gateway stops at its first failure, SIPp->SIPp at its own
     relay_calls_min: int
     relay_calls_max: int
-    step_seconds: float          # calls per ramp step ~ rate * step_seconds, clamped to [min, max]
+    step_seconds: float  # calls per ramp step ~ rate * step_seconds, clamped to [min, max]
     bisect_steps: int
     talk_ms: int
-    seed_calls: int              # settled calls in the ledger for the seeded step
+    seed_calls: int  # settled calls in the ledger for the seeded step
     hold_calls: int
     hold_rate: int
     reject_rates: list[int]
     reject_calls_min: int
-    reject_seconds: float        # calls per reject step ~ rate * reject_seconds, at least reject_calls_min
+    reject_seconds: float  # calls per reject step ~ rate * reject_seconds, at least reject_calls_min
 
 
-FULL = Profile(load_rate=LOAD_RATE, load_calls=3000,
-               relay_rates=[100, 200, 300, 400, 600, 800, 1000, 1250, 1500, 2000, 3000, 4000, 5000, 6000, 8000],
-               relay_calls_min=2000, relay_calls_max=15000, step_seconds=4.0, bisect_steps=3, talk_ms=500,
-               seed_calls=10000, hold_calls=10000, hold_rate=300,
-               reject_rates=[1000, 2000, 2500, 3000, 3500, 4000, 5000, 6000], reject_calls_min=4000,
-               reject_seconds=2.0)
-QUICK = Profile(load_rate=LOAD_RATE, load_calls=1500,
-                relay_rates=[200, 400, 600, 1000, 1500, 2000, 3000, 4000, 5000],
-                relay_calls_min=1000, relay_calls_max=6000, step_seconds=2.0, bisect_steps=1, talk_ms=300,
-                seed_calls=3000, hold_calls=3000, hold_rate=300,
-                reject_rates=[1500, 2500, 3000, 4000, 5000], reject_calls_min=2000, reject_seconds=1.0)
+FULL = Profile(
+    load_rate=LOAD_RATE,
+    load_calls=3000,
+    relay_rates=[100, 200, 300, 400, 600, 800, 1000, 1250, 1500, 2000, 3000, 4000, 5000, 6000, 8000],
+    relay_calls_min=2000,
+    relay_calls_max=15000,
+    step_seconds=4.0,
+    bisect_steps=3,
+    talk_ms=500,
+    seed_calls=10000,
+    hold_calls=10000,
+    hold_rate=300,
+    reject_rates=[1000, 2000, 2500, 3000, 3500, 4000, 5000, 6000],
+    reject_calls_min=4000,
+    reject_seconds=2.0,
+)
+QUICK = Profile(
+    load_rate=LOAD_RATE,
+    load_calls=1500,
+    relay_rates=[200, 400, 600, 1000, 1500, 2000, 3000, 4000, 5000],
+    relay_calls_min=1000,
+    relay_calls_max=6000,
+    step_seconds=2.0,
+    bisect_steps=1,
+    talk_ms=300,
+    seed_calls=3000,
+    hold_calls=3000,
+    hold_rate=300,
+    reject_rates=[1500, 2500, 3000, 4000, 5000],
+    reject_calls_min=2000,
+    reject_seconds=1.0,
+)
 SECTIONS = ("load", "ramp", "hold", "reject", "seeded")
 
 
@@ -132,6 +155,7 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- processes
+
 
 def proc_cpu_ms(pid: int) -> float:
     """utime + stime of a live process (all threads), in ms."""
@@ -261,10 +285,24 @@ class Sipp:
         self.cmd = [sipp_binary(), "-sf", str(scenario)]
         if target:
             self.cmd.append(target)
-        self.cmd += ["-i", "127.0.0.1", "-nostdin",
-                     "-trace_stat", "-stf", str(self.stat_file), "-fd", "1",
-                     "-trace_err", "-error_file", str(workdir / f"{name}-errors.log"),
-                     "-max_recv_loops", "10000", "-max_sched_loops", "10000", *args]
+        self.cmd += [
+            "-i",
+            "127.0.0.1",
+            "-nostdin",
+            "-trace_stat",
+            "-stf",
+            str(self.stat_file),
+            "-fd",
+            "1",
+            "-trace_err",
+            "-error_file",
+            str(workdir / f"{name}-errors.log"),
+            "-max_recv_loops",
+            "10000",
+            "-max_sched_loops",
+            "10000",
+            *args,
+        ]
         self.proc: subprocess.Popen | None = None
         self.returncode: int | None = None
         self.cpu_ms: float | None = None
@@ -273,8 +311,12 @@ class Sipp:
 
     def start(self) -> Sipp:
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(self.cmd, stdout=(self.workdir / f"{self.name}.out").open("wb"),
-                                     stderr=(self.workdir / f"{self.name}.err").open("wb"), cwd=self.workdir)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdout=(self.workdir / f"{self.name}.out").open("wb"),
+            stderr=(self.workdir / f"{self.name}.err").open("wb"),
+            cwd=self.workdir,
+        )
         return self
 
     def poll(self) -> bool:
@@ -353,17 +395,20 @@ def _int(stats: dict, key: str) -> int:
 
 def _failures(stats: dict) -> dict[str, int]:
     """SIPp's nonzero cumulative failure counters, by cause."""
-    return {k: _int(stats, k) for k in stats
-            if k.startswith("Failed") and k.endswith("(C)") and k != "FailedCall(C)" and _int(stats, k)}
+    return {
+        k: _int(stats, k)
+        for k in stats
+        if k.startswith("Failed") and k.endswith("(C)") and k != "FailedCall(C)" and _int(stats, k)
+    }
 
 
 # --------------------------------------------------------------------------- gateway log
 
+
 class GatewayLog:
     """Reads the gateway's JSON log incrementally (it grows by ~1 KB per call)."""
 
-    ERROR_EVENTS = {"invite_failed", "callback_failed", "loop_job_failed", "ledger_write_failed",
-                    "trunk_call_failed"}
+    ERROR_EVENTS = {"invite_failed", "callback_failed", "loop_job_failed", "ledger_write_failed", "trunk_call_failed"}
 
     def __init__(self, path: Path):
         self.path = path
@@ -405,8 +450,9 @@ class GatewayLog:
             "relayed_200": sum(1 for e in calls if e.get("decision") == "allow" and e.get("bridge_status") == 200),
             "outcomes": reasons,
             "admission_refused_events": sum(1 for e in events if e.get("event") == "admission_refused"),
-            "admission_refused_reasons": _count(str(e.get("reason")) for e in events
-                                                if e.get("event") == "admission_refused"),
+            "admission_refused_reasons": _count(
+                str(e.get("reason")) for e in events if e.get("event") == "admission_refused"
+            ),
             "errors": errors,
             "gateway_setup_ms": pct(setup),
         }
@@ -427,30 +473,47 @@ def pct(values: list[float]) -> dict | None:
     def q(p: float) -> float:
         return v[min(len(v) - 1, max(0, math.ceil(p * len(v)) - 1))]
 
-    return {"n": len(v), "p50": q(0.50), "p90": q(0.90), "p99": q(0.99), "max": v[-1],
-            "mean": round(statistics.fmean(v), 3)}
+    return {
+        "n": len(v),
+        "p50": q(0.50),
+        "p90": q(0.90),
+        "p99": q(0.99),
+        "max": v[-1],
+        "mean": round(statistics.fmean(v), 3),
+    }
 
 
 # --------------------------------------------------------------------------- ledger seeding
 
+
 def seed_ledger(db_path: Path, n: int) -> None:
     """Settled calls of the relay organiser, earlier today, through the store API
     (what a busy tenant's ledger holds later in a month)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from store import BucketSpec, CallOpen, open_store
 
     store = open_store(f"sqlite:///{db_path}", instance_id="bench-seed")
     try:
         store.migrate()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for i in range(n):
             started = now - timedelta(seconds=120 + (n - i) * 0.25)
             cid = f"seed-{i}@bench"
-            store.open_call(CallOpen(
-                call_id=cid, tenant="fabrikam", organizer=RELAY_ORGANIZER, e164=f"+1212200{1000 + i % N_NUMBERS:04d}",
-                region="US", tz="America/New_York", started_at=started,
-                chain=(BucketSpec("usca_unlimited", None),), increment_s=60, max_duration_s=14400))
+            store.open_call(
+                CallOpen(
+                    call_id=cid,
+                    tenant="fabrikam",
+                    organizer=RELAY_ORGANIZER,
+                    e164=f"+1212200{1000 + i % N_NUMBERS:04d}",
+                    region="US",
+                    tz="America/New_York",
+                    started_at=started,
+                    chain=(BucketSpec("usca_unlimited", None),),
+                    increment_s=60,
+                    max_duration_s=14400,
+                )
+            )
             store.answered(cid, started + timedelta(seconds=1))
             store.close_call(cid, started + timedelta(seconds=61), "allowed", a_status=200, b_status=200)
     finally:
@@ -458,6 +521,7 @@ def seed_ledger(db_path: Path, n: int) -> None:
 
 
 # --------------------------------------------------------------------------- PostgreSQL
+
 
 class PgServer:
     """A throw-away PostgreSQL server (scripts/pg_test_server.sh, as tests/conftest.py
@@ -479,11 +543,12 @@ class PgServer:
             self.url = override
             return self
         self.base = tempfile.mkdtemp(prefix="gateway-bench-pg-")
-        os.chmod(self.base, 0o755)   # the server runs as `postgres` when the bench runs as root
+        os.chmod(self.base, 0o755)  # the server runs as `postgres` when the bench runs as root
         self.env = dict(os.environ, DIALOUT_PG_DIR=os.path.join(self.base, "srv"))
         try:
-            proc = subprocess.run([str(self.SCRIPT), "start"], env=self.env, capture_output=True, text=True,
-                                  timeout=120)
+            proc = subprocess.run(
+                [str(self.SCRIPT), "start"], env=self.env, capture_output=True, text=True, timeout=120
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             self.error = f"scripts/pg_test_server.sh start: {exc}"
             return self
@@ -506,7 +571,7 @@ class PgServer:
 
     def postmaster_pid(self) -> int | None:
         if not self.env:
-            return None   # somebody else's server: its CPU is not ours to read
+            return None  # somebody else's server: its CPU is not ours to read
         try:
             pid_file = Path(self.env["DIALOUT_PG_DIR"]) / "data" / "postmaster.pid"
             return int(pid_file.read_text().split()[0])
@@ -530,6 +595,7 @@ class PgServer:
 
 # --------------------------------------------------------------------------- setup delay, to the microsecond
 
+
 class Capture:
     """bench/sipcap.py on the bridge's port: INVITE -> final response per call from
     kernel packet timestamps (SIPp's own -trace_rtt moves in 4 ms steps)."""
@@ -545,8 +611,11 @@ class Capture:
 
     def start(self) -> Capture:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "sipcap.py"), str(self.port),
-                                      str(self.csv)], stdout=self.out.open("wb"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "sipcap.py"), str(self.port), str(self.csv)],
+            stdout=self.out.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 10
         while b"ready" not in self.out.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -593,11 +662,18 @@ class Capture:
         stats = pct(setup)
         if stats:
             stats = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in stats.items()}
-        return {"setup_ms": stats, "answered_200": len(setup), "not_200": other, "calls": calls,
-                "cpu_ms": round(self.cpu_ms, 1) if self.cpu_ms is not None else None, **counters}
+        return {
+            "setup_ms": stats,
+            "answered_200": len(setup),
+            "not_200": other,
+            "calls": calls,
+            "cpu_ms": round(self.cpu_ms, 1) if self.cpu_ms is not None else None,
+            **counters,
+        }
 
 
 # --------------------------------------------------------------------------- the floor
+
 
 class BareRelay:
     """bench/bare_engine.py as a subprocess, with the attributes run_step uses of a GatewayProcess."""
@@ -614,9 +690,16 @@ class BareRelay:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> BareRelay:
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_engine.py"), str(self.sip_port),
-                                      f"127.0.0.1:{self.trunk_port}"], stdout=self.log_path.open("wb"),
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "bare_engine.py"),
+                str(self.sip_port),
+                f"127.0.0.1:{self.trunk_port}",
+            ],
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 20
         while b"ready" not in self.log_path.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -635,41 +718,42 @@ class BareRelay:
 
 # --------------------------------------------------------------------------- the bench
 
+
 @dataclass
 class Step:
-    kind: str                   # relay / reject
-    path: str                   # direct / gateway
-    rate: int                   # offered calls/s
+    kind: str  # relay / reject
+    path: str  # direct / gateway
+    rate: int  # offered calls/s
     calls: int
     successful: int = 0
     failed: int = 0
     retransmissions: int = 0
     unexpected: int = 0
     ok: bool = False
-    achieved_cps: float = 0.0   # answers per second between the first and the last final response
+    achieved_cps: float = 0.0  # answers per second between the first and the last final response
     wall_s: float = 0.0
     latency_ms: dict | None = None
     gw_cpu_ms: float | None = None
     gw_cpu_ms_per_call: float | None = None
-    gw_cpu_ms_per_call_net: float | None = None   # idle loop cost subtracted
-    gw_rss_mb: float | None = None             # after the step
+    gw_cpu_ms_per_call_net: float | None = None  # idle loop cost subtracted
+    gw_rss_mb: float | None = None  # after the step
     gw_rss_before_mb: float | None = None
     ledger_calls_before: int | None = None
-    sipp_cpu_ms_per_call: float | None = None     # bridge + trunk SIPp, for scale
+    sipp_cpu_ms_per_call: float | None = None  # bridge + trunk SIPp, for scale
     gateway_log: dict | None = None
     note: str = ""
     trunk_successful: int | None = None
     # CPU used on the machine by anything but this step's gateway and SIPps, as a
     # share of all cores: other people's builds and tests disturb the numbers.
     foreign_cpu_percent: float | None = None
-    foreign_top: list = field(default_factory=list)   # who used it, when above 10%
-    subject: str = ""             # direct / gateway-sqlite / bare-engine / gateway-postgres / ...
-    answered_percent: float | None = None      # calls the bridge saw answered and completed
-    failures: dict = field(default_factory=dict)   # SIPp's nonzero Failed*(C) counters at the bridge
-    trunk_failures: dict = field(default_factory=dict)   # the same at the trunk
-    capture: dict | None = None   # INVITE->200 from kernel timestamps (bench/sipcap.py), ms
-    db_server_cpu_ms_per_call: float | None = None   # the PostgreSQL server's own CPU (all its processes)
-    ledger_drain_s: float | None = None       # wait after the last call for the ledger writer's queue to empty
+    foreign_top: list = field(default_factory=list)  # who used it, when above 10%
+    subject: str = ""  # direct / gateway-sqlite / bare-engine / gateway-postgres / ...
+    answered_percent: float | None = None  # calls the bridge saw answered and completed
+    failures: dict = field(default_factory=dict)  # SIPp's nonzero Failed*(C) counters at the bridge
+    trunk_failures: dict = field(default_factory=dict)  # the same at the trunk
+    capture: dict | None = None  # INVITE->200 from kernel timestamps (bench/sipcap.py), ms
+    db_server_cpu_ms_per_call: float | None = None  # the PostgreSQL server's own CPU (all its processes)
+    ledger_drain_s: float | None = None  # wait after the last call for the ledger writer's queue to empty
 
 
 class Bench:
@@ -686,7 +770,7 @@ class Bench:
         self.running: list[Sipp] = []
         self.last_rtt: list[tuple[float, float]] = []
         self.last_bridge: Sipp | None = None
-        self.db_cpu = None            # CPU of the current gateway's database server (PostgreSQL), or None
+        self.db_cpu = None  # CPU of the current gateway's database server (PostgreSQL), or None
         self.db_pid: int | None = None
         self._prepare_scenarios()
 
@@ -722,8 +806,12 @@ class Bench:
         relay organiser this month."""
         self.stop_gateway()
         self.gw_no += 1
-        self.gw = GatewayProcess.create(self.workdir / f"gw{self.gw_no:02d}-{label}", policy_text=self.policy_text(),
-                                        extra_gateway=EXTRA_GATEWAY, store_url=pg.schema_url() if pg else None)
+        self.gw = GatewayProcess.create(
+            self.workdir / f"gw{self.gw_no:02d}-{label}",
+            policy_text=self.policy_text(),
+            extra_gateway=EXTRA_GATEWAY,
+            store_url=pg.schema_url() if pg else None,
+        )
         self.db_pid = pg.postmaster_pid() if pg else None
         self.db_cpu = pg.cpu_ms if self.db_pid else None
         if seed_calls:
@@ -738,8 +826,10 @@ class Bench:
             c0, t0 = proc_runtime_ms(self.gw.proc.pid), time.monotonic()
             time.sleep(2.0)
             self.idle_cpu_ms_per_s = (proc_runtime_ms(self.gw.proc.pid) - c0) / (time.monotonic() - t0)
-        log(f"gateway #{self.gw_no} ({label}) pid {self.gw.proc.pid} on {self.gw.target}; idle loop "
-            f"{self.idle_cpu_ms_per_s:.1f} ms CPU/s, RSS {proc_rss_mb(self.gw.proc.pid)[0]:.0f} MB")
+        log(
+            f"gateway #{self.gw_no} ({label}) pid {self.gw.proc.pid} on {self.gw.target}; idle loop "
+            f"{self.idle_cpu_ms_per_s:.1f} ms CPU/s, RSS {proc_rss_mb(self.gw.proc.pid)[0]:.0f} MB"
+        )
 
     def stop_gateway(self) -> None:
         self.db_cpu = self.db_pid = None
@@ -752,8 +842,10 @@ class Bench:
             events.offset = max(0, self.gw.log_path.stat().st_size - 4000)
             for e in events.read_since_mark():
                 if e.get("event") == "drain_timeout":
-                    self.anomalies.append(f"gateway #{self.gw_no}: {e.get('active_calls')} calls still counted "
-                                          "active at shutdown after every SIPp call had ended")
+                    self.anomalies.append(
+                        f"gateway #{self.gw_no}: {e.get('active_calls')} calls still counted "
+                        "active at shutdown after every SIPp call had ended"
+                    )
 
     def cleanup(self) -> None:
         for s in self.running:
@@ -764,9 +856,24 @@ class Bench:
 
     def _trunk(self, d: Path, port: int, scenario: str, calls: int) -> Sipp:
         path = self.sc / scenario if (self.sc / scenario).exists() else SCENARIOS / scenario
-        trunk = Sipp("trunk", d / "trunk", path, None,
-                     ["-p", str(port), "-m", str(calls), "-l", str(max(10000, calls * 2)),
-                      "-mp", str(free_media_port()), "-timeout", "300s"])
+        trunk = Sipp(
+            "trunk",
+            d / "trunk",
+            path,
+            None,
+            [
+                "-p",
+                str(port),
+                "-m",
+                str(calls),
+                "-l",
+                str(max(10000, calls * 2)),
+                "-mp",
+                str(free_media_port()),
+                "-timeout",
+                "300s",
+            ],
+        )
         self.running.append(trunk.start())
         deadline = time.monotonic() + 5
         while not port_in_use(port) and time.monotonic() < deadline:
@@ -774,8 +881,19 @@ class Bench:
         time.sleep(0.2)
         return trunk
 
-    def run_step(self, *, kind: str, path: str, rate: int, calls: int, talk_ms: int = 0,
-                 limit: int | None = None, sample=None, subject: str = "", capture: bool = False) -> Step:
+    def run_step(
+        self,
+        *,
+        kind: str,
+        path: str,
+        rate: int,
+        calls: int,
+        talk_ms: int = 0,
+        limit: int | None = None,
+        sample=None,
+        subject: str = "",
+        capture: bool = False,
+    ) -> Step:
         # SIPp writes -trace_rtt in batches of -rtt_freq calls and drops a last partial batch.
         calls = max(RTT_FREQ, calls // RTT_FREQ * RTT_FREQ)
         self.step_no += 1
@@ -792,17 +910,46 @@ class Bench:
         target = self.gw.target if via_gw else f"127.0.0.1:{trunk_port}"
         if kind == "relay":
             scenario = self.sc / "bridge_mix.xml"
-            args = ["-inf", str(self.sc / "numbers.csv"), "-key", "organizer", RELAY_ORGANIZER,
-                    "-key", "location", RELAY_LOCATION, "-d", str(talk_ms)]
+            args = [
+                "-inf",
+                str(self.sc / "numbers.csv"),
+                "-key",
+                "organizer",
+                RELAY_ORGANIZER,
+                "-key",
+                "location",
+                RELAY_LOCATION,
+                "-d",
+                str(talk_ms),
+            ]
         else:
             scenario = self.sc / "bridge_403.xml"
             args = ["-s", "+12122001000", "-key", "organizer", REJECT_ORGANIZER, "-key", "location", "US"]
         open_s = calls / rate
         bound_s = open_s + talk_ms / 1000 + 25
         bridge_port = free_port()
-        args += ["-p", str(bridge_port), "-m", str(calls), "-r", str(rate), "-rp", "1000",
-                 "-l", str(limit or calls), "-mp", str(free_media_port()), "-trace_rtt", "-rtt_freq", str(RTT_FREQ),
-                 "-recv_timeout", "5000", "-timeout", f"{int(bound_s)}s", "-timeout_error"]
+        args += [
+            "-p",
+            str(bridge_port),
+            "-m",
+            str(calls),
+            "-r",
+            str(rate),
+            "-rp",
+            "1000",
+            "-l",
+            str(limit or calls),
+            "-mp",
+            str(free_media_port()),
+            "-trace_rtt",
+            "-rtt_freq",
+            str(RTT_FREQ),
+            "-recv_timeout",
+            "5000",
+            "-timeout",
+            f"{int(bound_s)}s",
+            "-timeout_error",
+        ]
         bridge = Sipp("bridge", d / "bridge", scenario, target, args)
         cap = Capture(d / "capture", bridge_port).start() if capture else None
 
@@ -843,12 +990,16 @@ class Bench:
             trunk_stats = trunk.stats()
             step.trunk_successful = _int(trunk_stats, "SuccessfulCall(C)")
             step.trunk_failures = _failures(trunk_stats)
-        ours = ((step.gw_cpu_ms or 0.0) + (bridge.cpu_ms or 0.0) + (self_cpu1 - self_cpu0) + db_ms
-                + (cap_cpu1 - cap_cpu0))
+        ours = (
+            (step.gw_cpu_ms or 0.0) + (bridge.cpu_ms or 0.0) + (self_cpu1 - self_cpu0) + db_ms + (cap_cpu1 - cap_cpu0)
+        )
         if trunk is not None:
             ours += (trunk_cpu_mid if trunk_cpu_mid is not None else (trunk.cpu_ms or 0.0)) - trunk_cpu0
-        step.foreign_cpu_percent = round(max(0.0, busy1 - busy0 - ours) / (step.wall_s * 1000 * (os.cpu_count() or 1))
-                                         * 100, 1) if step.wall_s else None
+        step.foreign_cpu_percent = (
+            round(max(0.0, busy1 - busy0 - ours) / (step.wall_s * 1000 * (os.cpu_count() or 1)) * 100, 1)
+            if step.wall_s
+            else None
+        )
         if cap:
             step.capture = cap.result(calls)
         stats = bridge.stats()
@@ -870,14 +1021,21 @@ class Bench:
         if via_gw:
             deadline = time.monotonic() + 5
             summary = self.gwlog.summarize(self.gwlog.read_since_mark())
-            while (getattr(self.gw, "logs_calls", True) and summary["call_lines"] < step.successful
-                   and time.monotonic() < deadline):
+            while (
+                getattr(self.gw, "logs_calls", True)
+                and summary["call_lines"] < step.successful
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.2)
                 summary = self.gwlog.summarize(self.gwlog.read_since_mark())
             step.gateway_log = summary
             self.ledger_calls += summary["call_lines"] if kind == "relay" else 0
-        step.ok = (bridge.returncode == 0 and step.failed == 0 and step.successful == calls
-                   and step.achieved_cps >= 0.95 * rate)
+        step.ok = (
+            bridge.returncode == 0
+            and step.failed == 0
+            and step.successful == calls
+            and step.achieved_cps >= 0.95 * rate
+        )
         if step.failed == 0 and step.successful == calls and step.achieved_cps < 0.95 * rate:
             step.note = "no call failed, but SIPp did not hold the offered rate"
         for s in (bridge, trunk):
@@ -890,9 +1048,11 @@ class Bench:
             c = step.capture["setup_ms"]
             extra += f" setup(kernel) p50/p99/max={c['p50']:.2f}/{c['p99']:.2f}/{c['max']:.2f} ms"
         if via_gw:
-            extra += (f" gw {step.gw_cpu_ms_per_call:.3f} ms CPU/call (net {step.gw_cpu_ms_per_call_net:.3f}),"
-                      f" RSS {step.gw_rss_mb:.0f} MB, log {step.gateway_log['outcomes']}"
-                      + (f" errors {step.gateway_log['errors']}" if step.gateway_log["errors"] else ""))
+            extra += (
+                f" gw {step.gw_cpu_ms_per_call:.3f} ms CPU/call (net {step.gw_cpu_ms_per_call_net:.3f}),"
+                f" RSS {step.gw_rss_mb:.0f} MB, log {step.gateway_log['outcomes']}"
+                + (f" errors {step.gateway_log['errors']}" if step.gateway_log["errors"] else "")
+            )
         if step.db_server_cpu_ms_per_call is not None:
             extra += f" db server {step.db_server_cpu_ms_per_call:.3f} ms CPU/call"
         if step.failures:
@@ -904,7 +1064,7 @@ class Bench:
             if gw_pid:
                 ours_pids.add(gw_pid)
             if self.db_pid:
-                ours_pids.add(self.db_pid)   # the postmaster; its backends are its children
+                ours_pids.add(self.db_pid)  # the postmaster; its backends are its children
             step.foreign_top = top_consumers(procs0, procs1, ours_pids)
             listed_ms = sum(int(x.rsplit(" ", 2)[1]) for x in step.foreign_top)
             foreign_ms = step.foreign_cpu_percent / 100 * step.wall_s * 1000 * (os.cpu_count() or 1)
@@ -912,13 +1072,17 @@ class Bench:
                 # Processes that started and ended within the step (compilers, short test runs)
                 # are in no snapshot.
                 step.foreign_top.append(f"processes that came and went {int(foreign_ms - listed_ms)} ms")
-            self.anomalies.append(f"step {self.step_no} ({kind} {subject} {rate}/s): other processes used "
-                                  f"{step.foreign_cpu_percent}% of the machine's CPU during the step "
-                                  f"(top: {', '.join(step.foreign_top)})")
-        log(f"  {kind:6s} {subject:16s} {rate:5d}/s x{calls}: {'PASS' if step.ok else 'FAIL'} "
+            self.anomalies.append(
+                f"step {self.step_no} ({kind} {subject} {rate}/s): other processes used "
+                f"{step.foreign_cpu_percent}% of the machine's CPU during the step "
+                f"(top: {', '.join(step.foreign_top)})"
+            )
+        log(
+            f"  {kind:6s} {subject:16s} {rate:5d}/s x{calls}: {'PASS' if step.ok else 'FAIL'} "
             f"other-cpu={step.foreign_cpu_percent}% ok={step.successful} failed={step.failed} "
             f"retrans={step.retransmissions} achieved={step.achieved_cps}/s "
-            f"rtt(SIPp) p50/p99/max={lat.get('p50')}/{lat.get('p99')}/{lat.get('max')} ms{extra}")
+            f"rtt(SIPp) p50/p99/max={lat.get('p50')}/{lat.get('p99')}/{lat.get('max')} ms{extra}"
+        )
         return step
 
     def _wait_ledger_drained(self, timeout_s: float) -> float | None:
@@ -935,7 +1099,7 @@ class Bench:
         return round(time.monotonic() - t0, 2)
 
     def calls_for(self, rate: int) -> int:
-        floor = min(self.p.relay_calls_min, rate * 10)   # at most ~10 s per step at low rates
+        floor = min(self.p.relay_calls_min, rate * 10)  # at most ~10 s per step at low rates
         return int(min(self.p.relay_calls_max, max(floor, rate * self.p.step_seconds)))
 
     def reject_calls_for(self, rate: int) -> int:
@@ -948,21 +1112,42 @@ class Bench:
         rate, calls, talk = self.p.load_rate, self.p.load_calls, self.p.talk_ms
         log(f"load: {calls} calls at {rate}/s each, SIPp->SIPp, gateway (SQLite), bare engine, gateway (PostgreSQL)")
         out: dict = {"rate": rate, "calls": calls, "talk_ms": talk}
-        out["direct"] = asdict(self.run_step(kind="relay", path="direct", rate=rate, calls=calls, talk_ms=talk,
-                                             subject="direct", capture=True))
+        out["direct"] = asdict(
+            self.run_step(
+                kind="relay", path="direct", rate=rate, calls=calls, talk_ms=talk, subject="direct", capture=True
+            )
+        )
         self.start_gateway("load-sqlite")
-        out["sqlite"] = asdict(self.run_step(kind="relay", path="gateway", rate=rate, calls=calls, talk_ms=talk,
-                                             subject="gateway-sqlite", capture=True))
+        out["sqlite"] = asdict(
+            self.run_step(
+                kind="relay",
+                path="gateway",
+                rate=rate,
+                calls=calls,
+                talk_ms=talk,
+                subject="gateway-sqlite",
+                capture=True,
+            )
+        )
         self.stop_gateway()
         out["bare_engine"] = self.bare_step(rate, calls)
         if pg is not None and pg.url:
             try:
                 self.start_gateway("load-postgres", pg=pg)
-            except Exception as exc:   # a gateway that cannot start on PostgreSQL is a result, not a crash
+            except Exception as exc:  # a gateway that cannot start on PostgreSQL is a result, not a crash
                 out["postgres"] = {"error": f"gateway did not start on PostgreSQL: {exc}"[:2000]}
             else:
-                out["postgres"] = asdict(self.run_step(kind="relay", path="gateway", rate=rate, calls=calls,
-                                                       talk_ms=talk, subject="gateway-postgres", capture=True))
+                out["postgres"] = asdict(
+                    self.run_step(
+                        kind="relay",
+                        path="gateway",
+                        rate=rate,
+                        calls=calls,
+                        talk_ms=talk,
+                        subject="gateway-postgres",
+                        capture=True,
+                    )
+                )
             self.stop_gateway()
         else:
             out["postgres"] = {"error": pg.error if pg else "not run"}
@@ -976,8 +1161,15 @@ class Bench:
         self.gw = BareRelay(self.workdir / f"gw{self.gw_no:02d}-bare").start()
         self.gwlog = GatewayLog(self.gw.log_path)
         time.sleep(0.5)
-        step = self.run_step(kind="relay", path="gateway", rate=rate, calls=calls, talk_ms=self.p.talk_ms,
-                             subject="bare-engine", capture=True)
+        step = self.run_step(
+            kind="relay",
+            path="gateway",
+            rate=rate,
+            calls=calls,
+            talk_ms=self.p.talk_ms,
+            subject="bare-engine",
+            capture=True,
+        )
         self.stop_gateway()
         self.gw = None
         return asdict(step)
@@ -1020,8 +1212,9 @@ class Bench:
         for rate in self.p.relay_rates:
             if rate in pairs:
                 continue
-            direct_only[rate] = self.run_step(kind="relay", path="direct", rate=rate, calls=self.calls_for(rate),
-                                              talk_ms=self.p.talk_ms)
+            direct_only[rate] = self.run_step(
+                kind="relay", path="direct", rate=rate, calls=self.calls_for(rate), talk_ms=self.p.talk_ms
+            )
             if not direct_only[rate].ok:
                 break
         direct = {r: p["direct"] for r, p in pairs.items()} | direct_only
@@ -1046,8 +1239,9 @@ class Bench:
         rate, calls, n = self.p.load_rate, self.p.load_calls, self.p.seed_calls
         log(f"seeded ledger: {calls} calls at {rate}/s on a ledger holding {n} settled calls")
         self.start_gateway("seeded-ledger", seed_calls=n)
-        step = self.run_step(kind="relay", path="gateway", rate=rate, calls=calls, talk_ms=self.p.talk_ms,
-                             subject="gateway-seeded")
+        step = self.run_step(
+            kind="relay", path="gateway", rate=rate, calls=calls, talk_ms=self.p.talk_ms, subject="gateway-seeded"
+        )
         self.stop_gateway()
         return asdict(step)
 
@@ -1059,7 +1253,7 @@ class Bench:
         self.start_gateway("hold")
         pid = self.gw.proc.pid
         rss_before = proc_rss_mb(pid)[0]
-        samples: list[tuple[float, float, float]] = []   # (monotonic, cpu_ms, rss_mb)
+        samples: list[tuple[float, float, float]] = []  # (monotonic, cpu_ms, rss_mb)
         fds: list[tuple[float, int]] = []
 
         def sample():
@@ -1069,12 +1263,28 @@ class Bench:
                 fds.append((now, proc_fds(pid) or 0))
 
         t0 = time.monotonic()
-        step = self.run_step(kind="relay", path="gateway", rate=rate, calls=n, talk_ms=talk_ms,
-                             limit=n + 200, sample=sample, subject="gateway-hold")
+        step = self.run_step(
+            kind="relay",
+            path="gateway",
+            rate=rate,
+            calls=n,
+            talk_ms=talk_ms,
+            limit=n + 200,
+            sample=sample,
+            subject="gateway-hold",
+        )
         rtt = self.last_rtt
-        out = {"calls": n, "rate": rate, "talk_s": talk_ms / 1000, "ok": step.ok, "successful": step.successful,
-               "failed": step.failed, "failures": step.failures, "rss_before_mb": round(rss_before, 1),
-               "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}
+        out = {
+            "calls": n,
+            "rate": rate,
+            "talk_s": talk_ms / 1000,
+            "ok": step.ok,
+            "successful": step.successful,
+            "failed": step.failed,
+            "failures": step.failures,
+            "rss_before_mb": round(rss_before, 1),
+            "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        }
         if rtt:
             # Calls established at the instant of the last answer: answered and not yet hung up.
             last_answer = rtt[-1][0]
@@ -1089,7 +1299,8 @@ class Bench:
                 out["gateway_fds_at_plateau"] = max((f for t, f in fds if p0 <= t <= p1), default=None)
                 if len(plateau) >= 2 and plateau[-1][0] > plateau[0][0]:
                     out["hold_cpu_percent_of_core"] = round(
-                        (plateau[-1][1] - plateau[0][1]) / ((plateau[-1][0] - plateau[0][0]) * 1000) * 100, 1)
+                        (plateau[-1][1] - plateau[0][1]) / ((plateau[-1][0] - plateau[0][0]) * 1000) * 100, 1
+                    )
                     out["plateau_s"] = round(plateau[-1][0] - plateau[0][0], 2)
             out["latency_ms"] = step.latency_ms
         if samples:
@@ -1105,21 +1316,26 @@ class Bench:
         out["gw_cpu_ms_per_call"] = step.gw_cpu_ms_per_call
         if not out["all_relayed"]:
             out["why_not_all"] = self._evidence(step)
-        log(f"  concurrent at last answer: {held}, RSS before {rss_before:.0f} MB, at plateau "
+        log(
+            f"  concurrent at last answer: {held}, RSS before {rss_before:.0f} MB, at plateau "
             f"{out.get('rss_at_peak_mb')} MB ({out.get('rss_per_call_kb')} KB per call), "
             f"{out.get('gateway_fds_at_plateau')} fds, hold CPU {out.get('hold_cpu_percent_of_core')}% of a core, "
-            f"all relayed: {out['all_relayed']}")
+            f"all relayed: {out['all_relayed']}"
+        )
         self.stop_gateway()
         return out
 
     def _evidence(self, step: Step) -> dict:
         """What the logs say about calls that were not relayed: SIPp's failure counters and
         first errors, the gateway's refusals and errors, the tail of its stderr."""
-        ev: dict = {"bridge_failures": step.failures, "trunk_failures": step.trunk_failures,
-                    "gateway_outcomes": (step.gateway_log or {}).get("outcomes"),
-                    "gateway_admission_refused": (step.gateway_log or {}).get("admission_refused_reasons"),
-                    "gateway_errors": (step.gateway_log or {}).get("errors"),
-                    "trunk_successful": step.trunk_successful}
+        ev: dict = {
+            "bridge_failures": step.failures,
+            "trunk_failures": step.trunk_failures,
+            "gateway_outcomes": (step.gateway_log or {}).get("outcomes"),
+            "gateway_admission_refused": (step.gateway_log or {}).get("admission_refused_reasons"),
+            "gateway_errors": (step.gateway_log or {}).get("errors"),
+            "trunk_successful": step.trunk_successful,
+        }
         bridge = self.last_bridge
         if bridge is not None:
             for side in ("bridge", "trunk"):
@@ -1151,8 +1367,9 @@ class Bench:
         for rate in self.p.reject_rates:
             if rate in pairs:
                 continue
-            direct_only[rate] = self.run_step(kind="reject", path="direct", rate=rate,
-                                              calls=self.reject_calls_for(rate))
+            direct_only[rate] = self.run_step(
+                kind="reject", path="direct", rate=rate, calls=self.reject_calls_for(rate)
+            )
             if not direct_only[rate].ok:
                 break
         direct_pass = [r for r, p in pairs.items() if p["direct"].ok] + [r for r, st in direct_only.items() if st.ok]
@@ -1167,6 +1384,7 @@ class Bench:
 
 
 # --------------------------------------------------------------------------- report
+
 
 def latency_comparison(relay: dict) -> dict:
     """The ramp's INVITE->200 at the bridge from SIPp's -trace_rtt (4 ms steps), gateway vs direct."""
@@ -1211,15 +1429,17 @@ def summarize(report: dict) -> dict:
         s["cpu_ms_per_relayed_call"] = _cpu(g)
         s["load_step_ok"] = g["ok"]
         if not g["ok"]:
-            notes["cpu_ms_per_relayed_call"] = (f"the SQLite step did not pass: {g['successful']} of {g['calls']} "
-                                                f"calls, {g['achieved_cps']}/s")
+            notes["cpu_ms_per_relayed_call"] = (
+                f"the SQLite step did not pass: {g['successful']} of {g['calls']} calls, {g['achieved_cps']}/s"
+            )
         s["cpu_ms_per_call_bare_engine"] = _cpu(b)
         s["bare_engine_successful"] = b["successful"]
         s["bare_engine_ok"] = b["ok"]
         s["cpu_ratio_gateway_vs_bare_engine"] = _ratio(_cpu(g), _cpu(b)) if b["successful"] == b["calls"] else None
         if b["successful"] != b["calls"]:
-            notes["cpu_ratio_gateway_vs_bare_engine"] = (f"the bare engine relayed {b['successful']} of {b['calls']} "
-                                                         "calls: its CPU is not a floor")
+            notes["cpu_ratio_gateway_vs_bare_engine"] = (
+                f"the bare engine relayed {b['successful']} of {b['calls']} calls: its CPU is not a floor"
+            )
         sd, sg, sb = _setup(d), _setup(g), _setup(b)
         s["setup_ms_direct"], s["setup_ms_gateway"], s["setup_ms_bare_engine"] = sd, sg, sb
         s["setup_source"] = sg["source"] if sg else None
@@ -1250,14 +1470,20 @@ def summarize(report: dict) -> dict:
         s["relay_direct_ceiling_found"] = relay["direct_ceiling_found"]
         s["relay_gateway_ceiling_found"] = relay["gateway_ceiling_found"]
         if not relay["direct_ceiling_found"]:
-            notes["relay_rate_ratio_gateway_vs_direct"] = (f"SIPp->SIPp passed every rate up to {dmax}/s: "
-                                                           "the ratio is an upper bound")
+            notes["relay_rate_ratio_gateway_vs_direct"] = (
+                f"SIPp->SIPp passed every rate up to {dmax}/s: the ratio is an upper bound"
+            )
         elif not relay["gateway_ceiling_found"]:
             notes["relay_rate_ratio_gateway_vs_direct"] = "the gateway passed every rate offered: a lower bound"
         lat = report.get("latency") or {}
         s["max_rate_p99_added_within_target_cps_sipp_clock"] = max(
-            (int(r) for r, v in lat.items() if v["gateway_ok"] and v["added"]["p99"] <= TARGETS["p99_added_delay_ms"][1]),
-            default=None)
+            (
+                int(r)
+                for r, v in lat.items()
+                if v["gateway_ok"] and v["added"]["p99"] <= TARGETS["p99_added_delay_ms"][1]
+            ),
+            default=None,
+        )
     hold = report.get("concurrency")
     if hold:
         held = hold.get("concurrent_at_last_answer") or 0
@@ -1269,8 +1495,9 @@ def summarize(report: dict) -> dict:
         s["rss_at_plateau_mb"] = hold.get("rss_at_peak_mb")
         s["rss_kb_per_concurrent_call"] = hold.get("rss_per_call_kb")
         if not hold.get("all_relayed"):
-            notes["concurrent_relayed_calls"] = (f"{held} up at once, not every call relayed: see "
-                                                 "concurrency.why_not_all")
+            notes["concurrent_relayed_calls"] = (
+                f"{held} up at once, not every call relayed: see concurrency.why_not_all"
+            )
     rej = report.get("reject")
     if rej:
         rate = rej["max_rate_zero_failures_cps"]
@@ -1282,49 +1509,78 @@ def summarize(report: dict) -> dict:
         if not rej["gateway_ceiling_found"]:
             notes["reject_rate_cps"] = "the gateway passed every rate offered: its ceiling is higher"
         s["reject_direct_ceiling_found"] = not all(
-            st["ok"] for st in [*(p["direct"] for p in rej["steps"].values()), *rej["direct_only_steps"].values()])
+            st["ok"] for st in [*(p["direct"] for p in rej["steps"].values()), *rej["direct_only_steps"].values()]
+        )
         if not s["reject_direct_ceiling_found"]:
             notes["reject_rate_ratio_gateway_vs_direct"] = (
                 f"SIPp->SIPp answered 403 at every rate offered, up to {rej['direct_max_rate_zero_failures_cps']}/s: "
-                "the ratio is an upper bound")
+                "the ratio is an upper bound"
+            )
     seeded = report.get("seeded")
     if seeded:
         s["cpu_ms_per_relayed_call_seeded"] = seeded["gw_cpu_ms_per_call"]
         s["ledger_calls_at_seeded_step"] = seeded["ledger_calls_before"]
     t = {
-        "cpu_ms_per_relayed_call": _verdict(s.get("cpu_ms_per_relayed_call"), "cpu_ms_per_relayed_call",
-                                            valid=s.get("load_step_ok", False)),
-        "cpu_ratio_gateway_vs_bare_engine": _verdict(s.get("cpu_ratio_gateway_vs_bare_engine"),
-                                                     "cpu_ratio_gateway_vs_bare_engine"),
-        "relay_rate_ratio_gateway_vs_direct": _verdict(s.get("relay_rate_ratio_gateway_vs_direct"),
-                                                       "relay_rate_ratio_gateway_vs_direct",
-                                                       bound="upper" if relay and not relay["direct_ceiling_found"]
-                                                       else "lower" if relay and not relay["gateway_ceiling_found"]
-                                                       else None),
+        "cpu_ms_per_relayed_call": _verdict(
+            s.get("cpu_ms_per_relayed_call"), "cpu_ms_per_relayed_call", valid=s.get("load_step_ok", False)
+        ),
+        "cpu_ratio_gateway_vs_bare_engine": _verdict(
+            s.get("cpu_ratio_gateway_vs_bare_engine"), "cpu_ratio_gateway_vs_bare_engine"
+        ),
+        "relay_rate_ratio_gateway_vs_direct": _verdict(
+            s.get("relay_rate_ratio_gateway_vs_direct"),
+            "relay_rate_ratio_gateway_vs_direct",
+            bound="upper"
+            if relay and not relay["direct_ceiling_found"]
+            else "lower"
+            if relay and not relay["gateway_ceiling_found"]
+            else None,
+        ),
         "p99_added_delay_ms": _verdict(s.get("p99_added_delay_ms"), "p99_added_delay_ms"),
         "reject_rate_cps": _verdict(s.get("reject_max_rate_cps"), "reject_rate_cps"),
         "concurrent_relayed_calls": _verdict(s.get("concurrent_relayed_calls"), "concurrent_relayed_calls"),
-        "concurrent_rss_mb": _verdict(s.get("rss_at_plateau_mb"), "concurrent_rss_mb",
-                                      valid=bool(s.get("concurrent_relayed_calls"))),
-        "rss_kb_per_concurrent_call": _verdict(s.get("rss_kb_per_concurrent_call"), "rss_kb_per_concurrent_call",
-                                               valid=bool(s.get("concurrent_relayed_calls"))),
+        "concurrent_rss_mb": _verdict(
+            s.get("rss_at_plateau_mb"), "concurrent_rss_mb", valid=bool(s.get("concurrent_relayed_calls"))
+        ),
+        "rss_kb_per_concurrent_call": _verdict(
+            s.get("rss_kb_per_concurrent_call"),
+            "rss_kb_per_concurrent_call",
+            valid=bool(s.get("concurrent_relayed_calls")),
+        ),
         "postgres_answered_percent": _verdict(s.get("postgres_answered_percent"), "postgres_answered_percent"),
-        "postgres_cpu_ratio_vs_sqlite": _verdict(s.get("postgres_cpu_ratio_vs_sqlite"), "postgres_cpu_ratio_vs_sqlite",
-                                                 valid=s.get("postgres_answered_percent") == 100.0),
+        "postgres_cpu_ratio_vs_sqlite": _verdict(
+            s.get("postgres_cpu_ratio_vs_sqlite"),
+            "postgres_cpu_ratio_vs_sqlite",
+            valid=s.get("postgres_answered_percent") == 100.0,
+        ),
     }
-    ran = {"cpu_ms_per_relayed_call": load, "cpu_ratio_gateway_vs_bare_engine": load,
-           "relay_rate_ratio_gateway_vs_direct": relay, "p99_added_delay_ms": load, "reject_rate_cps": rej,
-           "concurrent_relayed_calls": hold, "concurrent_rss_mb": hold, "rss_kb_per_concurrent_call": hold,
-           "postgres_answered_percent": load, "postgres_cpu_ratio_vs_sqlite": load}
+    ran = {
+        "cpu_ms_per_relayed_call": load,
+        "cpu_ratio_gateway_vs_bare_engine": load,
+        "relay_rate_ratio_gateway_vs_direct": relay,
+        "p99_added_delay_ms": load,
+        "reject_rate_cps": rej,
+        "concurrent_relayed_calls": hold,
+        "concurrent_rss_mb": hold,
+        "rss_kb_per_concurrent_call": hold,
+        "postgres_answered_percent": load,
+        "postgres_cpu_ratio_vs_sqlite": load,
+    }
     for key, section in ran.items():
         if not section:
             t[key]["met"] = None
             t[key]["note"] = "not run"
     if hold and hold["calls"] < TARGETS["concurrent_relayed_calls"][1]:
-        notes["concurrent_relayed_calls"] = "; ".join(filter(None, [
-            notes.get("concurrent_relayed_calls"),
-            f"this mode holds {hold['calls']} calls, not {TARGETS['concurrent_relayed_calls'][1]}: "
-            "run without --quick"]))
+        notes["concurrent_relayed_calls"] = "; ".join(
+            filter(
+                None,
+                [
+                    notes.get("concurrent_relayed_calls"),
+                    f"this mode holds {hold['calls']} calls, not {TARGETS['concurrent_relayed_calls'][1]}: "
+                    "run without --quick",
+                ],
+            )
+        )
     for key, note in notes.items():
         if key in t:
             t[key]["note"] = note
@@ -1345,7 +1601,7 @@ def _verdict(value, key: str, *, valid: bool = True, bound: str | None = None) -
         return out
     met = value >= target if op == ">=" else value <= target
     if bound == "upper" and op == ">=" and met:
-        met = None   # the true ratio is at most this: cannot say it is met
+        met = None  # the true ratio is at most this: cannot say it is met
     if bound == "lower" and op == ">=" and not met:
         met = None
     out["met"] = met
@@ -1357,8 +1613,11 @@ def print_table(report: dict) -> None:
     t = s["targets"]
     rate = s.get("load_rate_cps") or report["profile"]["load_rate"]
     print()
-    print("dialout-gateway benchmark" + (" (--quick)" if report["quick"] else "") +
-          f" — {report['machine']['cpus']} CPUs shared by SIPp and the gateway, loopback")
+    print(
+        "dialout-gateway benchmark"
+        + (" (--quick)" if report["quick"] else "")
+        + f" — {report['machine']['cpus']} CPUs shared by SIPp and the gateway, loopback"
+    )
     print(f"{'measure':52s} {'gateway':>9s} {'reference':>10s} {'ratio':>7s}  target")
 
     def f(v):
@@ -1376,14 +1635,27 @@ def print_table(report: dict) -> None:
             mark = f"{t[key]['target']} {'MET' if m else undecided if m is None else 'NOT MET'}"
         print(f"{name:52s} {f(gw):>9s} {f(ref):>10s} {f(ratio):>7s}  {mark}")
 
-    row(f"CPU per relayed call at {rate}/s, SQLite (ms)", s.get("cpu_ms_per_relayed_call"), None, None,
-        "cpu_ms_per_relayed_call")
-    row("  ÷ bare engine relay, same load (ref = bare ms)", s.get("cpu_ms_per_relayed_call"),
-        s.get("cpu_ms_per_call_bare_engine"), s.get("cpu_ratio_gateway_vs_bare_engine"),
-        "cpu_ratio_gateway_vs_bare_engine")
-    row("relay: max rate, zero failed (ref = SIPp->SIPp)", s.get("relay_max_rate_cps"),
-        s.get("relay_direct_max_rate_cps"), s.get("relay_rate_ratio_gateway_vs_direct"),
-        "relay_rate_ratio_gateway_vs_direct")
+    row(
+        f"CPU per relayed call at {rate}/s, SQLite (ms)",
+        s.get("cpu_ms_per_relayed_call"),
+        None,
+        None,
+        "cpu_ms_per_relayed_call",
+    )
+    row(
+        "  ÷ bare engine relay, same load (ref = bare ms)",
+        s.get("cpu_ms_per_relayed_call"),
+        s.get("cpu_ms_per_call_bare_engine"),
+        s.get("cpu_ratio_gateway_vs_bare_engine"),
+        "cpu_ratio_gateway_vs_bare_engine",
+    )
+    row(
+        "relay: max rate, zero failed (ref = SIPp->SIPp)",
+        s.get("relay_max_rate_cps"),
+        s.get("relay_direct_max_rate_cps"),
+        s.get("relay_rate_ratio_gateway_vs_direct"),
+        "relay_rate_ratio_gateway_vs_direct",
+    )
     sd, sg = s.get("setup_ms_direct"), s.get("setup_ms_gateway")
     if sd and sg:
         row(f"INVITE->200 p50 at {rate}/s (ms; ref = direct)", sg["p50"], sd["p50"])
@@ -1391,24 +1663,56 @@ def print_table(report: dict) -> None:
     row("  p99 added delay, gateway - direct (ms)", s.get("p99_added_delay_ms"), None, None, "p99_added_delay_ms")
     if s.get("p99_added_delay_ms_bare_engine") is not None:
         row("  p99 added delay, bare engine - direct (ms)", s.get("p99_added_delay_ms_bare_engine"))
-    row("reject 403: max rate, zero failed (ref = SIPp->SIPp)", s.get("reject_max_rate_cps"),
-        s.get("reject_direct_max_rate_cps"), s.get("reject_rate_ratio_gateway_vs_direct"), "reject_rate_cps")
-    row(f"concurrent relayed calls held (of {s.get('concurrent_calls_offered')})",
+    row(
+        "reject 403: max rate, zero failed (ref = SIPp->SIPp)",
+        s.get("reject_max_rate_cps"),
+        s.get("reject_direct_max_rate_cps"),
+        s.get("reject_rate_ratio_gateway_vs_direct"),
+        "reject_rate_cps",
+    )
+    row(
+        f"concurrent relayed calls held (of {s.get('concurrent_calls_offered')})",
         s.get("concurrent_relayed_calls") if s.get("concurrent_all_relayed") else s.get("concurrent_highest_reached"),
-        None, None, "concurrent_relayed_calls")
-    row("  RSS at plateau (MB; ref = before)", s.get("rss_at_plateau_mb"), s.get("rss_before_mb"), None,
-        "concurrent_rss_mb")
-    row("  KB per call: (plateau - before) / calls", s.get("rss_kb_per_concurrent_call"), None, None,
-        "rss_kb_per_concurrent_call")
-    row(f"PostgreSQL ledger at {rate}/s: answered %", s.get("postgres_answered_percent"), None, None,
-        "postgres_answered_percent")
-    row("  CPU per call (ms; ref = SQLite)", s.get("cpu_ms_per_relayed_call_postgres"),
-        s.get("cpu_ms_per_relayed_call"), s.get("postgres_cpu_ratio_vs_sqlite"), "postgres_cpu_ratio_vs_sqlite")
+        None,
+        None,
+        "concurrent_relayed_calls",
+    )
+    row(
+        "  RSS at plateau (MB; ref = before)",
+        s.get("rss_at_plateau_mb"),
+        s.get("rss_before_mb"),
+        None,
+        "concurrent_rss_mb",
+    )
+    row(
+        "  KB per call: (plateau - before) / calls",
+        s.get("rss_kb_per_concurrent_call"),
+        None,
+        None,
+        "rss_kb_per_concurrent_call",
+    )
+    row(
+        f"PostgreSQL ledger at {rate}/s: answered %",
+        s.get("postgres_answered_percent"),
+        None,
+        None,
+        "postgres_answered_percent",
+    )
+    row(
+        "  CPU per call (ms; ref = SQLite)",
+        s.get("cpu_ms_per_relayed_call_postgres"),
+        s.get("cpu_ms_per_relayed_call"),
+        s.get("postgres_cpu_ratio_vs_sqlite"),
+        "postgres_cpu_ratio_vs_sqlite",
+    )
     row("  PostgreSQL server's own CPU per call (ms)", s.get("postgres_server_cpu_ms_per_call"))
     if s.get("cpu_ms_per_relayed_call_seeded") is not None:
-        row(f"CPU per call, ledger holding {s.get('ledger_calls_at_seeded_step')} calls (ms)",
-            s.get("cpu_ms_per_relayed_call_seeded"), s.get("cpu_ms_per_relayed_call"),
-            _ratio(s.get("cpu_ms_per_relayed_call_seeded"), s.get("cpu_ms_per_relayed_call")))
+        row(
+            f"CPU per call, ledger holding {s.get('ledger_calls_at_seeded_step')} calls (ms)",
+            s.get("cpu_ms_per_relayed_call_seeded"),
+            s.get("cpu_ms_per_relayed_call"),
+            _ratio(s.get("cpu_ms_per_relayed_call_seeded"), s.get("cpu_ms_per_relayed_call")),
+        )
     row("gateway CPU per reject (ms)", s.get("cpu_ms_per_reject"))
     for key, note in s["notes"].items():
         print(f"  note ({key}): {note}")
@@ -1423,35 +1727,48 @@ def print_table(report: dict) -> None:
                 print(f"  {key:12s} not run: {st['error'][:200]}")
                 continue
             su = _setup(st) or {}
-            print(f"  {key:12s} {'ok ' if st['ok'] else 'BAD'} {st['successful']}/{st['calls']} "
-                  f"({st['achieved_cps']}/s) {su.get('p50')}/{su.get('p99')}/{su.get('max')}"
-                  + (f" cpu {st['gw_cpu_ms_per_call']}" if st.get("gw_cpu_ms_per_call") is not None else "")
-                  + (f" db-server {st['db_server_cpu_ms_per_call']}" if st.get("db_server_cpu_ms_per_call")
-                     is not None else "")
-                  + f" other-cpu {st['foreign_cpu_percent']}%")
+            print(
+                f"  {key:12s} {'ok ' if st['ok'] else 'BAD'} {st['successful']}/{st['calls']} "
+                f"({st['achieved_cps']}/s) {su.get('p50')}/{su.get('p99')}/{su.get('max')}"
+                + (f" cpu {st['gw_cpu_ms_per_call']}" if st.get("gw_cpu_ms_per_call") is not None else "")
+                + (
+                    f" db-server {st['db_server_cpu_ms_per_call']}"
+                    if st.get("db_server_cpu_ms_per_call") is not None
+                    else ""
+                )
+                + f" other-cpu {st['foreign_cpu_percent']}%"
+            )
     if report.get("relay"):
         print("relay steps (INVITE->200 p50/p99/max ms by SIPp's clock, 4 ms steps; CPU = gateway ms per call):")
         for r, pair in report["relay"]["steps"].items():
             d, g = pair["direct"], pair["gateway"]
             dl, gl = d["latency_ms"] or {}, g["latency_ms"] or {}
-            print(f"  {r:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} {dl.get('p50')}/{dl.get('p99')}/{dl.get('max')}"
-                  f" ({d['achieved_cps']}/s)   gateway {'ok ' if g['ok'] else 'BAD'} failed={g['failed']}"
-                  f" {gl.get('p50')}/{gl.get('p99')}/{gl.get('max')} ({g['achieved_cps']}/s)"
-                  f" cpu {g['gw_cpu_ms_per_call']}")
+            print(
+                f"  {r:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} {dl.get('p50')}/{dl.get('p99')}/{dl.get('max')}"
+                f" ({d['achieved_cps']}/s)   gateway {'ok ' if g['ok'] else 'BAD'} failed={g['failed']}"
+                f" {gl.get('p50')}/{gl.get('p99')}/{gl.get('max')} ({g['achieved_cps']}/s)"
+                f" cpu {g['gw_cpu_ms_per_call']}"
+            )
         for r, d in report["relay"].get("direct_only_steps", {}).items():
             dl = d["latency_ms"] or {}
-            print(f"  {r:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} failed={d['failed']} "
-                  f"{dl.get('p50')}/{dl.get('p99')}/{dl.get('max')} ({d['achieved_cps']}/s)   gateway not run")
+            print(
+                f"  {r:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} failed={d['failed']} "
+                f"{dl.get('p50')}/{dl.get('p99')}/{dl.get('max')} ({d['achieved_cps']}/s)   gateway not run"
+            )
     if report.get("reject"):
         print("reject steps:")
         for r, pair in report["reject"]["steps"].items():
             d, g = pair["direct"], pair["gateway"]
-            print(f"  {r:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} failed={d['failed']} ({d['achieved_cps']}/s)"
-                  f"   gateway {'ok ' if g['ok'] else 'BAD'} failed={g['failed']} ({g['achieved_cps']}/s)"
-                  f" cpu {g['gw_cpu_ms_per_call']}")
+            print(
+                f"  {r:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} failed={d['failed']} ({d['achieved_cps']}/s)"
+                f"   gateway {'ok ' if g['ok'] else 'BAD'} failed={g['failed']} ({g['achieved_cps']}/s)"
+                f" cpu {g['gw_cpu_ms_per_call']}"
+            )
         for r, d in report["reject"].get("direct_only_steps", {}).items():
-            print(f"  {r:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} failed={d['failed']} ({d['achieved_cps']}/s)"
-                  f"   gateway not run")
+            print(
+                f"  {r:>5s}/s  direct {'ok ' if d['ok'] else 'BAD'} failed={d['failed']} ({d['achieved_cps']}/s)"
+                f"   gateway not run"
+            )
     if report.get("anomalies"):
         print("anomalies:", *report["anomalies"], sep="\n  ")
 
@@ -1462,8 +1779,9 @@ def write_report(report: dict, out: Path | None, stamp: str) -> list[Path]:
     if out is not None:
         paths = [out]
     else:
-        suffix = ("-quick" if report["quick"] else "") + ("-partial" if report.get("sections") != list(SECTIONS)
-                                                          else "")
+        suffix = ("-quick" if report["quick"] else "") + (
+            "-partial" if report.get("sections") != list(SECTIONS) else ""
+        )
         paths = [REPORTS / f"gateway_bench-{stamp}{suffix}.json", REPORT]
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -1475,11 +1793,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer, shorter steps (~3 minutes)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (SIPp traces, gateway log)")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="write the JSON report there only (default: bench/reports/gateway_bench-<time>[-quick].json "
-                         "and bench/reports/gateway_bench.json)")
-    ap.add_argument("--only", default=",".join(SECTIONS),
-                    help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: all)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the JSON report there only (default: bench/reports/gateway_bench-<time>[-quick].json "
+        "and bench/reports/gateway_bench.json)",
+    )
+    ap.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: all)",
+    )
     args = ap.parse_args(argv)
     sections = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = [x for x in sections if x not in SECTIONS]
@@ -1495,20 +1820,34 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "sections": sections,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.strip() or None,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "sipp": subprocess.run([sipp_binary(), "-v"], capture_output=True, text=True).stdout.strip()
-                    .splitlines()[0].strip() if shutil.which("sipp") else None,
-                    "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-                    "mem_total_mb": _mem_total_mb()},
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        or None,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "sipp": subprocess.run([sipp_binary(), "-v"], capture_output=True, text=True)
+            .stdout.strip()
+            .splitlines()[0]
+            .strip()
+            if shutil.which("sipp")
+            else None,
+            "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            "mem_total_mb": _mem_total_mb(),
+        },
         "profile": asdict(profile),
         "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
-        "workload": {"relay_organizer": RELAY_ORGANIZER, "relay_numbers": f"{N_NUMBERS} US numbers in turn",
-                     "reject_organizer": REJECT_ORGANIZER, "guard_overrides": [n for _, n in GUARD_OVERRIDES],
-                     "extra_gateway": EXTRA_GATEWAY.strip().splitlines(),
-                     "store": "SQLite (WAL) ledger; the load section also PostgreSQL (scripts/pg_test_server.sh)",
-                     "logging": "info, JSON canonical line per call"},
+        "workload": {
+            "relay_organizer": RELAY_ORGANIZER,
+            "relay_numbers": f"{N_NUMBERS} US numbers in turn",
+            "reject_organizer": REJECT_ORGANIZER,
+            "guard_overrides": [n for _, n in GUARD_OVERRIDES],
+            "extra_gateway": EXTRA_GATEWAY.strip().splitlines(),
+            "store": "SQLite (WAL) ledger; the load section also PostgreSQL (scripts/pg_test_server.sh)",
+            "logging": "info, JSON canonical line per call",
+        },
     }
     interrupted = False
     pg: PgServer | None = None
@@ -1555,8 +1894,10 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_report(report, args.out, stamp)
     if "summary" in report:
         print_table(report)
-    print(f"\nreport: {', '.join(str(p) for p in paths)}  runtime {report['runtime_s']} s"
-          + (f"  workdir {workdir}" if args.keep else ""))
+    print(
+        f"\nreport: {', '.join(str(p) for p in paths)}  runtime {report['runtime_s']} s"
+        + (f"  workdir {workdir}" if args.keep else "")
+    )
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if interrupted else 0

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,24 +50,38 @@ TENANTS = {
 }
 # region, sample E.164, number_type, weight
 DESTINATIONS = [
-    ("FR", "+33142685300", "fixed_line", 30), ("FR", "+33612345678", "mobile", 12),
-    ("US", "+12122001234", "fixed_line_or_mobile", 20), ("DE", "+4930901820", "fixed_line", 10),
-    ("GB", "+442079460958", "fixed_line", 8), ("JP", "+81312345678", "fixed_line", 5),
-    ("AU", "+61293744000", "fixed_line", 3), ("JM", "+18762091234", "fixed_line_or_mobile", 2),
-    ("CU", "+5372345678", "fixed_line", 1), ("ZW", "+263242123456", "fixed_line", 1),
+    ("FR", "+33142685300", "fixed_line", 30),
+    ("FR", "+33612345678", "mobile", 12),
+    ("US", "+12122001234", "fixed_line_or_mobile", 20),
+    ("DE", "+4930901820", "fixed_line", 10),
+    ("GB", "+442079460958", "fixed_line", 8),
+    ("JP", "+81312345678", "fixed_line", 5),
+    ("AU", "+61293744000", "fixed_line", 3),
+    ("JM", "+18762091234", "fixed_line_or_mobile", 2),
+    ("CU", "+5372345678", "fixed_line", 1),
+    ("ZW", "+263242123456", "fixed_line", 1),
 ]
 # reason, decision, bridge status, weight
 OUTCOMES = [
-    ("allowed", "allow", 200, 600), ("trunk_failure", "allow", 486, 40), ("trunk_timeout", "allow", 408, 15),
+    ("allowed", "allow", 200, 600),
+    ("trunk_failure", "allow", 486, 40),
+    ("trunk_timeout", "allow", 408, 15),
     ("duration_exhausted", "allow", 200, 10),
-    ("no_entitlement", "deny", 403, 80), ("not_domestic", "deny", 403, 50), ("outside_zone_a", "deny", 403, 30),
-    ("destination_blocked", "deny", 403, 25), ("number_invalid", "deny", 484, 40),
-    ("organizer_unknown", "deny", 403, 20), ("organizer_missing", "deny", 403, 5),
-    ("no_audio_conferencing", "deny", 403, 15), ("dialout_disabled", "deny", 403, 10),
-    ("limit_rate", "deny", 480, 12), ("limit_concurrency", "deny", 480, 8), ("fraud_suspected", "deny", 403, 5),
+    ("no_entitlement", "deny", 403, 80),
+    ("not_domestic", "deny", 403, 50),
+    ("outside_zone_a", "deny", 403, 30),
+    ("destination_blocked", "deny", 403, 25),
+    ("number_invalid", "deny", 484, 40),
+    ("organizer_unknown", "deny", 403, 20),
+    ("organizer_missing", "deny", 403, 5),
+    ("no_audio_conferencing", "deny", 403, 15),
+    ("dialout_disabled", "deny", 403, 10),
+    ("limit_rate", "deny", 480, 12),
+    ("limit_concurrency", "deny", 480, 8),
+    ("fraud_suspected", "deny", 403, 5),
 ]
 PJSIP_MESSAGES = [
-    "sip_endpoint.c .Module \"mod-pjsua\" registered",
+    'sip_endpoint.c .Module "mod-pjsua" registered',
     "pjsua_call.c !Making call with acc #0 to sip:+{n}@127.0.0.1:5070;user=phone",
     "sip_transport.c .Transport 0x7f3c4c00 shutting down, refcnt=0",
     "pjsua_core.c .TX 512 bytes Response msg 403/INVITE/cseq=1 (tdta0x55d1) to UDP 10.0.0.5:5060",
@@ -98,8 +112,10 @@ def call_line(rng: random.Random, i: int, now: datetime) -> tuple[str, str]:
     setup = round(rng.lognormvariate(1.8, 0.6) if not allowed else rng.lognormvariate(7.5, 0.7), 2)
     talk = round(rng.expovariate(1 / 900), 3) if answered else 0.0
     units = int(talk // 60) + (1 if talk % 60 else 0) if answered else 0
-    explanation = (f"organiser {organizer} has policy tag:DialoutCPCDomesticPSTNInternational (usage location "
-                   f"{region}); {e164} is in {region} ({number_type})")
+    explanation = (
+        f"organiser {organizer} has policy tag:DialoutCPCDomesticPSTNInternational (usage location "
+        f"{region}); {e164} is in {region} ({number_type})"
+    )
     fields = {
         "component": "gateway",
         "call_id": call_id,
@@ -141,7 +157,7 @@ def call_line(rng: random.Random, i: int, now: datetime) -> tuple[str, str]:
 def generate(path: Path, n: int, seed: int = 11) -> dict:
     """Write n lines; return what was written, for checking the summary."""
     rng = random.Random(seed)
-    t = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 1, tzinfo=UTC)
     counts = {"call": 0, "admission_refused": 0, "pjsip": 0, "event": 0, "non_json": 0}
     sample_call_id = None
     with path.open("w", buffering=1 << 22) as out:
@@ -155,29 +171,62 @@ def generate(path: Path, n: int, seed: int = 11) -> dict:
                 counts["call"] += 1
             elif roll < 0.90:
                 msg = rng.choice(PJSIP_MESSAGES).format(n=rng.randrange(10**9), cid=rng.randrange(4000))
-                line = json.dumps({"component": "pjsip", "message": msg, "pj_level": rng.choice([1, 2, 3]),
-                                   "event": "pjsip", "level": rng.choice(["error", "warning", "info"]),
-                                   "timestamp": _ts(t)})
+                line = json.dumps(
+                    {
+                        "component": "pjsip",
+                        "message": msg,
+                        "pj_level": rng.choice([1, 2, 3]),
+                        "event": "pjsip",
+                        "level": rng.choice(["error", "warning", "info"]),
+                        "timestamp": _ts(t),
+                    }
+                )
                 counts["pjsip"] += 1
             elif roll < 0.93:
                 reason, status = rng.choice(ADMISSION)
-                line = json.dumps({"component": "gateway", "source": f"203.0.113.{rng.randrange(256)}",
-                                   "reason": reason, "status": status, "explanation": f"refused: {reason}",
-                                   "suppressed_since_last": rng.choice([0, 0, 0, 3, 12]), "transport": "udp",
-                                   "event": "admission_refused", "level": "warning", "timestamp": _ts(t)})
+                line = json.dumps(
+                    {
+                        "component": "gateway",
+                        "source": f"203.0.113.{rng.randrange(256)}",
+                        "reason": reason,
+                        "status": status,
+                        "explanation": f"refused: {reason}",
+                        "suppressed_since_last": rng.choice([0, 0, 0, 3, 12]),
+                        "transport": "udp",
+                        "event": "admission_refused",
+                        "level": "warning",
+                        "timestamp": _ts(t),
+                    }
+                )
                 counts["admission_refused"] += 1
             elif roll < 0.995:
                 kind = rng.choice(["call_cut", "reinvite_relayed", "grant_extended", "config_reloaded"])
-                extra = {"call_cut": {"reason": "duration_exhausted", "detail": "the authorised duration is used up"},
-                         "reinvite_relayed": {"direction": "bridge->trunk", "hold": False},
-                         "grant_extended": {"bucket": "tenant_pool", "granted_s": 600},
-                         "config_reloaded": {"organizers": 40, "tenants": 4}}[kind]
-                line = json.dumps({"component": "gateway", "call_id": f"{i}-x@10.0.0.1", **extra,
-                                   "event": kind, "level": "info", "timestamp": _ts(t)})
+                extra = {
+                    "call_cut": {"reason": "duration_exhausted", "detail": "the authorised duration is used up"},
+                    "reinvite_relayed": {"direction": "bridge->trunk", "hold": False},
+                    "grant_extended": {"bucket": "tenant_pool", "granted_s": 600},
+                    "config_reloaded": {"organizers": 40, "tenants": 4},
+                }[kind]
+                line = json.dumps(
+                    {
+                        "component": "gateway",
+                        "call_id": f"{i}-x@10.0.0.1",
+                        **extra,
+                        "event": kind,
+                        "level": "info",
+                        "timestamp": _ts(t),
+                    }
+                )
                 counts["event"] += 1
             else:
-                line = rng.choice(["Traceback (most recent call last):", "  File \"<frozen>\", line 1",
-                                   "pjsua_core.c  Shutting down...", "18:01:02.123 os_core_unix.c !pjlib 2.14"])
+                line = rng.choice(
+                    [
+                        "Traceback (most recent call last):",
+                        '  File "<frozen>", line 1',
+                        "pjsua_core.c  Shutting down...",
+                        "18:01:02.123 os_core_unix.c !pjlib 2.14",
+                    ]
+                )
                 counts["non_json"] += 1
             out.write(line)
             out.write("\n")
@@ -200,8 +249,13 @@ def time_in_process(path: Path, jobs: int) -> tuple[float, la.Summary, float]:
 
 def time_cli(args: list[str]) -> tuple[float, str, float]:
     started, cpu = time.perf_counter(), _cpu_s()
-    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "logs", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "logs", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"CLI failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -229,7 +283,7 @@ def main() -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         plain = workdir / "gateway.log"
-        packed = workdir / "gateway.log.1"       # gzip without a .gz name: detected by magic bytes
+        packed = workdir / "gateway.log.1"  # gzip without a .gz name: detected by magic bytes
         t0 = time.perf_counter()
         counts = generate(plain, args.lines)
         gen_s = time.perf_counter() - t0
@@ -247,16 +301,21 @@ def main() -> int:
             rows.append({"mode": "in-process summary, 1 process", "input": label, "seconds": seconds, "cpu_s": cpu})
             seconds, summary, cpu = best_of(lambda p=path: time_in_process(p, jobs), args.repeat)
             assert summary.to_dict() == summaries[label].to_dict()
-            rows.append({"mode": f"in-process summary, --jobs {jobs}", "input": label, "seconds": seconds,
-                         "cpu_s": cpu})
+            rows.append(
+                {"mode": f"in-process summary, --jobs {jobs}", "input": label, "seconds": seconds, "cpu_s": cpu}
+            )
             seconds, _, cpu = best_of(lambda p=path: time_cli([str(p), "summary", "--json"]), args.repeat)
-            rows.append({"mode": "CLI summary --json (default jobs)", "input": label, "seconds": seconds,
-                         "cpu_s": cpu})
-        seconds, _, cpu = best_of(lambda: time_cli([str(plain), "summary", "--json", "--tenant", "contoso",
-                                                    "--since", "2026-11-01T00:10:00Z"]), args.repeat)
+            rows.append({"mode": "CLI summary --json (default jobs)", "input": label, "seconds": seconds, "cpu_s": cpu})
+        seconds, _, cpu = best_of(
+            lambda: time_cli(
+                [str(plain), "summary", "--json", "--tenant", "contoso", "--since", "2026-11-01T00:10:00Z"]
+            ),
+            args.repeat,
+        )
         rows.append({"mode": "CLI summary --tenant --since", "input": "plain", "seconds": seconds, "cpu_s": cpu})
-        seconds, out, cpu = best_of(lambda: time_cli([str(plain), "call", counts["sample_call_id"], "--json"]),
-                                    args.repeat)
+        seconds, out, cpu = best_of(
+            lambda: time_cli([str(plain), "call", counts["sample_call_id"], "--json"]), args.repeat
+        )
         rows.append({"mode": "CLI call CALL-ID", "input": "plain", "seconds": seconds, "cpu_s": cpu})
 
         n = args.lines
@@ -267,10 +326,15 @@ def main() -> int:
             row["cpu_s"] = round(row["cpu_s"], 3)
 
         s = summaries["plain"]
-        correct = (s.calls == counts["call"] and s.refusal_lines == counts["admission_refused"]
-                   and s.non_json == counts["non_json"] and s.malformed == 0 and s.lines == n
-                   and summaries["gzip"].to_dict() == s.to_dict()
-                   and json.loads(out)["found"])
+        correct = (
+            s.calls == counts["call"]
+            and s.refusal_lines == counts["admission_refused"]
+            and s.non_json == counts["non_json"]
+            and s.malformed == 0
+            and s.lines == n
+            and summaries["gzip"].to_dict() == s.to_dict()
+            and json.loads(out)["found"]
+        )
         worst = max(r["s_per_million"] for r in rows if r["mode"].startswith("CLI summary"))
         report = {
             "benchmark": "logs_summary",
@@ -288,24 +352,36 @@ def main() -> int:
                 "gzip_s": round(gzip_s, 1),
             },
             "runs": rows,
-            "summary_check": {"calls": s.calls, "relayed": s.relayed, "rejected": s.rejected,
-                              "admission_refusal_lines": s.refusal_lines, "non_json": s.non_json,
-                              "setup_ms": s.to_dict()["setup_ms"]["all"], "matches_generator": correct},
+            "summary_check": {
+                "calls": s.calls,
+                "relayed": s.relayed,
+                "rejected": s.rejected,
+                "admission_refusal_lines": s.refusal_lines,
+                "non_json": s.non_json,
+                "setup_ms": s.to_dict()["setup_ms"]["all"],
+                "matches_generator": correct,
+            },
             "targets": {"cli_s_per_million": TARGET_S_PER_MILLION},
             "pass": bool(correct and worst <= TARGET_S_PER_MILLION),
         }
         REPORT.parent.mkdir(parents=True, exist_ok=True)
         REPORT.write_text(json.dumps(report, indent=2) + "\n")
 
-        print(f"logs bench: {n:,} lines ({counts['call']:,} call lines), plain {plain.stat().st_size / 1e6:,.0f} MB, "
-              f"gzip {packed.stat().st_size / 1e6:,.0f} MB; best of {args.repeat}")
+        print(
+            f"logs bench: {n:,} lines ({counts['call']:,} call lines), plain {plain.stat().st_size / 1e6:,.0f} MB, "
+            f"gzip {packed.stat().st_size / 1e6:,.0f} MB; best of {args.repeat}"
+        )
         print(f"{la.default_jobs()} worker process(es) available; load average at start {load_at_start}")
         print(f"{'mode':<36} {'input':<6} {'seconds':>8} {'s/million':>10} {'lines/s':>12} {'cpu s':>7}")
         for r in rows:
-            print(f"{r['mode']:<36} {r['input']:<6} {r['seconds']:>8.2f} {r['s_per_million']:>10.2f} "
-                  f"{r['lines_per_s']:>12,} {r['cpu_s']:>7.2f}")
-        print(f"summary matches the generator: {correct}; target <= {TARGET_S_PER_MILLION} s/million via CLI: "
-              f"{'pass' if report['pass'] else 'FAIL'}")
+            print(
+                f"{r['mode']:<36} {r['input']:<6} {r['seconds']:>8.2f} {r['s_per_million']:>10.2f} "
+                f"{r['lines_per_s']:>12,} {r['cpu_s']:>7.2f}"
+            )
+        print(
+            f"summary matches the generator: {correct}; target <= {TARGET_S_PER_MILLION} s/million via CLI: "
+            f"{'pass' if report['pass'] else 'FAIL'}"
+        )
         print(f"report: {REPORT.relative_to(ROOT)}")
         return 0 if report["pass"] else 1
     finally:

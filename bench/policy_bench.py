@@ -22,7 +22,7 @@ import random
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,15 +36,38 @@ TARGET_P99_US = 100.0
 
 # (weight, dialled) — mostly valid numbers in the tenants' markets, some junk.
 NUMBERS = [
-    (20, "+33 1 42 68 53 00"), (10, "01 42 68 53 00"), (6, "0033612345678"), (8, "+49 30 901820"),
-    (15, "+1 212 200 1234"), (8, "(415) 555-2671"), (6, "011 44 20 7946 0958"), (4, "+44 7624 200123"),
-    (3, "+1 876 209 1234"), (3, "+1 787 200 1234"), (3, "tel:+81-3-1234-5678"), (3, "+61 2 9374 4000"),
-    (2, "+1 900 200 1234"), (2, "112"), (1, "911"), (2, "+54 11 2345 6789"), (1, "+53 7 123 4567"),
-    (1, "12ab"), (1, ""), (1, "+"), (2, "tel:0142685300;phone-context=+33"), (2, "+263 24 2123456"),
+    (20, "+33 1 42 68 53 00"),
+    (10, "01 42 68 53 00"),
+    (6, "0033612345678"),
+    (8, "+49 30 901820"),
+    (15, "+1 212 200 1234"),
+    (8, "(415) 555-2671"),
+    (6, "011 44 20 7946 0958"),
+    (4, "+44 7624 200123"),
+    (3, "+1 876 209 1234"),
+    (3, "+1 787 200 1234"),
+    (3, "tel:+81-3-1234-5678"),
+    (3, "+61 2 9374 4000"),
+    (2, "+1 900 200 1234"),
+    (2, "112"),
+    (1, "911"),
+    (2, "+54 11 2345 6789"),
+    (1, "+53 7 123 4567"),
+    (1, "12ab"),
+    (1, ""),
+    (1, "+"),
+    (2, "tel:0142685300;phone-context=+33"),
+    (2, "+263 24 2123456"),
 ]
 ORGANIZERS = [
-    (25, "alice@contoso.com"), (10, "bob@contoso.com"), (10, "chloe@contoso.com"), (3, "dmitri@contoso.com"),
-    (25, "erin@fabrikam.com"), (10, "frank@fabrikam.com"), (5, "grace@fabrikam.com"), (2, "nobody@example.com"),
+    (25, "alice@contoso.com"),
+    (10, "bob@contoso.com"),
+    (10, "chloe@contoso.com"),
+    (3, "dmitri@contoso.com"),
+    (25, "erin@fabrikam.com"),
+    (10, "frank@fabrikam.com"),
+    (5, "grace@fabrikam.com"),
+    (2, "nobody@example.com"),
 ]
 
 
@@ -57,11 +80,16 @@ def build_workload(n: int, seed: int = 7):
     rng = random.Random(seed)
     numbers = _weighted(rng, NUMBERS, n)
     organizers = _weighted(rng, ORGANIZERS, n)
-    base = datetime(2018, 6, 1, tzinfo=timezone.utc)
+    base = datetime(2018, 6, 1, tzinfo=UTC)
     work = []
     for i in range(n):
-        request = CallRequest(organizer=organizers[i], dialled=numbers[i], initiator="guest@example.org",
-                              meeting=f"m{i % 500}", location=rng.choice([None, "FR", "US", "ZW"]))
+        request = CallRequest(
+            organizer=organizers[i],
+            dialled=numbers[i],
+            initiator="guest@example.org",
+            meeting=f"m{i % 500}",
+            location=rng.choice([None, "FR", "US", "ZW"]),
+        )
         busy = rng.random() < 0.05  # a few requests arrive at or beyond a guard limit
         snapshot = Snapshot(
             pool_used_minutes=rng.uniform(0, 1600),
@@ -123,7 +151,9 @@ def main() -> int:
     # Cold: numbers never seen before (cache miss → phonenumbers parse).
     cold = []
     for i in range(2000):
-        request = CallRequest(organizer="alice@contoso.com", dialled=f"+33 1 {40 + i % 50:02d} {i // 50:02d} 53 {i % 97:02d}")
+        request = CallRequest(
+            organizer="alice@contoso.com", dialled=f"+33 1 {40 + i % 50:02d} {i // 50:02d} 53 {i % 97:02d}"
+        )
         t0 = clock()
         decide(request, Snapshot(), work[i][2], settings)
         cold.append((clock() - t0) / 1000)
@@ -148,15 +178,26 @@ def main() -> int:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
-        "workload": {"requests": len(work), "distinct_numbers": len(NUMBERS), "organizers": len(ORGANIZERS),
-                     "outcomes": dict(sorted(outcomes.items(), key=lambda kv: -kv[1]))},
+        "workload": {
+            "requests": len(work),
+            "distinct_numbers": len(NUMBERS),
+            "organizers": len(ORGANIZERS),
+            "outcomes": dict(sorted(outcomes.items(), key=lambda kv: -kv[1])),
+        },
         "throughput": {"decisions": done, "seconds": round(elapsed, 3), "decisions_per_s": round(rate)},
-        "latency_us_warm": {"p50": round(percentile(samples, 0.50), 2), "p90": round(percentile(samples, 0.90), 2),
-                            "p99": round(percentile(samples, 0.99), 2), "max": round(samples[-1], 2),
-                            "mean": round(statistics.fmean(samples), 2)},
+        "latency_us_warm": {
+            "p50": round(percentile(samples, 0.50), 2),
+            "p90": round(percentile(samples, 0.90), 2),
+            "p99": round(percentile(samples, 0.99), 2),
+            "max": round(samples[-1], 2),
+            "mean": round(statistics.fmean(samples), 2),
+        },
         "latency_us_cold_parse": {"p50": round(percentile(cold, 0.50), 2), "p99": round(percentile(cold, 0.99), 2)},
-        "latency_us_assess_denials": {"requests": len(early), "p50": round(percentile(early, 0.50), 2),
-                                      "p99": round(percentile(early, 0.99), 2)},
+        "latency_us_assess_denials": {
+            "requests": len(early),
+            "p50": round(percentile(early, 0.50), 2),
+            "p99": round(percentile(early, 0.99), 2),
+        },
         "parse_cache": normalize_destination.cache_info()._asdict(),
         "targets": {"decisions_per_s": TARGET_RATE, "p99_us": TARGET_P99_US},
         "pass": rate >= TARGET_RATE and percentile(samples, 0.99) < TARGET_P99_US,

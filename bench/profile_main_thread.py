@@ -25,14 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import call.machine as machine  # noqa: E402
-import gateway._sipcore as sc  # noqa: E402
-import gateway.engine as engine  # noqa: E402
-import gateway.metrics as metrics  # noqa: E402
-import gateway.service as service  # noqa: E402
-import gateway.sipstack as sipstack  # noqa: E402
-import gateway.trunks as trunks  # noqa: E402
-import store.writer as writer  # noqa: E402
+import gateway._sipcore as sc
+
+import call.machine as machine
+import gateway.engine as engine
+import gateway.metrics as metrics
+import gateway.service as service
+import gateway.sipstack as sipstack
+import gateway.trunks as trunks
+import store.writer as writer
 
 spent: dict[str, int] = defaultdict(int)
 calls: dict[str, int] = defaultdict(int)

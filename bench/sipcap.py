@@ -16,13 +16,13 @@ kernel drops) on stdout, then exits. Needs CAP_NET_RAW (root); exits 3 without.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import re
 import signal
 import socket
 import struct
 import sys
-import ctypes
 
 ETH_P_IP = 0x0800
 SO_ATTACH_FILTER = 26
@@ -40,19 +40,19 @@ def bpf_udp_port(port: int) -> list[tuple[int, int, int, int]]:
     """Classic BPF: IPv4, UDP, not a later fragment, source or destination port == port
     (the frame starts with lo's 14-byte Ethernet header)."""
     return [
-        (0x28, 0, 0, 12),            # ldh [12]            ethertype
-        (0x15, 0, 10, ETH_P_IP),     # jeq #0x800          else drop
-        (0x30, 0, 0, 23),            # ldb [23]            IP protocol
-        (0x15, 0, 8, 17),            # jeq #17 (UDP)       else drop
-        (0x28, 0, 0, 20),            # ldh [20]            flags + fragment offset
-        (0x45, 6, 0, 0x1FFF),        # jset #0x1fff        a later fragment: drop
-        (0xB1, 0, 0, ETH_HLEN),      # ldxb 4*([14]&0xf)   IP header length
-        (0x48, 0, 0, ETH_HLEN),      # ldh [x+14]          source port
-        (0x15, 2, 0, port),          # jeq #port           accept
+        (0x28, 0, 0, 12),  # ldh [12]            ethertype
+        (0x15, 0, 10, ETH_P_IP),  # jeq #0x800          else drop
+        (0x30, 0, 0, 23),  # ldb [23]            IP protocol
+        (0x15, 0, 8, 17),  # jeq #17 (UDP)       else drop
+        (0x28, 0, 0, 20),  # ldh [20]            flags + fragment offset
+        (0x45, 6, 0, 0x1FFF),  # jset #0x1fff        a later fragment: drop
+        (0xB1, 0, 0, ETH_HLEN),  # ldxb 4*([14]&0xf)   IP header length
+        (0x48, 0, 0, ETH_HLEN),  # ldh [x+14]          source port
+        (0x15, 2, 0, port),  # jeq #port           accept
         (0x48, 0, 0, ETH_HLEN + 2),  # ldh [x+16]          destination port
-        (0x15, 0, 1, port),          # jeq #port           else drop
-        (0x06, 0, 0, 0x40000),       # ret #262144         accept
-        (0x06, 0, 0, 0),             # ret #0              drop
+        (0x15, 0, 1, port),  # jeq #port           else drop
+        (0x06, 0, 0, 0x40000),  # ret #262144         accept
+        (0x06, 0, 0, 0),  # ret #0              drop
     ]
 
 
@@ -60,7 +60,7 @@ def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) ->
     buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
     fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-    return buf   # the kernel copies the program, but keep it alive until then
+    return buf  # the kernel copies the program, but keep it alive until then
 
 
 def main(argv: list[str]) -> int:
@@ -93,11 +93,11 @@ def main(argv: list[str]) -> int:
     while not stop[0]:
         try:
             data, anc, _flags, addr = sock.recvmsg(65536, cmsg_space)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             continue
         except InterruptedError:
             continue
-        if addr[2] == PACKET_OUTGOING:   # lo shows each packet twice: as sent and as received
+        if addr[2] == PACKET_OUTGOING:  # lo shows each packet twice: as sent and as received
             continue
         packets += 1
         ts = 0
@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
         ihl = (data[ETH_HLEN] & 0x0F) * 4
         udp = ETH_HLEN + ihl
         sport, dport = struct.unpack_from("!HH", data, udp)
-        payload = data[udp + 8:]
+        payload = data[udp + 8 :]
         if sport == port and payload.startswith(b"INVITE "):
             m = _CALL_ID.search(payload)
             if m and m.group(1) not in invites:
@@ -134,8 +134,10 @@ def main(argv: list[str]) -> int:
         for cid, t0 in invites.items():
             t1, status = finals.get(cid, (0, 0))
             f.write(f"{cid.decode(errors='replace')};{t0};{t1};{status}\n")
-    print(json.dumps({"packets": packets, "kernel_drops": drops, "invites": len(invites), "finals": len(finals)}),
-          flush=True)
+    print(
+        json.dumps({"packets": packets, "kernel_drops": drops, "invites": len(invites), "finals": len(finals)}),
+        flush=True,
+    )
     return 0
 
 

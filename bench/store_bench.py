@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from store import BucketSpec, CallOpen, open_store  # noqa: E402
 
-T0 = datetime(2018, 7, 10, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2018, 7, 10, 12, 0, tzinfo=UTC)
 TARGET_MS = 0.3
 
 
@@ -56,15 +56,28 @@ def bench(url: str, calls: int) -> dict:
     store = open_store(url, instance_id="bench", log=NullLog())
     store.migrate()
     chain = (BucketSpec("tenant_pool", 10_000_000.0), BucketSpec("credits", 1e9, 0.02))
-    reqs = [CallOpen(f"call-{i}", f"tenant-{i % 20}", f"org-{i % 500}", f"+3314268{i % 10000:04d}", "FR",
-                     "Europe/Paris", T0 + timedelta(seconds=i * 0.01), chain) for i in range(calls)]
+    reqs = [
+        CallOpen(
+            f"call-{i}",
+            f"tenant-{i % 20}",
+            f"org-{i % 500}",
+            f"+3314268{i % 10000:04d}",
+            "FR",
+            "Europe/Paris",
+            T0 + timedelta(seconds=i * 0.01),
+            chain,
+        )
+        for i in range(calls)
+    ]
     # Warm up statement caches and prepared statements.
     for r in reqs[:50]:
         store.open_call(r)
         store.answered(r.call_id, r.started_at)
         store.close_call(r.call_id, r.started_at + timedelta(seconds=61), "normal")
     reqs = reqs[50:]
-    timings: dict[str, list[float]] = {k: [0.0, 0.0] for k in ("snapshot", "open_call", "answered", "extend", "close_call")}
+    timings: dict[str, list[float]] = {
+        k: [0.0, 0.0] for k in ("snapshot", "open_call", "answered", "extend", "close_call")
+    }
 
     def timed(name, fn, *args, **kwargs):
         w, c = time.perf_counter(), time.process_time()
@@ -75,7 +88,9 @@ def bench(url: str, calls: int) -> dict:
 
     live = []
     for i, r in enumerate(reqs):
-        timed("snapshot", store.snapshot, tenant=r.tenant, organizer=r.organizer, e164=r.e164, tz=r.tz, now=r.started_at)
+        timed(
+            "snapshot", store.snapshot, tenant=r.tenant, organizer=r.organizer, e164=r.e164, tz=r.tz, now=r.started_at
+        )
         timed("open_call", store.open_call, r)
         timed("answered", store.answered, r.call_id, r.started_at)
         live.append(r)
@@ -91,8 +106,13 @@ def bench(url: str, calls: int) -> dict:
     for r in live:
         timed("close_call", store.close_call, r.call_id, r.started_at + timedelta(seconds=125), "normal")
     n = len(reqs)
-    counts = {"snapshot": n, "open_call": n, "answered": n, "close_call": n,
-              "extend": sum(1 for i in range(n) if i % 10 == 0 and i >= 101) or 1}
+    counts = {
+        "snapshot": n,
+        "open_call": n,
+        "answered": n,
+        "close_call": n,
+        "extend": sum(1 for i in range(n) if i % 10 == 0 and i >= 101) or 1,
+    }
     per = {k: {"wall_ms": v[0] / counts[k] * 1e3, "cpu_ms": v[1] / counts[k] * 1e3} for k, v in timings.items()}
     core = {m: sum(per[k][m] for k in ("open_call", "answered", "close_call")) for m in ("wall_ms", "cpu_ms")}
     store.close()
@@ -135,17 +155,27 @@ def paced_calls(url: str, rate: float, seconds: float, linger_ms: float | None) 
     """
     import heapq
     import queue
-    import threading
 
     from store import LedgerWriter
 
     calls = int(rate * seconds)
     chain = (BucketSpec("tenant_pool", 10_000_000.0), BucketSpec("credits", 1e9, 0.02))
-    reqs = [CallOpen(f"call-{i}", f"tenant-{i % 20}", f"org-{i % 500}", f"+3314268{i % 10000:04d}", "FR",
-                     "Europe/Paris", T0 + timedelta(seconds=i / rate), chain) for i in range(calls)]
+    reqs = [
+        CallOpen(
+            f"call-{i}",
+            f"tenant-{i % 20}",
+            f"org-{i % 500}",
+            f"+3314268{i % 10000:04d}",
+            "FR",
+            "Europe/Paris",
+            T0 + timedelta(seconds=i / rate),
+            chain,
+        )
+        for i in range(calls)
+    ]
     jobs: queue.SimpleQueue = queue.SimpleQueue()
     timers: list = []
-    seq = iter(range(10 ** 9))
+    seq = iter(range(10**9))
     open_latency: list[float] = []
     closed = [0]
     loop_busy = [0.0]
@@ -162,6 +192,7 @@ def paced_calls(url: str, rate: float, seconds: float, linger_ms: float | None) 
         def counting_commit():
             commits[0] += 1
             real_commit()
+
         store._commit = counting_commit
 
         def run(op, on_done, arrived=None):
@@ -184,8 +215,10 @@ def paced_calls(url: str, rate: float, seconds: float, linger_ms: float | None) 
             later(0.5, lambda: run(lambda s: s.answered(r.call_id, r.started_at), answered))
 
         def answered(_):
-            later(1.5, lambda: run(lambda s: s.close_call(r.call_id, r.started_at + timedelta(seconds=61), "normal"),
-                                   done))
+            later(
+                1.5,
+                lambda: run(lambda s: s.close_call(r.call_id, r.started_at + timedelta(seconds=61), "normal"), done),
+            )
 
         def done(_):
             closed[0] += 1
@@ -238,7 +271,9 @@ def paced_calls(url: str, rate: float, seconds: float, linger_ms: float | None) 
     per = 1e3 / calls
     return {
         "mode": "one commit each" if linger_ms is None else f"group, linger {linger_ms:g} ms",
-        "calls": calls, "rate": rate, "wall_s": round(wall, 3),
+        "calls": calls,
+        "rate": rate,
+        "wall_s": round(wall, 3),
         "cpu_ms_per_call": round(cpu * per, 4),
         "loop_cpu_ms_per_call": round(loop_cpu * per, 4),
         "writer_cpu_ms_per_call": round(writer_cpu * per, 4),
@@ -271,8 +306,9 @@ def pg_url(args) -> tuple[str | None, dict | None]:
         return url, None
     env = dict(os.environ, DIALOUT_PG_DIR=tempfile.mkdtemp(prefix="dialout-pg-bench-") + "/srv")
     os.chmod(os.path.dirname(env["DIALOUT_PG_DIR"]), 0o755)
-    out = subprocess.run([str(ROOT / "scripts" / "pg_test_server.sh"), "start"], env=env, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "pg_test_server.sh"), "start"], env=env, capture_output=True, text=True, check=True
+    )
     return out.stdout.strip().splitlines()[-1], env
 
 
@@ -301,14 +337,16 @@ def main() -> int:
             s = open_store(f"sqlite:///{path}", instance_id="bench", log=NullLog())
             s.migrate()
             s.close()
+
         return fresh
 
     with tempfile.TemporaryDirectory() as tmp:
         if ops:
             results["sqlite"] = bench(f"sqlite:///{tmp}/bench.db", args.calls)
         if grouped:
-            group["sqlite"] = bench_group(f"sqlite:///{tmp}/group.db", args.rate, args.seconds, lingers,
-                                          fresh_sqlite(f"{tmp}/group.db"))
+            group["sqlite"] = bench_group(
+                f"sqlite:///{tmp}/group.db", args.rate, args.seconds, lingers, fresh_sqlite(f"{tmp}/group.db")
+            )
     url, env = pg_url(args)
     if url:
         import psycopg
@@ -344,7 +382,7 @@ def main() -> int:
                     pass
     report = {
         "benchmark": "store_bench",
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
         "target_open_answer_close_ms_sqlite": TARGET_MS,
         "results": results,
@@ -377,18 +415,24 @@ def print_ops(results: dict, out: Path) -> None:
 def print_group(group: dict, out: Path) -> None:
     """Per call, open + answered + close at a steady rate: on the loop vs through the writer."""
     print()
-    print(f"{'backend':<11} {'mode':<20} {'cpu ms':>7} {'loop cpu':>8} {'writer':>7} {'loop busy':>9} {'server':>7}"
-          f" {'commits':>7} {'batch':>5} {'open p50':>8} {'open p99':>8} {'foreign':>7}   (per call; ms)")
+    print(
+        f"{'backend':<11} {'mode':<20} {'cpu ms':>7} {'loop cpu':>8} {'writer':>7} {'loop busy':>9} {'server':>7}"
+        f" {'commits':>7} {'batch':>5} {'open p50':>8} {'open p99':>8} {'foreign':>7}   (per call; ms)"
+    )
     for backend, rows in group.items():
         for r in rows:
             server = f"{r['server_cpu_ms_per_call']:.3f}" if r["server_cpu_ms_per_call"] is not None else "-"
-            print(f"{backend:<11} {r['mode']:<20} {r['cpu_ms_per_call']:>7.3f} {r['loop_cpu_ms_per_call']:>8.3f}"
-                  f" {r['writer_cpu_ms_per_call']:>7.3f}"
-                  f" {r['loop_busy_ms_per_call']:>9.3f} {server:>7} {r['commits_per_call']:>7.2f}"
-                  f" {r['largest_batch']:>5} {r['open_latency_ms_p50']:>8.2f} {r['open_latency_ms_p99']:>8.2f}"
-                  f" {r['foreign_cpu_percent'] if r['foreign_cpu_percent'] is not None else '-':>6}%")
-    print(f"{group and next(iter(group.values()))[0]['calls']} calls per row at "
-          f"{group and next(iter(group.values()))[0]['rate']:g} calls/s; report: {out}")
+            print(
+                f"{backend:<11} {r['mode']:<20} {r['cpu_ms_per_call']:>7.3f} {r['loop_cpu_ms_per_call']:>8.3f}"
+                f" {r['writer_cpu_ms_per_call']:>7.3f}"
+                f" {r['loop_busy_ms_per_call']:>9.3f} {server:>7} {r['commits_per_call']:>7.2f}"
+                f" {r['largest_batch']:>5} {r['open_latency_ms_p50']:>8.2f} {r['open_latency_ms_p99']:>8.2f}"
+                f" {r['foreign_cpu_percent'] if r['foreign_cpu_percent'] is not None else '-':>6}%"
+            )
+    print(
+        f"{group and next(iter(group.values()))[0]['calls']} calls per row at "
+        f"{group and next(iter(group.values()))[0]['rate']:g} calls/s; report: {out}"
+    )
 
 
 if __name__ == "__main__":

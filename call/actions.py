@@ -128,25 +128,25 @@ class Finish:
 class TrunkAttempt:
     trunk: str
     status: int | None
-    next_hop: str | None = None    # the address tried, when the trunk's host name resolved to several
+    next_hop: str | None = None  # the address tried, when the trunk's host name resolved to several
 
 
 @dataclass(frozen=True, slots=True)
 class CallRecord:
     """What the machine knows of a finished call, for the ledger and the canonical line."""
 
-    reason: str                     # the outcome's reason code
-    bridge_status: int | None       # the final status the bridge got
-    trunk_status: int | None        # the final status the trunk gave
-    answered: bool                  # the trunk answered (talk time is billable)
-    answered_at: float | None       # monotonic time of the answer
-    ended_at: float                 # monotonic time of the end
-    setup_ms: float | None          # INVITE received -> final answer to the bridge
-    ended_by: str | None            # bridge, trunk, gateway, session_timer, ack_timeout
-    ledger_open: bool               # the ledger holds a reservation to settle
+    reason: str  # the outcome's reason code
+    bridge_status: int | None  # the final status the bridge got
+    trunk_status: int | None  # the final status the trunk gave
+    answered: bool  # the trunk answered (talk time is billable)
+    answered_at: float | None  # monotonic time of the answer
+    ended_at: float  # monotonic time of the end
+    setup_ms: float | None  # INVITE received -> final answer to the bridge
+    ended_by: str | None  # bridge, trunk, gateway, session_timer, ack_timeout
+    ledger_open: bool  # the ledger holds a reservation to settle
     explanation: str | None = None
-    admitted: bool = False          # the call was admitted (policy, routing and the ledger said yes)
-    trunk: str | None = None        # the trunk that answered or gave the final status
+    admitted: bool = False  # the call was admitted (policy, routing and the ledger said yes)
+    trunk: str | None = None  # the trunk that answered or gave the final status
     trunk_attempts: tuple[TrunkAttempt, ...] = ()
 
     @property
@@ -154,5 +154,18 @@ class CallRecord:
         return max(0.0, self.ended_at - self.answered_at) if self.answered_at is not None else 0.0
 
 
-Action = (AnswerBridge | Dial | CancelTrunk | Ack | SendRequest | Respond | Hangup | StartTimer | CancelTimer
-          | MarkAnswered | ExtendGrant | Log | Finish)
+Action = (
+    AnswerBridge
+    | Dial
+    | CancelTrunk
+    | Ack
+    | SendRequest
+    | Respond
+    | Hangup
+    | StartTimer
+    | CancelTimer
+    | MarkAnswered
+    | ExtendGrant
+    | Log
+    | Finish
+)

@@ -32,16 +32,16 @@ class TrunkRoute:
     """One way to place the trunk leg: where, as whom, with which credentials."""
 
     name: str
-    target: str                  # Request-URI, e.g. sip:+33142685300@carrier:5060;user=phone
-    to_uri: str                  # To header value
-    from_uri: str                # From header value (the caller ID)
-    contact: str                 # our Contact toward this trunk
+    target: str  # Request-URI, e.g. sip:+33142685300@carrier:5060;user=phone
+    to_uri: str  # To header value
+    from_uri: str  # From header value (the caller ID)
+    contact: str  # our Contact toward this trunk
     username: str | None = None  # digest credentials, if the trunk challenges
     password: str | None = None
-    headers: tuple[tuple[str, str], ...] = ()   # extra headers (e.g. P-Asserted-Identity)
-    setup_timeout_s: float | None = None        # no provisional by then: try the next route
-    next_hop: str | None = None                 # "ip:port" to send to, the Request-URI keeping the host name
-    transport: str = "udp"                      # of the next hop
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers (e.g. P-Asserted-Identity)
+    setup_timeout_s: float | None = None  # no provisional by then: try the next route
+    next_hop: str | None = None  # "ip:port" to send to, the Request-URI keeping the host name
+    transport: str = "udp"  # of the next hop
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +49,12 @@ class RelayPlan:
     """How an admitted call is placed: the routes in order, and its limits."""
 
     routes: tuple[TrunkRoute, ...]
-    headers: tuple[tuple[str, str], ...]   # headers for the trunk INVITE (timers, Supported...)
+    headers: tuple[tuple[str, str], ...]  # headers for the trunk INVITE (timers, Supported...)
     answer_timeout_s: float
-    max_duration_s: float | None            # authorised talk time; None = no limit from policy
-    granted_s: float | None                 # talk time reserved in the ledger so far; None = unlimited
-    session_expires_s: int | None = None    # inserted toward the bridge when the trunk does no timers
-    redirect_host: str | None = None        # our host:port as the bridge reaches it (3xx Contacts)
+    max_duration_s: float | None  # authorised talk time; None = no limit from policy
+    granted_s: float | None  # talk time reserved in the ledger so far; None = unlimited
+    session_expires_s: int | None = None  # inserted toward the bridge when the trunk does no timers
+    redirect_host: str | None = None  # our host:port as the bridge reaches it (3xx Contacts)
 
 
 # --- the decision ------------------------------------------------------------------
@@ -72,10 +72,10 @@ class Denied:
     """The call is refused: a policy denial, or the gateway cannot meter it."""
 
     status: int
-    reason: str                                   # a reason code (policy.Reason value)
-    headers: tuple[tuple[str, str], ...] = ()     # Reason, Warning, X-Dialout-Decision, Retry-After
+    reason: str  # a reason code (policy.Reason value)
+    headers: tuple[tuple[str, str], ...] = ()  # Reason, Warning, X-Dialout-Decision, Retry-After
     explanation: str = ""
-    ledger_open: bool = False                     # a reservation was made and must be released
+    ledger_open: bool = False  # a reservation was made and must be released
 
 
 # --- the SIP engine ---------------------------------------------------------------------
@@ -152,8 +152,8 @@ class Response:
     reason: str = ""
     body: Body | None = None
     headers: str = ""
-    needs_ack: bool = False   # a 2xx to an INVITE: the machine owes an ACK
-    local: bool = False       # generated below us: timeout, transport error, not sent
+    needs_ack: bool = False  # a 2xx to an INVITE: the machine owes an ACK
+    local: bool = False  # generated below us: timeout, transport error, not sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +195,7 @@ class GrantExtended:
 
     granted_s: float | None
     bucket: str | None = None
-    failed: bool = False      # the ledger could not be reached; the current grant stands
+    failed: bool = False  # the ledger could not be reached; the current grant stands
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,5 +213,20 @@ class Abort:
     extra: dict = field(default_factory=dict)
 
 
-Event = (Admitted | Denied | Provisional | Answered | Failed | LegEnded | Request | Response | RequestGone
-         | AckReceived | AckTimeout | TimerFired | GrantExtended | Shutdown | Abort)
+Event = (
+    Admitted
+    | Denied
+    | Provisional
+    | Answered
+    | Failed
+    | LegEnded
+    | Request
+    | Response
+    | RequestGone
+    | AckReceived
+    | AckTimeout
+    | TimerFired
+    | GrantExtended
+    | Shutdown
+    | Abort
+)

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from call import actions as A
 from call import events as E
 from call.events import BRIDGE, TRUNK, Body, Side
-from sip.headers import first, has_option, relay_request_headers, relay_response_headers, session_expires, values
+from sip.headers import first, relay_request_headers, relay_response_headers, session_expires, values
 
 # Reason codes used here (values of policy.Reason; kept as strings so this
 # module needs nothing from policy).
@@ -91,22 +91,29 @@ def other(side: Side) -> Side:
 class Call:
     """The lifecycle of one call from the bridge's INVITE to its Finish."""
 
-    def __init__(self, *, received_at: float, offer: Body | None, bridge_timer: bool = False,
-                 check_sdp=None, bridge_allow: frozenset[str] | None = None):
+    def __init__(
+        self,
+        *,
+        received_at: float,
+        offer: Body | None,
+        bridge_timer: bool = False,
+        check_sdp=None,
+        bridge_allow: frozenset[str] | None = None,
+    ):
         self.state = State.DECIDING
         self.received_at = received_at
-        self.offer = offer                      # the bridge's SDP offer, None for a late offer
-        self.bridge_timer = bridge_timer        # the bridge supports RFC 4028 timers
+        self.offer = offer  # the bridge's SDP offer, None for a late offer
+        self.bridge_timer = bridge_timer  # the bridge supports RFC 4028 timers
         self._check_sdp = check_sdp or (lambda body: None)
         self.plan: E.RelayPlan | None = None
         self.route_index = -1
         self.attempts: list[A.TrunkAttempt] = []
         self.trunk_name: str | None = None
 
-        self.bridge_done = False                # no more SIP on the bridge leg
-        self.trunk_done = True                  # no trunk leg in flight (none yet)
-        self.bridge_final: int | None = None    # final status sent to the bridge
-        self.trunk_final: int | None = None     # final status the trunk gave
+        self.bridge_done = False  # no more SIP on the bridge leg
+        self.trunk_done = True  # no trunk leg in flight (none yet)
+        self.bridge_final: int | None = None  # final status sent to the bridge
+        self.trunk_final: int | None = None  # final status the trunk gave
         self.reason = ALLOWED
         self.explanation: str | None = None
         self.ended_by: str | None = None
@@ -116,13 +123,13 @@ class Call:
         self.granted_s: float | None = None
         self.finished = False
 
-        self.cancelling = False                 # our CANCEL is out; the trunk's final will follow
-        self.failover_pending = False           # that CANCEL abandons an attempt for the next route
-        self.early_media = False                # a 18x with SDP reached the bridge (no failover now)
+        self.cancelling = False  # our CANCEL is out; the trunk's final will follow
+        self.failover_pending = False  # that CANCEL abandons an attempt for the next route
+        self.early_media = False  # a 18x with SDP reached the bridge (no failover now)
         self.early_sdp: dict[str, Body] = {}
         self.last_early: Body | None = None
-        self.trunk_ack_owed = False             # late offer: the trunk's ACK waits for the bridge's
-        self.ack_waits: dict[Side, Side] = {}   # origin of an offerless re-INVITE -> leg owed an ACK
+        self.trunk_ack_owed = False  # late offer: the trunk's ACK waits for the bridge's
+        self.ack_waits: dict[Side, Side] = {}  # origin of an offerless re-INVITE -> leg owed an ACK
         self.pending: dict[int, _Pending] = {}
         self._token = 0
         self.session_interval: int | None = None
@@ -154,7 +161,7 @@ class Call:
             return
         self.ledger_open = self.ledger_open or ev.ledger_open
         self.state = State.ENDED
-        if self.bridge_done:            # the bridge left while we decided
+        if self.bridge_done:  # the bridge left while we decided
             return
         self.reason = ev.reason
         self.explanation = ev.explanation or self.explanation
@@ -166,7 +173,7 @@ class Call:
         self.plan = ev.plan
         self.ledger_open = True
         self.granted_s = ev.plan.granted_s
-        if self.bridge_done:            # the bridge left while we decided: release, place nothing
+        if self.bridge_done:  # the bridge left while we decided: release, place nothing
             self.state = State.ENDED
             return
         self.state = State.DIALING
@@ -210,7 +217,7 @@ class Call:
         self._emit(A.CancelTimer("setup"))
         if self.cancelling:
             return
-        if ev.code == 199:              # RFC 6228: that early dialog is gone
+        if ev.code == 199:  # RFC 6228: that early dialog is gone
             self.early_sdp.pop(ev.tag, None)
             return
         if ev.body is not None:
@@ -245,7 +252,7 @@ class Call:
             answer = ev.body or self.early_sdp.get(ev.tag) or self.last_early
             self._emit(A.Ack(TRUNK))
         else:
-            answer = ev.body            # the trunk's offer; its ACK waits for the bridge's answer
+            answer = ev.body  # the trunk's offer; its ACK waits for the bridge's answer
             self.trunk_ack_owed = True
         problem = self._check_sdp(answer) if answer is not None else None
         if problem:
@@ -256,8 +263,9 @@ class Call:
             self.trunk_done = True
             self.reason = SDP_INVALID
             self.state = State.ENDED
-            self._final_to_bridge(488, "", self._gateway_headers(
-                SDP_INVALID, 488, f"the trunk's SDP answer cannot be relayed: {problem}"))
+            self._final_to_bridge(
+                488, "", self._gateway_headers(SDP_INVALID, 488, f"the trunk's SDP answer cannot be relayed: {problem}")
+            )
             return
         headers = list(relay_response_headers(ev.headers))
         interval, _ = session_expires(first(ev.headers, "Session-Expires"))
@@ -296,30 +304,36 @@ class Call:
         if ev.local:
             code = 408 if ev.code == 408 else 503
             self.reason = TRUNK_TIMEOUT if code == 408 else TRUNK_FAILURE
-            text = ("the trunk did not answer" if code == 408
-                    else f"the trunk could not be reached ({ev.reason or ev.code})")
+            text = (
+                "the trunk did not answer"
+                if code == 408
+                else f"the trunk could not be reached ({ev.reason or ev.code})"
+            )
             self._final_to_bridge(code, "", self._gateway_headers(self.reason, code, text))
             return
         headers = list(relay_response_headers(ev.headers))
         if 300 <= ev.code < 400:
             headers += self._redirect_contacts(ev.headers)
-            self.explanation = (f"the trunk redirected the call ({ev.code}); the gateway does not follow "
-                                "redirects, a new INVITE to the new target is decided afresh")
+            self.explanation = (
+                f"the trunk redirected the call ({ev.code}); the gateway does not follow "
+                "redirects, a new INVITE to the new target is decided afresh"
+            )
         self._final_to_bridge(ev.code, ev.reason, tuple(headers))
 
     def _trunk_over_while_cancelling(self) -> None:
         """The trunk attempt we CANCELled is over: next route, or the bridge's answer."""
-        if self.failover_pending and self.state is State.DIALING and not self.bridge_done:
-            if self._dial_next():
-                self._log("trunk_failover", status=self.trunk_final, local=True, next_trunk=self.trunk_name)
-                return
+        if self.failover_pending and self.state is State.DIALING and not self.bridge_done and self._dial_next():
+            self._log("trunk_failover", status=self.trunk_final, local=True, next_trunk=self.trunk_name)
+            return
         self._emit(A.CancelTimer("answer"))
         self.state = State.ENDED
         if self.bridge_done:
             return
         if self.failover_pending or self.reason == TRUNK_TIMEOUT:
             self.reason = TRUNK_TIMEOUT
-            self._final_to_bridge(408, "", self._gateway_headers(TRUNK_TIMEOUT, 408, "the trunk did not answer in time"))
+            self._final_to_bridge(
+                408, "", self._gateway_headers(TRUNK_TIMEOUT, 408, "the trunk did not answer in time")
+            )
         else:
             self._final_to_bridge(503, "", self._gateway_headers(self.reason, 503, "the call could not be completed"))
 
@@ -336,7 +350,7 @@ class Call:
         for contact in values(block, "Contact"):
             uri = contact.strip()
             if "<" in uri:
-                uri = uri[uri.find("<") + 1:uri.find(">")] if ">" in uri else ""
+                uri = uri[uri.find("<") + 1 : uri.find(">")] if ">" in uri else ""
             scheme, _, rest = uri.partition(":")
             user = rest.split("@", 1)[0].split(";", 1)[0] if "@" in rest and scheme.lower() in ("sip", "sips") else ""
             if scheme.lower() == "tel":
@@ -368,7 +382,7 @@ class Call:
                     self._trunk_over_while_cancelling()
                 return
             self.ended_by = self.ended_by or "trunk"
-            if self.state is State.DIALING:       # transport failure before an answer
+            if self.state is State.DIALING:  # transport failure before an answer
                 self.trunk_final = ev.code or 503
                 self._attempt_status(self.trunk_final)
                 self.state = State.ENDED
@@ -383,7 +397,7 @@ class Call:
 
     def _bridge_gone(self, ev: E.LegEnded) -> None:
         if self.state is State.DECIDING:
-            return          # the decision still comes back: Admitted is released, Denied dropped
+            return  # the decision still comes back: Admitted is released, Denied dropped
         if self.state is State.DIALING:
             if not self.trunk_done and not self.cancelling:
                 self.cancelling = True
@@ -439,8 +453,15 @@ class Call:
         if ev.method in ("INVITE", "UPDATE") and ev.body is not None:
             problem = self._check_sdp(ev.body)
             if problem:
-                self._emit(A.Respond(ev.side, ev.req, 488, "", (
-                    ("Warning", f'399 gateway "{problem}"'), ("Reason", 'SIP;cause=488;text="sdp_invalid"'))))
+                self._emit(
+                    A.Respond(
+                        ev.side,
+                        ev.req,
+                        488,
+                        "",
+                        (("Warning", f'399 gateway "{problem}"'), ("Reason", 'SIP;cause=488;text="sdp_invalid"')),
+                    )
+                )
                 self._log("sdp_invalid", leg=ev.side, method=ev.method, detail=problem)
                 return
         method = ev.method
@@ -462,9 +483,13 @@ class Call:
             from sip.sdp import is_hold  # local import: sip.sdp is light, but only re-INVITEs need it
 
             hold = ev.body is not None and is_hold(ev.body.data.decode("utf-8", "replace"))
-            self._log("reinvite_relayed" if ev.method == "INVITE" else "update_relayed",
-                      direction=f"{ev.side}->{peer}", hold=hold, offer=ev.body is not None,
-                      **({"as": "INVITE"} if method != ev.method else {}))
+            self._log(
+                "reinvite_relayed" if ev.method == "INVITE" else "update_relayed",
+                direction=f"{ev.side}->{peer}",
+                hold=hold,
+                offer=ev.body is not None,
+                **({"as": "INVITE"} if method != ev.method else {}),
+            )
         elif ev.method != "OPTIONS":
             self._log("request_relayed", direction=f"{ev.side}->{peer}", method=ev.method)
 
@@ -477,14 +502,14 @@ class Call:
         origin = pending.origin
         if ev.needs_ack:
             if pending.had_offer or self._done(origin):
-                self._emit(A.Ack(ev.side))      # the answer came in the 2xx
+                self._emit(A.Ack(ev.side))  # the answer came in the 2xx
             else:
                 self.ack_waits[origin] = ev.side  # the 2xx holds an offer: the answer is in origin's ACK
         if 200 <= ev.code < 300 and pending.method in ("INVITE", "UPDATE"):
             interval, _ = session_expires(first(ev.headers, "Session-Expires"))
             if interval:
                 self.session_interval = interval
-            self._arm_session()               # a refresh went through
+            self._arm_session()  # a refresh went through
         if self._done(origin):
             return
         code = ev.code
@@ -528,17 +553,16 @@ class Call:
         elif ev.name == "extend":
             if self.state is State.CONFIRMED:
                 self._emit(A.ExtendGrant())
-        elif ev.name == "session":
-            if self.state is State.CONFIRMED:
-                self.ended_by = "session_timer"
-                self._log("session_expired", interval_s=self.session_interval)
-                self._end_both("session_timer")
+        elif ev.name == "session" and self.state is State.CONFIRMED:
+            self.ended_by = "session_timer"
+            self._log("session_expired", interval_s=self.session_interval)
+            self._end_both("session_timer")
 
     def _on_grant(self, ev: E.GrantExtended) -> None:
         if self.state is not State.CONFIRMED or ev.failed:
             return
         if ev.granted_s == self.granted_s:
-            return            # nothing more: the cut timer already set ends the call
+            return  # nothing more: the cut timer already set ends the call
         self.granted_s = ev.granted_s
         self._log("grant_extended", bucket=ev.bucket, granted_s=ev.granted_s)
         self._arm_duration()
@@ -605,7 +629,7 @@ class Call:
         self._emit(A.SendRequest(side, "BYE", tuple(headers)))
 
     def _end_both(self, why: str) -> None:
-        header = (("Reason", _BYE_REASONS.get(why, 'Q.850;cause=16')),)
+        header = (("Reason", _BYE_REASONS.get(why, "Q.850;cause=16")),)
         if not self.bridge_done:
             self._bye(BRIDGE, header)
         if not self.trunk_done:
@@ -655,8 +679,13 @@ class Call:
             return
         self.state = State.ENDED
         self.finished = True
-        self._emit(A.CancelTimer("answer"), A.CancelTimer("setup"), A.CancelTimer("cut"),
-                   A.CancelTimer("extend"), A.CancelTimer("session"))
+        self._emit(
+            A.CancelTimer("answer"),
+            A.CancelTimer("setup"),
+            A.CancelTimer("cut"),
+            A.CancelTimer("extend"),
+            A.CancelTimer("session"),
+        )
         self._emit(A.Finish(self.record()))
 
     def record(self) -> A.CallRecord:

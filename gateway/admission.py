@@ -24,7 +24,7 @@ class Refusal:
 class TokenBucket:
     """`rate` tokens per second, holding at most `burst`."""
 
-    __slots__ = ("rate", "burst", "tokens", "stamp")
+    __slots__ = ("burst", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: float | None = None):
         self.rate = rate
@@ -53,11 +53,14 @@ class Admission:
         if draining:
             return Refusal(Reason.OVERLOADED, "the gateway is shutting down and takes no new calls", 5)
         if active_calls >= self.max_concurrent:
-            return Refusal(Reason.OVERLOADED,
-                           f"the gateway is at its limit of {self.max_concurrent} concurrent calls", 1)
+            return Refusal(
+                Reason.OVERLOADED, f"the gateway is at its limit of {self.max_concurrent} concurrent calls", 1
+            )
         wait = self.bucket.take(now)
         if wait is not None:
-            return Refusal(Reason.OVERLOADED,
-                           f"the gateway is over its rate of {self.bucket.rate:g} calls per second",
-                           max(1, math.ceil(wait)))
+            return Refusal(
+                Reason.OVERLOADED,
+                f"the gateway is over its rate of {self.bucket.rate:g} calls per second",
+                max(1, math.ceil(wait)),
+            )
         return None

@@ -45,9 +45,11 @@ def version_text() -> str:
         import pjsua2_build as build
     except ImportError:
         return f"dialout-gw {__version__}\npjproject: not installed (run scripts/setup.sh)"
-    return (f"dialout-gw {__version__}\npjproject {build.PJPROJECT_VERSION} from {build.SOURCE}\n"
-            f"  source sha256 {build.SOURCE_SHA256}\n  config_site.h sha256 {build.CONFIG_SITE_SHA256}\n"
-            f"  build key {build.BUILD_KEY}")
+    return (
+        f"dialout-gw {__version__}\npjproject {build.PJPROJECT_VERSION} from {build.SOURCE}\n"
+        f"  source sha256 {build.SOURCE_SHA256}\n  config_site.h sha256 {build.CONFIG_SITE_SHA256}\n"
+        f"  build key {build.BUILD_KEY}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

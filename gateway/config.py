@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.config_error import ConfigValueError
+
 if TYPE_CHECKING:  # keep `dialout-gw --help` free of phonenumbers and pydantic
     from gateway.schema import ConfigFile
     from policy.model import PolicySettings
@@ -25,8 +27,6 @@ if TYPE_CHECKING:  # keep `dialout-gw --help` free of phonenumbers and pydantic
 
 POLICY_SECTIONS = ("policy", "tenants", "organizers")
 RAW_SECTIONS = ("gateway", "trunk", "trunks", "sip", "store", "logging", "metrics")
-
-from gateway.config_error import ConfigValueError  # noqa: F401  (re-exported: the schema's error)
 
 
 class ConfigError(Exception):
@@ -96,8 +96,9 @@ def load_config(path: str | Path, imported: tuple[list[dict], list[dict]] | None
     return config_from_data(path, read_toml(path), imported)
 
 
-def config_from_data(path: Path, data: dict[str, Any],
-                     imported: tuple[list[dict], list[dict]] | None = None) -> GatewayConfig:
+def config_from_data(
+    path: Path, data: dict[str, Any], imported: tuple[list[dict], list[dict]] | None = None
+) -> GatewayConfig:
     """load_config() for TOML already read from `path` (the Kamailio plugin fills in
     a key the gateway requires and Kamailio does not use)."""
     from gateway.schema import validate

@@ -34,9 +34,27 @@ EV_NAMES = {getattr(sc, n): n for n in dir(sc) if n.startswith("EV_")}
 class CallHandle:
     """Everything the shell keeps for one call besides its state machine."""
 
-    __slots__ = ("machine", "bridge_leg", "trunk_leg", "call_id", "log", "timers", "invite", "decision",
-                 "source", "grant", "received_wall", "answered_wall", "counted", "done", "queue", "busy",
-                 "request", "assessment", "job_deadline")
+    __slots__ = (
+        "answered_wall",
+        "assessment",
+        "bridge_leg",
+        "busy",
+        "call_id",
+        "counted",
+        "decision",
+        "done",
+        "grant",
+        "invite",
+        "job_deadline",
+        "log",
+        "machine",
+        "queue",
+        "received_wall",
+        "request",
+        "source",
+        "timers",
+        "trunk_leg",
+    )
 
     def __init__(self, machine: Call, bridge_leg: int, call_id: str, log):
         self.machine = machine
@@ -51,9 +69,9 @@ class CallHandle:
         self.grant = None
         self.received_wall = None
         self.answered_wall = None
-        self.counted = False          # counted in the active calls
-        self.done = False             # Finish carried out
-        self.queue: deque = deque()   # events waiting while one is being handled
+        self.counted = False  # counted in the active calls
+        self.done = False  # Finish carried out
+        self.queue: deque = deque()  # events waiting while one is being handled
         self.busy = False
         self.request = None
         self.assessment = None
@@ -66,8 +84,8 @@ class Engine:
     def __init__(self, service: GatewayService, stack):
         self.service = service
         self.stack = stack
-        self.legs: dict[int, tuple[CallHandle, str]] = {}        # leg id -> (call, side)
-        self.tokens: dict[int, tuple[CallHandle, int]] = {}      # engine request id -> (call, machine token)
+        self.legs: dict[int, tuple[CallHandle, str]] = {}  # leg id -> (call, side)
+        self.tokens: dict[int, tuple[CallHandle, int]] = {}  # engine request id -> (call, machine token)
         self.log = service.log
         self._dispatch = {
             sc.EV_PROVISIONAL: self._provisional,
@@ -108,7 +126,7 @@ class Engine:
             if kind == sc.EV_INVITE:
                 self.service.on_invite(leg, f0, f1, code, f2)
                 return
-            if kind == sc.EV_RESPONSE and not leg:      # outside any dialog: an OPTIONS ping
+            if kind == sc.EV_RESPONSE and not leg:  # outside any dialog: an OPTIONS ping
                 self.service.trunks.on_ping_response(req, code, bool(flags & sc.F_LOCAL))
                 return
             if kind == sc.EV_REGISTRATION:
@@ -119,13 +137,21 @@ class Engine:
                 return
             if kind == sc.EV_REFUSED:
                 entry = self.legs.get(leg) if leg else None
-                self.service.on_refused(status=code, reason=f0, source=f1, transport=f2, method=f3, detail=f4,
-                                        call_id=f5, call=entry[0] if entry else None,
-                                        side=entry[1] if entry else None)
+                self.service.on_refused(
+                    status=code,
+                    reason=f0,
+                    source=f1,
+                    transport=f2,
+                    method=f3,
+                    detail=f4,
+                    call_id=f5,
+                    call=entry[0] if entry else None,
+                    side=entry[1] if entry else None,
+                )
                 return
             entry = self.legs.get(leg)
             if entry is None:
-                return                      # a leg of a call already finished: nothing to do
+                return  # a leg of a call already finished: nothing to do
             handle, side = entry
             event = self._dispatch[kind](side, req, code, flags, f0, f1, f2, f3, f4)
             if event is not None:
@@ -152,8 +178,16 @@ class Engine:
     def _response(self, side, req, code, flags, f0, f1, f2, f3, f4):
         entry = self.tokens.pop(req, None)
         token = entry[1] if entry else 0
-        return E.Response(side, token, code, f0 or "", self._body(f2, f3), f4 or "",
-                          bool(flags & sc.F_NEEDS_ACK), bool(flags & sc.F_LOCAL))
+        return E.Response(
+            side,
+            token,
+            code,
+            f0 or "",
+            self._body(f2, f3),
+            f4 or "",
+            bool(flags & sc.F_NEEDS_ACK),
+            bool(flags & sc.F_LOCAL),
+        )
 
     def _ack(self, side, req, code, flags, f0, f1, f2, f3, f4):
         return E.AckReceived(side, self._body(f2, f3), bool(flags & sc.F_INITIAL))
@@ -194,7 +228,7 @@ class Engine:
                     actions = handle.machine.handle(ev, time.monotonic())
                     for action in actions:
                         self._carry_out(handle, action)
-                except Exception:
+                except Exception:  # noqa: BLE001 - a failing call is aborted alone; the loop serves the rest
                     self._abort(handle, ev)
         finally:
             handle.busy = False
@@ -217,7 +251,7 @@ class Engine:
                 if leg is not None:
                     try:
                         sc.hangup(leg, 503)
-                    except Exception:
+                    except Exception:  # noqa: BLE001 - best effort while aborting: the call is accounted below
                         pass
             record = handle.machine.record()
             self._finish(handle, record)
@@ -232,14 +266,29 @@ class Engine:
 
     def _answer_bridge(self, handle: CallHandle, action: A.AnswerBridge) -> None:
         body = action.body
-        sc.answer(handle.bridge_leg, action.code, action.reason or None, encode_block(action.headers),
-                  body.ctype if body else None, body.data if body else None)
+        sc.answer(
+            handle.bridge_leg,
+            action.code,
+            action.reason or None,
+            encode_block(action.headers),
+            body.ctype if body else None,
+            body.data if body else None,
+        )
 
     def _send_request(self, handle: CallHandle, action: A.SendRequest) -> None:
         leg = self._leg(handle, action.side)
         body = action.body
-        req = sc.send(leg, action.method, encode_block(action.headers), body.ctype if body else None,
-                      body.data if body else None) if leg is not None else 0
+        req = (
+            sc.send(
+                leg,
+                action.method,
+                encode_block(action.headers),
+                body.ctype if body else None,
+                body.data if body else None,
+            )
+            if leg is not None
+            else 0
+        )
         if action.method == "BYE":
             self._forget_leg(leg)
         elif req:
@@ -251,8 +300,14 @@ class Engine:
 
     def _respond(self, handle: CallHandle, action: A.Respond) -> None:
         body = action.body
-        sc.respond(action.req, action.code, action.reason or None, encode_block(action.headers),
-                   body.ctype if body else None, body.data if body else None)
+        sc.respond(
+            action.req,
+            action.code,
+            action.reason or None,
+            encode_block(action.headers),
+            body.ctype if body else None,
+            body.data if body else None,
+        )
 
     def _send_ack(self, handle: CallHandle, action: A.Ack) -> None:
         leg = self._leg(handle, action.side)
@@ -294,9 +349,19 @@ class Engine:
         if handle.trunk_leg is not None:
             self._forget_leg(handle.trunk_leg)
         try:
-            leg = sc.dial(route.from_uri, route.to_uri, route.target, route.contact, encode_block(action.headers),
-                          body.ctype if body else None, body.data if body else None, route.username,
-                          route.password, route.next_hop, route.transport)
+            leg = sc.dial(
+                route.from_uri,
+                route.to_uri,
+                route.target,
+                route.contact,
+                encode_block(action.headers),
+                body.ctype if body else None,
+                body.data if body else None,
+                route.username,
+                route.password,
+                route.next_hop,
+                route.transport,
+            )
         except (ValueError, ConnectionError) as exc:
             handle.log.warning("trunk_dial_failed", trunk=route.name, error=str(exc))
             handle.trunk_leg = None

@@ -28,7 +28,8 @@ import logging
 import sys
 import threading
 import warnings
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import structlog
 
@@ -111,8 +112,15 @@ def redact_passwords(_logger, _method: str, event_dict: dict) -> dict:
     return event_dict
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream=None, *, mask_numbers: bool = False,
-                      mask_fields: Iterable[str] = (), error_hooks: bool = True) -> None:
+def configure_logging(
+    level: str = "info",
+    fmt: str = "auto",
+    stream=None,
+    *,
+    mask_numbers: bool = False,
+    mask_fields: Iterable[str] = (),
+    error_hooks: bool = True,
+) -> None:
     """Configure structlog for the whole process.
 
     `fmt="auto"` picks the console renderer on a TTY and JSON otherwise.
@@ -138,8 +146,9 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None, *, ma
     if fmt == "json":
         # Frames without their local variables: those would put numbers,
         # URLs and whole objects in the log.
-        processors.append(structlog.processors.ExceptionRenderer(
-            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)))
+        processors.append(
+            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        )
     # After the traceback is structured, so that its texts are covered too.
     processors.append(redact_passwords)
     if mask_numbers:
@@ -195,8 +204,12 @@ def _python_log():
 
 def _uncaught(exc_type, exc_value, exc_tb) -> None:
     try:
-        _python_log().critical("unhandled_exception", where="main", thread=threading.current_thread().name,
-                               exc_info=(exc_type, exc_value, exc_tb))
+        _python_log().critical(
+            "unhandled_exception",
+            where="main",
+            thread=threading.current_thread().name,
+            exc_info=(exc_type, exc_value, exc_tb),
+        )
     except Exception:
         sys.__excepthook__(exc_type, exc_value, exc_tb)
 
@@ -205,9 +218,12 @@ def _uncaught_in_thread(args) -> None:
     if args.exc_type is SystemExit:  # as threading's own hook: a thread may exit this way
         return
     try:
-        _python_log().error("unhandled_exception", where="thread",
-                            thread=args.thread.name if args.thread is not None else None,
-                            exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        _python_log().error(
+            "unhandled_exception",
+            where="thread",
+            thread=args.thread.name if args.thread is not None else None,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
     except Exception:
         threading.__excepthook__(args)
 
@@ -219,8 +235,12 @@ def _unraisable(unraisable) -> None:
             obj = repr(unraisable.object) if unraisable.object is not None else None
         except Exception:
             obj = f"<{type(unraisable.object).__name__} object (repr failed)>"
-        fields: dict[str, Any] = {"where": "unraisable", "context": unraisable.err_msg or "Exception ignored in",
-                                  "object": obj, "thread": threading.current_thread().name}
+        fields: dict[str, Any] = {
+            "where": "unraisable",
+            "context": unraisable.err_msg or "Exception ignored in",
+            "object": obj,
+            "thread": threading.current_thread().name,
+        }
         if unraisable.exc_value is not None:
             fields["exc_info"] = (unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)
         else:
@@ -232,8 +252,9 @@ def _unraisable(unraisable) -> None:
 
 def _warning(message, category, filename, lineno, file=None, line=None) -> None:
     try:
-        _python_log().warning("python_warning", category=category.__name__, message=str(message),
-                              filename=filename, lineno=lineno)
+        _python_log().warning(
+            "python_warning", category=category.__name__, message=str(message), filename=filename, lineno=lineno
+        )
     except Exception:
         _PRINT_WARNING(message, category, filename, lineno, file, line)
 
@@ -241,8 +262,13 @@ def _warning(message, category, filename, lineno, file=None, line=None) -> None:
 class _ToStructlog(logging.Handler):
     """Records of the stdlib `logging` module (third-party libraries) as `library_log` events."""
 
-    _METHODS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
-                logging.ERROR: "error", logging.CRITICAL: "critical"}
+    _METHODS = {
+        logging.DEBUG: "debug",
+        logging.INFO: "info",
+        logging.WARNING: "warning",
+        logging.ERROR: "error",
+        logging.CRITICAL: "critical",
+    }
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

@@ -33,39 +33,61 @@ class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         r = self.registry
-        self.calls = Counter("dialout_calls", "Calls ended, by decision, reason and bucket",
-                             ["decision", "reason", "bucket"], registry=r)
+        self.calls = Counter(
+            "dialout_calls", "Calls ended, by decision, reason and bucket", ["decision", "reason", "bucket"], registry=r
+        )
         # Every rejection's series exists from the start, at 0: Prometheus's rate()
         # and increase() cannot see the first fraud_suspected of a series born at 1.
         for reason in Reason:
             if reason.stage not in ("success", "relay"):
                 self.calls.labels("deny", reason.value, "none")
         self.active = Gauge("dialout_active_calls", "Calls in progress, from their INVITE to their end", registry=r)
-        self.admission_refusals = Counter("dialout_admission_refusals", "INVITEs refused before any lookup",
-                                          ["reason"], registry=r)
-        self.decision_seconds = Histogram("dialout_decision_seconds", "Time to decide one INVITE (snapshot + policy)",
-                                          buckets=DECISION_BUCKETS, registry=r)
-        self.setup_seconds = Histogram("dialout_setup_seconds", "INVITE to final response sent to the bridge",
-                                       ["outcome"], buckets=SETUP_BUCKETS, registry=r)
+        self.admission_refusals = Counter(
+            "dialout_admission_refusals", "INVITEs refused before any lookup", ["reason"], registry=r
+        )
+        self.decision_seconds = Histogram(
+            "dialout_decision_seconds",
+            "Time to decide one INVITE (snapshot + policy)",
+            buckets=DECISION_BUCKETS,
+            registry=r,
+        )
+        self.setup_seconds = Histogram(
+            "dialout_setup_seconds",
+            "INVITE to final response sent to the bridge",
+            ["outcome"],
+            buckets=SETUP_BUCKETS,
+            registry=r,
+        )
         self.ledger_errors = Counter("dialout_ledger_write_errors", "Ledger writes that failed", registry=r)
         self.billed_units = Counter("dialout_billed_units", "Billing units charged, by bucket", ["bucket"], registry=r)
-        self.pool_used = Gauge("dialout_pool_used_minutes", "Tenant pool minutes used this period (incl. reservations)",
-                               ["tenant"], registry=r)
+        self.pool_used = Gauge(
+            "dialout_pool_used_minutes",
+            "Tenant pool minutes used this period (incl. reservations)",
+            ["tenant"],
+            registry=r,
+        )
         self.pool_size = Gauge("dialout_pool_size_minutes", "Tenant pool size this period", ["tenant"], registry=r)
         self.ready = Gauge("dialout_ready", "1 when the gateway takes new calls", registry=r)
         self.trunk_attempts = Counter("dialout_trunk_attempts", "Calls offered to a trunk", ["trunk"], registry=r)
         self.trunk_answers = Counter("dialout_trunk_answers", "Calls a trunk answered", ["trunk"], registry=r)
-        self.trunk_failures = Counter("dialout_trunk_failures", "Calls a trunk did not answer, by class",
-                                      ["trunk", "class"], registry=r)
-        self.trunk_up = Gauge("dialout_trunk_up", "1 while the trunk takes calls, 0 while it is marked down",
-                              ["trunk"], registry=r)
+        self.trunk_failures = Counter(
+            "dialout_trunk_failures", "Calls a trunk did not answer, by class", ["trunk", "class"], registry=r
+        )
+        self.trunk_up = Gauge(
+            "dialout_trunk_up", "1 while the trunk takes calls, 0 while it is marked down", ["trunk"], registry=r
+        )
         # Read from the ledger writer at each scrape, not pushed per call: a stalled
         # database shows here (and in an alert) before calls start failing.
-        self.ledger_queue = Gauge("dialout_ledger_queue_depth",
-                                  "Ledger writes submitted and not finished (queued, or in the running batch)",
-                                  registry=r)
-        self.ledger_oldest = Gauge("dialout_ledger_oldest_pending_seconds",
-                                   "How long the oldest unfinished ledger write has waited (0: none)", registry=r)
+        self.ledger_queue = Gauge(
+            "dialout_ledger_queue_depth",
+            "Ledger writes submitted and not finished (queued, or in the running batch)",
+            registry=r,
+        )
+        self.ledger_oldest = Gauge(
+            "dialout_ledger_oldest_pending_seconds",
+            "How long the oldest unfinished ledger write has waited (0: none)",
+            registry=r,
+        )
         self.service = None
         self.server: ThreadingHTTPServer | None = None
         # Per-call updates go through cached children: prometheus_client's labels()
@@ -127,8 +149,13 @@ class Metrics:
         store_ok = bool(s and s.store_ok)
         ready = s is not None and not draining and store_ok
         self.ready.set(1 if ready else 0)
-        return {"live": True, "ready": ready, "draining": draining, "store_ok": store_ok,
-                "active_calls": s.active if s else 0}
+        return {
+            "live": True,
+            "ready": ready,
+            "draining": draining,
+            "store_ok": store_ok,
+            "active_calls": s.active if s else 0,
+        }
 
     # --- HTTP ----------------------------------------------------------------------
 
@@ -136,15 +163,14 @@ class Metrics:
         metrics = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's naming)
+            def do_GET(self):
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     metrics.refresh()
                     self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
                 elif path == "/healthz":
                     health = metrics.health()
-                    self._send(200 if health["ready"] else 503, "application/json",
-                               json.dumps(health).encode())
+                    self._send(200 if health["ready"] else 503, "application/json", json.dumps(health).encode())
                 else:
                     self._send(404, "text/plain", b"not found: try /metrics or /healthz\n")
 

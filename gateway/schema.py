@@ -282,7 +282,9 @@ def _policy_name(value: Any) -> str:
 
 
 PolicyName = Annotated[
-    str, Expect("one of any, domestic, zone_a, disabled, or a tag:DialoutCPC… policy name"), BeforeValidator(_policy_name)
+    str,
+    Expect("one of any, domestic, zone_a, disabled, or a tag:DialoutCPC… policy name"),
+    BeforeValidator(_policy_name),
 ]
 
 _TYPE_NAMES = tuple(t.value for t in NumberType)
@@ -326,14 +328,18 @@ def _e164(value: Any) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-E164 = Annotated[str, Expect('an E.164 number that phonenumbers says is valid, e.g. "+33142685300"'),
-                 BeforeValidator(_e164)]
+E164 = Annotated[
+    str, Expect('an E.164 number that phonenumbers says is valid, e.g. "+33142685300"'), BeforeValidator(_e164)
+]
 
 
 def _uri(schemes: tuple[str, ...]):
     def check(value: Any) -> str:
-        if not isinstance(value, str) or not value.strip().lower().startswith(schemes) \
-                or any(c.isspace() or c in "<>\"" for c in value.strip()):
+        if (
+            not isinstance(value, str)
+            or not value.strip().lower().startswith(schemes)
+            or any(c.isspace() or c in '<>"' for c in value.strip())
+        ):
             _fail()
         rest = value.strip().split(":", 1)[1]
         if not rest or rest.startswith(("@", ";")):
@@ -359,8 +365,11 @@ HttpUrl = Annotated[str, Expect("an http:// or https:// URL"), BeforeValidator(_
 
 
 def _store_url(value: Any) -> str:
-    if not isinstance(value, str) or not value.startswith(("sqlite:///", "postgresql://", "postgres://")) \
-            or value == "sqlite:///":
+    if (
+        not isinstance(value, str)
+        or not value.startswith(("sqlite:///", "postgresql://", "postgres://"))
+        or value == "sqlite:///"
+    ):
         _fail()
     return value
 
@@ -421,8 +430,11 @@ def _nameserver(value: Any) -> str:
     return value
 
 
-Nameserver = Annotated[str, Expect('"system", or an IP address with an optional port: "10.0.0.2", "127.0.0.1:5353", '
-                                   '"[::1]:53"'), BeforeValidator(_nameserver)]
+Nameserver = Annotated[
+    str,
+    Expect('"system", or an IP address with an optional port: "10.0.0.2", "127.0.0.1:5353", "[::1]:53"'),
+    BeforeValidator(_nameserver),
+]
 
 
 def _host(value: Any) -> str:
@@ -461,7 +473,8 @@ def _trunk_name(value: Any) -> str:
 
 
 TrunkName = Annotated[
-    str, Expect("a name of 1-64 letters, digits, '.', '_' or '-' (it appears in logs and metrics)"),
+    str,
+    Expect("a name of 1-64 letters, digits, '.', '_' or '-' (it appears in logs and metrics)"),
     BeforeValidator(_trunk_name),
 ]
 
@@ -487,8 +500,7 @@ Secret = Annotated[str, Expect("a non-empty string"), BeforeValidator(_secret)]
 
 _PREFIX = re.compile(r"\+[0-9]{1,15}")
 DESTINATION_TEXT = (
-    'an ISO region code known to phonenumbers (e.g. "US"), a "+digits" prefix (e.g. "+1876") '
-    'or "*" (every destination)'
+    'an ISO region code known to phonenumbers (e.g. "US"), a "+digits" prefix (e.g. "+1876") or "*" (every destination)'
 )
 
 
@@ -519,7 +531,7 @@ def _promotion_regions(value: Any) -> str | list[str]:
 
 
 PromotionRegions = Annotated[
-    Union[str, list[str]], Expect('a list of ISO region codes or "zone_a"'), BeforeValidator(_promotion_regions)
+    str | list[str], Expect('a list of ISO region codes or "zone_a"'), BeforeValidator(_promotion_regions)
 ]
 
 
@@ -558,28 +570,37 @@ class Listener(Section):
 class GatewaySection(Section):
     """`[gateway]`: where the bridge's INVITEs arrive, and who may send them."""
 
-    listen: Annotated[list[Listener], Expect("a non-empty array of {transport, address, port} tables"),
-                      Field(min_length=1)] = key(
-        doc='where to listen: `{transport = "udp"|"tcp"|"tls", address, port}`; tls also needs `cert_file`, `key_file`')
-    trusted_sources: Annotated[list[Cidr], Expect('a non-empty array of CIDRs, e.g. ["10.0.0.0/24"]'),
-                               Field(min_length=1)] = key(
-        doc="CIDRs of the bridges; any other source gets `403 untrusted_source` before any lookup")
-    host: HostName | None = key(None, 'the warn-agent in `Warning: 399 <host> "…"` and our Contact',
-                                shown="the host name")
+    listen: Annotated[
+        list[Listener], Expect("a non-empty array of {transport, address, port} tables"), Field(min_length=1)
+    ] = key(
+        doc='where to listen: `{transport = "udp"|"tcp"|"tls", address, port}`; tls also needs `cert_file`, `key_file`'
+    )
+    trusted_sources: Annotated[
+        list[Cidr], Expect('a non-empty array of CIDRs, e.g. ["10.0.0.0/24"]'), Field(min_length=1)
+    ] = key(doc="CIDRs of the bridges; any other source gets `403 untrusted_source` before any lookup")
+    host: HostName | None = key(
+        None, 'the warn-agent in `Warning: 399 <host> "…"` and our Contact', shown="the host name"
+    )
     require_tls: bool = key(False, "refuse INVITEs that did not arrive over TLS")
     untrusted: Literal["drop", "reject"] = key(
-        "drop", "what an untrusted source gets: nothing (`drop`) or one stateless `403` (`reject`)")
+        "drop", "what an untrusted source gets: nothing (`drop`) or one stateless `403` (`reject`)"
+    )
     server_header: OneLine = key("", "Server/User-Agent header value; empty sends none (no fingerprint)")
     max_concurrent_calls: int = key(3000, "above it: `503 overloaded` with `Retry-After`", ge=1, le=1_000_000)
-    max_calls_per_second: float = key(500.0, "token bucket; above it: `503 overloaded` with `Retry-After`",
-                                      gt=0, le=100_000)
+    max_calls_per_second: float = key(
+        500.0, "token bucket; above it: `503 overloaded` with `Retry-After`", gt=0, le=100_000
+    )
     drain_timeout_s: float = key(30.0, "how long SIGTERM waits for calls in progress", ge=0, le=86_400)
-    session_expires_s: int = key(1800, "RFC 4028 session interval on both legs (a dead leg is cleared)",
-                                 ge=90, le=86_400)
+    session_expires_s: int = key(
+        1800, "RFC 4028 session interval on both legs (a dead leg is cleared)", ge=90, le=86_400
+    )
     min_se_s: int = key(90, "RFC 4028 Min-SE: shorter session intervals are refused with 422", ge=90, le=86_400)
     caller_id: CallerIdUri | None = key(
-        None, "the default caller ID (From of the trunk leg) when neither the tenant nor the trunk sets one; "
-              "required with `[[trunks]]` entries that have no `caller_id`", shown="none")
+        None,
+        "the default caller ID (From of the trunk leg) when neither the tenant nor the trunk sets one; "
+        "required with `[[trunks]]` entries that have no `caller_id`",
+        shown="none",
+    )
 
     @model_validator(mode="after")
     def _timers(self) -> GatewaySection:
@@ -593,21 +614,27 @@ class GatewaySection(Section):
 
 class TrunkBase(Section):
     name: TrunkName = key(doc="unique; appears in logs and metrics")
-    uri: SipUri = key(doc="where the trunk legs go: `sip:+<E164>@<host:port>;user=phone`; "
-                          "`;transport=` chooses the transport as usual")
+    uri: SipUri = key(
+        doc="where the trunk legs go: `sip:+<E164>@<host:port>;user=phone`; "
+        "`;transport=` chooses the transport as usual"
+    )
     username: Text | None = key(None, "digest user name, when the carrier challenges", shown="none")
     password: Secret | None = key(None, "digest password (prefer `password_env`)", shown="none")
     password_env: EnvName | None = key(
-        None, "the environment variable holding the digest password, read at start-up; `run --check` "
-              "reports it when unset", shown="none")
-    setup_timeout_s: float = key(5.0, "no provisional response by then: try the next matching trunk; 0 = off",
-                                 ge=0, le=300)
-    answer_timeout_s: float = key(60.0, "no final answer by then: CANCEL, `408 trunk_timeout` to the bridge",
-                                  gt=0, le=3600)
-    transport: Literal["udp", "tcp", "tls"] | None = key(None, "the transport toward the trunk",
-                                                        shown="from the URI")
-    caller_id: CallerIdUri | None = key(None, "the trunk's caller ID (From), unless the tenant sets one",
-                                        shown="`gateway.caller_id`")
+        None,
+        "the environment variable holding the digest password, read at start-up; `run --check` reports it when unset",
+        shown="none",
+    )
+    setup_timeout_s: float = key(
+        5.0, "no provisional response by then: try the next matching trunk; 0 = off", ge=0, le=300
+    )
+    answer_timeout_s: float = key(
+        60.0, "no final answer by then: CANCEL, `408 trunk_timeout` to the bridge", gt=0, le=3600
+    )
+    transport: Literal["udp", "tcp", "tls"] | None = key(None, "the transport toward the trunk", shown="from the URI")
+    caller_id: CallerIdUri | None = key(
+        None, "the trunk's caller ID (From), unless the tenant sets one", shown="`gateway.caller_id`"
+    )
     p_asserted_identity: bool = key(False, "send `P-Asserted-Identity` with the caller ID")
     # `register` is also a method of every pydantic model (ABCMeta's): the TOML key is an alias.
     register_: bool = key(False, "keep a registration with the carrier", alias="register")
@@ -623,8 +650,11 @@ class TrunkBase(Section):
         if self.transport is not None:
             m = re.search(r";transport=([A-Za-z]+)", self.uri)
             if m and m.group(1).lower() != self.transport:
-                _fail(f'"{m.group(1).lower()}", as the uri says (;transport={m.group(1)})', field=("transport",),
-                      got=self.transport)
+                _fail(
+                    f'"{m.group(1).lower()}", as the uri says (;transport={m.group(1)})',
+                    field=("transport",),
+                    got=self.transport,
+                )
         return self
 
 
@@ -632,17 +662,23 @@ class TrunkShorthand(TrunkBase):
     """`[trunk]`: one trunk that takes every destination (`destinations = ["*"]`)."""
 
     name: TrunkName = key("trunk", "the trunk's name in logs and metrics (the relay has always logged it as `trunk`)")
-    setup_timeout_s: float = key(0.0, "no provisional response by then: give up on the trunk; 0 = off "
-                                      "(one trunk has nothing to fail over to)", ge=0, le=300)
+    setup_timeout_s: float = key(
+        0.0,
+        "no provisional response by then: give up on the trunk; 0 = off (one trunk has nothing to fail over to)",
+        ge=0,
+        le=300,
+    )
 
 
 class TrunkEntry(TrunkBase):
     """`[[trunks]]`: a trunk for some destinations; see docs/routing.md."""
 
-    destinations: Annotated[list[Destination], Expect(
-        'a non-empty list of ISO regions, "+digits" prefixes or "*"'), Field(min_length=1)] = key(
+    destinations: Annotated[
+        list[Destination], Expect('a non-empty list of ISO regions, "+digits" prefixes or "*"'), Field(min_length=1)
+    ] = key(
         doc='ISO regions (`"US"`, from phonenumbers) and/or `"+prefix"` strings, or `"*"` for every destination; '
-            "the longest matching prefix ranks first, then region matches, then `*`")
+        "the longest matching prefix ranks first, then region matches, then `*`"
+    )
     priority: int = key(0, "lower is tried first among trunks that match alike", ge=0, le=1000)
     weight: int = key(1, "share of calls among trunks of equal priority", ge=1, le=100)
 
@@ -665,12 +701,17 @@ class SipSection(Section):
 
     headers: SipHeaders = key(SipHeaders(), "names of the bridge's headers", shown="see `[sip.headers]`")
     t1_ms: int = key(500, "RFC 3261 T1; Timer B/F/H (no answer, no ACK) are 64×T1", ge=50, le=5000)
-    nameservers: Annotated[list[Nameserver], Expect('an array of at most 4 nameservers: "system", or IP addresses '
-                                                    'with an optional port ("127.0.0.1:5353")')] = key(
-        ["system"], "DNS servers for trunk host names (RFC 3263: SRV, then A/AAAA), queried without blocking; "
+    nameservers: Annotated[
+        list[Nameserver],
+        Expect('an array of at most 4 nameservers: "system", or IP addresses with an optional port ("127.0.0.1:5353")'),
+    ] = key(
+        ["system"],
+        "DNS servers for trunk host names (RFC 3263: SRV, then A/AAAA), queried without blocking; "
         '`"system"` is those of /etc/resolv.conf; `[]`: the system resolver (A/AAAA and /etc/hosts only, no SRV), '
         "in a worker thread. A name these servers cannot resolve is tried with the system resolver too",
-        shown='["system"]', max_length=4)
+        shown='["system"]',
+        max_length=4,
+    )
 
 
 class StoreSection(Section):
@@ -680,12 +721,15 @@ class StoreSection(Section):
     heartbeat_s: int = key(30, "how often the gateway records that answered calls are up", ge=1, le=3600)
     chunk_s: int = key(300, "talk seconds reserved per chunk", ge=1, le=86_400)
     instance_id: Annotated[str, Expect("a string, unique per running gateway")] = key(
-        "", "this gateway's id in the ledger; two gateways must not share one", shown="the host name")
-    credits_floor: float = key(0.0, "`credits_low` alert when the balance left falls to this", ge=0,
-                               le=MAX_CREDITS_BALANCE)
+        "", "this gateway's id in the ledger; two gateways must not share one", shown="the host name"
+    )
+    credits_floor: float = key(
+        0.0, "`credits_low` alert when the balance left falls to this", ge=0, le=MAX_CREDITS_BALANCE
+    )
     alert_webhook: HttpUrl | None = key(None, "alerts are POSTed here too", shown="none")
-    timeout_s: float = key(2.0, "a reservation not made by then: `503` + `Retry-After`, never a bridge timeout",
-                           ge=0.05, le=30)
+    timeout_s: float = key(
+        2.0, "a reservation not made by then: `503` + `Retry-After`, never a bridge timeout", ge=0.05, le=30
+    )
     linger_ms: float = key(1.0, "how long a ledger write waits for others to share its commit", ge=0, le=50)
 
 
@@ -697,9 +741,11 @@ class LoggingSection(Section):
     pjsip_level: int = key(1, "pjsip's own log, routed through the same JSON log", ge=0, le=6)
     mask_numbers: bool = key(False, "keep only the country code and last two digits of numbers in logs")
     mask_fields: Annotated[list[Text], Expect('an array of log field names such as ["reason_text"]')] = key(
-        [], "more free-text log fields to mask numbers in")
-    refusal_log_interval_s: float = key(10.0, "admission refusals are logged at most this often per source "
-                                              "and reason", ge=0, le=86_400)
+        [], "more free-text log fields to mask numbers in"
+    )
+    refusal_log_interval_s: float = key(
+        10.0, "admission refusals are logged at most this often per source and reason", ge=0, le=86_400
+    )
 
 
 class MetricsSection(Section):
@@ -720,7 +766,8 @@ class PromotionRow(Section):
     end: Day = key(doc="last free day, tenant-local, inclusive")
     regions: PromotionRegions = key("zone_a", "destinations covered")
     monthly_cap_minutes_per_user: Annotated[float, Field(gt=0, le=MAX_MINUTES)] | None = key(
-        None, "pooled cap: × the tenant's subscription licences, per tenant-local month", shown="none (unlimited)")
+        None, "pooled cap: × the tenant's subscription licences, per tenant-local month", shown="none (unlimited)"
+    )
     enabled: bool = key(True, "off switch")
 
     @model_validator(mode="after")
@@ -734,19 +781,26 @@ class UscaAddon(Section):
     """`[policy.usca_addon]`: the US/Canada unlimited add-on."""
 
     regions: Regions = key(sorted(_CATALOGUE.usca_regions), "where the add-on pays")
-    fair_use_minutes_per_month: float = key(float(_CATALOGUE.addon_fair_use_minutes_per_month),
-                                            "per organiser; at or over it, `403 fair_use_exceeded`",
-                                            gt=0, le=MAX_MINUTES)
+    fair_use_minutes_per_month: float = key(
+        float(_CATALOGUE.addon_fair_use_minutes_per_month),
+        "per organiser; at or over it, `403 fair_use_exceeded`",
+        gt=0,
+        le=MAX_MINUTES,
+    )
 
 
 class Pool(Section):
     """`[policy.pool]`: the tenant's pooled minutes."""
 
-    minutes_per_subscription: float = key(float(_CATALOGUE.pool_minutes_per_subscription),
-                                          "pool minutes per subscription licence per month; 0 = no pool",
-                                          ge=0, le=MAX_MINUTES)
-    excluded_number_types: NumberTypes = key(sorted(t.value for t in _CATALOGUE.pool_excluded_types),
-                                             "types the pool and promotions never pay")
+    minutes_per_subscription: float = key(
+        float(_CATALOGUE.pool_minutes_per_subscription),
+        "pool minutes per subscription licence per month; 0 = no pool",
+        ge=0,
+        le=MAX_MINUTES,
+    )
+    excluded_number_types: NumberTypes = key(
+        sorted(t.value for t in _CATALOGUE.pool_excluded_types), "types the pool and promotions never pay"
+    )
 
 
 class Credits(Section):
@@ -755,26 +809,35 @@ class Credits(Section):
     currency: Text = key(_CATALOGUE.credits_currency, "label only")
     default_rate_per_minute: Rate = key(_CATALOGUE.default_credit_rate, "price per minute where `rates` has no entry")
     rates: Annotated[dict[Region, Rate], Expect("a table of REGION = price per minute")] = key(
-        {}, "price per minute by destination region; 0 = free")
+        {}, "price per minute by destination region; 0 = free"
+    )
 
 
 class GuardsSection(Section):
     """`[policy.guards]`: fair-use and fraud guards."""
 
-    max_concurrent_per_organizer: int = key(_GUARDS.max_concurrent_per_organizer,
-                                            "calls in progress per organiser", ge=1, le=MAX_GUARD_LIMIT)
-    max_concurrent_per_tenant: int = key(_GUARDS.max_concurrent_per_tenant, "calls in progress per tenant",
-                                         ge=1, le=MAX_GUARD_LIMIT)
-    max_calls_per_minute_per_organizer: int = key(_GUARDS.max_calls_per_minute_per_organizer,
-                                                  "call attempts per minute per organiser", ge=1, le=MAX_GUARD_LIMIT)
-    max_distinct_destinations_per_day: int = key(_GUARDS.max_distinct_destinations_per_day,
-                                                 "distinct numbers per organiser per tenant-local day",
-                                                 ge=1, le=MAX_GUARD_LIMIT)
+    max_concurrent_per_organizer: int = key(
+        _GUARDS.max_concurrent_per_organizer, "calls in progress per organiser", ge=1, le=MAX_GUARD_LIMIT
+    )
+    max_concurrent_per_tenant: int = key(
+        _GUARDS.max_concurrent_per_tenant, "calls in progress per tenant", ge=1, le=MAX_GUARD_LIMIT
+    )
+    max_calls_per_minute_per_organizer: int = key(
+        _GUARDS.max_calls_per_minute_per_organizer, "call attempts per minute per organiser", ge=1, le=MAX_GUARD_LIMIT
+    )
+    max_distinct_destinations_per_day: int = key(
+        _GUARDS.max_distinct_destinations_per_day,
+        "distinct numbers per organiser per tenant-local day",
+        ge=1,
+        le=MAX_GUARD_LIMIT,
+    )
     high_risk_regions: Regions = key([], "destinations refused as `fraud_suspected`")
-    retry_after_concurrency_s: int = key(_GUARDS.retry_after_concurrency_s, "`Retry-After` for `limit_concurrency`",
-                                         ge=1, le=MAX_RETRY_AFTER_S)
-    retry_after_rate_s: int = key(_GUARDS.retry_after_rate_s, "`Retry-After` for `limit_rate`",
-                                  ge=1, le=MAX_RETRY_AFTER_S)
+    retry_after_concurrency_s: int = key(
+        _GUARDS.retry_after_concurrency_s, "`Retry-After` for `limit_concurrency`", ge=1, le=MAX_RETRY_AFTER_S
+    )
+    retry_after_rate_s: int = key(
+        _GUARDS.retry_after_rate_s, "`Retry-After` for `limit_rate`", ge=1, le=MAX_RETRY_AFTER_S
+    )
 
 
 class PolicySection(Section):
@@ -782,21 +845,29 @@ class PolicySection(Section):
 
     default_timezone: Timezone = key("UTC", "timezone of tenants that name none")
     default_dialout_policy: PolicyName = key("disabled", "policy of organisers that name none (deny by default)")
-    zone_a: Regions | None = key(None, "Zone A: the `zone_a` policy, the pool, and promotions' default regions",
-                                 shown="the 44 seed countries")
+    zone_a: Regions | None = key(
+        None, "Zone A: the `zone_a` policy, the pool, and promotions' default regions", shown="the 44 seed countries"
+    )
     number_validation: Literal["possible", "valid"] = key(
-        "valid", "`valid`: inside a range phonenumbers' metadata assigns; `possible`: the length fits")
+        "valid", "`valid`: inside a range phonenumbers' metadata assigns; `possible`: the length fits"
+    )
     blocked_number_types: NumberTypes | None = key(
-        None, "`403 destination_blocked`; `emergency` and `short_code` are always blocked; a list replaces the default",
-        shown="unknown, premium_rate, shared_cost, uan, personal_number, pager, satellite, voicemail")
+        None,
+        "`403 destination_blocked`; `emergency` and `short_code` are always blocked; a list replaces the default",
+        shown="unknown, premium_rate, shared_cost, uan, personal_number, pager, satellite, voicemail",
+    )
     billing_increment: Literal["minute", "second"] = key("minute", "per started minute, or per second")
-    max_call_length_s: int = key(_CATALOGUE.max_call_length_s, "caps every call, unlimited buckets included",
-                                 ge=1, le=MAX_CALL_LENGTH_S)
+    max_call_length_s: int = key(
+        _CATALOGUE.max_call_length_s, "caps every call, unlimited buckets included", ge=1, le=MAX_CALL_LENGTH_S
+    )
     domestic_equivalence: Annotated[list[Regions], Expect('a list of region lists, e.g. [["US", "PR"]]')] = key(
-        [], "groups that count as one region for `domestic`")
+        [], "groups that count as one region for `domestic`"
+    )
     promotions: Annotated[list[PromotionRow], Expect("an array of tables [[policy.promotions]]")] | None = key(
-        None, "complimentary windows; if given, they replace the defaults",
-        shown="the seed's window (on) and the 2019 extension (off)")
+        None,
+        "complimentary windows; if given, they replace the defaults",
+        shown="the seed's window (on) and the 2019 extension (off)",
+    )
     usca_addon: UscaAddon = key(UscaAddon(), "the US/Canada add-on", shown="see below")
     pool: Pool = key(Pool(), "the tenant pool", shown="see below")
     credits: Credits = key(Credits(), "Communications Credits", shown="see below")
@@ -827,15 +898,20 @@ class TenantRow(Section):
 
     id: Text = key(doc="unique (case-insensitive); `X-Dialout-Tenant` is matched against it")
     name: Text | None = key(None, "label only", shown='""')
-    timezone: Timezone | None = key(None, "periods, promotion dates and days are reckoned in it",
-                                    shown="`policy.default_timezone`")
-    subscription_licences: int = key(0, "Audio Conferencing subscriptions: the pool size and promotion caps",
-                                     ge=0, le=MAX_LICENCES)
+    timezone: Timezone | None = key(
+        None, "periods, promotion dates and days are reckoned in it", shown="`policy.default_timezone`"
+    )
+    subscription_licences: int = key(
+        0, "Audio Conferencing subscriptions: the pool size and promotion caps", ge=0, le=MAX_LICENCES
+    )
     pay_per_minute_licences: int = key(0, "informational: adds nothing to the pool", ge=0, le=MAX_LICENCES)
     credits: TenantCredits = key(TenantCredits(), "`{enabled, balance}`", shown="`{enabled = false, balance = 0.0}`")
-    caller_id: E164 | None = key(None, "the caller ID of this tenant's calls; it replaces the user part of the "
-                                       "trunk's caller-ID URI (see docs/routing.md)",
-                                 shown="the trunk's, then `gateway.caller_id`")
+    caller_id: E164 | None = key(
+        None,
+        "the caller ID of this tenant's calls; it replaces the user part of the "
+        "trunk's caller-ID URI (see docs/routing.md)",
+        shown="the trunk's, then `gateway.caller_id`",
+    )
 
 
 class OrganizerRow(Section):
@@ -844,13 +920,14 @@ class OrganizerRow(Section):
     id: Text = key(doc="unique, case-insensitive (e.g. a UPN); `X-Dialout-Organizer`")
     tenant: Text = key(doc="a `[[tenants]]` id")
     usage_location: Region = key(doc="where the licence is assigned: parses national numbers, defines `domestic`")
-    audio_conferencing: Annotated[Literal["subscription", "pay_per_minute", "none"],
-                                  Expect("subscription, pay_per_minute or none")] = key(
-        "none", "the organiser's Audio Conferencing licence")
+    audio_conferencing: Annotated[
+        Literal["subscription", "pay_per_minute", "none"], Expect("subscription, pay_per_minute or none")
+    ] = key("none", "the organiser's Audio Conferencing licence")
     usca_addon: bool = key(False, "US/Canada unlimited dial-out add-on")
     credits_licence: bool = key(False, "Communications Credits licence")
-    dialout_policy: PolicyName | None = key(None, "`any`, `domestic`, `zone_a`, `disabled`, or a Microsoft name",
-                                            shown="`policy.default_dialout_policy`")
+    dialout_policy: PolicyName | None = key(
+        None, "`any`, `domestic`, `zone_a`, `disabled`, or a Microsoft name", shown="`policy.default_dialout_policy`"
+    )
 
 
 # --- the file -------------------------------------------------------------------------------
@@ -863,15 +940,15 @@ class ConfigFile(Section):
     gateway: GatewaySection | None = key(None, "listeners, trusted sources, capacity", shown="required by `run`")
     trunk: TrunkShorthand | None = key(None, "one trunk for every destination", shown="none")
     trunks: Annotated[list[TrunkEntry], Expect("an array of tables [[trunks]]")] = key(
-        [], "trunks chosen by destination", shown="none")
+        [], "trunks chosen by destination", shown="none"
+    )
     sip: SipSection = key(SipSection(), "SIP details", shown="see below")
     store: StoreSection = key(StoreSection(), "the ledger", shown="see below")
     logging: LoggingSection = key(LoggingSection(), "the log", shown="see below")
     metrics: MetricsSection = key(MetricsSection(), "`/metrics` and `/healthz`", shown="see below")
     policy: PolicySection = key(PolicySection(), "the catalogue", shown="see below")
     tenants: Annotated[list[TenantRow], Expect("an array of tables [[tenants]]")] = key([], "the tenants")
-    organizers: Annotated[list[OrganizerRow], Expect("an array of tables [[organizers]]")] = key(
-        [], "the organisers")
+    organizers: Annotated[list[OrganizerRow], Expect("an array of tables [[organizers]]")] = key([], "the organisers")
 
     @model_validator(mode="after")
     def _across_sections(self) -> ConfigFile:
@@ -893,13 +970,19 @@ class ConfigFile(Section):
         names: dict[str, int] = {}
         for i, t in enumerate(self.trunks):
             if t.name.casefold() in names:
-                _fail(f"a name not used by another trunk (trunks[{names[t.name.casefold()]}])",
-                      field=("trunks", i, "name"), got=t.name)
+                _fail(
+                    f"a name not used by another trunk (trunks[{names[t.name.casefold()]}])",
+                    field=("trunks", i, "name"),
+                    got=t.name,
+                )
             names[t.name.casefold()] = i
             if t.caller_id is None and (self.gateway is None or self.gateway.caller_id is None):
                 _fail("a caller ID URI here, or a default in gateway.caller_id", field=("trunks", i, "caller_id"))
-        if self.trunk is not None and self.trunk.caller_id is None and (
-                self.gateway is None or self.gateway.caller_id is None):
+        if (
+            self.trunk is not None
+            and self.trunk.caller_id is None
+            and (self.gateway is None or self.gateway.caller_id is None)
+        ):
             _fail("a caller ID URI here, or a default in gateway.caller_id", field=("trunk", "caller_id"))
         return self
 

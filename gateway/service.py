@@ -18,7 +18,7 @@ work: an INVITE from elsewhere gets one stateless 403 or nothing.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from call import events as E
 from call.actions import CallRecord
@@ -35,7 +35,7 @@ from sip import SipParseError, invite_from_request, parse_request, reject_header
 from sip.headers import encode_block
 from sip.sdp import check_sdp
 
-UTC = timezone.utc
+UTC = UTC
 
 # Extensions the gateway honours in a bridge's Require (anything else: 420).
 SUPPORTED_EXTENSIONS = frozenset({"timer"})
@@ -66,19 +66,20 @@ class RateLimitedLog:
 class GatewayService:
     def __init__(self, *, stack, config, runtime, ledger, metrics=None):
         self.stack = stack
-        self.config = config              # gateway.config.GatewayConfig (policy + raw sections)
-        self.policy = config.policy       # policy.PolicySettings
-        self.runtime = runtime            # gateway.settings.RuntimeSettings
-        self.ledger = ledger              # submit(op, on_done) on the ledger writer
+        self.config = config  # gateway.config.GatewayConfig (policy + raw sections)
+        self.policy = config.policy  # policy.PolicySettings
+        self.runtime = runtime  # gateway.settings.RuntimeSettings
+        self.ledger = ledger  # submit(op, on_done) on the ledger writer
         self.metrics = metrics
         self.log = get_logger(component="gateway")
-        self.admission = Admission(max_concurrent_calls=runtime.max_concurrent_calls,
-                                   max_calls_per_second=runtime.max_calls_per_second)
+        self.admission = Admission(
+            max_concurrent_calls=runtime.max_concurrent_calls, max_calls_per_second=runtime.max_calls_per_second
+        )
         self.refusals = RateLimitedLog(self.log, runtime.logging.refusal_log_interval_s)
         self.engine = Engine(self, stack)
-        self.active = 0                   # calls from their INVITE to their Finish
+        self.active = 0  # calls from their INVITE to their Finish
         self.draining = False
-        self.store_ok = True              # readiness: false while the ledger cannot be reached
+        self.store_ok = True  # readiness: false while the ledger cannot be reached
         self.trunks = TrunkSide(stack=stack, runtime=runtime, metrics=metrics, log=self.log)
         self._heartbeats = 0
         # Another instance's call is stale after missing several heartbeats and
@@ -92,8 +93,13 @@ class GatewayService:
         trusted = []
         for net in self.runtime.trusted_sources:
             trusted.append((net.version, net.network_address.packed, net.prefixlen))
-        sc.configure(trusted=trusted, untrusted=self.runtime.untrusted, require_tls=self.runtime.require_tls,
-                     server=self.runtime.server_header or None, user_agent=self.runtime.server_header or None)
+        sc.configure(
+            trusted=trusted,
+            untrusted=self.runtime.untrusted,
+            require_tls=self.runtime.require_tls,
+            server=self.runtime.server_header or None,
+            user_agent=self.runtime.server_header or None,
+        )
         t1 = self.runtime.t1_ms
         sc.set_timers(t1, max(t1, 4000), 5000)
         self.stack.call_later(self.runtime.store.heartbeat_s, self._heartbeat)
@@ -135,19 +141,37 @@ class GatewayService:
         refusal = self.admission.check(active_calls=self.active, now=received, draining=self.draining)
         if refusal is not None:
             # Nothing about organisers or numbers goes into this answer or its log.
-            self.refusals.warning("admission_refused", source, refusal.reason.value, received,
-                                  reason=refusal.reason.value, status=refusal.reason.status,
-                                  explanation=refusal.sentence, transport=transport)
+            self.refusals.warning(
+                "admission_refused",
+                source,
+                refusal.reason.value,
+                received,
+                reason=refusal.reason.value,
+                status=refusal.reason.status,
+                explanation=refusal.sentence,
+                transport=transport,
+            )
             if self.metrics:
                 self.metrics.admission_refused(refusal.reason.value)
-            self._answer(leg, refusal.reason.status,
-                         self.reject_headers_for(refusal.reason, refusal.sentence, refusal.retry_after_s))
+            self._answer(
+                leg,
+                refusal.reason.status,
+                self.reject_headers_for(refusal.reason, refusal.sentence, refusal.retry_after_s),
+            )
             return
         try:
             message, invite = self._read_invite(raw)
         except _Malformed as bad:
-            self.refusals.warning("invalid_request", source, str(bad.status), received, status=bad.status,
-                                  explanation=bad.detail, call_id=bad.call_id, transport=transport)
+            self.refusals.warning(
+                "invalid_request",
+                source,
+                str(bad.status),
+                received,
+                status=bad.status,
+                explanation=bad.detail,
+                call_id=bad.call_id,
+                transport=transport,
+            )
             headers = [("Warning", f'399 {self.runtime.gateway_host} "{sanitize_text(bad.detail)}"')]
             headers += bad.headers
             self._answer(leg, bad.status, headers)
@@ -156,8 +180,13 @@ class GatewayService:
         offer = Body(message.header("content-type") or "application/sdp", _body_bytes(raw)) if invite.sdp else None
         supported = {t.strip().lower() for v in message.headers_all("supported") for t in v.split(",")}
         allow = frozenset(t.strip().upper() for v in message.headers_all("allow") for t in v.split(",") if t.strip())
-        machine = Call(received_at=received, offer=offer, bridge_timer="timer" in supported, check_sdp=check_sdp,
-                       bridge_allow=allow or None)
+        machine = Call(
+            received_at=received,
+            offer=offer,
+            bridge_timer="timer" in supported,
+            check_sdp=check_sdp,
+            bridge_allow=allow or None,
+        )
         handle = CallHandle(machine, leg, invite.call_id, self.log.bind(call_id=invite.call_id))
         handle.invite = invite
         handle.source = source
@@ -167,13 +196,17 @@ class GatewayService:
         handle.counted = True
 
         request = CallRequest(
-            organizer=invite.organizer, dialled=invite.dialled, tenant=invite.tenant,
-            initiator=invite.initiator, meeting=invite.meeting, location=invite.location,
+            organizer=invite.organizer,
+            dialled=invite.dialled,
+            tenant=invite.tenant,
+            initiator=invite.initiator,
+            meeting=invite.meeting,
+            location=invite.location,
         )
         handle.request = request
         started = time.perf_counter()
         assessed = assess(request, handle.received_wall, self.policy)
-        if isinstance(assessed, Decision):      # denied by rules 2-6: no ledger needed
+        if isinstance(assessed, Decision):  # denied by rules 2-6: no ledger needed
             handle.decision = assessed
             self._observe_decision(started)
             self._feed_decision(handle, assessed)
@@ -186,8 +219,12 @@ class GatewayService:
             self._deny(handle, Reason.SDP_INVALID, f"the bridge's SDP offer cannot be relayed safely: {problem}")
             return
         if self.ledger.oldest_pending_age_s() > self.runtime.store.timeout_s:
-            self._deny(handle, Reason.OVERLOADED, "the usage ledger is not answering, so the call was not placed "
-                       "(it could not be metered)", retry_after_s=5)
+            self._deny(
+                handle,
+                Reason.OVERLOADED,
+                "the usage ledger is not answering, so the call was not placed (it could not be metered)",
+                retry_after_s=5,
+            )
             return
         self._admit_on_ledger(handle, assessed, started, message, invite)
 
@@ -210,28 +247,46 @@ class GatewayService:
         if not _accepts_sdp(message.headers_all("Accept")):
             raise _Malformed(406, "the INVITE's Accept header excludes application/sdp", invite.call_id)
         if message.body.strip() and not invite.has_sdp:
-            raise _Malformed(415, f"the INVITE's body is {message.content_type or 'untyped'}, not SDP",
-                             invite.call_id, [("Accept", "application/sdp")])
+            raise _Malformed(
+                415,
+                f"the INVITE's body is {message.content_type or 'untyped'}, not SDP",
+                invite.call_id,
+                [("Accept", "application/sdp")],
+            )
         encoding = (message.header("content-encoding") or "").strip().lower()
         if encoding and encoding != "identity":
-            raise _Malformed(415, f"the INVITE's body is {encoding}-encoded", invite.call_id,
-                             [("Accept-Encoding", "identity")])
+            raise _Malformed(
+                415, f"the INVITE's body is {encoding}-encoded", invite.call_id, [("Accept-Encoding", "identity")]
+            )
         required = {t.strip().lower() for v in message.headers_all("require") for t in v.split(",") if t.strip()}
         unsupported = sorted(required - SUPPORTED_EXTENSIONS)
         if unsupported:
-            raise _Malformed(420, f"Require names extensions the gateway does not support: {', '.join(unsupported)}",
-                             invite.call_id, [("Unsupported", ", ".join(unsupported))])
+            raise _Malformed(
+                420,
+                f"Require names extensions the gateway does not support: {', '.join(unsupported)}",
+                invite.call_id,
+                [("Unsupported", ", ".join(unsupported))],
+            )
         if message.has_header("replaces"):
-            self.log.warning("replace_refused", call_id=invite.call_id, status=403,
-                             explanation="an INVITE with Replaces is refused: a call can only start as a new "
-                                         "dial-out through admission and policy")
+            self.log.warning(
+                "replace_refused",
+                call_id=invite.call_id,
+                status=403,
+                explanation="an INVITE with Replaces is refused: a call can only start as a new "
+                "dial-out through admission and policy",
+            )
             raise _Malformed(403, "an INVITE with Replaces is refused", invite.call_id)
         max_forwards = message.header("max-forwards")
         if max_forwards is not None and max_forwards.strip() == "0":
             raise _Malformed(483, "Max-Forwards is 0", invite.call_id)
         if invite.session_expires is not None and invite.session_expires < self.runtime.min_se_s:
-            raise _Malformed(422, f"Session-Expires {invite.session_expires} s is below the gateway's minimum "
-                             f"of {self.runtime.min_se_s} s", invite.call_id, [("Min-SE", str(self.runtime.min_se_s))])
+            raise _Malformed(
+                422,
+                f"Session-Expires {invite.session_expires} s is below the gateway's minimum "
+                f"of {self.runtime.min_se_s} s",
+                invite.call_id,
+                [("Min-SE", str(self.runtime.min_se_s))],
+            )
         return message, invite
 
     def _admit_on_ledger(self, handle: CallHandle, assessed, started: float, message, invite) -> None:
@@ -244,8 +299,9 @@ class GatewayService:
         turn = self.trunks.next_turn()
 
         def admit(store):
-            counters = store.snapshot(tenant=assessed.tenant_id, organizer=assessed.organizer_id,
-                                      e164=assessed.e164, tz=assessed.tz, now=now)
+            counters = store.snapshot(
+                tenant=assessed.tenant_id, organizer=assessed.organizer_id, e164=assessed.e164, tz=assessed.tz, now=now
+            )
             spent = counters.pop("credits_spent", 0.0)
             snapshot = Snapshot(credits_balance=assessed.organizer.tenant.credits_balance - spent, **counters)
             decision = decide_assessed(assessed, snapshot, now, policy)
@@ -258,11 +314,20 @@ class GatewayService:
             from store import BucketSpec, CallOpen
 
             chain = tuple(BucketSpec(c.bucket.value, c.cap_minutes, c.rate_per_minute) for c in decision.charges)
-            grant = store.open_call(CallOpen(
-                call_id=call_id, tenant=decision.tenant, organizer=decision.organizer, e164=decision.e164,
-                region=decision.region or "", tz=decision.tz or "UTC", started_at=now, chain=chain,
-                increment_s=decision.billing_increment_s or 60, max_duration_s=decision.max_duration_s,
-            ))
+            grant = store.open_call(
+                CallOpen(
+                    call_id=call_id,
+                    tenant=decision.tenant,
+                    organizer=decision.organizer,
+                    e164=decision.e164,
+                    region=decision.region or "",
+                    tz=decision.tz or "UTC",
+                    started_at=now,
+                    chain=chain,
+                    increment_s=decision.billing_increment_s or 60,
+                    max_duration_s=decision.max_duration_s,
+                )
+            )
             return decision, grant, routes
 
         def done(result) -> None:
@@ -272,8 +337,12 @@ class GatewayService:
             if isinstance(result, Exception):
                 self._ledger_failed("admit", result)
                 if handle.machine.state.value == "deciding":
-                    self._deny(handle, Reason.OVERLOADED, "the usage ledger is unavailable, so the call was not "
-                               "placed (it could not be metered)", retry_after_s=5)
+                    self._deny(
+                        handle,
+                        Reason.OVERLOADED,
+                        "the usage ledger is unavailable, so the call was not placed (it could not be metered)",
+                        retry_after_s=5,
+                    )
                 return
             self.store_ok = True
             decision, grant, routes = result
@@ -288,8 +357,12 @@ class GatewayService:
                 self._feed_decision(handle, decision)
                 return
             if not routes:
-                self._deny(handle, Reason.NO_ROUTE, f"the policy allows {decision.e164} ({decision.region}), "
-                           "but no configured trunk serves that destination")
+                self._deny(
+                    handle,
+                    Reason.NO_ROUTE,
+                    f"the policy allows {decision.e164} ({decision.region}), "
+                    "but no configured trunk serves that destination",
+                )
                 return
             if grant is None:
                 text = "every entitlement was spent by calls in progress before this one could reserve"
@@ -302,8 +375,12 @@ class GatewayService:
             handle.job_deadline = None
             if handle.machine.state.value == "deciding":
                 self.store_ok = False
-                self._deny(handle, Reason.OVERLOADED, "the usage ledger did not answer in time, so the call was "
-                           "not placed (it could not be metered)", retry_after_s=5)
+                self._deny(
+                    handle,
+                    Reason.OVERLOADED,
+                    "the usage ledger did not answer in time, so the call was not placed (it could not be metered)",
+                    retry_after_s=5,
+                )
 
         handle.job_deadline = self.stack.call_later(self.runtime.store.timeout_s, too_slow)
         self.ledger.submit(admit, done)
@@ -322,20 +399,31 @@ class GatewayService:
         if supported:
             headers.append(("Supported", ", ".join(supported)))
         return RelayPlan(
-            routes=routes, headers=tuple(headers), answer_timeout_s=trunks[0].answer_timeout_s,
-            max_duration_s=decision.max_duration_s, granted_s=grant.granted_s,
-            session_expires_s=session_expires, redirect_host=_request_uri_host(invite.request_uri),
+            routes=routes,
+            headers=tuple(headers),
+            answer_timeout_s=trunks[0].answer_timeout_s,
+            max_duration_s=decision.max_duration_s,
+            granted_s=grant.granted_s,
+            session_expires_s=session_expires,
+            redirect_host=_request_uri_host(invite.request_uri),
         )
 
     def _feed_decision(self, handle: CallHandle, decision: Decision) -> None:
-        self.engine.feed(handle, E.Denied(
-            decision.status, decision.reason.value,
-            tuple(self.reject_headers_for(decision.reason, decision.explanation, decision.retry_after_s)),
-            decision.explanation))
+        self.engine.feed(
+            handle,
+            E.Denied(
+                decision.status,
+                decision.reason.value,
+                tuple(self.reject_headers_for(decision.reason, decision.explanation, decision.retry_after_s)),
+                decision.explanation,
+            ),
+        )
 
     def _deny(self, handle: CallHandle, reason: Reason, text: str, retry_after_s: int | None = None) -> None:
-        self.engine.feed(handle, E.Denied(reason.status, reason.value,
-                                          tuple(self.reject_headers_for(reason, text, retry_after_s)), text))
+        self.engine.feed(
+            handle,
+            E.Denied(reason.status, reason.value, tuple(self.reject_headers_for(reason, text, retry_after_s)), text),
+        )
 
     def _answer(self, leg: int, status: int, headers) -> None:
         sc.answer(leg, status, None, encode_block(list(headers)), None, None)
@@ -354,20 +442,44 @@ class GatewayService:
     def on_refused(self, *, status, reason, source, transport, method, detail, call_id, call, side) -> None:
         now = time.monotonic()
         if reason == "transfer_refused" and call is not None:
-            call.log.warning("transfer_refused", leg=side, status=status, target=detail,
-                             explanation="call transfer (REFER) is refused: the gateway places only calls it "
-                                         "has admitted, decided and metered")
+            call.log.warning(
+                "transfer_refused",
+                leg=side,
+                status=status,
+                target=detail,
+                explanation="call transfer (REFER) is refused: the gateway places only calls it "
+                "has admitted, decided and metered",
+            )
             return
         if reason == "untrusted_source":
-            self.refusals.warning("admission_refused", source, reason, now, reason=reason, status=status or None,
-                                  explanation="the request did not come from a trusted bridge address"
-                                  + (" over TLS" if self.runtime.require_tls else ""),
-                                  transport=transport, method=method, answered=bool(status))
+            self.refusals.warning(
+                "admission_refused",
+                source,
+                reason,
+                now,
+                reason=reason,
+                status=status or None,
+                explanation="the request did not come from a trusted bridge address"
+                + (" over TLS" if self.runtime.require_tls else ""),
+                transport=transport,
+                method=method,
+                answered=bool(status),
+            )
             if self.metrics:
                 self.metrics.admission_refused(reason)
             return
-        self.refusals.warning("invalid_request", source, f"{reason}:{status}", now, status=status, reason=reason,
-                              explanation=detail, method=method, call_id=call_id, transport=transport)
+        self.refusals.warning(
+            "invalid_request",
+            source,
+            f"{reason}:{status}",
+            now,
+            status=status,
+            reason=reason,
+            explanation=detail,
+            method=method,
+            call_id=call_id,
+            transport=transport,
+        )
 
     # --- ledger work for answered calls --------------------------------------------------
 
@@ -410,8 +522,12 @@ class GatewayService:
             if isinstance(result, Exception):
                 self._ledger_failed("close_call", result)
 
-        self.ledger.submit(lambda store: store.close_call(call_id, datetime.now(UTC), Reason.OVERLOADED.value,
-                                                          a_status=503, b_status=None, answered_at=None), done)
+        self.ledger.submit(
+            lambda store: store.close_call(
+                call_id, datetime.now(UTC), Reason.OVERLOADED.value, a_status=503, b_status=None, answered_at=None
+            ),
+            done,
+        )
 
     def call_finished(self, handle: CallHandle, record: CallRecord) -> None:
         """Exactly once per call: settle the ledger, then the canonical line and metrics."""
@@ -427,8 +543,14 @@ class GatewayService:
         answered_at = handle.answered_wall if record.answered else None
 
         def close(store):
-            return store.close_call(call_id, ended_wall, record.reason, a_status=record.bridge_status,
-                                    b_status=record.trunk_status, answered_at=answered_at)
+            return store.close_call(
+                call_id,
+                ended_wall,
+                record.reason,
+                a_status=record.bridge_status,
+                b_status=record.trunk_status,
+                answered_at=answered_at,
+            )
 
         def done(result) -> None:
             if isinstance(result, Exception):
@@ -578,9 +700,9 @@ def _body_bytes(raw: bytes) -> bytes:
     its Content-Length was checked and relayed whole (found by fuzzing)."""
     crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
     if crlf >= 0 and (lf < 0 or crlf < lf):
-        head, body = raw[:crlf], raw[crlf + 4:]
+        head, body = raw[:crlf], raw[crlf + 4 :]
     elif lf >= 0:
-        head, body = raw[:lf], raw[lf + 2:]
+        head, body = raw[:lf], raw[lf + 2 :]
     else:
         return b""
     for line in head.split(b"\n"):
@@ -588,7 +710,7 @@ def _body_bytes(raw: bytes) -> bytes:
         if name.strip().lower() in (b"content-length", b"l"):
             value = value.strip()
             if value.isdigit() and int(value) <= len(body):
-                return body[:int(value)]
+                return body[: int(value)]
             break
     return body
 

@@ -84,15 +84,15 @@ class RuntimeSettings:
     trunk: TrunkSettings
     gateway_host: str = "dialout-gw"
     require_tls: bool = False
-    untrusted: str = "drop"            # "drop" (nothing back) or "reject" (one stateless 403)
-    server_header: str = ""            # Server/User-Agent value; none by default (no fingerprint)
+    untrusted: str = "drop"  # "drop" (nothing back) or "reject" (one stateless 403)
+    server_header: str = ""  # Server/User-Agent value; none by default (no fingerprint)
     max_concurrent_calls: int = 3000
     max_calls_per_second: float = 500.0
     drain_timeout_s: float = 30.0
     session_expires_s: int = 1800
     min_se_s: int = 90
     headers: HeaderNames = field(default_factory=HeaderNames)
-    t1_ms: int = 500                   # RFC 3261 T1; Timer B/F/H (no answer, no ACK) are 64*T1
+    t1_ms: int = 500  # RFC 3261 T1; Timer B/F/H (no answer, no ACK) are 64*T1
     store: StoreSettings = field(default_factory=StoreSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -100,14 +100,15 @@ class RuntimeSettings:
     # trunk named "trunk" with destinations ("*",). Order them per call with
     # policy.routing.route(); choose the From with policy.routing.caller_id_for().
     trunks: tuple[Trunk, ...] = ()
-    caller_id: str = ""                # the default caller ID: gateway.caller_id, else [trunk].caller_id
+    caller_id: str = ""  # the default caller ID: gateway.caller_id, else [trunk].caller_id
     # pjsip's DNS servers, "system" expanded from /etc/resolv.conf; empty: the
     # system resolver (getaddrinfo) in a worker thread.
     nameservers: tuple[tuple[str, int], ...] = ()
 
 
-def parse_runtime_settings(sections: Mapping[str, Any], *, environ: Mapping[str, str] | None = None,
-                           strict: bool = True) -> RuntimeSettings:
+def parse_runtime_settings(
+    sections: Mapping[str, Any], *, environ: Mapping[str, str] | None = None, strict: bool = True
+) -> RuntimeSettings:
     """RuntimeSettings from the raw TOML tables; raises SettingsError (ConfigValueError).
 
     The tables are validated by the config schema first (`gateway.config.load_config`
@@ -117,8 +118,9 @@ def parse_runtime_settings(sections: Mapping[str, Any], *, environ: Mapping[str,
     return runtime_settings(validate(dict(sections)), environ=environ, strict=strict)
 
 
-def runtime_settings(spec: ConfigFile, *, environ: Mapping[str, str] | None = None,
-                     strict: bool = True) -> RuntimeSettings:
+def runtime_settings(
+    spec: ConfigFile, *, environ: Mapping[str, str] | None = None, strict: bool = True
+) -> RuntimeSettings:
     """RuntimeSettings from a validated file. `dialout-gw run` needs `[gateway]` and a trunk.
 
     `environ` (default: os.environ) gives the trunks' `password_env` secrets. With
@@ -126,6 +128,7 @@ def runtime_settings(spec: ConfigFile, *, environ: Mapping[str, str] | None = No
     TrunkCheckError; without, the trunks are built anyway and `run --check` lists them all.
     """
     from policy.routing import check_trunks
+
     gw = spec.gateway
     if gw is None:
         raise SettingsError("gateway", "a [gateway] table with listen and trusted_sources")
@@ -141,10 +144,11 @@ def runtime_settings(spec: ConfigFile, *, environ: Mapping[str, str] | None = No
     first = trunks[0]
     lg, mt = spec.logging, spec.metrics
     return RuntimeSettings(
-        listeners=tuple(Listener(l.transport, l.address, l.port, l.cert_file, l.key_file) for l in gw.listen),
+        listeners=tuple(Listener(li.transport, li.address, li.port, li.cert_file, li.key_file) for li in gw.listen),
         trusted_sources=tuple(ipaddress.ip_network(cidr, strict=False) for cidr in gw.trusted_sources),
-        trunk=TrunkSettings(uri=first.uri, caller_id=first.caller_id or default_caller_id,
-                            answer_timeout_s=first.answer_timeout_s),
+        trunk=TrunkSettings(
+            uri=first.uri, caller_id=first.caller_id or default_caller_id, answer_timeout_s=first.answer_timeout_s
+        ),
         gateway_host=gw.host or socket.gethostname(),
         require_tls=gw.require_tls,
         untrusted=gw.untrusted,
@@ -157,9 +161,14 @@ def runtime_settings(spec: ConfigFile, *, environ: Mapping[str, str] | None = No
         headers=HeaderNames(**spec.sip.headers.model_dump()),
         t1_ms=spec.sip.t1_ms,
         store=store_settings(spec.store),
-        logging=LoggingSettings(level=lg.level, format=lg.format, pjsip_level=lg.pjsip_level,
-                                mask_numbers=lg.mask_numbers, mask_fields=tuple(lg.mask_fields),
-                                refusal_log_interval_s=float(lg.refusal_log_interval_s)),
+        logging=LoggingSettings(
+            level=lg.level,
+            format=lg.format,
+            pjsip_level=lg.pjsip_level,
+            mask_numbers=lg.mask_numbers,
+            mask_fields=tuple(lg.mask_fields),
+            refusal_log_interval_s=float(lg.refusal_log_interval_s),
+        ),
         metrics=MetricsSettings(address=mt.address, port=mt.port),
         trunks=trunks,
         caller_id=default_caller_id,
@@ -169,6 +178,7 @@ def runtime_settings(spec: ConfigFile, *, environ: Mapping[str, str] | None = No
 
 def _nameservers(entries: list[str], resolv_conf: str = "/etc/resolv.conf") -> tuple[tuple[str, int], ...]:
     from gateway.schema import parse_nameserver
+
     out: list[tuple[str, int]] = []
     for entry in entries:
         if entry != "system":
@@ -185,11 +195,12 @@ def _nameservers(entries: list[str], resolv_conf: str = "/etc/resolv.conf") -> t
                     out.append(parse_nameserver(words[1].split("%", 1)[0]))
                 except ValueError:
                     pass
-    return tuple(dict.fromkeys(out))[:4]   # pjsip takes at most 4, first ones first
+    return tuple(dict.fromkeys(out))[:4]  # pjsip takes at most 4, first ones first
 
 
 def _trunks(spec: ConfigFile, environ: Mapping[str, str]) -> tuple[Trunk, ...]:
     from policy.routing import ANY_DESTINATION, Trunk
+
     if spec.trunk is not None:
         entries = [("trunk", spec.trunk, (ANY_DESTINATION,), 0, 1)]
     else:
@@ -199,11 +210,25 @@ def _trunks(spec: ConfigFile, environ: Mapping[str, str]) -> tuple[Trunk, ...]:
         password = t.password
         if t.password_env is not None:
             password = environ.get(t.password_env) or None
-        out.append(Trunk(
-            name=t.name, uri=t.uri, destinations=destinations, priority=priority, weight=weight,
-            username=t.username, password=password, password_env=t.password_env,
-            setup_timeout_s=float(t.setup_timeout_s), answer_timeout_s=float(t.answer_timeout_s),
-            transport=t.transport, caller_id=t.caller_id, p_asserted_identity=t.p_asserted_identity,
-            register=t.register_, options_ping_s=float(t.options_ping_s), down_after=t.down_after, key=where,
-        ))
+        out.append(
+            Trunk(
+                name=t.name,
+                uri=t.uri,
+                destinations=destinations,
+                priority=priority,
+                weight=weight,
+                username=t.username,
+                password=password,
+                password_env=t.password_env,
+                setup_timeout_s=float(t.setup_timeout_s),
+                answer_timeout_s=float(t.answer_timeout_s),
+                transport=t.transport,
+                caller_id=t.caller_id,
+                p_asserted_identity=t.p_asserted_identity,
+                register=t.register_,
+                options_ping_s=float(t.options_ping_s),
+                down_after=t.down_after,
+                key=where,
+            )
+        )
     return tuple(out)

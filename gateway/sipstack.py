@@ -22,7 +22,7 @@ import os
 import queue
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pjsua2 as pj
 
@@ -62,14 +62,14 @@ class PjsipLogWriter(pj.LogWriter):
         try:
             level = _PJ_LEVEL_NAMES.get(entry.level, "debug")
             getattr(self._log, level)("pjsip", message=entry.msg.strip(), pj_level=entry.level)
-        except Exception:  # a log line must never raise into pjsip
+        except Exception:  # noqa: BLE001 - a log line must never raise into pjsip
             pass
 
 
 class Timer:
     """A cancellable one-shot timer handle."""
 
-    __slots__ = ("when", "callback", "cancelled")
+    __slots__ = ("callback", "cancelled", "when")
 
     def __init__(self, when: float, callback: Callable[[], None]):
         self.when = when
@@ -122,8 +122,7 @@ class TimerHeap:
 
 
 _TRANSPORT_TYPES = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}
-_TRANSPORT_TYPES_V6 = {"udp": pj.PJSIP_TRANSPORT_UDP6, "tcp": pj.PJSIP_TRANSPORT_TCP6,
-                       "tls": pj.PJSIP_TRANSPORT_TLS6}
+_TRANSPORT_TYPES_V6 = {"udp": pj.PJSIP_TRANSPORT_UDP6, "tcp": pj.PJSIP_TRANSPORT_TCP6, "tls": pj.PJSIP_TRANSPORT_TLS6}
 
 
 class SipStack:
@@ -137,7 +136,7 @@ class SipStack:
         cfg = pj.EpConfig()
         cfg.uaConfig.threadCnt = 0
         cfg.uaConfig.mainThreadOnly = True
-        cfg.uaConfig.maxCalls = 4            # pjsua's own calls are unused: the engine drives dialogs
+        cfg.uaConfig.maxCalls = 4  # pjsua's own calls are unused: the engine drives dialogs
         cfg.uaConfig.userAgent = ""
         cfg.medConfig.threadCnt = 0
         cfg.medConfig.hasIoqueue = False

@@ -35,34 +35,46 @@ class TrunkHealth:
 
     HOLD_DOWN_S = 60.0
 
-    __slots__ = ("trunk", "down", "reason", "failures", "ping_failures", "since", "ping_req", "reg_id",
-                 "host", "port", "targets", "resolving")
+    __slots__ = (
+        "down",
+        "failures",
+        "host",
+        "ping_failures",
+        "ping_req",
+        "port",
+        "reason",
+        "reg_id",
+        "resolving",
+        "since",
+        "targets",
+        "trunk",
+    )
 
     def __init__(self, trunk: Trunk, host: str, port: int):
         self.trunk = trunk
         self.down = False
         self.reason = ""
-        self.failures = 0        # calls in a row answered 503
-        self.ping_failures = 0   # pings in a row unanswered (or 503)
+        self.failures = 0  # calls in a row answered 503
+        self.ping_failures = 0  # pings in a row unanswered (or 503)
         self.since = 0.0
         self.ping_req: int | None = None
         self.reg_id: int | None = None
-        self.host = host         # of the URI; "" when it is an IP address (nothing to resolve)
-        self.port = port         # of the URI; 0 when absent (SRV decides)
-        self.targets: tuple[tuple[str, str], ...] = ()   # (transport, "ip:port"), in the order to try
+        self.host = host  # of the URI; "" when it is an IP address (nothing to resolve)
+        self.port = port  # of the URI; 0 when absent (SRV decides)
+        self.targets: tuple[tuple[str, str], ...] = ()  # (transport, "ip:port"), in the order to try
         self.resolving = False
 
 
 class TrunkSide:
     RESOLVE_EVERY_S = 30.0
-    MAX_TARGETS = 4           # addresses tried per trunk per call, before the next trunk
+    MAX_TARGETS = 4  # addresses tried per trunk per call, before the next trunk
 
     def __init__(self, *, stack, runtime, metrics, log):
         self.stack = stack
         self.runtime = runtime
         self.metrics = metrics
         self.log = log
-        self.contacts: dict[str, str] = {}     # transport -> our Contact toward a trunk
+        self.contacts: dict[str, str] = {}  # transport -> our Contact toward a trunk
         self.down: frozenset[str] = frozenset()
         self.health: dict[str, TrunkHealth] = {}
         for trunk in runtime.trunks:
@@ -110,7 +122,7 @@ class TrunkSide:
             base = self._route(trunk, e164, tenant, default_caller_id)
             health = self.health.get(trunk.name)
             targets = health.targets if health is not None else ()
-            if not targets:   # an IP address, or not resolved yet: pjsip sends to the URI
+            if not targets:  # an IP address, or not resolved yet: pjsip sends to the URI
                 out.append(base)
                 continue
             for transport, hop in targets[: self.MAX_TARGETS]:
@@ -125,10 +137,16 @@ class TrunkSide:
         caller_id = caller_id_for(tenant, trunk, default_caller_id)
         headers = (("P-Asserted-Identity", f"<{caller_id}>"),) if trunk.p_asserted_identity else ()
         return TrunkRoute(
-            name=trunk.name, target=target, to_uri=f"<{scheme}:{number}@{hostport};user=phone>",
-            from_uri=f"<{caller_id}>", contact=self.contacts.get(transport) or self.contacts["udp"],
-            username=trunk.username, password=trunk.password, headers=headers,
-            setup_timeout_s=trunk.setup_timeout_s or None, transport=transport,
+            name=trunk.name,
+            target=target,
+            to_uri=f"<{scheme}:{number}@{hostport};user=phone>",
+            from_uri=f"<{caller_id}>",
+            contact=self.contacts.get(transport) or self.contacts["udp"],
+            username=trunk.username,
+            password=trunk.password,
+            headers=headers,
+            setup_timeout_s=trunk.setup_timeout_s or None,
+            transport=transport,
         )
 
     def record(self, record: CallRecord) -> None:
@@ -191,9 +209,12 @@ class TrunkSide:
         def lookup() -> None:
             try:
                 infos = socket.getaddrinfo(host, port, type=kind)
-                hops = tuple(dict.fromkeys(
-                    (transport, f"[{i[4][0]}]:{i[4][1]}" if i[0] == socket.AF_INET6 else f"{i[4][0]}:{i[4][1]}")
-                    for i in infos))
+                hops = tuple(
+                    dict.fromkeys(
+                        (transport, f"[{i[4][0]}]:{i[4][1]}" if i[0] == socket.AF_INET6 else f"{i[4][0]}:{i[4][1]}")
+                        for i in infos
+                    )
+                )
                 error = ""
             except OSError as exc:
                 hops, error = (), str(exc)
@@ -207,19 +228,28 @@ class TrunkSide:
         health.resolving = False
         if not targets:
             # Keep the last known addresses: a DNS outage must not stop the calls.
-            self.log.warning("trunk_resolve_failed", trunk=health.trunk.name, host=health.host, error=error,
-                             kept=[hop for _, hop in health.targets])
+            self.log.warning(
+                "trunk_resolve_failed",
+                trunk=health.trunk.name,
+                host=health.host,
+                error=error,
+                kept=[hop for _, hop in health.targets],
+            )
             return
         if targets != health.targets:
-            self.log.info("trunk_resolved", trunk=health.trunk.name, host=health.host,
-                          targets=[f"{transport} {hop}" for transport, hop in targets])
+            self.log.info(
+                "trunk_resolved",
+                trunk=health.trunk.name,
+                host=health.host,
+                targets=[f"{transport} {hop}" for transport, hop in targets],
+            )
         health.targets = targets
 
     # --- health ----------------------------------------------------------------------------
 
     def _ping(self, health: TrunkHealth) -> None:
         trunk = health.trunk
-        if health.ping_req is not None:       # the last one was never answered
+        if health.ping_req is not None:  # the last one was never answered
             self._pings.pop(health.ping_req, None)
             health.ping_req = None
             self._ping_result(health, ok=False, why="no answer to OPTIONS")
@@ -260,9 +290,14 @@ class TrunkSide:
         scheme, hostport, params, transport = uri_parts(trunk)
         user = trunk.username or "gw"
         try:
-            reg = sc.register(f"{scheme}:{hostport}{params}", f"<{scheme}:{user}@{hostport}>",
-                              self.contacts.get(transport) or self.contacts["udp"], 600, trunk.username,
-                              trunk.password)
+            reg = sc.register(
+                f"{scheme}:{hostport}{params}",
+                f"<{scheme}:{user}@{hostport}>",
+                self.contacts.get(transport) or self.contacts["udp"],
+                600,
+                trunk.username,
+                trunk.password,
+            )
         except ValueError as exc:
             self._mark_down(health, f"registration could not be sent: {exc}")
             return
@@ -291,15 +326,17 @@ class TrunkSide:
             self.metrics.trunk_up.labels(health.trunk.name).set(0)
         if not health.trunk.options_ping_s and not health.trunk.register:
             # Nothing will tell us it is back: let calls try it again after a while.
-            self.stack.call_later(TrunkHealth.HOLD_DOWN_S,
-                                  lambda: health.down and self._mark_up(health, "hold-down elapsed"))
+            self.stack.call_later(
+                TrunkHealth.HOLD_DOWN_S, lambda: health.down and self._mark_up(health, "hold-down elapsed")
+            )
 
     def _mark_up(self, health: TrunkHealth, why: str) -> None:
         health.down = False
         health.failures = health.ping_failures = 0
         self.down = frozenset(name for name, h in self.health.items() if h.down)
-        self.log.info("trunk_up", trunk=health.trunk.name, reason=why,
-                      down_for_s=round(time.monotonic() - health.since, 1))
+        self.log.info(
+            "trunk_up", trunk=health.trunk.name, reason=why, down_for_s=round(time.monotonic() - health.since, 1)
+        )
         if self.metrics:
             self.metrics.trunk_up.labels(health.trunk.name).set(1)
 

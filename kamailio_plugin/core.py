@@ -28,12 +28,12 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from policy import CallRequest, Decision, Reason, Snapshot, assess, decide_assessed
 from sip import SipParseError, invite_from_request, parse_request, reason_phrase, reject_headers, sanitize_text
 
-UTC = timezone.utc
+UTC = UTC
 
 # The dialog profile every admitted call joins (`profiles_no_value` in
 # kamailio.cfg): `tick` lists the plugin's dialogs with `dlg.profile_list`.
@@ -42,17 +42,17 @@ PROFILE = "dialout"
 # Dialog variables ($dlg_var) set on an admitted call. The first five are for
 # the operator's own routing and for `kamcmd dlg.list`; `dialout_call` carries
 # the canonical line's fields to the process that settles the call.
-VAR_REASON = "dialout_reason"          # the decision's reason code: "allowed"
-VAR_BUCKET = "dialout_bucket"          # the bucket that pays first
-VAR_MAX_S = "dialout_max_s"            # the authorised duration, seconds
-VAR_GRANTED_S = "dialout_granted_s"    # talk seconds reserved at admission ("" = unlimited)
-VAR_TRUNK = "dialout_trunk"            # host[:port] the call was relayed to
-VAR_CALL = "dialout_call"              # JSON: the call's decision, for the canonical line
+VAR_REASON = "dialout_reason"  # the decision's reason code: "allowed"
+VAR_BUCKET = "dialout_bucket"  # the bucket that pays first
+VAR_MAX_S = "dialout_max_s"  # the authorised duration, seconds
+VAR_GRANTED_S = "dialout_granted_s"  # talk seconds reserved at admission ("" = unlimited)
+VAR_TRUNK = "dialout_trunk"  # host[:port] the call was relayed to
+VAR_CALL = "dialout_call"  # JSON: the call's decision, for the canonical line
 # Set later, by the failure route and by settlement.
-VAR_OUTCOME = "dialout_outcome"        # trunk_failure / trunk_timeout / allowed (cancelled)
-VAR_STATUS = "dialout_status"          # the final status the bridge got
+VAR_OUTCOME = "dialout_outcome"  # trunk_failure / trunk_timeout / allowed (cancelled)
+VAR_STATUS = "dialout_status"  # the final status the bridge got
 VAR_ENDED_BY = "dialout_ended_by"
-VAR_SETTLED = "dialout_settled"        # "1" once the ledger has the call closed
+VAR_SETTLED = "dialout_settled"  # "1" once the ledger has the call closed
 VAR_ANSWERED_AT = "dialout_answered_at"  # epoch seconds of the 2xx (dialog:start), for setup_ms
 
 # Kamailio dialog states (dialog module README, "Dialog states").
@@ -80,10 +80,10 @@ class Relay:
     """Let the call through: the new Request-URI, the dialog's limit and variables."""
 
     call_id: str
-    target: str                           # sip:+E164@trunk;user=phone
-    timeout_s: int | None                 # dialog lifetime from the answer: first grant within the maximum
-    answer_timeout_ms: int                # tm fr/fr_inv timers: no final answer from the trunk by then -> 408
-    remove_headers: tuple[str, ...]       # the bridge's X-Dialout-* headers, not for the trunk
+    target: str  # sip:+E164@trunk;user=phone
+    timeout_s: int | None  # dialog lifetime from the answer: first grant within the maximum
+    answer_timeout_ms: int  # tm fr/fr_inv timers: no final answer from the trunk by then -> 408
+    remove_headers: tuple[str, ...]  # the bridge's X-Dialout-* headers, not for the trunk
     dialog_vars: tuple[tuple[str, str], ...]
 
 
@@ -95,8 +95,8 @@ class DialogView:
     h_id: int
     call_id: str
     state: int
-    start_ts: int       # the answer (2xx), epoch seconds; 0 before
-    timeout_ts: int     # when the dialog module ends it, epoch seconds
+    start_ts: int  # the answer (2xx), epoch seconds; 0 before
+    timeout_ts: int  # when the dialog module ends it, epoch seconds
     variables: Mapping[str, str]
 
     @property
@@ -127,10 +127,17 @@ def dialogs_from_rpc(body: str | None) -> list[DialogView]:
         variables: dict[str, str] = {}
         for entry in item.get("variables") or ():
             variables.update({str(k): str(v) for k, v in entry.items()})
-        out.append(DialogView(
-            h_entry=int(item["h_entry"]), h_id=int(item["h_id"]), call_id=str(item["call-id"]),
-            state=int(item.get("state") or 0), start_ts=int(item.get("start_ts") or 0),
-            timeout_ts=int(item.get("timeout") or 0), variables=variables))
+        out.append(
+            DialogView(
+                h_entry=int(item["h_entry"]),
+                h_id=int(item["h_id"]),
+                call_id=str(item["call-id"]),
+                state=int(item.get("state") or 0),
+                start_ts=int(item.get("start_ts") or 0),
+                timeout_ts=int(item.get("timeout") or 0),
+                variables=variables,
+            )
+        )
     return out
 
 
@@ -155,8 +162,14 @@ class Ledger:
             from store import open_store
 
             s = self.settings
-            self._store = open_store(s.url, instance_id=self.instance_id, chunk_s=s.chunk_s, log=self.log,
-                                     credits_floor=s.credits_floor, alert_webhook=s.alert_webhook)
+            self._store = open_store(
+                s.url,
+                instance_id=self.instance_id,
+                chunk_s=s.chunk_s,
+                log=self.log,
+                credits_floor=s.credits_floor,
+                alert_webhook=s.alert_webhook,
+            )
             self._pid = pid
         return self._store
 
@@ -198,8 +211,13 @@ class DialoutPlugin:
             recovered = store.recover_open_calls(now)
         finally:
             self.ledger.close()
-        self.log.info("kamailio_plugin_started", schema_version=version, recovered_calls=len(recovered),
-                      instance_id=self.ledger.instance_id, trunk=self.settings.trunk_host)
+        self.log.info(
+            "kamailio_plugin_started",
+            schema_version=version,
+            recovered_calls=len(recovered),
+            instance_id=self.ledger.instance_id,
+            trunk=self.settings.trunk_host,
+        )
         return len(recovered)
 
     def imported_directory(self) -> tuple[list[dict], list[dict]]:
@@ -219,13 +237,19 @@ class DialoutPlugin:
         rt = self.runtime
         received = time.time()
         if not self.is_trusted(source):
-            self._refused(source, "untrusted_source", explanation="the request did not come from a trusted "
-                          "bridge address")
+            self._refused(
+                source, "untrusted_source", explanation="the request did not come from a trusted bridge address"
+            )
             if rt.untrusted != "reject":
                 return None
             # As the gateway: the reason only, nothing about organisers, numbers or us.
-            return Reject(403, "Forbidden", (("Reason", 'SIP;cause=403;text="untrusted_source"'),),
-                          Reason.UNTRUSTED_SOURCE.value, stateless=True)
+            return Reject(
+                403,
+                "Forbidden",
+                (("Reason", 'SIP;cause=403;text="untrusted_source"'),),
+                Reason.UNTRUSTED_SOURCE.value,
+                stateless=True,
+            )
         now = now or datetime.now(UTC)
         try:
             if raw is None:
@@ -239,23 +263,40 @@ class DialoutPlugin:
         except SipParseError as exc:
             return self._malformed(source, exc.status, f"malformed request: {exc.reason}")
 
-        request = CallRequest(organizer=invite.organizer, dialled=invite.dialled, tenant=invite.tenant,
-                              initiator=invite.initiator, meeting=invite.meeting, location=invite.location)
+        request = CallRequest(
+            organizer=invite.organizer,
+            dialled=invite.dialled,
+            tenant=invite.tenant,
+            initiator=invite.initiator,
+            meeting=invite.meeting,
+            location=invite.location,
+        )
         assessed = assess(request, now, self.policy)
-        if isinstance(assessed, Decision):          # rules 2-6: no ledger needed
+        if isinstance(assessed, Decision):  # rules 2-6: no ledger needed
             return self._deny(invite, assessed, received)
         try:
             decision, grant = self._reserve(assessed, now, invite.call_id)
         except Exception as exc:  # the ledger: StoreError, a driver error, a lost connection
-            self.log.error("ledger_write_failed", operation="admit", call_id=invite.call_id,
-                           error=str(exc) or type(exc).__name__)
-            return self._deny_reason(invite, received, Reason.OVERLOADED, "the usage ledger is unavailable, so "
-                                     "the call was not placed (it could not be metered)", retry_after_s=5)
+            self.log.error(
+                "ledger_write_failed", operation="admit", call_id=invite.call_id, error=str(exc) or type(exc).__name__
+            )
+            return self._deny_reason(
+                invite,
+                received,
+                Reason.OVERLOADED,
+                "the usage ledger is unavailable, so the call was not placed (it could not be metered)",
+                retry_after_s=5,
+            )
         if not decision.allow:
             return self._deny(invite, decision, received)
         if grant is None:
-            return self._deny_reason(invite, received, Reason.NO_ENTITLEMENT, "every entitlement was spent by "
-                                     "calls in progress before this one could reserve", decision=decision)
+            return self._deny_reason(
+                invite,
+                received,
+                Reason.NO_ENTITLEMENT,
+                "every entitlement was spent by calls in progress before this one could reserve",
+                decision=decision,
+            )
         return self._relay(message, invite, decision, grant, received)
 
     def _reserve(self, assessed, now: datetime, call_id: str):
@@ -263,28 +304,45 @@ class DialoutPlugin:
         from store import BucketSpec, CallOpen
 
         store = self.ledger.get()
-        counters = store.snapshot(tenant=assessed.tenant_id, organizer=assessed.organizer_id,
-                                  e164=assessed.e164, tz=assessed.tz, now=now)
+        counters = store.snapshot(
+            tenant=assessed.tenant_id, organizer=assessed.organizer_id, e164=assessed.e164, tz=assessed.tz, now=now
+        )
         spent = counters.pop("credits_spent", 0.0)
         snapshot = Snapshot(credits_balance=assessed.organizer.tenant.credits_balance - spent, **counters)
         decision = decide_assessed(assessed, snapshot, now, self.policy)
         if not decision.allow:
             return decision, None
         chain = tuple(BucketSpec(c.bucket.value, c.cap_minutes, c.rate_per_minute) for c in decision.charges)
-        grant = store.open_call(CallOpen(
-            call_id=call_id, tenant=decision.tenant, organizer=decision.organizer, e164=decision.e164,
-            region=decision.region or "", tz=decision.tz or "UTC", started_at=now, chain=chain,
-            increment_s=decision.billing_increment_s or 60, max_duration_s=decision.max_duration_s,
-        ))
+        grant = store.open_call(
+            CallOpen(
+                call_id=call_id,
+                tenant=decision.tenant,
+                organizer=decision.organizer,
+                e164=decision.e164,
+                region=decision.region or "",
+                tz=decision.tz or "UTC",
+                started_at=now,
+                chain=chain,
+                increment_s=decision.billing_increment_s or 60,
+                max_duration_s=decision.max_duration_s,
+            )
+        )
         return decision, grant
 
     def _relay(self, message, invite, decision: Decision, grant, received: float) -> Relay:
         number = decision.e164.lstrip("+")
         trunk = self.settings.trunk_host
         limits = [s for s in (grant.granted_s, decision.max_duration_s) if s is not None]
-        names = {n.lower() for n in (self.runtime.headers.organizer, self.runtime.headers.tenant,
-                                     self.runtime.headers.meeting, self.runtime.headers.initiator,
-                                     self.runtime.headers.location)}
+        names = {
+            n.lower()
+            for n in (
+                self.runtime.headers.organizer,
+                self.runtime.headers.tenant,
+                self.runtime.headers.meeting,
+                self.runtime.headers.initiator,
+                self.runtime.headers.location,
+            )
+        }
         remove = []
         for name, _ in message.headers:
             low = name.lower()
@@ -301,26 +359,51 @@ class DialoutPlugin:
             (VAR_TRUNK, trunk.split(";", 1)[0]),
             (VAR_CALL, json.dumps(call, separators=(",", ":"))),
         )
-        return Relay(call_id=invite.call_id, target=f"sip:+{number}@{trunk};user=phone",
-                     timeout_s=min(limits) if limits else None,
-                     answer_timeout_ms=int(self.runtime.trunk.answer_timeout_s * 1000),
-                     remove_headers=tuple(remove), dialog_vars=variables)
+        return Relay(
+            call_id=invite.call_id,
+            target=f"sip:+{number}@{trunk};user=phone",
+            timeout_s=min(limits) if limits else None,
+            answer_timeout_ms=int(self.runtime.trunk.answer_timeout_s * 1000),
+            remove_headers=tuple(remove),
+            dialog_vars=variables,
+        )
 
     def _deny(self, invite, decision: Decision, received: float) -> Reject:
         reject = self.reject(decision.reason, decision.explanation, decision.retry_after_s)
-        self._line(_call_fields(invite, decision), call_id=invite.call_id, decision="deny",
-                   reason=decision.reason.value, bridge_status=reject.status, trunk_status=None,
-                   explanation=decision.explanation, trace=[c.detail for c in decision.trace],
-                   setup_ms=(time.time() - received) * 1000)
+        self._line(
+            _call_fields(invite, decision),
+            call_id=invite.call_id,
+            decision="deny",
+            reason=decision.reason.value,
+            bridge_status=reject.status,
+            trunk_status=None,
+            explanation=decision.explanation,
+            trace=[c.detail for c in decision.trace],
+            setup_ms=(time.time() - received) * 1000,
+        )
         return reject
 
-    def _deny_reason(self, invite, received: float, reason: Reason, text: str, retry_after_s: int | None = None,
-                     decision: Decision | None = None) -> Reject:
+    def _deny_reason(
+        self,
+        invite,
+        received: float,
+        reason: Reason,
+        text: str,
+        retry_after_s: int | None = None,
+        decision: Decision | None = None,
+    ) -> Reject:
         reject = self.reject(reason, text, retry_after_s)
         fields = _call_fields(invite, decision)
-        self._line(fields, call_id=invite.call_id, decision="deny", reason=reason.value,
-                   bridge_status=reject.status, trunk_status=None, explanation=text,
-                   setup_ms=(time.time() - received) * 1000)
+        self._line(
+            fields,
+            call_id=invite.call_id,
+            decision="deny",
+            reason=reason.value,
+            bridge_status=reject.status,
+            trunk_status=None,
+            explanation=text,
+            setup_ms=(time.time() - received) * 1000,
+        )
         return reject
 
     def reject(self, reason: Reason, sentence: str, retry_after_s: int | None = None) -> Reject:
@@ -331,8 +414,7 @@ class DialoutPlugin:
         return Reject(reason.status, reason_phrase(reason.status), tuple(headers), reason.value)
 
     def _malformed(self, source: str, status: int, detail: str) -> Reject:
-        self._refused(source, f"invalid_request:{status}", event="invalid_request", status=status,
-                      explanation=detail)
+        self._refused(source, f"invalid_request:{status}", event="invalid_request", status=status, explanation=detail)
         warning = ("Warning", f'399 {self.runtime.gateway_host} "{sanitize_text(detail)}"')
         return Reject(status, reason_phrase(status), (warning,), "invalid_request")
 
@@ -367,12 +449,22 @@ class DialoutPlugin:
         try:
             self.ledger.get().answered(call_id, at or datetime.now(UTC))
         except Exception as exc:
-            self.log.error("ledger_write_failed", operation="answered", call_id=call_id,
-                           error=str(exc) or type(exc).__name__)
+            self.log.error(
+                "ledger_write_failed", operation="answered", call_id=call_id, error=str(exc) or type(exc).__name__
+            )
 
-    def settle(self, call_id: str, variables: Mapping[str, str], *, outcome: str, bridge_status: int | None,
-               trunk_status: int | None, ended_by: str | None, answered_at: datetime | None = None,
-               ended_at: datetime | None = None):
+    def settle(
+        self,
+        call_id: str,
+        variables: Mapping[str, str],
+        *,
+        outcome: str,
+        bridge_status: int | None,
+        trunk_status: int | None,
+        ended_by: str | None,
+        answered_at: datetime | None = None,
+        ended_at: datetime | None = None,
+    ):
         """Close the call in the ledger (idempotent per Call-ID) and write its canonical line.
 
         Returns the Settlement, or None when the ledger could not be written: the
@@ -381,11 +473,13 @@ class DialoutPlugin:
         """
         ended_at = ended_at or datetime.now(UTC)
         try:
-            settlement = self.ledger.get().close_call(call_id, ended_at, outcome, a_status=bridge_status,
-                                                      b_status=trunk_status, answered_at=answered_at)
+            settlement = self.ledger.get().close_call(
+                call_id, ended_at, outcome, a_status=bridge_status, b_status=trunk_status, answered_at=answered_at
+            )
         except Exception as exc:
-            self.log.error("ledger_write_failed", operation="close_call", call_id=call_id,
-                           error=str(exc) or type(exc).__name__)
+            self.log.error(
+                "ledger_write_failed", operation="close_call", call_id=call_id, error=str(exc) or type(exc).__name__
+            )
             settlement = None
         try:
             fields = json.loads(variables.get(VAR_CALL) or "{}")
@@ -398,8 +492,17 @@ class DialoutPlugin:
             final = answered if answered is not None else (None if bridge_status == 200 else ended_at.timestamp())
             if final is not None:
                 setup_ms = max(0.0, (final - fields["received_at"]) * 1000)
-        self._line(fields, call_id=call_id, decision="allow", reason=outcome, bridge_status=bridge_status,
-                   trunk_status=trunk_status, ended_by=ended_by, settlement=settlement, setup_ms=setup_ms)
+        self._line(
+            fields,
+            call_id=call_id,
+            decision="allow",
+            reason=outcome,
+            bridge_status=bridge_status,
+            trunk_status=trunk_status,
+            ended_by=ended_by,
+            settlement=settlement,
+            setup_ms=setup_ms,
+        )
         return settlement
 
     # --- the timer process: grants, heartbeats, the sweep ----------------------------------
@@ -451,8 +554,9 @@ class DialoutPlugin:
         try:
             grant = self.ledger.get().extend(d.call_id, now)
         except Exception as exc:
-            self.log.error("ledger_write_failed", operation="extend", call_id=d.call_id,
-                           error=str(exc) or type(exc).__name__)
+            self.log.error(
+                "ledger_write_failed", operation="extend", call_id=d.call_id, error=str(exc) or type(exc).__name__
+            )
             return None  # tried again next second; the dialog ends at the grant meanwhile
         if grant is None:
             self._exhausted.add(d.call_id)
@@ -501,9 +605,21 @@ class DialoutPlugin:
 
     # --- the canonical line ---------------------------------------------------------------
 
-    def _line(self, fields: Mapping, *, call_id: str, decision: str, reason: str, bridge_status: int | None,
-              trunk_status: int | None, ended_by: str | None = None, explanation: str | None = None,
-              trace=None, settlement=None, setup_ms: float | None = None) -> None:
+    def _line(
+        self,
+        fields: Mapping,
+        *,
+        call_id: str,
+        decision: str,
+        reason: str,
+        bridge_status: int | None,
+        trunk_status: int | None,
+        ended_by: str | None = None,
+        explanation: str | None = None,
+        trace=None,
+        settlement=None,
+        setup_ms: float | None = None,
+    ) -> None:
         line = {
             "call_id": call_id,
             "tenant": fields.get("tenant"),

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import KSR  # provided by app_python3 inside Kamailio
 
@@ -47,9 +47,20 @@ from kamailio_plugin.core import (
 from policy import Reason
 from sip import reject_headers
 
-UTC = timezone.utc
-OUR_VARS = ("dialout_reason", "dialout_bucket", "dialout_max_s", "dialout_granted_s", "dialout_trunk",
-            VAR_CALL, VAR_OUTCOME, VAR_STATUS, VAR_ENDED_BY, VAR_SETTLED, VAR_ANSWERED_AT)
+UTC = UTC
+OUR_VARS = (
+    "dialout_reason",
+    "dialout_bucket",
+    "dialout_max_s",
+    "dialout_granted_s",
+    "dialout_trunk",
+    VAR_CALL,
+    VAR_OUTCOME,
+    VAR_STATUS,
+    VAR_ENDED_BY,
+    VAR_SETTLED,
+    VAR_ANSWERED_AT,
+)
 
 # The cfg route the dialog module runs when an admitted call's timeout fires,
 # before it sends the BYEs: route[DIALOUT_TIMEOUT] { python_exec("dialout_timeout"); }
@@ -98,8 +109,9 @@ def handler_for(config_path: str):
         KSR.err(f"dialout: {exc}\n")
         raise
     lg = settings.runtime.logging
-    configure_logging(lg.level, "json", KamailioLog(), mask_numbers=lg.mask_numbers, mask_fields=lg.mask_fields,
-                      error_hooks=False)
+    configure_logging(
+        lg.level, "json", KamailioLog(), mask_numbers=lg.mask_numbers, mask_fields=lg.mask_fields, error_hooks=False
+    )
     log = get_logger(component="kamailio")
     plugin = DialoutPlugin(settings, log)
     if not _started:
@@ -128,7 +140,7 @@ class DialoutHandler:
         call_id = KSR.pv.get("$ci")
         source = KSR.pv.get("$si") or ""
         if not self.plugin.is_trusted(source):
-            result = self.plugin.admit(None, source)    # logged, and the answer for untrusted sources
+            result = self.plugin.admit(None, source)  # logged, and the answer for untrusted sources
         else:
             # The transaction first: a retransmission that comes in while we decide is
             # absorbed by tm (0), not decided twice.
@@ -145,7 +157,7 @@ class DialoutHandler:
                 self._reply(self._failed_reject())
                 return -1
         if result is None:
-            return -1                                   # dropped: no answer, no transaction
+            return -1  # dropped: no answer, no transaction
         if isinstance(result, Reject):
             self._reply(result)
             return -1
@@ -180,8 +192,9 @@ class DialoutHandler:
 
     def _failed_reject(self) -> Reject:
         """A bug or a Kamailio error in the plugin: nothing goes out, as when the ledger fails."""
-        return self.plugin.reject(Reason.OVERLOADED, "the dial-out plugin failed, so the call was not placed",
-                                  retry_after_s=5)
+        return self.plugin.reject(
+            Reason.OVERLOADED, "the dial-out plugin failed, so the call was not placed", retry_after_s=5
+        )
 
     def _reply(self, reject: Reject) -> None:
         for name, value in reject.headers:
@@ -193,8 +206,9 @@ class DialoutHandler:
 
     def _settle_now(self, call_id: str, variables: dict, outcome: str, status: int) -> None:
         self._mark_settled()
-        self.plugin.settle(call_id, variables, outcome=outcome, bridge_status=status, trunk_status=None,
-                           ended_by="gateway")
+        self.plugin.settle(
+            call_id, variables, outcome=outcome, bridge_status=status, trunk_status=None, ended_by="gateway"
+        )
 
     # --- failure_route ----------------------------------------------------------------------
 
@@ -211,8 +225,7 @@ class DialoutHandler:
                 # No final answer in trunk.answer_timeout_s: the gateway's 408 trunk_timeout.
                 self._set_outcome("trunk_timeout", 408, "gateway")
                 rt = self.plugin.runtime
-                for name, value in reject_headers("trunk_timeout", 408, "the trunk did not answer",
-                                                  rt.gateway_host):
+                for name, value in reject_headers("trunk_timeout", 408, "the trunk did not answer", rt.gateway_host):
                     KSR.hdr.append_to_reply(f"{name}: {value}\r\n")
                 KSR.tm.t_reply(408, "Request Timeout")
             else:
@@ -253,20 +266,28 @@ class DialoutHandler:
             outcome, ended_by = "allowed", "ack_timeout"
         else:
             outcome, ended_by = "duration_exhausted", "gateway"
-            self.log.info("call_cut", call_id=call_id, reason="duration_exhausted",
-                          detail="the authorised duration is used up")
-        self.plugin.settle(call_id, variables, outcome=outcome, bridge_status=200, trunk_status=200,
-                           ended_by=ended_by, answered_at=answered_at)
+            self.log.info(
+                "call_cut", call_id=call_id, reason="duration_exhausted", detail="the authorised duration is used up"
+            )
+        self.plugin.settle(
+            call_id,
+            variables,
+            outcome=outcome,
+            bridge_status=200,
+            trunk_status=200,
+            ended_by=ended_by,
+            answered_at=answered_at,
+        )
 
     # --- event_route[dialog:*] -------------------------------------------------------------
 
     def dialout_dialog(self, msg, event: str = "", *args) -> int:
         event = event.removeprefix("dialog:")
-        call_id = KSR.pv.get("$dlg(callid)")   # not $ci: a timeout runs on a faked message
+        call_id = KSR.pv.get("$dlg(callid)")  # not $ci: a timeout runs on a faked message
         try:
             variables = self._dialog_vars()
             if VAR_CALL not in variables:
-                return 1                           # not a dial-out of ours
+                return 1  # not a dial-out of ours
             if event == "start":
                 KSR.pv.sets(f"$dlg_var({VAR_ANSWERED_AT})", f"{time.time():.3f}")
                 self.plugin.answered(call_id)
@@ -288,8 +309,15 @@ class DialoutHandler:
         start_ts = int(KSR.pv.get("$dlg(start_ts)") or 0)
         answered_at = datetime.fromtimestamp(start_ts, UTC) if start_ts > 0 else None
         ended_by = "bridge" if KSR.rr.is_direction("downstream") > 0 else "trunk"
-        self.plugin.settle(call_id, variables, outcome="allowed", bridge_status=200, trunk_status=200,
-                           ended_by=ended_by, answered_at=answered_at)
+        self.plugin.settle(
+            call_id,
+            variables,
+            outcome="allowed",
+            bridge_status=200,
+            trunk_status=200,
+            ended_by=ended_by,
+            answered_at=answered_at,
+        )
 
     def _failed(self, call_id: str, variables: dict) -> None:
         outcome = variables.get(VAR_OUTCOME) or "trunk_failure"
@@ -301,8 +329,14 @@ class DialoutHandler:
         else:
             status = None
         trunk_status = None if outcome == "trunk_timeout" else status
-        self.plugin.settle(call_id, variables, outcome=outcome, bridge_status=status, trunk_status=trunk_status,
-                           ended_by=variables.get(VAR_ENDED_BY) or "trunk")
+        self.plugin.settle(
+            call_id,
+            variables,
+            outcome=outcome,
+            bridge_status=status,
+            trunk_status=trunk_status,
+            ended_by=variables.get(VAR_ENDED_BY) or "trunk",
+        )
 
     def _dialog_vars(self) -> dict:
         out = {}

@@ -38,8 +38,8 @@ _UNUSED_LISTEN = [{"transport": "udp", "address": "127.0.0.1", "port": 5060}]
 @dataclass(frozen=True, slots=True)
 class PluginSettings:
     path: Path
-    config: GatewayConfig      # the policy: directory + catalogue
-    runtime: RuntimeSettings   # trunk, trusted sources, header names, store, logging
+    config: GatewayConfig  # the policy: directory + catalogue
+    runtime: RuntimeSettings  # trunk, trusted sources, header names, store, logging
 
     @property
     def policy(self):  # -> policy.PolicySettings

@@ -81,9 +81,7 @@ def parse_dialout_policy(value: Any, key: str = "dialout_policy") -> DialoutPoli
         found = _MS_NAMES.get(bare.casefold())
         if found is not None:
             return found
-    raise PolicyConfigError(
-        key, "one of any, domestic, zone_a, disabled, or a tag:DialoutCPC… policy name", value
-    )
+    raise PolicyConfigError(key, "one of any, domestic, zone_a, disabled, or a tag:DialoutCPC… policy name", value)
 
 
 # --- building the settings ----------------------------------------------------------------

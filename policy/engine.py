@@ -151,7 +151,9 @@ def _assess(request: CallRequest, now: datetime, settings: PolicySettings) -> De
         return _deny(Reason.ORGANIZER_UNKNOWN, f"organiser {organizer_id} is not in the directory", trace)
     tenant: Tenant = org.tenant
     if request.tenant and request.tenant.strip().casefold() != tenant.id.casefold():
-        trace.append(_check(("identity", FAIL, f"organiser {org.id} belongs to tenant {tenant.id}, not {request.tenant}")))
+        trace.append(
+            _check(("identity", FAIL, f"organiser {org.id} belongs to tenant {tenant.id}, not {request.tenant}"))
+        )
         return _deny(
             Reason.ORGANIZER_UNKNOWN,
             f"organiser {org.id} is not known in tenant {request.tenant}",
@@ -159,7 +161,9 @@ def _assess(request: CallRequest, now: datetime, settings: PolicySettings) -> De
         )
     local = _tenant_local(now, tenant)
     period = f"{local.year:04d}-{local.month:02d}"
-    trace.append(_check(("identity", PASS, f"organiser {org.id} of tenant {tenant.id}; local time {local.isoformat()}")))
+    trace.append(
+        _check(("identity", PASS, f"organiser {org.id} of tenant {tenant.id}; local time {local.isoformat()}"))
+    )
 
     # 3. Destination ----------------------------------------------------------------
     number = normalize_destination(request.dialled, org.usage_location, cat.number_validation)
@@ -174,7 +178,9 @@ def _assess(request: CallRequest, now: datetime, settings: PolicySettings) -> De
             period=period,
         )
     if number.is_special:
-        trace.append(_check(("destination", PASS, f"{request.dialled!r} is a {number.number_type} number in {number.region}")))
+        trace.append(
+            _check(("destination", PASS, f"{request.dialled!r} is a {number.number_type} number in {number.region}"))
+        )
     else:
         trace.append(_check(("destination", PASS, f"{request.dialled!r} → {number.e164}, region {number.region}")))
 
@@ -210,13 +216,17 @@ def _assess(request: CallRequest, now: datetime, settings: PolicySettings) -> De
     policy = org.dialout_policy
     if policy is DialoutPolicy.DISABLED:
         trace.append(_check(("policy", FAIL, f"policy {org.policy_name} disables meeting dial-out")))
-        return _deny(Reason.DIALOUT_DISABLED, f"{_who(org)}, which disables meeting dial-out", trace, org, number, period=period)
+        return _deny(
+            Reason.DIALOUT_DISABLED, f"{_who(org)}, which disables meeting dial-out", trace, org, number, period=period
+        )
     if policy is DialoutPolicy.DOMESTIC and region not in org.domestic_regions:
         trace.append(_check(("policy", FAIL, f"domestic: {region} is not {org.usage_location}")))
         return _deny(Reason.NOT_DOMESTIC, f"{_who(org)}; {_dest(number)}", trace, org, number, period=period)
     if policy is DialoutPolicy.ZONE_A and region not in cat.zone_a:
         trace.append(_check(("policy", FAIL, f"zone_a: {region} is not in Zone A")))
-        return _deny(Reason.OUTSIDE_ZONE_A, f"{_who(org)}; {_dest(number)}, outside Zone A", trace, org, number, period=period)
+        return _deny(
+            Reason.OUTSIDE_ZONE_A, f"{_who(org)}; {_dest(number)}, outside Zone A", trace, org, number, period=period
+        )
     trace.append(_check(("policy", PASS, f"{org.policy_name} ({policy}) allows {region}")))
     return org, number, local, period, trace
 
@@ -261,7 +271,15 @@ def _decide(
         detail = f"tenant {tenant.id} has {snapshot.concurrent_tenant} dial-outs in progress (limit {g.max_concurrent_per_tenant})"
         trace.append(_check(("guard_concurrency", FAIL, detail)))
         return _deny(Reason.LIMIT_CONCURRENCY, detail, trace, org, number, g.retry_after_concurrency_s, period)
-    trace.append(_check(("guard_concurrency", PASS, f"organiser {snapshot.concurrent_organizer}, tenant {snapshot.concurrent_tenant}")))
+    trace.append(
+        _check(
+            (
+                "guard_concurrency",
+                PASS,
+                f"organiser {snapshot.concurrent_organizer}, tenant {snapshot.concurrent_tenant}",
+            )
+        )
+    )
     if snapshot.calls_last_minute_organizer >= g.max_calls_per_minute_per_organizer:
         detail = (
             f"organiser placed {snapshot.calls_last_minute_organizer} calls in the last minute "
@@ -274,7 +292,10 @@ def _decide(
         detail = f"{region} is on the high-risk destination list"
         trace.append(_check(("guard_fraud", FAIL, detail)))
         return _deny(Reason.FRAUD_SUSPECTED, f"{number.e164}: {detail}", trace, org, number, period=period)
-    if not snapshot.destination_seen_today and snapshot.distinct_destinations_today >= g.max_distinct_destinations_per_day:
+    if (
+        not snapshot.destination_seen_today
+        and snapshot.distinct_destinations_today >= g.max_distinct_destinations_per_day
+    ):
         detail = (
             f"organiser already called {snapshot.distinct_destinations_today} distinct numbers today "
             f"(limit {g.max_distinct_destinations_per_day})"
@@ -316,7 +337,9 @@ def _decide(
             if left > 0:
                 allowances.append((Bucket.PROMOTION, left))
                 charges.append(_charge(Bucket.PROMOTION, cap))
-                trace.append(_check(("bucket_promotion", PASS, f"{promo.name} covers {region} on {day}; {left} s of cap left")))
+                trace.append(
+                    _check(("bucket_promotion", PASS, f"{promo.name} covers {region} on {day}; {left} s of cap left"))
+                )
                 break
             trace.append(_check(("bucket_promotion", SKIP, f"{promo.name}: monthly cap of {cap:g} min used up")))
         else:
@@ -342,7 +365,9 @@ def _decide(
         else:
             trace.append(_check(("bucket_tenant_pool", SKIP, f"pool of {tenant.pool_minutes:g} min used up")))
     else:
-        trace.append(_check(("bucket_tenant_pool", SKIP, "needs a subscription organiser and a non-premium Zone A number")))
+        trace.append(
+            _check(("bucket_tenant_pool", SKIP, "needs a subscription organiser and a non-premium Zone A number"))
+        )
 
     # 8.4 Communications Credits
     rate = cat.credit_rate(region)
@@ -360,9 +385,21 @@ def _decide(
                 charges.append(_charge(Bucket.CREDITS, tenant.credits_balance, rate))
                 trace.append(_check(("bucket_credits", PASS, f"balance {balance:g} at {rate:g}/min → {left} s")))
             else:
-                trace.append(_check(("bucket_credits", SKIP, f"balance {balance:g} does not pay a {unit}-s increment at {rate:g}/min")))
+                trace.append(
+                    _check(
+                        (
+                            "bucket_credits",
+                            SKIP,
+                            f"balance {balance:g} does not pay a {unit}-s increment at {rate:g}/min",
+                        )
+                    )
+                )
     else:
-        why = "organiser holds no credits licence" if not org.credits_licence else f"tenant {tenant.id} has credits disabled"
+        why = (
+            "organiser holds no credits licence"
+            if not org.credits_licence
+            else f"tenant {tenant.id} has credits disabled"
+        )
         trace.append(_check(("bucket_credits", SKIP, why)))
 
     if not allowances:

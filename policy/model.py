@@ -14,8 +14,52 @@ from policy.reasons import Bucket, Reason
 
 #: The 44 countries of the seed's complimentary dial-out period (= "Zone A").
 ZONE_A: frozenset[str] = frozenset(
-    "AU AT BE BR BG CA CN HR CZ DK EE FI FR DE GR HK HU IN IE IT JP LU MY MX NL NZ NO PL "
-    "PT PR RO RU SG SK SI ZA KR ES SE CH TW TH GB US".split()
+    [
+        "AU",
+        "AT",
+        "BE",
+        "BR",
+        "BG",
+        "CA",
+        "CN",
+        "HR",
+        "CZ",
+        "DK",
+        "EE",
+        "FI",
+        "FR",
+        "DE",
+        "GR",
+        "HK",
+        "HU",
+        "IN",
+        "IE",
+        "IT",
+        "JP",
+        "LU",
+        "MY",
+        "MX",
+        "NL",
+        "NZ",
+        "NO",
+        "PL",
+        "PT",
+        "PR",
+        "RO",
+        "RU",
+        "SG",
+        "SK",
+        "SI",
+        "ZA",
+        "KR",
+        "ES",
+        "SE",
+        "CH",
+        "TW",
+        "TH",
+        "GB",
+        "US",
+    ]
 )
 
 #: Regions of the US/Canada add-on. Other +1 regions (JM, DO, PR, …) are not in it.
@@ -104,7 +148,9 @@ class Snapshot:
             self.distinct_destinations_today,
         )
         try:
-            if all(map(math.isfinite, values)) and (self.credits_balance is None or math.isfinite(self.credits_balance)):
+            if all(map(math.isfinite, values)) and (
+                self.credits_balance is None or math.isfinite(self.credits_balance)
+            ):
                 return
         except (TypeError, OverflowError):
             pass
@@ -112,9 +158,7 @@ class Snapshot:
             value = getattr(self, name)
             if name == "credits_balance" and value is None:
                 continue
-            if not isinstance(value, int | float) or (
-                isinstance(value, float) and not math.isfinite(value)
-            ):
+            if not isinstance(value, int | float) or (isinstance(value, float) and not math.isfinite(value)):
                 raise ValueError(f"Snapshot.{name}: expected a finite number, got {value!r:.40}")
 
 
@@ -248,12 +292,7 @@ class Promotion:
     enabled: bool = True
 
     def covers(self, day: date, region: str) -> bool:
-        return (
-            self.enabled
-            and region in self.regions
-            and day <= self.end
-            and (self.start is None or day >= self.start)
-        )
+        return self.enabled and region in self.regions and day <= self.end and (self.start is None or day >= self.start)
 
 
 SEED_PROMOTION = Promotion(name="complimentary-dialout-2018", end=date(2018, 6, 30))

@@ -173,11 +173,11 @@ def _normalize(dialled: str, region: str, validation: str) -> NormalizedNumber:
         text = number  # domain contexts say nothing about the country: parse in `region`
 
     digits = number.translate(_VISUAL)
-    if not digits.startswith("+") and (context is None or not context.startswith("+")):
-        # Dialled digits that are special services in the region come first:
-        # "112" is a complete, valid call in FR even though it is no E.164 number.
-        if shortnumberinfo.connects_to_emergency_number(digits, region):
-            return NormalizedNumber(ok=True, region=region, number_type=NumberType.EMERGENCY)
+    # Dialled digits that are special services in the region come first:
+    # "112" is a complete, valid call in FR even though it is no E.164 number.
+    national = not digits.startswith("+") and (context is None or not context.startswith("+"))
+    if national and shortnumberinfo.connects_to_emergency_number(digits, region):
+        return NormalizedNumber(ok=True, region=region, number_type=NumberType.EMERGENCY)
     try:
         parsed = phonenumbers.parse(text, region)
     except NumberParseException as exc:

@@ -68,14 +68,14 @@ class Trunk:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     password_env: str | None = None
-    setup_timeout_s: float = 5.0           # no provisional by then: try the next trunk (0 = off)
-    answer_timeout_s: float = 60.0         # no final answer by then: CANCEL, 408 trunk_timeout
-    transport: str | None = None           # "udp", "tcp", "tls"; None = from the URI
-    caller_id: str | None = None           # the trunk's default caller ID (a SIP or tel URI)
-    p_asserted_identity: bool = False      # send P-Asserted-Identity with the caller ID
-    register: bool = False                 # keep a registration with the carrier
-    options_ping_s: float = 0.0            # OPTIONS health ping interval; 0 = off
-    down_after: int = 3                    # failed pings or consecutive 503s that mark it down
+    setup_timeout_s: float = 5.0  # no provisional by then: try the next trunk (0 = off)
+    answer_timeout_s: float = 60.0  # no final answer by then: CANCEL, 408 trunk_timeout
+    transport: str | None = None  # "udp", "tcp", "tls"; None = from the URI
+    caller_id: str | None = None  # the trunk's default caller ID (a SIP or tel URI)
+    p_asserted_identity: bool = False  # send P-Asserted-Identity with the caller ID
+    register: bool = False  # keep a registration with the carrier
+    options_ping_s: float = 0.0  # OPTIONS health ping interval; 0 = off
+    down_after: int = 3  # failed pings or consecutive 503s that mark it down
     key: str = ""
     regions: frozenset[str] = field(init=False, compare=False, repr=False)
     prefixes: tuple[str, ...] = field(init=False, compare=False, repr=False)
@@ -84,7 +84,9 @@ class Trunk:
     def __post_init__(self) -> None:
         dests = tuple(self.destinations)
         object.__setattr__(self, "destinations", dests)
-        object.__setattr__(self, "regions", frozenset(d for d in dests if not d.startswith("+") and d != ANY_DESTINATION))
+        object.__setattr__(
+            self, "regions", frozenset(d for d in dests if not d.startswith("+") and d != ANY_DESTINATION)
+        )
         object.__setattr__(
             self, "prefixes", tuple(sorted({d for d in dests if d.startswith("+")}, key=len, reverse=True))
         )
@@ -197,8 +199,9 @@ def check_trunks(trunks: Sequence[Trunk]) -> list[str]:
         where = _where(i, t)
         folded = t.name.casefold()
         if folded in seen:
-            findings.append(f"error: {where}.name: {t.name!r} is also the name of {seen[folded]}; "
-                            "trunk names must be unique")
+            findings.append(
+                f"error: {where}.name: {t.name!r} is also the name of {seen[folded]}; trunk names must be unique"
+            )
         else:
             seen[folded] = where
         for j, dest in enumerate(t.destinations):
@@ -207,17 +210,21 @@ def check_trunks(trunks: Sequence[Trunk]) -> list[str]:
                 continue
             if dest.startswith("+"):
                 if not _PREFIX.fullmatch(dest):
-                    findings.append(f"error: {at}: {dest!r} is not a \"+digits\" prefix of at most 15 digits "
-                                    f"(trunk {t.name})")
+                    findings.append(
+                        f'error: {at}: {dest!r} is not a "+digits" prefix of at most 15 digits (trunk {t.name})'
+                    )
                 elif not _can_start_a_number(dest):
-                    findings.append(f"warning: {at}: no E.164 number starts with {dest}, so no call can match it "
-                                    f"(trunk {t.name})")
+                    findings.append(
+                        f"warning: {at}: no E.164 number starts with {dest}, so no call can match it (trunk {t.name})"
+                    )
             elif dest not in _REGIONS:
-                findings.append(f"error: {at}: {dest!r} is not an ISO region code known to phonenumbers "
-                                f"(trunk {t.name})")
+                findings.append(
+                    f"error: {at}: {dest!r} is not an ISO region code known to phonenumbers (trunk {t.name})"
+                )
         if t.password_env and t.password is None:
-            findings.append(f"error: {where}.password_env: the environment variable {t.password_env} is not set "
-                            f"(trunk {t.name})")
+            findings.append(
+                f"error: {where}.password_env: the environment variable {t.password_env} is not set (trunk {t.name})"
+            )
     findings += _shadowed(trunks)
     return findings
 
@@ -247,7 +254,13 @@ def _shadowed(trunks: Sequence[Trunk]) -> list[str]:
             elif dest in _REGIONS:
                 code = phonenumbers.country_code_for_region(dest)
                 covering = sorted(
-                    {(o.name, p) for k, o in enumerate(trunks) if k != i for p in o.prefixes if str(code).startswith(p[1:])}
+                    {
+                        (o.name, p)
+                        for k, o in enumerate(trunks)
+                        if k != i
+                        for p in o.prefixes
+                        if str(code).startswith(p[1:])
+                    }
                 )
                 if covering:
                     by = ", ".join(f"{p} of {name}" for name, p in covering)

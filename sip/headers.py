@@ -18,28 +18,68 @@ from __future__ import annotations
 
 import re
 
-from .message import header_key, parse_header_params, split_header_list
 from .errors import SipParseError
+from .message import header_key, parse_header_params, split_header_list
 
 Headers = tuple[tuple[str, str], ...]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 # Never relayed in a request: about this hop, this endpoint, or dangerous.
-_REQUEST_DENY = frozenset({
-    "contact", "allow", "allow-events", "supported", "require", "proxy-require", "unsupported",
-    "user-agent", "server", "authorization", "proxy-authorization", "www-authenticate",
-    "proxy-authenticate", "authentication-info", "rseq", "rack", "accept", "accept-encoding",
-    "accept-language", "max-breadth", "p-asserted-identity", "p-preferred-identity",
-    "remote-party-id", "privacy", "refer-to", "referred-by", "replaces", "path", "service-route",
-    "security-client", "security-server", "security-verify", "record-route", "route", "via",
-})
+_REQUEST_DENY = frozenset(
+    {
+        "contact",
+        "allow",
+        "allow-events",
+        "supported",
+        "require",
+        "proxy-require",
+        "unsupported",
+        "user-agent",
+        "server",
+        "authorization",
+        "proxy-authorization",
+        "www-authenticate",
+        "proxy-authenticate",
+        "authentication-info",
+        "rseq",
+        "rack",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "max-breadth",
+        "p-asserted-identity",
+        "p-preferred-identity",
+        "remote-party-id",
+        "privacy",
+        "refer-to",
+        "referred-by",
+        "replaces",
+        "path",
+        "service-route",
+        "security-client",
+        "security-server",
+        "security-verify",
+        "record-route",
+        "route",
+        "via",
+    }
+)
 
 # Relayed with a response (to the bridge's INVITE or to a relayed request).
-_RESPONSE_ALLOW = frozenset({
-    "reason", "retry-after", "session-expires", "min-se", "p-early-media", "recv-info",
-    "content-disposition", "content-language", "content-encoding",
-})
+_RESPONSE_ALLOW = frozenset(
+    {
+        "reason",
+        "retry-after",
+        "session-expires",
+        "min-se",
+        "p-early-media",
+        "recv-info",
+        "content-disposition",
+        "content-language",
+        "content-encoding",
+    }
+)
 
 
 def parse_block(block: str | None) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from .message import SipRequest, parse_address, parse_header_params, parse_reque
 from .sdp import extract_sdp
 from .uri import DialledNumber, dialled_from_request_uri
 
-__all__ = ["HeaderNames", "InboundInvite", "read_invite", "invite_from_request"]
+__all__ = ["HeaderNames", "InboundInvite", "invite_from_request", "read_invite"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +107,7 @@ def _delta_seconds(value: str | None) -> tuple[int | None, str | None]:
     return seconds, refresher
 
 
-def invite_from_request(
-    req: SipRequest, header_names: HeaderNames = DEFAULT_HEADER_NAMES
-) -> InboundInvite:
+def invite_from_request(req: SipRequest, header_names: HeaderNames = DEFAULT_HEADER_NAMES) -> InboundInvite:
     """Build an :class:`InboundInvite` from an already parsed request."""
     if req.method != "INVITE":
         raise SipParseError("request is not an INVITE")
@@ -139,9 +137,7 @@ def invite_from_request(
     )
 
 
-def read_invite(
-    raw: str | bytes, header_names: HeaderNames = DEFAULT_HEADER_NAMES
-) -> InboundInvite:
+def read_invite(raw: str | bytes, header_names: HeaderNames = DEFAULT_HEADER_NAMES) -> InboundInvite:
     """Parse the raw INVITE text (pjsua2's ``rdata.wholeMsg``).
 
     Raises :class:`SipParseError` for a malformed message (status hint 400,

@@ -43,20 +43,18 @@ from .errors import SipParseError
 from .uri import SipUri, _parse_host_port, _split_scheme, check_uri_chars, parse_uri
 
 __all__ = [
-    "SipRequest",
+    "COMPACT_FORMS",
     "Address",
-    "parse_request",
+    "SipRequest",
+    "canonical_header_name",
+    "header_key",
     "parse_address",
     "parse_header_params",
+    "parse_request",
     "split_header_list",
-    "header_key",
-    "canonical_header_name",
-    "COMPACT_FORMS",
 ]
 
-_TOKEN_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
-)
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 
 #: RFC 3261 §7.3.3 and the IANA SIP header registry.
 COMPACT_FORMS: dict[str, str] = {
@@ -85,19 +83,69 @@ COMPACT_FORMS: dict[str, str] = {
 _CANONICAL: dict[str, str] = {
     name.lower(): name
     for name in (
-        "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language",
-        "Alert-Info", "Allow", "Allow-Events", "Authentication-Info",
-        "Authorization", "Call-ID", "Call-Info", "Contact", "Content-Disposition",
-        "Content-Encoding", "Content-Language", "Content-Length", "Content-Type",
-        "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "History-Info",
-        "Identity", "Identity-Info", "In-Reply-To", "Max-Forwards", "MIME-Version",
-        "Min-Expires", "Min-SE", "Organization", "P-Asserted-Identity",
-        "P-Preferred-Identity", "Path", "Priority", "Privacy", "Proxy-Authenticate",
-        "Proxy-Authorization", "Proxy-Require", "RAck", "Reason", "Record-Route",
-        "Refer-To", "Referred-By", "Reject-Contact", "Reply-To",
-        "Request-Disposition", "Require", "Retry-After", "Route", "RSeq",
-        "Server", "Service-Route", "Session-Expires", "Subject", "Supported",
-        "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning",
+        "Accept",
+        "Accept-Contact",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Authentication-Info",
+        "Authorization",
+        "Call-ID",
+        "Call-Info",
+        "Contact",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Content-Length",
+        "Content-Type",
+        "CSeq",
+        "Date",
+        "Error-Info",
+        "Event",
+        "Expires",
+        "From",
+        "History-Info",
+        "Identity",
+        "Identity-Info",
+        "In-Reply-To",
+        "Max-Forwards",
+        "MIME-Version",
+        "Min-Expires",
+        "Min-SE",
+        "Organization",
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Path",
+        "Priority",
+        "Privacy",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Require",
+        "RAck",
+        "Reason",
+        "Record-Route",
+        "Refer-To",
+        "Referred-By",
+        "Reject-Contact",
+        "Reply-To",
+        "Request-Disposition",
+        "Require",
+        "Retry-After",
+        "Route",
+        "RSeq",
+        "Server",
+        "Service-Route",
+        "Session-Expires",
+        "Subject",
+        "Supported",
+        "Timestamp",
+        "To",
+        "Unsupported",
+        "User-Agent",
+        "Via",
+        "Warning",
         "WWW-Authenticate",
     )
 }
@@ -107,14 +155,38 @@ _CANONICAL: dict[str, str] = {
 # headers, Date, From/To, Call-ID, Subject, User-Agent etc. are never split.
 _LIST_HEADERS = frozenset(
     (
-        "accept", "accept-contact", "accept-encoding", "accept-language",
-        "alert-info", "allow", "allow-events", "call-info", "contact",
-        "content-encoding", "content-language", "error-info", "history-info",
-        "in-reply-to", "p-asserted-identity", "p-preferred-identity", "path",
-        "proxy-require", "reason", "record-route", "reject-contact",
-        "request-disposition", "require", "route", "security-client",
-        "security-server", "security-verify", "service-route", "supported",
-        "unsupported", "via", "warning",
+        "accept",
+        "accept-contact",
+        "accept-encoding",
+        "accept-language",
+        "alert-info",
+        "allow",
+        "allow-events",
+        "call-info",
+        "contact",
+        "content-encoding",
+        "content-language",
+        "error-info",
+        "history-info",
+        "in-reply-to",
+        "p-asserted-identity",
+        "p-preferred-identity",
+        "path",
+        "proxy-require",
+        "reason",
+        "record-route",
+        "reject-contact",
+        "request-disposition",
+        "require",
+        "route",
+        "security-client",
+        "security-server",
+        "security-verify",
+        "service-route",
+        "supported",
+        "unsupported",
+        "via",
+        "warning",
     )
 )
 # List headers in which an empty element is malformed (RFC 4475 §3.1.2.1).
@@ -289,9 +361,7 @@ def parse_address(value: str, *, allow_star: bool = False) -> Address:
         for word in words:
             # Lenient: UTF-8 letters are accepted in an unquoted display name
             # (RFC 3261 wants them quoted; real UAs do not always bother).
-            if not _TOKEN_CHARS.issuperset(word) and not all(
-                c in _TOKEN_CHARS or c > "\x7f" for c in word
-            ):
+            if not _TOKEN_CHARS.issuperset(word) and not all(c in _TOKEN_CHARS or c > "\x7f" for c in word):
                 raise SipParseError("unquoted display name holds separators")
         display = " ".join(words) if words else None
         rest = v[lt:]

@@ -31,59 +31,100 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
-    "reject_headers",
-    "bye_reason_header",
-    "strip_headers",
-    "reason_phrase",
-    "sanitize_text",
-    "MAX_WARNING_TEXT",
     "DECISION_HEADER",
+    "MAX_WARNING_TEXT",
     "Q850_NORMAL_CLEARING",
+    "bye_reason_header",
+    "reason_phrase",
+    "reject_headers",
+    "sanitize_text",
+    "strip_headers",
 ]
 
 MAX_WARNING_TEXT = 200
 DECISION_HEADER = "X-Dialout-Decision"
 Q850_NORMAL_CLEARING = 16
 
-_TOKEN_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
-)
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _HOSTPORT_CHARS = _TOKEN_CHARS | frozenset("[]:")
 
 _PHRASES: dict[int, str] = {
-    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
-    183: "Session Progress", 199: "Early Dialog Terminated",
-    200: "OK", 202: "Accepted", 204: "No Notification",
-    300: "Multiple Choices", 301: "Moved Permanently", 302: "Moved Temporarily",
-    305: "Use Proxy", 380: "Alternative Service",
-    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    406: "Not Acceptable", 407: "Proxy Authentication Required",
-    408: "Request Timeout", 410: "Gone", 412: "Conditional Request Failed",
-    413: "Request Entity Too Large", 414: "Request-URI Too Long",
-    415: "Unsupported Media Type", 416: "Unsupported URI Scheme",
-    417: "Unknown Resource-Priority", 420: "Bad Extension",
-    421: "Extension Required", 422: "Session Interval Too Small",
-    423: "Interval Too Brief", 428: "Use Identity Header",
-    429: "Provide Referrer Identity", 433: "Anonymity Disallowed",
-    436: "Bad Identity-Info", 437: "Unsupported Certificate",
-    438: "Invalid Identity Header", 470: "Consent Needed",
-    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
-    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete",
-    485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
-    488: "Not Acceptable Here", 489: "Bad Event", 491: "Request Pending",
-    493: "Undecipherable", 494: "Security Agreement Required",
-    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Server Time-out",
-    505: "Version Not Supported", 513: "Message Too Large",
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    412: "Conditional Request Failed",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    417: "Unknown Resource-Priority",
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",
+    423: "Interval Too Brief",
+    428: "Use Identity Header",
+    429: "Provide Referrer Identity",
+    433: "Anonymity Disallowed",
+    436: "Bad Identity-Info",
+    437: "Unsupported Certificate",
+    438: "Invalid Identity Header",
+    470: "Consent Needed",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    493: "Undecipherable",
+    494: "Security Agreement Required",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
     580: "Precondition Failure",
-    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
-    606: "Not Acceptable", 607: "Unwanted",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+    607: "Unwanted",
 }
 # RFC 3261 §21 class names, for codes without a registered phrase.
 _CLASS_PHRASES = {
-    1: "Provisional", 2: "Successful", 3: "Redirection",
-    4: "Request Failure", 5: "Server Failure", 6: "Global Failure",
+    1: "Provisional",
+    2: "Successful",
+    3: "Redirection",
+    4: "Request Failure",
+    5: "Server Failure",
+    6: "Global Failure",
 }
 
 
@@ -177,9 +218,7 @@ def bye_reason_header(
     return ("Reason", f'Q.850;cause={q850_cause};text="{shown}"')
 
 
-def strip_headers(
-    headers: Iterable[tuple[str, str]], prefix: str = "X-Dialout-"
-) -> list[tuple[str, str]]:
+def strip_headers(headers: Iterable[tuple[str, str]], prefix: str = "X-Dialout-") -> list[tuple[str, str]]:
     """Drop every header whose name starts with ``prefix`` (any case), e.g.
     before the B-leg INVITE goes to the trunk. Order is kept."""
     p = prefix.lower()

@@ -10,12 +10,13 @@ either ``application/sdp`` or a ``multipart/*`` body (RFC 2046) holding an
 
 from __future__ import annotations
 
+import re as _re
 from typing import Any
 
 from .errors import SipParseError
 from .message import parse_header_params
 
-__all__ = ["connection_address", "media_ports", "is_hold", "extract_sdp", "check_sdp"]
+__all__ = ["check_sdp", "connection_address", "extract_sdp", "is_hold", "media_ports"]
 
 _HOLD_DIRECTIONS = frozenset(("sendonly", "inactive"))
 _DIRECTIONS = frozenset(("sendrecv", "sendonly", "recvonly", "inactive"))
@@ -146,7 +147,7 @@ def _multipart_parts(body: str, boundary: str) -> list[tuple[str | None, str]]:
     current: list[str] | None = None
     for line in body.split("\n"):
         bare = line.rstrip("\r").rstrip(" \t")
-        if bare == delim or bare == close:
+        if bare in (delim, close):
             if current is not None:
                 parts.append(_split_part("\n".join(current)))
             if bare == close:
@@ -204,9 +205,8 @@ def extract_sdp(content_type: str | None, body: str, _depth: int = 0) -> str | N
 
 # --- the safety check on every SDP the gateway relays ------------------------------------------
 
-import re as _re
 
-_CONTROL = _re.compile("[\x00-\x08\x0a-\x1f\x7f]")   # tab is allowed; CR/LF split lines already
+_CONTROL = _re.compile("[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed; CR/LF split lines already
 MAX_SDP_BYTES = 16 * 1024
 MAX_SDP_LINE = 1024
 MAX_MEDIA = 16
@@ -338,7 +338,7 @@ def _check_c(value: str) -> str | None:
         return "c= TTL/count is not a number"
     if parts[1] == "IP4" and not (_ipv4_ok(addr) or (_host_ok(addr) and not addr.replace(".", "").isdigit())):
         return f"c= address {addr!r} is not IPv4"
-    if parts[1] == "IP6" and not (_ipv6_ok(addr) or _host_ok(addr) and ":" not in addr):
+    if parts[1] == "IP6" and not (_ipv6_ok(addr) or (_host_ok(addr) and ":" not in addr)):
         return f"c= address {addr!r} is not IPv6"
     return None
 

@@ -18,12 +18,12 @@ from urllib.parse import unquote
 from .errors import SipParseError
 
 __all__ = [
+    "DialledNumber",
     "SipUri",
     "TelUri",
-    "DialledNumber",
-    "parse_uri",
-    "dialled_from_request_uri",
     "check_uri_chars",
+    "dialled_from_request_uri",
+    "parse_uri",
 ]
 
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -70,9 +70,7 @@ def _split_scheme(uri: str) -> tuple[str, str]:
     return scheme.lower(), uri[colon + 1 :]
 
 
-def _parse_params(
-    text: str, what: str
-) -> tuple[tuple[str, str | None], ...]:
+def _parse_params(text: str, what: str) -> tuple[tuple[str, str | None], ...]:
     """``a=1;b;c=x`` → ((a, 1), (b, None), (c, x)); names lower-cased,
     values unescaped. Empty parameters (``;;``) are malformed."""
     out: list[tuple[str, str | None]] = []

@@ -1,17 +1,17 @@
 """The durable usage ledger and the shared counters (see docs/ledger.md).
 
-    store = open_store("sqlite:///var/ledger.db")        # or "postgresql://user@host:5432/db"
-    store.migrate()
-    grant = store.open_call(CallOpen(...))               # reserve the first chunk
-    grant = store.extend(call_id, now)                   # before the granted time runs out
-    store.answered(call_id, at); store.heartbeat(ids, at)
-    settlement = store.close_call(call_id, ended_at, "normal")
+store = open_store("sqlite:///var/ledger.db")        # or "postgresql://user@host:5432/db"
+store.migrate()
+grant = store.open_call(CallOpen(...))               # reserve the first chunk
+grant = store.extend(call_id, now)                   # before the granted time runs out
+store.answered(call_id, at); store.heartbeat(ids, at)
+settlement = store.close_call(call_id, ended_at, "normal")
 
-    with store.batch():                                  # several methods, one commit
-        ...
+with store.batch():                                  # several methods, one commit
+    ...
 
-    writer = LedgerWriter(url_or_settings, post=loop.call_soon)   # off the SIP thread, group-committed
-    writer.submit(lambda store: store.open_call(call), on_done=callback)
+writer = LedgerWriter(url_or_settings, post=loop.call_soon)   # off the SIP thread, group-committed
+writer.submit(lambda store: store.open_call(call), on_done=callback)
 """
 
 from __future__ import annotations
@@ -24,6 +24,20 @@ from store.types import BUCKETS, LIFETIME, BucketSpec, CallOpen, Grant, Settleme
 from store.writer import LedgerWriter, WriterStats, WriterStopped
 
 __all__ = [
-    "BUCKETS", "LIFETIME", "Batch", "BucketSpec", "CallOpen", "Grant", "Settlement", "Store", "StoreError",
-    "TransactionConflict", "TransactionLost", "LedgerWriter", "WriterStats", "WriterStopped", "open_store", "period_of",
+    "BUCKETS",
+    "LIFETIME",
+    "Batch",
+    "BucketSpec",
+    "CallOpen",
+    "Grant",
+    "LedgerWriter",
+    "Settlement",
+    "Store",
+    "StoreError",
+    "TransactionConflict",
+    "TransactionLost",
+    "WriterStats",
+    "WriterStopped",
+    "open_store",
+    "period_of",
 ]

@@ -32,8 +32,9 @@ class AlertsMixin(StoreCore):
         self._alerted: set[tuple[str, str, str]] = set()  # (tenant, period, kind) known to be raised
         self._notifier = WebhookNotifier(alert_webhook, self.log) if alert_webhook else None
 
-    def _check_alerts(self, tenant: str, period: str, bucket: str, used: float,
-                      capacity: float | None, now_ts: float) -> None:
+    def _check_alerts(
+        self, tenant: str, period: str, bucket: str, used: float, capacity: float | None, now_ts: float
+    ) -> None:
         """After a debit, inside the settling transaction."""
         if capacity is None:
             return
@@ -43,21 +44,39 @@ class AlertsMixin(StoreCore):
             percent = used / capacity * 100.0
             for level in (80, 100):
                 if percent + EPS >= level:
-                    self._raise_alert(tenant, period, f"pool_{level}", "pool_threshold", now_ts,
-                                      percent=level, used_minutes=round(used, 6), pool_minutes=capacity)
+                    self._raise_alert(
+                        tenant,
+                        period,
+                        f"pool_{level}",
+                        "pool_threshold",
+                        now_ts,
+                        percent=level,
+                        used_minutes=round(used, 6),
+                        pool_minutes=capacity,
+                    )
         elif bucket == "credits":
             left = capacity - used
             if left <= self.credits_floor + EPS:
-                self._raise_alert(tenant, period, "credits_low", "credits_low", now_ts,
-                                  balance_left=round(left, 6), floor=self.credits_floor, balance=capacity)
+                self._raise_alert(
+                    tenant,
+                    period,
+                    "credits_low",
+                    "credits_low",
+                    now_ts,
+                    balance_left=round(left, 6),
+                    floor=self.credits_floor,
+                    balance=capacity,
+                )
 
     def _raise_alert(self, tenant: str, period: str, kind: str, event: str, now_ts: float, **detail) -> None:
         key = (tenant, period, kind)
         if key in self._alerted:
             return
-        cur = self._x("INSERT INTO alerts (tenant, period, kind, created_at, detail) VALUES (?, ?, ?, ?, ?)"
-                      " ON CONFLICT (tenant, period, kind) DO NOTHING",
-                      (tenant, period, kind, now_ts, json.dumps(detail)))
+        cur = self._x(
+            "INSERT INTO alerts (tenant, period, kind, created_at, detail) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (tenant, period, kind) DO NOTHING",
+            (tenant, period, kind, now_ts, json.dumps(detail)),
+        )
         if cur.rowcount == 1:
             fields = {"tenant": tenant, "period": period, **detail}
             self._after_commit(lambda: self._emit_alert(key, event, fields))
@@ -78,8 +97,10 @@ class AlertsMixin(StoreCore):
             sql += " WHERE tenant = ?"
             params = (tenant,)
         rows = self._run(lambda: self._all(AlertRow, sql + " ORDER BY created_at, kind", params), write=False)
-        return [{"tenant": r.tenant, "period": r.period, "kind": r.kind, "created_at": r.created_at,
-                 **json.loads(r.detail)} for r in rows]
+        return [
+            {"tenant": r.tenant, "period": r.period, "kind": r.kind, "created_at": r.created_at, **json.loads(r.detail)}
+            for r in rows
+        ]
 
     def close(self) -> None:
         if self._notifier is not None:

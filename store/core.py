@@ -127,6 +127,7 @@ class StoreCore(ABC):
             raise ValueError("chunk_s must be at least 1 second")
         if log is None:
             import structlog
+
             log = structlog.get_logger("dialout.store")
         self.instance_id = instance_id
         self.chunk_s = int(chunk_s)
@@ -212,8 +213,9 @@ class StoreCore(ABC):
             return
         names = tuple(d[0] for d in cur.description)
         if names != row_type._fields:  # type: ignore[attr-defined]
-            raise TypeError(f"statement returns columns {names}, but {row_type.__name__} has fields "
-                            f"{row_type._fields}: {sql}")  # type: ignore[attr-defined]
+            raise TypeError(
+                f"statement returns columns {names}, but {row_type.__name__} has fields {row_type._fields}: {sql}"
+            )  # type: ignore[attr-defined]
         self._checked_statements.add(key)
 
     # ------------------------------------------------------------------ effects after commit
@@ -321,8 +323,9 @@ class StoreCore(ABC):
         error = self._batch_error(exc, kind)
         if error is None:
             if isinstance(exc, RetryTransaction):
-                error = StoreError(f"{self.dialect} store: lost a race on a unique key; "
-                                   "run the batch again with savepoints")
+                error = StoreError(
+                    f"{self.dialect} store: lost a race on a unique key; run the batch again with savepoints"
+                )
             elif kind is not None:
                 error = StoreError(f"{self.dialect} store: {exc}")
             else:

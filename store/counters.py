@@ -64,8 +64,25 @@ class CountersMixin(StoreCore):
         """
         period, day = period_and_day(now, tz)
         last_minute_from = int(epoch(now)) - RATE_WINDOW_S
-        params = (tenant, period, tenant, period, tenant, LIFETIME, organizer, period, organizer, tenant,
-                  organizer, last_minute_from, organizer, day, organizer, day, e164 or "")
+        params = (
+            tenant,
+            period,
+            tenant,
+            period,
+            tenant,
+            LIFETIME,
+            organizer,
+            period,
+            organizer,
+            tenant,
+            organizer,
+            last_minute_from,
+            organizer,
+            day,
+            organizer,
+            day,
+            e164 or "",
+        )
 
         def fn() -> dict:
             row = self._one(CounterRow, _SNAPSHOT_SQL, params)
@@ -85,28 +102,46 @@ class CountersMixin(StoreCore):
 
     def _count_opened(self, organizer: str, tenant: str, day: str, e164: str, started: float) -> None:
         """The guard counters of a call just opened (inside open_call's transaction)."""
-        self._x("INSERT INTO live_calls (scope, id, calls) VALUES ('organizer', ?, 1), ('tenant', ?, 1)"
-                " ON CONFLICT (scope, id) DO UPDATE SET calls = live_calls.calls + 1", (organizer, tenant))
-        self._x("INSERT INTO organizer_seconds (organizer, second, calls) VALUES (?, ?, 1)"
-                " ON CONFLICT (organizer, second) DO UPDATE SET calls = organizer_seconds.calls + 1",
-                (organizer, int(started)))
-        new_destination = self._x(
-            "INSERT INTO organizer_destinations (organizer, day, e164) VALUES (?, ?, ?)"
-            " ON CONFLICT (organizer, day, e164) DO NOTHING", (organizer, day, e164)).rowcount == 1
+        self._x(
+            "INSERT INTO live_calls (scope, id, calls) VALUES ('organizer', ?, 1), ('tenant', ?, 1)"
+            " ON CONFLICT (scope, id) DO UPDATE SET calls = live_calls.calls + 1",
+            (organizer, tenant),
+        )
+        self._x(
+            "INSERT INTO organizer_seconds (organizer, second, calls) VALUES (?, ?, 1)"
+            " ON CONFLICT (organizer, second) DO UPDATE SET calls = organizer_seconds.calls + 1",
+            (organizer, int(started)),
+        )
+        new_destination = (
+            self._x(
+                "INSERT INTO organizer_destinations (organizer, day, e164) VALUES (?, ?, ?)"
+                " ON CONFLICT (organizer, day, e164) DO NOTHING",
+                (organizer, day, e164),
+            ).rowcount
+            == 1
+        )
         if new_destination:
-            self._x("INSERT INTO organizer_days (organizer, day, distinct_destinations) VALUES (?, ?, 1)"
-                    " ON CONFLICT (organizer, day) DO UPDATE"
-                    " SET distinct_destinations = organizer_days.distinct_destinations + 1", (organizer, day))
+            self._x(
+                "INSERT INTO organizer_days (organizer, day, distinct_destinations) VALUES (?, ?, 1)"
+                " ON CONFLICT (organizer, day) DO UPDATE"
+                " SET distinct_destinations = organizer_days.distinct_destinations + 1",
+                (organizer, day),
+            )
 
     def _count_settled(self, organizer: str, tenant: str, period: str, addon_minutes: float) -> None:
         """The guard counters of a live call being settled (inside its transaction)."""
-        self._x("UPDATE live_calls SET calls = calls - 1 WHERE calls > 0 AND"
-                " ((scope = 'organizer' AND id = ?) OR (scope = 'tenant' AND id = ?))", (organizer, tenant))
+        self._x(
+            "UPDATE live_calls SET calls = calls - 1 WHERE calls > 0 AND"
+            " ((scope = 'organizer' AND id = ?) OR (scope = 'tenant' AND id = ?))",
+            (organizer, tenant),
+        )
         if addon_minutes:
-            self._x("INSERT INTO organizer_periods (organizer, period, addon_minutes) VALUES (?, ?, ?)"
-                    " ON CONFLICT (organizer, period) DO UPDATE"
-                    " SET addon_minutes = organizer_periods.addon_minutes + excluded.addon_minutes",
-                    (organizer, period, addon_minutes))
+            self._x(
+                "INSERT INTO organizer_periods (organizer, period, addon_minutes) VALUES (?, ?, ?)"
+                " ON CONFLICT (organizer, period) DO UPDATE"
+                " SET addon_minutes = organizer_periods.addon_minutes + excluded.addon_minutes",
+                (organizer, period, addon_minutes),
+            )
 
     def prune_counters(self, now: datetime) -> None:
         """Drop per-second call counts that no rate window can reach any more."""

@@ -8,8 +8,15 @@ from store.base import Store
 from store.types import StoreError
 
 
-def open_store(url: str, *, instance_id: str | None = None, chunk_s: int = 300, log=None,
-               credits_floor: float = 0.0, alert_webhook: str | None = None) -> Store:
+def open_store(
+    url: str,
+    *,
+    instance_id: str | None = None,
+    chunk_s: int = 300,
+    log=None,
+    credits_floor: float = 0.0,
+    alert_webhook: str | None = None,
+) -> Store:
     """Open the store named by `url`.
 
     - ``sqlite:///relative/path.db`` (relative to the current directory),
@@ -20,16 +27,24 @@ def open_store(url: str, *, instance_id: str | None = None, chunk_s: int = 300, 
     Raises StoreError for a bad URL or a database that cannot be reached.
     The schema is not touched: call `migrate()` (the gateway does at startup).
     """
-    common = dict(instance_id=instance_id or socket.gethostname(), chunk_s=chunk_s, log=log,
-                  credits_floor=credits_floor, alert_webhook=alert_webhook)
+    common = dict(
+        instance_id=instance_id or socket.gethostname(),
+        chunk_s=chunk_s,
+        log=log,
+        credits_floor=credits_floor,
+        alert_webhook=alert_webhook,
+    )
     if not isinstance(url, str) or not url:
         raise StoreError("store url is empty; expected sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
     if url.startswith("sqlite:"):
         if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
-            raise StoreError(f"bad SQLite store url {url!r}; expected sqlite:///relative/path.db, "
-                             "sqlite:////absolute/path.db or sqlite:///:memory:")
+            raise StoreError(
+                f"bad SQLite store url {url!r}; expected sqlite:///relative/path.db, "
+                "sqlite:////absolute/path.db or sqlite:///:memory:"
+            )
         from store.sqlite import SQLiteStore
-        return SQLiteStore(url[len("sqlite:///"):], **common)
+
+        return SQLiteStore(url[len("sqlite:///") :], **common)
     if url.startswith(("postgresql://", "postgres://")):
         try:
             from store.postgres import PostgresStore
@@ -37,5 +52,6 @@ def open_store(url: str, *, instance_id: str | None = None, chunk_s: int = 300, 
             raise StoreError(f"PostgreSQL store needs psycopg 3: {exc}") from None
         return PostgresStore(url, **common)
     scheme = url.split(":", 1)[0] if ":" in url else url
-    raise StoreError(f"unsupported store url scheme {scheme!r}; expected sqlite:///PATH or "
-                     "postgresql://USER@HOST:PORT/DB")
+    raise StoreError(
+        f"unsupported store url scheme {scheme!r}; expected sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+    )

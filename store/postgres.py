@@ -46,8 +46,12 @@ class PostgresStore(Store):
 
     def _connect(self) -> psycopg.Connection:
         try:
-            conn = psycopg.connect(self.url, autocommit=False, connect_timeout=self.connect_timeout_s,
-                                   application_name=f"dialout-gw:{self.instance_id}"[:63])
+            conn = psycopg.connect(
+                self.url,
+                autocommit=False,
+                connect_timeout=self.connect_timeout_s,
+                application_name=f"dialout-gw:{self.instance_id}"[:63],
+            )
             if self.lock_timeout_s is not None:
                 self._set_lock_timeout(conn)
             return conn
@@ -91,8 +95,7 @@ class PostgresStore(Store):
         return not (self._conn.closed or self._conn.broken)
 
     def _classify(self, exc):
-        if isinstance(exc, (pg_errors.DeadlockDetected, pg_errors.SerializationFailure,
-                            pg_errors.LockNotAvailable)):
+        if isinstance(exc, (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)):
             return "retry"
         if isinstance(exc, psycopg.OperationalError) and (self._conn.closed or self._conn.broken):
             return "reconnect"

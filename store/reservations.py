@@ -27,7 +27,6 @@ from store.periods import epoch, period_and_day
 from store.rows import CALL_COLUMNS, EPS, LIVE, BucketLevel, CallRow, GrantRow
 from store.types import LIFETIME, BucketSpec, CallOpen, Grant
 
-
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps would build one per call
 
 
@@ -43,9 +42,18 @@ class ReservationsMixin(CountersMixin):
     def _chunk_units(self, increment_s: int) -> int:
         return max(1, self.chunk_s // increment_s)
 
-    def _reserve(self, call_id: str, tenant: str, period: str, chain: tuple[BucketSpec, ...],
-                 start_pos: int, seq: int, granted: int, increment_s: int,
-                 max_duration_s: int | None) -> tuple[int, int, str, int | None] | None:
+    def _reserve(
+        self,
+        call_id: str,
+        tenant: str,
+        period: str,
+        chain: tuple[BucketSpec, ...],
+        start_pos: int,
+        seq: int,
+        granted: int,
+        increment_s: int,
+        max_duration_s: int | None,
+    ) -> tuple[int, int, str, int | None] | None:
         """Reserve the next chunk from chain[start_pos:], inside the caller's transaction.
 
         Returns (chain position, next seq, bucket, total granted seconds or None
@@ -63,9 +71,11 @@ class ReservationsMixin(CountersMixin):
             bperiod = LIFETIME if is_credits else period
             unit_amount = increment_s / 60.0 * (spec.rate_per_minute if is_credits else 1.0)
             if spec.capacity is None:
-                cur = self._x("INSERT INTO reservations (call_id, seq, tenant, period, bucket, units, unit_amount,"
-                              " amount) VALUES (?, ?, ?, ?, ?, NULL, ?, 0) ON CONFLICT (call_id, seq) DO NOTHING",
-                              (call_id, seq, tenant, bperiod, spec.bucket, unit_amount))
+                cur = self._x(
+                    "INSERT INTO reservations (call_id, seq, tenant, period, bucket, units, unit_amount,"
+                    " amount) VALUES (?, ?, ?, ?, ?, NULL, ?, 0) ON CONFLICT (call_id, seq) DO NOTHING",
+                    (call_id, seq, tenant, bperiod, spec.bucket, unit_amount),
+                )
                 if cur.rowcount != 1:
                     raise RetryTransaction()
                 return pos, seq + 1, spec.bucket, None
@@ -76,7 +86,8 @@ class ReservationsMixin(CountersMixin):
                 "INSERT INTO buckets (tenant, period, bucket, capacity, used, reserved) VALUES (?, ?, ?, ?, 0, 0)"
                 " ON CONFLICT (tenant, period, bucket) DO UPDATE SET capacity = excluded.capacity"
                 " RETURNING used, reserved",
-                (tenant, bperiod, spec.bucket, capacity))
+                (tenant, bperiod, spec.bucket, capacity),
+            )
             left = capacity - level.used - level.reserved
             if unit_amount > 0:
                 units = min(want, math.floor(left / unit_amount + EPS))
@@ -85,14 +96,18 @@ class ReservationsMixin(CountersMixin):
             if units <= 0:
                 continue
             amount = units * unit_amount
-            cur = self._x("UPDATE buckets SET reserved = reserved + ? WHERE tenant = ? AND period = ? AND bucket = ?"
-                          " AND used + reserved + ? <= ?",
-                          (amount, tenant, bperiod, spec.bucket, amount, capacity + EPS))
+            cur = self._x(
+                "UPDATE buckets SET reserved = reserved + ? WHERE tenant = ? AND period = ? AND bucket = ?"
+                " AND used + reserved + ? <= ?",
+                (amount, tenant, bperiod, spec.bucket, amount, capacity + EPS),
+            )
             if cur.rowcount != 1:  # cannot happen while we hold the row; never overspend if it does
                 continue
-            cur = self._x("INSERT INTO reservations (call_id, seq, tenant, period, bucket, units, unit_amount, amount)"
-                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_id, seq) DO NOTHING",
-                          (call_id, seq, tenant, bperiod, spec.bucket, units, unit_amount, amount))
+            cur = self._x(
+                "INSERT INTO reservations (call_id, seq, tenant, period, bucket, units, unit_amount, amount)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_id, seq) DO NOTHING",
+                (call_id, seq, tenant, bperiod, spec.bucket, units, unit_amount, amount),
+            )
             if cur.rowcount != 1:
                 raise RetryTransaction()  # the Call-ID already has this chunk: a replayed open_call
             total = granted + units * increment_s
@@ -132,8 +147,9 @@ class ReservationsMixin(CountersMixin):
                 grant = self._grant_of(call.call_id)
                 if grant is not None:
                     return grant
-            got = self._reserve(call.call_id, call.tenant, period, call.chain, 0, 0, 0,
-                                call.increment_s, call.max_duration_s)
+            got = self._reserve(
+                call.call_id, call.tenant, period, call.chain, 0, 0, 0, call.increment_s, call.max_duration_s
+            )
             if got is None:
                 # Nothing left: but is this Call-ID already open?
                 return None if replay else self._grant_of(call.call_id)
@@ -143,9 +159,26 @@ class ReservationsMixin(CountersMixin):
                 " started_at, state, increment_s, max_duration_s, chain, chain_pos, nres, bucket, granted_s)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (call_id) DO NOTHING",
-                (call.call_id, self.instance_id, call.tenant, call.organizer, call.e164, call.region, call.tz,
-                 period, day, started, call.increment_s, call.max_duration_s, chain_json, pos, nres, bucket,
-                 granted))
+                (
+                    call.call_id,
+                    self.instance_id,
+                    call.tenant,
+                    call.organizer,
+                    call.e164,
+                    call.region,
+                    call.tz,
+                    period,
+                    day,
+                    started,
+                    call.increment_s,
+                    call.max_duration_s,
+                    chain_json,
+                    pos,
+                    nres,
+                    bucket,
+                    granted,
+                ),
+            )
             if cur.rowcount != 1:
                 # The Call-ID is already open (a retransmission, or another
                 # instance): roll back, return its grant.
@@ -164,28 +197,44 @@ class ReservationsMixin(CountersMixin):
         now_ts = epoch(now)
 
         def fn() -> Grant | None:
-            call = self._one(CallRow, f"SELECT {CALL_COLUMNS} FROM calls WHERE call_id = ?" + self.for_update,
-                             (call_id,))
+            call = self._one(
+                CallRow, f"SELECT {CALL_COLUMNS} FROM calls WHERE call_id = ?" + self.for_update, (call_id,)
+            )
             if call is None or call.state == "closed":
                 return None
             if call.granted_s is None:
                 return Grant(call.bucket, None)
-            got = self._reserve(call_id, call.tenant, call.period, decode_chain(call.chain), call.chain_pos,
-                                call.nres, call.granted_s, call.increment_s, call.max_duration_s)
+            got = self._reserve(
+                call_id,
+                call.tenant,
+                call.period,
+                decode_chain(call.chain),
+                call.chain_pos,
+                call.nres,
+                call.granted_s,
+                call.increment_s,
+                call.max_duration_s,
+            )
             if got is None:
                 return None
             pos, nres, bucket, granted = got
-            self._x("UPDATE calls SET chain_pos = ?, nres = ?, bucket = ?, granted_s = ?,"
-                    " heartbeat_at = CASE WHEN answered_at IS NULL THEN heartbeat_at ELSE ? END WHERE call_id = ?",
-                    (pos, nres, bucket, granted, now_ts, call_id))
+            self._x(
+                "UPDATE calls SET chain_pos = ?, nres = ?, bucket = ?, granted_s = ?,"
+                " heartbeat_at = CASE WHEN answered_at IS NULL THEN heartbeat_at ELSE ? END WHERE call_id = ?",
+                (pos, nres, bucket, granted, now_ts, call_id),
+            )
             return Grant(bucket, granted)
 
         return self._run(fn)
 
     def answered(self, call_id: str, at: datetime) -> None:
         at_ts = epoch(at)
-        self._run(lambda: self._x("UPDATE calls SET answered_at = ?, state = 'answered'"
-                                  " WHERE call_id = ? AND state = 'open'", (at_ts, call_id)))
+        self._run(
+            lambda: self._x(
+                "UPDATE calls SET answered_at = ?, state = 'answered' WHERE call_id = ? AND state = 'open'",
+                (at_ts, call_id),
+            )
+        )
 
     def heartbeat(self, call_ids: Iterable[str], at: datetime) -> None:
         """Record that these calls are still up at `at`: one transaction for all."""
@@ -193,5 +242,4 @@ class ReservationsMixin(CountersMixin):
         rows = [(at_ts, cid) for cid in sorted(set(call_ids))]
         if not rows:
             return
-        self._run(lambda: self._xmany(
-            f"UPDATE calls SET heartbeat_at = ? WHERE call_id = ? AND state IN {LIVE}", rows))
+        self._run(lambda: self._xmany(f"UPDATE calls SET heartbeat_at = ? WHERE call_id = ? AND state IN {LIVE}", rows))

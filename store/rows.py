@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-
 # Amounts are floats: compare them with this tolerance.
 EPS = 1e-9
 

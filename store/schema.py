@@ -8,7 +8,7 @@ on PostgreSQL, BEGIN IMMEDIATE on SQLite); `schema_version` is table
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from store.core import StoreCore
@@ -54,20 +54,23 @@ class SchemaMixin(StoreCore):
 
         def fn() -> int:
             self._lock_migrations()
-            self._x("CREATE TABLE IF NOT EXISTS schema_version ("
-                    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)")
+            self._x(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+            )
             current = self._scalar(_CURRENT)
             if current > latest:
-                raise StoreError(f"database schema version {current} is newer than this gateway "
-                                 f"knows ({latest}); upgrade dialout-gateway")
-            now = datetime.now(timezone.utc).timestamp()
+                raise StoreError(
+                    f"database schema version {current} is newer than this gateway "
+                    f"knows ({latest}); upgrade dialout-gateway"
+                )
+            now = datetime.now(UTC).timestamp()
             for version, name, statements in migrations:
                 if version <= current:
                     continue
                 for statement in statements:
                     self._x(statement)
-                self._x("INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
-                        (version, name, now))
+                self._x("INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)", (version, name, now))
                 self.log.info("store_migrated", dialect=self.dialect, version=version, name=name)
             return latest
 
@@ -75,8 +78,10 @@ class SchemaMixin(StoreCore):
 
     def schema_version(self) -> int:
         """The applied schema version; 0 for an empty database."""
+
         def fn() -> int:
             if not self._table_exists("schema_version"):
                 return 0
             return self._scalar(_CURRENT)
+
         return self._run(fn, write=False)

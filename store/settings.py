@@ -33,25 +33,37 @@ class StoreSettings:
     instance_id: str = ""
     credits_floor: float = 0.0
     alert_webhook: str | None = None
-    timeout_s: float = 2.0     # a reservation not made by then: 503 + Retry-After, never a bridge timeout
-    linger_ms: float = 1.0     # how long a ledger write waits for others to share its commit
+    timeout_s: float = 2.0  # a reservation not made by then: 503 + Retry-After, never a bridge timeout
+    linger_ms: float = 1.0  # how long a ledger write waits for others to share its commit
 
 
 def store_settings(section: Any) -> StoreSettings:
     """StoreSettings from a validated `[store]` section (`gateway.schema.StoreSection`):
     an empty `instance_id` is this machine's host name."""
-    return StoreSettings(url=section.url, heartbeat_s=section.heartbeat_s, chunk_s=section.chunk_s,
-                         instance_id=section.instance_id or socket.gethostname(),
-                         credits_floor=float(section.credits_floor), alert_webhook=section.alert_webhook,
-                         timeout_s=float(section.timeout_s), linger_ms=float(section.linger_ms))
+    return StoreSettings(
+        url=section.url,
+        heartbeat_s=section.heartbeat_s,
+        chunk_s=section.chunk_s,
+        instance_id=section.instance_id or socket.gethostname(),
+        credits_floor=float(section.credits_floor),
+        alert_webhook=section.alert_webhook,
+        timeout_s=float(section.timeout_s),
+        linger_ms=float(section.linger_ms),
+    )
 
 
 def open_from_settings(settings: StoreSettings, *, log=None):
     """open_store() with the settings of a [store] section."""
     from store.factory import open_store
 
-    return open_store(settings.url, instance_id=settings.instance_id, chunk_s=settings.chunk_s, log=log,
-                      credits_floor=settings.credits_floor, alert_webhook=settings.alert_webhook)
+    return open_store(
+        settings.url,
+        instance_id=settings.instance_id,
+        chunk_s=settings.chunk_s,
+        log=log,
+        credits_floor=settings.credits_floor,
+        alert_webhook=settings.alert_webhook,
+    )
 
 
-__all__ = ["StoreSettings", "StoreError", "open_from_settings", "store_settings"]
+__all__ = ["StoreError", "StoreSettings", "open_from_settings", "store_settings"]

@@ -36,14 +36,28 @@ class CallIdRow(NamedTuple):
 def settlement_of(call: CallRow) -> Settlement:
     """The stored Settlement of a closed call."""
     charges = tuple((b, a) for b, a in json.loads(call.charges or "[]"))
-    return Settlement(call.call_id, call.outcome, call.talk_s or 0.0, call.billed_units or 0, call.increment_s,
-                      charges, bool(call.recovered))
+    return Settlement(
+        call.call_id,
+        call.outcome,
+        call.talk_s or 0.0,
+        call.billed_units or 0,
+        call.increment_s,
+        charges,
+        bool(call.recovered),
+    )
 
 
 class SettlementMixin(CountersMixin, AlertsMixin):
-    def close_call(self, call_id: str, ended_at: datetime, outcome: str, *,
-                   a_status: int | None = None, b_status: int | None = None,
-                   answered_at: datetime | None = None) -> Settlement:
+    def close_call(
+        self,
+        call_id: str,
+        ended_at: datetime,
+        outcome: str,
+        *,
+        a_status: int | None = None,
+        b_status: int | None = None,
+        answered_at: datetime | None = None,
+    ) -> Settlement:
         """Settle a call; idempotent: a second close returns the first Settlement.
 
         `answered_at` is the caller's own record of the answer, used when the
@@ -65,8 +79,9 @@ class SettlementMixin(CountersMixin, AlertsMixin):
 
         return self._run(fn)
 
-    def _settle(self, call: CallRow, end_ts: float, outcome: str, recovered: bool,
-                a_status: int | None, b_status: int | None) -> Settlement:
+    def _settle(
+        self, call: CallRow, end_ts: float, outcome: str, recovered: bool, a_status: int | None, b_status: int | None
+    ) -> Settlement:
         """Charge a live call and close it, inside the caller's transaction."""
         talk = round(max(0.0, end_ts - call.answered_at), 3) if call.answered_at is not None else 0.0
         billable = talk
@@ -79,8 +94,11 @@ class SettlementMixin(CountersMixin, AlertsMixin):
         charges: dict[str, float] = {}
         addon = 0.0
         checks: list[tuple[str, BucketAfterDebit]] = []
-        chunks = self._all(ChunkRow, "SELECT seq, period, bucket, units, unit_amount, amount FROM reservations"
-                                     " WHERE call_id = ? ORDER BY seq", (call.call_id,))
+        chunks = self._all(
+            ChunkRow,
+            "SELECT seq, period, bucket, units, unit_amount, amount FROM reservations WHERE call_id = ? ORDER BY seq",
+            (call.call_id,),
+        )
         for chunk in chunks:
             take = units_left if chunk.units is None else min(units_left, chunk.units)
             units_left -= take
@@ -92,27 +110,42 @@ class SettlementMixin(CountersMixin, AlertsMixin):
                     " ON CONFLICT (tenant, period, bucket) DO UPDATE SET used = buckets.used + excluded.used,"
                     " reserved = CASE WHEN buckets.reserved - ? < ? THEN 0 ELSE buckets.reserved - ? END"
                     " RETURNING used, capacity",
-                    (call.tenant, chunk.period, chunk.bucket, debit, chunk.amount, EPS, chunk.amount))
+                    (call.tenant, chunk.period, chunk.bucket, debit, chunk.amount, EPS, chunk.amount),
+                )
                 if chunk.bucket in ("tenant_pool", "credits"):
                     checks.append((chunk.bucket, after))
-            self._x("UPDATE reservations SET debited = ? WHERE call_id = ? AND seq = ?",
-                    (debit, call.call_id, chunk.seq))
+            self._x(
+                "UPDATE reservations SET debited = ? WHERE call_id = ? AND seq = ?", (debit, call.call_id, chunk.seq)
+            )
             if debit:
                 charges[chunk.bucket] = charges.get(chunk.bucket, 0.0) + debit
             if chunk.bucket == "usca_unlimited":
                 addon += debit
         charge_list = tuple((b, round(a, 6)) for b, a in charges.items())
         self._count_settled(call.organizer, call.tenant, call.period, addon)
-        self._x("UPDATE calls SET state = 'closed', ended_at = ?, outcome = ?, a_status = ?, b_status = ?,"
-                " talk_s = ?, billed_units = ?, addon_minutes = ?, charges = ?, recovered = ? WHERE call_id = ?",
-                (end_ts, outcome, a_status, b_status, talk, billed_units, addon,
-                 _compact_json(charge_list), int(recovered), call.call_id))
+        self._x(
+            "UPDATE calls SET state = 'closed', ended_at = ?, outcome = ?, a_status = ?, b_status = ?,"
+            " talk_s = ?, billed_units = ?, addon_minutes = ?, charges = ?, recovered = ? WHERE call_id = ?",
+            (
+                end_ts,
+                outcome,
+                a_status,
+                b_status,
+                talk,
+                billed_units,
+                addon,
+                _compact_json(charge_list),
+                int(recovered),
+                call.call_id,
+            ),
+        )
         for bucket, after in checks:
             self._check_alerts(call.tenant, call.period, bucket, after.used, after.capacity, end_ts)
         return Settlement(call.call_id, outcome, talk, billed_units, inc, charge_list, recovered)
 
-    def recover_open_calls(self, now: datetime, *, stale_after_s: float | None = None,
-                           include_own: bool = True) -> list[Settlement]:
+    def recover_open_calls(
+        self, now: datetime, *, stale_after_s: float | None = None, include_own: bool = True
+    ) -> list[Settlement]:
         """Settle this instance's calls left open by a previous run, outcome "recovered".
 
         Each is charged up to its last heartbeat (or its answer time: talk 0
@@ -132,14 +165,24 @@ class SettlementMixin(CountersMixin, AlertsMixin):
     def _live_call_ids(self, now_ts: float, stale_after_s: float | None, include_own: bool) -> list[str]:
         ids: list[str] = []
         if include_own:
-            ids += [r.call_id for r in self._all(
-                CallIdRow, f"SELECT call_id FROM calls WHERE instance_id = ? AND state IN {LIVE}",
-                (self.instance_id,))]
+            ids += [
+                r.call_id
+                for r in self._all(
+                    CallIdRow,
+                    f"SELECT call_id FROM calls WHERE instance_id = ? AND state IN {LIVE}",
+                    (self.instance_id,),
+                )
+            ]
         if stale_after_s is not None:
-            ids += [r.call_id for r in self._all(
-                CallIdRow, f"SELECT call_id FROM calls WHERE state IN {LIVE} AND instance_id <> ?"
-                           " AND COALESCE(heartbeat_at, answered_at, started_at) < ?",
-                (self.instance_id, now_ts - stale_after_s))]
+            ids += [
+                r.call_id
+                for r in self._all(
+                    CallIdRow,
+                    f"SELECT call_id FROM calls WHERE state IN {LIVE} AND instance_id <> ?"
+                    " AND COALESCE(heartbeat_at, answered_at, started_at) < ?",
+                    (self.instance_id, now_ts - stale_after_s),
+                )
+            ]
         return ids
 
     def _recover(self, call_id: str) -> Settlement | None:
@@ -152,7 +195,13 @@ class SettlementMixin(CountersMixin, AlertsMixin):
         else:
             end = max(call.answered_at, call.heartbeat_at if call.heartbeat_at is not None else call.answered_at)
         settlement = self._settle(call, end, "recovered", True, None, None)
-        self._after_commit(lambda: self.log.warning(
-            "call_recovered", call_id=call_id, talk_s=settlement.talk_s,
-            billed_units=settlement.billed_units, charges=settlement.charges))
+        self._after_commit(
+            lambda: self.log.warning(
+                "call_recovered",
+                call_id=call_id,
+                talk_s=settlement.talk_s,
+                billed_units=settlement.billed_units,
+                charges=settlement.charges,
+            )
+        )
         return settlement

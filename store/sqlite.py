@@ -39,8 +39,13 @@ class SQLiteStore(Store):
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=self.busy_timeout_ms / 1000.0, cached_statements=256)
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout_ms / 1000.0,
+                cached_statements=256,
+            )
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             if self.path != ":memory:":
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -105,8 +110,9 @@ class SQLiteStore(Store):
                 if conn is None:
                     # A short busy timeout: a RESTART that cannot get its turn soon is
                     # retried at the next interval rather than queueing writers behind it.
-                    conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                           timeout=self.RESTART_WAIT_S)
+                    conn = sqlite3.connect(
+                        self.path, isolation_level=None, check_same_thread=False, timeout=self.RESTART_WAIT_S
+                    )
                 # PASSIVE copies what it can without waiting for (or blocking)
                 # writers; the slow part, the fsync, happens here. Then RESTART,
                 # with little left to copy, waits out the current writer so that

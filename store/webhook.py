@@ -18,8 +18,9 @@ _STOP = object()
 
 
 class WebhookNotifier:
-    def __init__(self, url: str, log, *, timeout_s: float = 2.0, retries: int = 3,
-                 backoff_s: float = 0.5, max_queue: int = 1000) -> None:
+    def __init__(
+        self, url: str, log, *, timeout_s: float = 2.0, retries: int = 3, backoff_s: float = 0.5, max_queue: int = 1000
+    ) -> None:
         self.url = url
         self.log = log
         self.timeout_s = timeout_s
@@ -54,8 +55,11 @@ class WebhookNotifier:
         body = json.dumps(payload).encode()
         for attempt in range(1, self.retries + 1):
             request = urllib.request.Request(
-                self.url, data=body, method="POST",
-                headers={"Content-Type": "application/json", "User-Agent": "dialout-gw"})
+                self.url,
+                data=body,
+                method="POST",
+                headers={"Content-Type": "application/json", "User-Agent": "dialout-gw"},
+            )
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     if 200 <= response.status < 300:
@@ -65,5 +69,6 @@ class WebhookNotifier:
                 error = f"{type(exc).__name__}: {exc}"
             if attempt < self.retries:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
-        self.log.error("alert_webhook_failed", url=self.url, alert=payload.get("event"),
-                       attempts=self.retries, error=error)
+        self.log.error(
+            "alert_webhook_failed", url=self.url, alert=payload.get("event"), attempts=self.retries, error=error
+        )

@@ -93,10 +93,21 @@ class LedgerWriter:
 
     MAX_CONFLICT_RUNS = 10
 
-    def __init__(self, source: StoreSettings | str, post: Post, *, log=None, max_batch: int = 100,
-                 linger_s: float = 0.0, lock_timeout_s: float | None = 0.2, background_maintenance: bool = True,
-                 name: str = "ledger-writer", background_linger_s: float = 0.05, post_lazy: Post | None = None,
-                 **store_options) -> None:
+    def __init__(
+        self,
+        source: StoreSettings | str,
+        post: Post,
+        *,
+        log=None,
+        max_batch: int = 100,
+        linger_s: float = 0.0,
+        lock_timeout_s: float | None = 0.2,
+        background_maintenance: bool = True,
+        name: str = "ledger-writer",
+        background_linger_s: float = 0.05,
+        post_lazy: Post | None = None,
+        **store_options,
+    ) -> None:
         """Open the writer's own Store connection and start its thread.
 
         - `source`: the `[store]` settings, or a store URL with `open_store`'s
@@ -130,6 +141,7 @@ class LedgerWriter:
             raise ValueError("linger_s must be >= 0")
         if log is None:
             import structlog
+
             log = structlog.get_logger("dialout.store")
         if isinstance(source, StoreSettings):
             if store_options:
@@ -171,8 +183,9 @@ class LedgerWriter:
 
     # ------------------------------------------------------------------ any thread
 
-    def submit(self, op: Op, on_done: Callable[[Any], None] | None = None, *, urgent: bool = True,
-               wake: bool | None = None) -> None:
+    def submit(
+        self, op: Op, on_done: Callable[[Any], None] | None = None, *, urgent: bool = True, wake: bool | None = None
+    ) -> None:
         """Queue `op(store)`; `on_done(result or exception)` is posted once it has committed.
 
         `urgent=False` lets the op wait up to `background_linger_s` for others
@@ -214,12 +227,20 @@ class LedgerWriter:
         with self._lock:
             first = self._in_flight[0] if self._in_flight else (self._queue[0] if self._queue else None)
             return WriterStats(
-                submitted=self._submitted, completed=self._completed, op_errors=self._op_errors,
-                batches=self._batches, batch_errors=self._batch_errors, reconnects=self._reconnects,
-                reruns=self._reruns, conflicts=self._conflicts,
-                commit_seconds=self._commit_s, batch_seconds=self._batch_s, largest_batch=self._largest,
+                submitted=self._submitted,
+                completed=self._completed,
+                op_errors=self._op_errors,
+                batches=self._batches,
+                batch_errors=self._batch_errors,
+                reconnects=self._reconnects,
+                reruns=self._reruns,
+                conflicts=self._conflicts,
+                commit_seconds=self._commit_s,
+                batch_seconds=self._batch_s,
+                largest_batch=self._largest,
                 pending=len(self._queue) + len(self._in_flight),
-                oldest_pending_age_s=0.0 if first is None else time.monotonic() - first.submitted)
+                oldest_pending_age_s=0.0 if first is None else time.monotonic() - first.submitted,
+            )
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Take no more ops, finish the queued ones, then end the thread.
@@ -310,7 +331,7 @@ class LedgerWriter:
         for on_done, outcome in completions:
             try:
                 on_done(outcome)
-            except Exception:  # noqa: BLE001 - as the loop does for any job: log and go on
+            except Exception:
                 self.log.exception("ledger_completion_failed")
 
     def _execute(self, items: list[_Item]) -> None:

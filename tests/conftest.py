@@ -36,8 +36,10 @@ def postgres_url():
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.fail(f"cannot start the test PostgreSQL server: {exc}", pytrace=False)
     if proc.returncode != 0:
-        pytest.fail("cannot start the test PostgreSQL server (scripts/pg_test_server.sh start):\n"
-                    + proc.stderr[-4000:], pytrace=False)
+        pytest.fail(
+            "cannot start the test PostgreSQL server (scripts/pg_test_server.sh start):\n" + proc.stderr[-4000:],
+            pytrace=False,
+        )
     try:
         yield proc.stdout.strip().splitlines()[-1]
     finally:

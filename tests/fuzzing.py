@@ -32,24 +32,37 @@ try:  # radamsa, if the test extras are installed
 except Exception:  # pragma: no cover - the built-in mutator takes over
     _RADAMSA = None
 
-__all__ = ["FuzzCase", "SEEDS", "SDP", "make_case", "fill_seed", "mutate_bytes", "radamsa_available",
-           "number_for"]
+__all__ = [
+    "SDP",
+    "SEEDS",
+    "FuzzCase",
+    "fill_seed",
+    "make_case",
+    "mutate_bytes",
+    "number_for",
+    "radamsa_available",
+]
 
 CRLF = "\r\n"
 
-SDP = CRLF.join([
-    "v=0",
-    "o=bridge {sess} 1 IN IP4 127.0.0.1",
-    "s=-",
-    "c=IN IP4 127.0.0.1",
-    "t=0 0",
-    "m=audio 7000 RTP/AVP 0 8 101",
-    "a=rtpmap:0 PCMU/8000",
-    "a=rtpmap:8 PCMA/8000",
-    "a=rtpmap:101 telephone-event/8000",
-    "a=fmtp:101 0-15",
-    "a=sendrecv",
-]) + CRLF
+SDP = (
+    CRLF.join(
+        [
+            "v=0",
+            "o=bridge {sess} 1 IN IP4 127.0.0.1",
+            "s=-",
+            "c=IN IP4 127.0.0.1",
+            "t=0 0",
+            "m=audio 7000 RTP/AVP 0 8 101",
+            "a=rtpmap:0 PCMU/8000",
+            "a=rtpmap:8 PCMA/8000",
+            "a=rtpmap:101 telephone-event/8000",
+            "a=fmtp:101 0-15",
+            "a=sendrecv",
+        ]
+    )
+    + CRLF
+)
 
 _COMMON = [
     "Via: SIP/2.0/{transport} 127.0.0.1:5999;branch={branch};rport",
@@ -66,8 +79,9 @@ _COMMON = [
 ]
 
 
-def _invite(request_uri: str, headers: list[str], body: str = "", ctype: str | None = "application/sdp",
-            eol: str = CRLF) -> str:
+def _invite(
+    request_uri: str, headers: list[str], body: str = "", ctype: str | None = "application/sdp", eol: str = CRLF
+) -> str:
     lines = [f"INVITE {request_uri} SIP/2.0", *headers]
     if ctype:
         lines.append(f"Content-Type: {ctype}")
@@ -75,19 +89,35 @@ def _invite(request_uri: str, headers: list[str], body: str = "", ctype: str | N
     return eol.join(lines) + eol + eol + body
 
 
-_MULTIPART = ("--b0undary" + CRLF + "Content-Type: application/sdp" + CRLF + CRLF + SDP
-              + "--b0undary" + CRLF + "Content-Type: application/x-meeting-info" + CRLF + CRLF
-              + "meeting={case}" + CRLF + "--b0undary--" + CRLF)
+_MULTIPART = (
+    "--b0undary"
+    + CRLF
+    + "Content-Type: application/sdp"
+    + CRLF
+    + CRLF
+    + SDP
+    + "--b0undary"
+    + CRLF
+    + "Content-Type: application/x-meeting-info"
+    + CRLF
+    + CRLF
+    + "meeting={case}"
+    + CRLF
+    + "--b0undary--"
+    + CRLF
+)
 
 # Valid INVITEs the gateway relays (or, for `denied`, refuses by policy).
 SEEDS: dict[str, str] = {
     "offer": _invite("sip:{number}@127.0.0.1;user=phone", _COMMON, SDP),
     "late_offer": _invite("sip:{number}@127.0.0.1;user=phone", _COMMON, "", ctype=None),
-    "multipart": _invite("sip:{number}@127.0.0.1;user=phone", _COMMON, _MULTIPART,
-                         ctype="multipart/mixed;boundary=b0undary"),
+    "multipart": _invite(
+        "sip:{number}@127.0.0.1;user=phone", _COMMON, _MULTIPART, ctype="multipart/mixed;boundary=b0undary"
+    ),
     "tel_uri": _invite("tel:{local};phone-context=+33", _COMMON, SDP),
     "compact": _invite(
-        "sip:{number}@127.0.0.1", [
+        "sip:{number}@127.0.0.1",
+        [
             "v: SIP/2.0/{transport} 127.0.0.1:5999;branch={branch};rport",
             "f: <sip:bridge@127.0.0.1:5999>;tag={tag}",
             "t: <sip:{number}@127.0.0.1>",
@@ -96,28 +126,40 @@ SEEDS: dict[str, str] = {
             "m: <sip:bridge@127.0.0.1:5999>",
             "x-dialout-organizer: alice@contoso.com",
             "k: timer",
-        ], SDP, ctype=None) .replace("Content-Length: {length}", "c: application/sdp" + CRLF + "l: {length}"),
-    "timers": _invite("sip:{number}@127.0.0.1:5060;user=phone", _COMMON + [
-        "Supported: timer, 100rel",
-        "Session-Expires: 1800;refresher=uac",
-        "Min-SE: 90",
-        "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE",
-        "Accept: application/sdp",
-    ], SDP),
-    "folded_lf": _invite("sip:{number}@127.0.0.1;user=phone", [
-        "Via: SIP/2.0/{transport} 127.0.0.1:5999",
-        " ;branch={branch}",
-        "Max-Forwards: 70",
-        "From: <sip:bridge@127.0.0.1:5999>;tag={tag}",
-        "To: <sip:{number}@127.0.0.1>",
-        "Call-ID: {call_id}",
-        "CSeq: 1 INVITE",
-        "Contact: <sip:bridge@127.0.0.1:5999>",
-        "X-Dialout-Organizer:",
-        "  alice@contoso.com",
-    ], SDP.replace(CRLF, "\n"), eol="\n"),
-    "denied": _invite("sip:+4930123456@127.0.0.1;user=phone",
-                      [h.replace("alice@", "bob@") for h in _COMMON], SDP),
+        ],
+        SDP,
+        ctype=None,
+    ).replace("Content-Length: {length}", "c: application/sdp" + CRLF + "l: {length}"),
+    "timers": _invite(
+        "sip:{number}@127.0.0.1:5060;user=phone",
+        _COMMON
+        + [
+            "Supported: timer, 100rel",
+            "Session-Expires: 1800;refresher=uac",
+            "Min-SE: 90",
+            "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE",
+            "Accept: application/sdp",
+        ],
+        SDP,
+    ),
+    "folded_lf": _invite(
+        "sip:{number}@127.0.0.1;user=phone",
+        [
+            "Via: SIP/2.0/{transport} 127.0.0.1:5999",
+            " ;branch={branch}",
+            "Max-Forwards: 70",
+            "From: <sip:bridge@127.0.0.1:5999>;tag={tag}",
+            "To: <sip:{number}@127.0.0.1>",
+            "Call-ID: {call_id}",
+            "CSeq: 1 INVITE",
+            "Contact: <sip:bridge@127.0.0.1:5999>",
+            "X-Dialout-Organizer:",
+            "  alice@contoso.com",
+        ],
+        SDP.replace(CRLF, "\n"),
+        eol="\n",
+    ),
+    "denied": _invite("sip:+4930123456@127.0.0.1;user=phone", [h.replace("alice@", "bob@") for h in _COMMON], SDP),
 }
 
 
@@ -131,8 +173,15 @@ def number_for(case: int) -> str:
 def fill_seed(name: str, case: int, *, transport: str = "UDP", salt: str = "fz") -> bytes:
     number = number_for(case)
     text = SEEDS[name].format(
-        number=number, local="0" + number[3:], case=case, call_id=f"{salt}-{case}@127.0.0.1",
-        branch=f"z9hG4bK-{salt}-{case}", tag=f"{salt}t{case}", transport=transport, sess=case + 1, length="{length}",
+        number=number,
+        local="0" + number[3:],
+        case=case,
+        call_id=f"{salt}-{case}@127.0.0.1",
+        branch=f"z9hG4bK-{salt}-{case}",
+        tag=f"{salt}t{case}",
+        transport=transport,
+        sess=case + 1,
+        length="{length}",
     )
     head, sep, body = text.partition("\r\n\r\n") if "\r\n\r\n" in text else text.partition("\n\n")
     return (head.replace("{length}", str(len(body.encode()))) + sep + body).encode()
@@ -140,9 +189,29 @@ def fill_seed(name: str, case: int, *, transport: str = "UDP", salt: str = "fz")
 
 # --- the byte-level mutators ------------------------------------------------------------------
 
-INTERESTING_NUMBERS = ["0", "-1", "1", "127", "128", "255", "256", "65535", "65536", "2147483647", "2147483648",
-                       "4294967295", "4294967296", "9223372036854775807", "18446744073709551616",
-                       "99999999999999999999999999", "1e9", "0x10", "007", " 12", "١٢٣"]
+INTERESTING_NUMBERS = [
+    "0",
+    "-1",
+    "1",
+    "127",
+    "128",
+    "255",
+    "256",
+    "65535",
+    "65536",
+    "2147483647",
+    "2147483648",
+    "4294967295",
+    "4294967296",
+    "9223372036854775807",
+    "18446744073709551616",
+    "99999999999999999999999999",
+    "1e9",
+    "0x10",
+    "007",
+    " 12",
+    "١٢٣",
+]
 
 
 def _builtin_mutate(data: bytes, rng: random.Random) -> bytes:
@@ -168,8 +237,26 @@ def _builtin_mutate(data: bytes, rng: random.Random) -> bytes:
         elif op == 5:
             b[i:j] = rng.choice(INTERESTING_NUMBERS).encode()
         elif op == 6:
-            b[i:i] = rng.choice([b"\r", b"\n", b"\r\n", b"\x00", b"\xff", b"\xc0\xaf", b"%", b"%00", b'"', b"<",
-                                 b">", b";", b",", b":", b"\t", b" \r\n "])
+            b[i:i] = rng.choice(
+                [
+                    b"\r",
+                    b"\n",
+                    b"\r\n",
+                    b"\x00",
+                    b"\xff",
+                    b"\xc0\xaf",
+                    b"%",
+                    b"%00",
+                    b'"',
+                    b"<",
+                    b">",
+                    b";",
+                    b",",
+                    b":",
+                    b"\t",
+                    b" \r\n ",
+                ]
+            )
         else:
             b[i] = rng.choice(b"0123456789;,:<>@\"'\\% \t")
     return bytes(b)
@@ -189,46 +276,173 @@ def radamsa_available() -> bool:
 # --- structure-aware mutators ------------------------------------------------------------------
 
 NASTY_VALUES: list[bytes] = [
-    b"", b" ", b"\t", b"0", b"-1", b"4294967296", b"99999999999999999999999999999999", b"%00", b"%", b"%zz",
-    b"\x00", b"a\x00b", b"\xff\xfe", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"caf\xe9",
-    "ünïcödé ☎".encode(), b"\xef\xbb\xbfbom", b'"', b'"unterminated', b"<", b">", b"<>", b"<<sip:a@b>>", b";",
-    b";;;", b";=", b",", b",,,", b"a,b,c", b":", b"::", b"\\", b"\\\"", b"%s%s%s%n%n", b"${jndi:ldap://x}",
-    b"' OR 1=1 --", b"A" * 300, b"A" * 5000, b"sip:" + b"A" * 2000 + b"@127.0.0.1", b"<sip:x@127.0.0.1>;tag=",
-    b"<sip:x@127.0.0.1>;tag=a;tag=b", b"*", b"sip:", b"tel:", b"sips:a@127.0.0.1", b"z9hG4bK", b"SIP/2.0/UDP",
-    b"SIP/2.0/UDP 127.0.0.1:5999;branch=", b"SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKx", b"1 BYE",
-    b"1 INVITE INVITE", b"1", b"INVITE", b"application/sdp;charset=utf-16", b"multipart/mixed",
-    b"multipart/mixed;boundary=", b"text/plain", b"application/sdp;" + b"p=1;" * 200, b"\r\n", b"\r\n\r\n",
-    b"a\r\n b", b"a\r\n\tb", b"x\rY: z", b"x\nY: z",
+    b"",
+    b" ",
+    b"\t",
+    b"0",
+    b"-1",
+    b"4294967296",
+    b"99999999999999999999999999999999",
+    b"%00",
+    b"%",
+    b"%zz",
+    b"\x00",
+    b"a\x00b",
+    b"\xff\xfe",
+    b"\xc0\xaf",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"caf\xe9",
+    "ünïcödé ☎".encode(),
+    b"\xef\xbb\xbfbom",
+    b'"',
+    b'"unterminated',
+    b"<",
+    b">",
+    b"<>",
+    b"<<sip:a@b>>",
+    b";",
+    b";;;",
+    b";=",
+    b",",
+    b",,,",
+    b"a,b,c",
+    b":",
+    b"::",
+    b"\\",
+    b'\\"',
+    b"%s%s%s%n%n",
+    b"${jndi:ldap://x}",
+    b"' OR 1=1 --",
+    b"A" * 300,
+    b"A" * 5000,
+    b"sip:" + b"A" * 2000 + b"@127.0.0.1",
+    b"<sip:x@127.0.0.1>;tag=",
+    b"<sip:x@127.0.0.1>;tag=a;tag=b",
+    b"*",
+    b"sip:",
+    b"tel:",
+    b"sips:a@127.0.0.1",
+    b"z9hG4bK",
+    b"SIP/2.0/UDP",
+    b"SIP/2.0/UDP 127.0.0.1:5999;branch=",
+    b"SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKx",
+    b"1 BYE",
+    b"1 INVITE INVITE",
+    b"1",
+    b"INVITE",
+    b"application/sdp;charset=utf-16",
+    b"multipart/mixed",
+    b"multipart/mixed;boundary=",
+    b"text/plain",
+    b"application/sdp;" + b"p=1;" * 200,
+    b"\r\n",
+    b"\r\n\r\n",
+    b"a\r\n b",
+    b"a\r\n\tb",
+    b"x\rY: z",
+    b"x\nY: z",
 ]
 
 REQUEST_URIS: list[str] = [
-    "sip:{number}@127.0.0.1", "sip:{number}@127.0.0.1;user=phone;user=phone", "sips:{number}@127.0.0.1",
-    "tel:{number}", "tel:{local};phone-context=+33", "tel:{local};phone-context=example.com",
-    "tel:+33-1-42-68-53-00", "sip:{local};phone-context=+33@127.0.0.1;user=phone", "sip:127.0.0.1",
-    "sip:@127.0.0.1", "sip:{number}@", "sip:{number}@[::1]:5060", "sip:{number}@[::1", "sip:{number}@127.0.0.1:99999",
-    "sip:{number}@127.0.0.1:-1", "sip:%2B33142685300@127.0.0.1", "sip:%00@127.0.0.1", "sip:%@127.0.0.1",
-    "sip:112@127.0.0.1", "sip:911@127.0.0.1", "sip:12ab@127.0.0.1", "sip:*21#@127.0.0.1", "sip:+1900555000@127.0.0.1",
-    "sip:{number}@127.0.0.1?Subject=x&Call-ID=y", "sip:{number}@127.0.0.1;maddr=127.0.0.1",
-    "sip:{number}@127.0.0.1;;", "sip:{number}@127.0.0.1;=x", "<sip:{number}@127.0.0.1>", "nobody:opaque",
-    "soap.beep://127.0.0.1:3002", "http://127.0.0.1/", "sip:" + "9" * 300 + "@127.0.0.1",
-    "sip:+" + "1" * 40 + "@127.0.0.1", "sip:{number};" + "x=1;" * 100 + "@127.0.0.1", "SIP:{number}@127.0.0.1",
-    "sip:ü@127.0.0.1", "sip:{number}@ü.example", "sip:{number}@127.0.0.1;transport=tls",
+    "sip:{number}@127.0.0.1",
+    "sip:{number}@127.0.0.1;user=phone;user=phone",
+    "sips:{number}@127.0.0.1",
+    "tel:{number}",
+    "tel:{local};phone-context=+33",
+    "tel:{local};phone-context=example.com",
+    "tel:+33-1-42-68-53-00",
+    "sip:{local};phone-context=+33@127.0.0.1;user=phone",
+    "sip:127.0.0.1",
+    "sip:@127.0.0.1",
+    "sip:{number}@",
+    "sip:{number}@[::1]:5060",
+    "sip:{number}@[::1",
+    "sip:{number}@127.0.0.1:99999",
+    "sip:{number}@127.0.0.1:-1",
+    "sip:%2B33142685300@127.0.0.1",
+    "sip:%00@127.0.0.1",
+    "sip:%@127.0.0.1",
+    "sip:112@127.0.0.1",
+    "sip:911@127.0.0.1",
+    "sip:12ab@127.0.0.1",
+    "sip:*21#@127.0.0.1",
+    "sip:+1900555000@127.0.0.1",
+    "sip:{number}@127.0.0.1?Subject=x&Call-ID=y",
+    "sip:{number}@127.0.0.1;maddr=127.0.0.1",
+    "sip:{number}@127.0.0.1;;",
+    "sip:{number}@127.0.0.1;=x",
+    "<sip:{number}@127.0.0.1>",
+    "nobody:opaque",
+    "soap.beep://127.0.0.1:3002",
+    "http://127.0.0.1/",
+    "sip:" + "9" * 300 + "@127.0.0.1",
+    "sip:+" + "1" * 40 + "@127.0.0.1",
+    "sip:{number};" + "x=1;" * 100 + "@127.0.0.1",
+    "SIP:{number}@127.0.0.1",
+    "sip:ü@127.0.0.1",
+    "sip:{number}@ü.example",
+    "sip:{number}@127.0.0.1;transport=tls",
 ]
 
 SDP_LINES: list[str] = [
-    "v=1", "v=", "o=- 1 1 IN IP4", "o=- x y IN IP4 127.0.0.1", "o=- 99999999999999999999999 1 IN IP4 127.0.0.1",
-    "s=", "c=IN IP4 999.0.0.1", "c=IN IP6 ::1", "c=IN IP6 127.0.0.1", "c=IN IP7 127.0.0.1",
-    "c=IN IP4 224.2.1.1/127/3", "c=IN IP4 224.2.1.1/999", "c=IN IP4 localhost", "c=", "t=0", "t=a b",
-    "m=audio 70000 RTP/AVP 0", "m=audio -1 RTP/AVP 0", "m=audio 7000/0 RTP/AVP 0", "m=audio 7000/65 RTP/AVP 0",
-    "m=audio 7000 RTP/AVP 128", "m=audio 7000 RTP/AVP 96", "m=audio 7000 RTP/AVP", "m=audio 7000 RTP/AVP x",
-    "m=video 0 RTP/AVP 31", "m=image 7002 udptl t38", "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
-    "m=audio 7000 RTP/SAVP 0", "a=rtpmap:0 PCMU/4294967296", "a=rtpmap:0 PCMU/0", "a=rtpmap:0 PCMU/8000/0",
-    "a=rtpmap:0 PCMU/8000/999", "a=rtpmap:200 PCMU/8000", "a=rtpmap:0", "a=rtpmap:0 /8000",
-    "a=rtpmap:96 opus/48000/2", "a=rtpmap:0 PC\x00MU/8000", "a=fmtp:101 " + "0-15," * 300, "a=sendonly",
-    "a=inactive", "a=recvonly", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + "A" * 40, "a=" + "x" * 2000,
-    "x", "=", "b=AS:99999999999999999999", "k=clear:secret", "z=0 0", "a=candidate:1 1 UDP 1 127.0.0.1 7000 typ host",
-    "a=ssrc:4294967296 cname:x", "a=ptime:0", "a=maxptime:-1", "a=rtcp:70000", "a=group:BUNDLE 0 1",
-    "\x00", "é=1", "A=1",
+    "v=1",
+    "v=",
+    "o=- 1 1 IN IP4",
+    "o=- x y IN IP4 127.0.0.1",
+    "o=- 99999999999999999999999 1 IN IP4 127.0.0.1",
+    "s=",
+    "c=IN IP4 999.0.0.1",
+    "c=IN IP6 ::1",
+    "c=IN IP6 127.0.0.1",
+    "c=IN IP7 127.0.0.1",
+    "c=IN IP4 224.2.1.1/127/3",
+    "c=IN IP4 224.2.1.1/999",
+    "c=IN IP4 localhost",
+    "c=",
+    "t=0",
+    "t=a b",
+    "m=audio 70000 RTP/AVP 0",
+    "m=audio -1 RTP/AVP 0",
+    "m=audio 7000/0 RTP/AVP 0",
+    "m=audio 7000/65 RTP/AVP 0",
+    "m=audio 7000 RTP/AVP 128",
+    "m=audio 7000 RTP/AVP 96",
+    "m=audio 7000 RTP/AVP",
+    "m=audio 7000 RTP/AVP x",
+    "m=video 0 RTP/AVP 31",
+    "m=image 7002 udptl t38",
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+    "m=audio 7000 RTP/SAVP 0",
+    "a=rtpmap:0 PCMU/4294967296",
+    "a=rtpmap:0 PCMU/0",
+    "a=rtpmap:0 PCMU/8000/0",
+    "a=rtpmap:0 PCMU/8000/999",
+    "a=rtpmap:200 PCMU/8000",
+    "a=rtpmap:0",
+    "a=rtpmap:0 /8000",
+    "a=rtpmap:96 opus/48000/2",
+    "a=rtpmap:0 PC\x00MU/8000",
+    "a=fmtp:101 " + "0-15," * 300,
+    "a=sendonly",
+    "a=inactive",
+    "a=recvonly",
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + "A" * 40,
+    "a=" + "x" * 2000,
+    "x",
+    "=",
+    "b=AS:99999999999999999999",
+    "k=clear:secret",
+    "z=0 0",
+    "a=candidate:1 1 UDP 1 127.0.0.1 7000 typ host",
+    "a=ssrc:4294967296 cname:x",
+    "a=ptime:0",
+    "a=maxptime:-1",
+    "a=rtcp:70000",
+    "a=group:BUNDLE 0 1",
+    "\x00",
+    "é=1",
+    "A=1",
 ]
 
 
@@ -238,7 +452,7 @@ def _split(data: bytes) -> tuple[list[bytes], bytes, bytes]:
         i = data.find(sep)
         if i >= 0:
             eol = sep[: len(sep) // 2]
-            return data[:i].split(eol), sep, data[i + len(sep):]
+            return data[:i].split(eol), sep, data[i + len(sep) :]
     return data.split(b"\r\n"), b"", b""
 
 
@@ -297,7 +511,7 @@ def _m_header_name(data, rng):
     elif choice == 3:
         name = b""
     else:
-        name = name + bytes([rng.choice(b" ()<>@,;\\\"/[]?={}\x00\x7f\xff")])
+        name = name + bytes([rng.choice(b' ()<>@,;\\"/[]?={}\x00\x7f\xff')])
     lines[i] = name + colon + value
     return _join(lines, sep, body)
 
@@ -314,9 +528,17 @@ def _m_request_uri(data, rng, case):
     else:
         lines[0] = b"INVITE " + uri + b" SIP/2.0"
     if rng.random() < 0.2:
-        lines[0] = rng.choice([lines[0] + b" ", b"INVITE  " + uri + b" SIP/2.0", b"INVITE " + uri + b" SIP/2.1",
-                               b"INVITE " + uri + b" SIP/7.0", b"invite " + uri + b" SIP/2.0",
-                               b"INVITE " + uri, b"INVITE\t" + uri + b"\tSIP/2.0"])
+        lines[0] = rng.choice(
+            [
+                lines[0] + b" ",
+                b"INVITE  " + uri + b" SIP/2.0",
+                b"INVITE " + uri + b" SIP/2.1",
+                b"INVITE " + uri + b" SIP/7.0",
+                b"invite " + uri + b" SIP/2.0",
+                b"INVITE " + uri,
+                b"INVITE\t" + uri + b"\tSIP/2.0",
+            ]
+        )
     return _join(lines, sep, body)
 
 
@@ -352,7 +574,7 @@ def _m_sdp_line(data, rng):
         sl[i] = mutate_bytes(sl[i], rng)
     elif choice == 3:
         del sl[i]
-    elif choice == 4:                                   # many media sections
+    elif choice == 4:  # many media sections
         sl[-1:-1] = [b"m=audio %d RTP/AVP 0" % (7002 + 2 * k) for k in range(rng.choice([15, 16, 17, 100, 400]))]
     else:
         sl = [s.replace(b"\r", b"") for s in sl] if rng.random() < 0.5 else sl[::-1]
@@ -364,15 +586,32 @@ def _m_sdp_line(data, rng):
 def _m_content_length(data, rng):
     lines, sep, body = _split(data)
     n = len(body)
-    value = rng.choice([b"0", b"-1", b"-999", str(n + 1).encode(), str(n - 1).encode(), str(n * 2).encode(),
-                        b"9999", b"4294967296", b"99999999999999999999", b"", b"abc", b"1 2", b" %d " % n,
-                        b"0x10", b"+5", str(n).encode() + b";x"])
+    value = rng.choice(
+        [
+            b"0",
+            b"-1",
+            b"-999",
+            str(n + 1).encode(),
+            str(n - 1).encode(),
+            str(n * 2).encode(),
+            b"9999",
+            b"4294967296",
+            b"99999999999999999999",
+            b"",
+            b"abc",
+            b"1 2",
+            b" %d " % n,
+            b"0x10",
+            b"+5",
+            str(n).encode() + b";x",
+        ]
+    )
     data = _set_content_length(data, value)
-    if rng.random() < 0.3:                              # a second, conflicting one
+    if rng.random() < 0.3:  # a second, conflicting one
         lines, sep, body = _split(data)
         lines.insert(rng.randrange(1, len(lines) + 1), b"Content-Length: " + str(n).encode())
         data = _join(lines, sep, body)
-    if rng.random() < 0.2:                              # or none
+    if rng.random() < 0.2:  # or none
         lines, sep, body = _split(data)
         lines = [line for i, line in enumerate(lines) if i not in _header_index(lines, (b"content-length", b"l"))]
         data = _join(lines, sep, body)
@@ -381,10 +620,29 @@ def _m_content_length(data, rng):
 
 def _m_cseq(data, rng):
     lines, sep, body = _split(data)
-    value = rng.choice([b"0 INVITE", b"4294967295 INVITE", b"4294967296 INVITE", b"2147483648 INVITE",
-                        b"-1 INVITE", b"1 invite", b"1 BYE", b"1 ACK", b"1 CANCEL", b"1", b"INVITE", b"",
-                        b"1  INVITE", b"1\tINVITE", b"01 INVITE", b"1 INVITE INVITE", b"99999999999999999999 INVITE",
-                        b"\xff INVITE", b"1 IN\x00VITE"])
+    value = rng.choice(
+        [
+            b"0 INVITE",
+            b"4294967295 INVITE",
+            b"4294967296 INVITE",
+            b"2147483648 INVITE",
+            b"-1 INVITE",
+            b"1 invite",
+            b"1 BYE",
+            b"1 ACK",
+            b"1 CANCEL",
+            b"1",
+            b"INVITE",
+            b"",
+            b"1  INVITE",
+            b"1\tINVITE",
+            b"01 INVITE",
+            b"1 INVITE INVITE",
+            b"99999999999999999999 INVITE",
+            b"\xff INVITE",
+            b"1 IN\x00VITE",
+        ]
+    )
     idx = _header_index(lines, (b"cseq",))
     if idx:
         lines[idx[0]] = b"CSeq: " + value
@@ -396,56 +654,71 @@ def _m_cseq(data, rng):
 def _m_encoding(data, rng):
     lines, sep, body = _split(data)
     choice = rng.randrange(8)
-    if choice == 0:                                     # latin-1 / invalid UTF-8 in a header
+    if choice == 0:  # latin-1 / invalid UTF-8 in a header
         i = _line(rng, lines)
         lines[i] += rng.choice([b"\xe9", b"\xff\xfe", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80"])
-    elif choice == 1:                                   # UTF-16 body
+    elif choice == 1:  # UTF-16 body
         body = body.decode("utf-8", "replace").encode("utf-16")
         data = _join(lines, sep, body)
         return _set_content_length(data)
     elif choice == 2:
-        lines.insert(len(lines), b"Content-Encoding: " + rng.choice([b"gzip", b"deflate", b"identity", b"x-\xff",
-                                                                      b"identity, gzip"]))
+        lines.insert(
+            len(lines),
+            b"Content-Encoding: " + rng.choice([b"gzip", b"deflate", b"identity", b"x-\xff", b"identity, gzip"]),
+        )
     elif choice == 3:
         idx = _header_index(lines, (b"content-type", b"c"))
-        value = rng.choice([b"application/sdp;charset=utf-16", b"application/SDP", b"APPLICATION/sdp ; x=y",
-                            b"application/sdp;charset=\xff", b"application", b"/", b"text/html", b"*/*",
-                            b"multipart/mixed;boundary=\"a b\"", b"multipart/alternative;boundary=zz"])
+        value = rng.choice(
+            [
+                b"application/sdp;charset=utf-16",
+                b"application/SDP",
+                b"APPLICATION/sdp ; x=y",
+                b"application/sdp;charset=\xff",
+                b"application",
+                b"/",
+                b"text/html",
+                b"*/*",
+                b'multipart/mixed;boundary="a b"',
+                b"multipart/alternative;boundary=zz",
+            ]
+        )
         if idx:
             lines[idx[0]] = b"Content-Type: " + value
         else:
             lines.append(b"Content-Type: " + value)
-    elif choice == 4:                                   # non-UTF-8 SDP
+    elif choice == 4:  # non-UTF-8 SDP
         body = body.replace(b"s=-", b"s=\xe9t\xe9\xff")
         return _set_content_length(_join(lines, sep, body))
-    elif choice == 5:                                   # NUL in the body
-        body = body[: len(body) // 2] + b"\x00" + body[len(body) // 2:]
+    elif choice == 5:  # NUL in the body
+        body = body[: len(body) // 2] + b"\x00" + body[len(body) // 2 :]
         return _set_content_length(_join(lines, sep, body))
-    elif choice == 6:                                   # percent-escapes everywhere in the URI
+    elif choice == 6:  # percent-escapes everywhere in the URI
         lines[0] = re.sub(rb"\+33", b"%2B%33%33", lines[0])
     else:
-        lines.insert(len(lines), b"Accept: " + rng.choice([b"text/plain", b"application/sdp", b"*/*", b"",
-                                                             b"application/sdp;q=0"]))
+        lines.insert(
+            len(lines),
+            b"Accept: " + rng.choice([b"text/plain", b"application/sdp", b"*/*", b"", b"application/sdp;q=0"]),
+        )
     return _join(lines, sep, body)
 
 
 def _m_sizes(data, rng):
     lines, sep, body = _split(data)
     choice = rng.randrange(6)
-    if choice == 0:                                     # the same header many times
+    if choice == 0:  # the same header many times
         i = _line(rng, lines)
         lines[i:i] = [lines[i]] * rng.choice([2, 10, 100, 300])
-    elif choice == 1:                                   # one giant header value
+    elif choice == 1:  # one giant header value
         lines.insert(rng.randrange(1, len(lines) + 1), b"X-Big: " + b"x" * rng.choice([1000, 3900, 8000, 20000, 70000]))
-    elif choice == 2:                                   # many different headers
+    elif choice == 2:  # many different headers
         lines[1:1] = [b"X-H%d: %d" % (k, k) for k in range(rng.choice([50, 200, 1000]))]
-    elif choice == 3:                                   # many Vias
+    elif choice == 3:  # many Vias
         via = next((line for line in lines if line.lower().startswith((b"via", b"v:"))), b"Via: SIP/2.0/UDP 127.0.0.1")
         lines[1:1] = [via.replace(b"branch=", b"branch=x%d" % k) for k in range(rng.choice([10, 70, 200]))]
-    elif choice == 4:                                   # a giant body
+    elif choice == 4:  # a giant body
         body = body + b"a=x-pad:" + b"p" * rng.choice([2000, 3900, 16 * 1024, 40000]) + b"\r\n"
         return _set_content_length(_join(lines, sep, body))
-    else:                                               # a giant X-Dialout header
+    else:  # a giant X-Dialout header
         lines.append(b"X-Dialout-Meeting: " + b"m" * rng.choice([200, 5000]))
     return _join(lines, sep, body)
 
@@ -453,38 +726,81 @@ def _m_sizes(data, rng):
 def _m_structure(data, rng):
     lines, sep, body = _split(data)
     choice = rng.randrange(10)
-    if choice == 0 and len(lines) > 2:                  # drop a header
+    if choice == 0 and len(lines) > 2:  # drop a header
         del lines[_line(rng, lines)]
-    elif choice == 1 and len(lines) > 2:                # duplicate one elsewhere
+    elif choice == 1 and len(lines) > 2:  # duplicate one elsewhere
         lines.insert(rng.randrange(1, len(lines) + 1), lines[_line(rng, lines)])
-    elif choice == 2 and len(lines) > 3:                # swap two
+    elif choice == 2 and len(lines) > 3:  # swap two
         i, j = _line(rng, lines), _line(rng, lines)
         lines[i], lines[j] = lines[j], lines[i]
-    elif choice == 3:                                   # fold a header
+    elif choice == 3:  # fold a header
         i = _line(rng, lines)
         name, colon, value = lines[i].partition(b":")
         lines[i] = name + colon + b"\r\n " + value.strip() if colon else lines[i]
-    elif choice == 4:                                   # bare LF / bare CR line ends
+    elif choice == 4:  # bare LF / bare CR line ends
         return data.replace(b"\r\n", rng.choice([b"\n", b"\r", b"\r\r\n", b"\n\r"]))
-    elif choice == 5:                                   # no blank line before the body
+    elif choice == 5:  # no blank line before the body
         return b"\r\n".join(lines) + b"\r\n" + body
-    elif choice == 6:                                   # leading CRLFs, trailing garbage
+    elif choice == 6:  # leading CRLFs, trailing garbage
         return b"\r\n" * rng.randint(1, 4) + data + rng.choice([b"", b"\r\n", b"INVITE sip:x SIP/2.0\r\n\r\n"])
-    elif choice == 7:                                   # a second X-Dialout-Organizer
-        lines.insert(len(lines), rng.choice([b"X-Dialout-Organizer: bob@contoso.com",
-                                             b"X-Dialout-Organizer: alice@contoso.com",
-                                             b"X-Dialout-Organizer: ", b"X-Dialout-Tenant: fabrikam"]))
-    elif choice == 8:                                   # extension headers the gateway must judge
-        lines.insert(len(lines), rng.choice([
-            b"Require: 100rel", b"Require: foo, timer", b"Proxy-Require: x", b"Replaces: a@b;to-tag=1;from-tag=2",
-            b"Session-Expires: 30", b"Session-Expires: 99999999999", b"Session-Expires: 90;refresher=",
-            b"Min-SE: -1", b"Max-Forwards: 0", b"Max-Forwards: 256", b"Record-Route: <sip:127.0.0.1:5999;lr>",
-            b"Route: <sip:127.0.0.1;lr>", b"Supported: timer", b"Expires: 0", b"Referred-By: <sip:x@127.0.0.1>",
-            b"P-Asserted-Identity: <sip:+33142685300@127.0.0.1>", b"Privacy: id", b"Reason: SIP;cause=200"]))
-    else:                                               # the request is another method
+    elif choice == 7:  # a second X-Dialout-Organizer
+        lines.insert(
+            len(lines),
+            rng.choice(
+                [
+                    b"X-Dialout-Organizer: bob@contoso.com",
+                    b"X-Dialout-Organizer: alice@contoso.com",
+                    b"X-Dialout-Organizer: ",
+                    b"X-Dialout-Tenant: fabrikam",
+                ]
+            ),
+        )
+    elif choice == 8:  # extension headers the gateway must judge
+        lines.insert(
+            len(lines),
+            rng.choice(
+                [
+                    b"Require: 100rel",
+                    b"Require: foo, timer",
+                    b"Proxy-Require: x",
+                    b"Replaces: a@b;to-tag=1;from-tag=2",
+                    b"Session-Expires: 30",
+                    b"Session-Expires: 99999999999",
+                    b"Session-Expires: 90;refresher=",
+                    b"Min-SE: -1",
+                    b"Max-Forwards: 0",
+                    b"Max-Forwards: 256",
+                    b"Record-Route: <sip:127.0.0.1:5999;lr>",
+                    b"Route: <sip:127.0.0.1;lr>",
+                    b"Supported: timer",
+                    b"Expires: 0",
+                    b"Referred-By: <sip:x@127.0.0.1>",
+                    b"P-Asserted-Identity: <sip:+33142685300@127.0.0.1>",
+                    b"Privacy: id",
+                    b"Reason: SIP;cause=200",
+                ]
+            ),
+        )
+    else:  # the request is another method
         parts = lines[0].split(b" ", 1)
-        lines[0] = rng.choice([b"OPTIONS", b"BYE", b"CANCEL", b"ACK", b"UPDATE", b"PRACK", b"REGISTER", b"REFER",
-                               b"FOO", b"INVITE\x00"]) + b" " + (parts[1] if len(parts) > 1 else b"")
+        lines[0] = (
+            rng.choice(
+                [
+                    b"OPTIONS",
+                    b"BYE",
+                    b"CANCEL",
+                    b"ACK",
+                    b"UPDATE",
+                    b"PRACK",
+                    b"REGISTER",
+                    b"REFER",
+                    b"FOO",
+                    b"INVITE\x00",
+                ]
+            )
+            + b" "
+            + (parts[1] if len(parts) > 1 else b"")
+        )
     return _join(lines, sep, body)
 
 
@@ -516,8 +832,19 @@ MUTATORS = {
     "structure": _m_structure,
 }
 # How often each is picked (the byte-level ones find the unexpected; the rest aim).
-_WEIGHTS = {"radamsa_whole": 4, "radamsa_sdp": 3, "header_value": 3, "header_name": 1, "request_uri": 2,
-            "sdp_line": 3, "content_length": 2, "cseq": 1, "encoding": 2, "sizes": 1, "structure": 2}
+_WEIGHTS = {
+    "radamsa_whole": 4,
+    "radamsa_sdp": 3,
+    "header_value": 3,
+    "header_name": 1,
+    "request_uri": 2,
+    "sdp_line": 3,
+    "content_length": 2,
+    "cseq": 1,
+    "encoding": 2,
+    "sizes": 1,
+    "structure": 2,
+}
 
 
 @dataclass(frozen=True)
@@ -525,12 +852,13 @@ class FuzzCase:
     case: int
     seed_name: str
     mutators: tuple[str, ...]
-    transport: str          # "udp" or "tcp"
+    transport: str  # "udp" or "tcp"
     data: bytes
 
 
-def make_case(case: int, run_seed: int = 4475, *, salt: str = "fz", tcp_share: float = 0.15,
-              clean_share: float = 0.08) -> FuzzCase:
+def make_case(
+    case: int, run_seed: int = 4475, *, salt: str = "fz", tcp_share: float = 0.15, clean_share: float = 0.08
+) -> FuzzCase:
     """The fuzz input number `case` of the run `run_seed`."""
     rng = random.Random(run_seed * 1_000_003 + case)
     seed_name = rng.choice(sorted(SEEDS))

@@ -17,7 +17,7 @@ def run_on_a_terminal(monkeypatch, argv: list[str], columns: int = 80) -> tuple[
     """`main(argv)` with sys.stdout a tty `columns` wide; returns (exit code, what it showed)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    terminal = open(slave, "w", encoding="utf-8")
+    terminal = open(slave, "w", encoding="utf-8")  # noqa: SIM115 - closed in the finally below
     monkeypatch.setattr(sys, "stdout", terminal)
     try:
         code = main(argv)

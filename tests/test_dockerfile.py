@@ -25,9 +25,9 @@ DOCKERIGNORE = ROOT / "docker" / "Dockerfile.dockerignore"
 
 @dataclass(frozen=True)
 class Instruction:
-    stage: str       # the stage's name (FROM … AS name)
-    keyword: str     # COPY, RUN, ENV, …
-    args: str        # the rest, continuation lines joined
+    stage: str  # the stage's name (FROM … AS name)
+    keyword: str  # COPY, RUN, ENV, …
+    args: str  # the rest, continuation lines joined
 
 
 def instructions(path: Path | None = None) -> list[Instruction]:
@@ -86,8 +86,7 @@ def copied_paths(stage: str) -> dict[str, str]:
 
 
 def dockerignore_patterns() -> list[str]:
-    return [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+    return [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
 def ignored(relpath: str, patterns: list[str] | None = None) -> bool:
@@ -118,7 +117,9 @@ def project_packages() -> set[str]:
 
 
 def builder_run(needle: str) -> str:
-    runs = [ins.args for ins in instructions() if ins.stage == "builder" and ins.keyword == "RUN" and needle in ins.args]
+    runs = [
+        ins.args for ins in instructions() if ins.stage == "builder" and ins.keyword == "RUN" and needle in ins.args
+    ]
     assert len(runs) == 1, f"one builder RUN with {needle!r}, found {len(runs)}"
     return runs[0]
 
@@ -144,7 +145,7 @@ def test_the_builder_copies_every_package_setup_py_and_csrc():
 
 def test_the_builder_copies_what_build_pjsua2_reads():
     script = (ROOT / "scripts" / "build_pjsua2.sh").read_text()
-    read = set(re.findall(r'\$here/([\w.-]+)', script))
+    read = set(re.findall(r"\$here/([\w.-]+)", script))
     assert {"config_site.h", "pjproject.lock"} <= read, read
     copied = copied_paths("builder")
     assert "scripts/build_pjsua2.sh" in copied
@@ -165,8 +166,11 @@ def test_the_builder_builds_the_c_extension_as_setup_sh_does():
     assert build_dir, "the builder sets PJSUA2_BUILD_DIR"
     pjsua2 = builder_run("build_pjsua2.sh")
     assert "--mount=type=cache,target=/root/.cache/dialout-gateway" in pjsua2
-    assert re.search(r'cp -a "\$\(dirname "\$wheel"\)/include" "\$\(dirname "\$wheel"\)/cflags" '
-                     r'"\$PJSUA2_BUILD_DIR/"', pjsua2), pjsua2
+    assert re.search(
+        r'cp -a "\$\(dirname "\$wheel"\)/include" "\$\(dirname "\$wheel"\)/cflags" '
+        r'"\$PJSUA2_BUILD_DIR/"',
+        pjsua2,
+    ), pjsua2
     assert re.search(r'/opt/build-venv/bin/pip install .*--no-deps "\$wheel"', pjsua2), pjsua2
     wheel = builder_run("pip wheel")
     assert wheel.startswith("/opt/build-venv/bin/pip wheel") and "--no-build-isolation" in wheel
@@ -191,8 +195,11 @@ def test_the_images_install_both_wheels_and_check_the_extension():
     run the CLI at build time; the gateway image also imports the C extension,
     so a wrong rpath fails the build, not the first call."""
     for stage, venv_bin in (("gateway", "/opt/dialout/bin/"), ("kamailio-plugin", "/opt/dialout-gateway/.venv/bin/")):
-        runs = [ins.args for ins in instructions() if ins.stage == stage and ins.keyword == "RUN"
-                and "from=builder,source=/wheels" in ins.args]
+        runs = [
+            ins.args
+            for ins in instructions()
+            if ins.stage == stage and ins.keyword == "RUN" and "from=builder,source=/wheels" in ins.args
+        ]
         assert len(runs) == 1, stage
         assert f"{venv_bin}pip install" in runs[0] and "/wheels/*.whl" in runs[0], runs[0]
         assert "dialout-gw --version" in runs[0], stage
@@ -208,7 +215,7 @@ def test_the_kamailio_plugin_image_matches_its_loader_and_cfg():
     assert stage, "docker/Dockerfile has a kamailio-plugin stage"
     release = re.search(r"^ARG DEBIAN_RELEASE=(\w+)$", DOCKERFILE.read_text(), re.M).group(1)
     assert release == "bookworm"  # python3 is 3.11 there; the venv path below says so
-    assert "FROM debian:${DEBIAN_RELEASE}-slim AS kamailio-plugin" == f"FROM {stage[0].args}"
+    assert f"FROM {stage[0].args}" == "FROM debian:${DEBIAN_RELEASE}-slim AS kamailio-plugin"
     apt = next(ins.args for ins in stage if "apt-get install" in ins.args).split()
     assert {"kamailio", "kamailio-python3-modules", "python3", "python3-venv"} <= set(apt)
     env = " ".join(ins.args for ins in stage if ins.keyword == "ENV")
@@ -219,11 +226,14 @@ def test_the_kamailio_plugin_image_matches_its_loader_and_cfg():
     venv = next(ins.args for ins in stage if "python3 -m venv" in ins.args)
     assert default_site.startswith(venv.split("python3 -m venv ", 1)[1].split()[0] + "/lib/python3.11/")
     copied = copied_paths("kamailio-plugin")
-    assert copied == {"examples/kamailio/kamailio.cfg": "/etc/kamailio/dialout/kamailio.cfg",
-                      "examples/kamailio/dialout.py": "/etc/kamailio/dialout/dialout.py"}, copied
+    assert copied == {
+        "examples/kamailio/kamailio.cfg": "/etc/kamailio/dialout/kamailio.cfg",
+        "examples/kamailio/dialout.py": "/etc/kamailio/dialout/dialout.py",
+    }, copied
     assert not any(ignored(p) for p in copied)
     entrypoint = next(ins.args for ins in stage if ins.keyword == "ENTRYPOINT")
     import json
+
     argv = json.loads(entrypoint)
     assert argv[argv.index("-f") + 1] == "/etc/kamailio/dialout/kamailio.cfg"
     assert 'DIALOUT_SCRIPT="/etc/kamailio/dialout/dialout.py"' in argv

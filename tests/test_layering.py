@@ -54,7 +54,7 @@ def _imported_names(node: ast.AST, package: str | None = None) -> list[str]:
         parts = package.split(".")
         if node.level - 1 > len(parts):
             return []
-        anchor = parts[:len(parts) - (node.level - 1)]
+        anchor = parts[: len(parts) - (node.level - 1)]
         base = ".".join(anchor + ([node.module] if node.module else []))
         names = [f"{base}.{alias.name}" if base else alias.name for alias in node.names if alias.name != "*"]
         return ([base] if base else []) + names
@@ -129,7 +129,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -188,8 +188,9 @@ def test_packages_have_sources():
 def test_lower_layers_do_not_import_the_shell(package):
     offenders = []
     for path in _sources(package):
-        offenders += forbidden_imports(path.read_text(encoding="utf-8"), str(path.relative_to(REPO)),
-                                       FORBIDDEN_IN[package])
+        offenders += forbidden_imports(
+            path.read_text(encoding="utf-8"), str(path.relative_to(REPO)), FORBIDDEN_IN[package]
+        )
     assert offenders == [], f"{package}/ imports a layer above it:\n" + "\n".join(offenders)
 
 
@@ -265,11 +266,14 @@ def test_cycle_finder(graph, cyclic):
         assert cycle[0] == cycle[-1] and all(b in graph[a] for a, b in zip(cycle, cycle[1:]))
 
 
-@pytest.mark.parametrize("source, bad", [
-    ("from gateway.logs import get_logger", True),
-    ("import pjsua2", True),
-    ("from ops.logs import reading", False),
-    ("import store", False),
-])
+@pytest.mark.parametrize(
+    "source, bad",
+    [
+        ("from gateway.logs import get_logger", True),
+        ("import pjsua2", True),
+        ("from ops.logs import reading", False),
+        ("import store", False),
+    ],
+)
 def test_ops_checker_forbids_the_service_and_pjsua2(source, bad):
     assert bool(forbidden_imports(source, forbidden=FORBIDDEN_IN["ops"])) is bad

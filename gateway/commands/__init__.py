@@ -9,6 +9,8 @@ Each module exposes `register(subparsers)`, which adds its parser and sets
 COMMAND_MODULES = (
     "run",
     "explain",
-    "usage", "db", "directory",
+    "usage",
+    "db",
+    "directory",
     "logs",
 )

@@ -25,12 +25,18 @@ exit codes: 0 ok, 1 the database cannot be reached or upgraded, 2 bad usage or b
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("db", help="create or upgrade the ledger database schema",
-                                   description=DESCRIPTION, epilog=EPILOG,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "db",
+        help="create or upgrade the ledger database schema",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    for name, help_text in (("upgrade", "apply pending migrations, print the schema version"),
-                            ("version", "print the schema version without changing anything")):
+    for name, help_text in (
+        ("upgrade", "apply pending migrations, print the schema version"),
+        ("version", "print the schema version without changing anything"),
+    ):
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", required=True, metavar="FILE", help="the gateway's TOML config file")
         p.set_defaults(handler=handle)

@@ -36,22 +36,47 @@ exit codes: 0 imported, 1 the database cannot be written, 2 bad usage, bad confi
 """
 
 TENANT_KEYS = ("id", "name", "timezone", "subscription_licences", "pay_per_minute_licences", "credits")
-TENANT_CSV_KEYS = ("id", "name", "timezone", "subscription_licences", "pay_per_minute_licences",
-                   "credits_enabled", "credits_balance")
-ORGANIZER_KEYS = ("id", "tenant", "usage_location", "audio_conferencing", "usca_addon", "credits_licence",
-                  "dialout_policy")
+TENANT_CSV_KEYS = (
+    "id",
+    "name",
+    "timezone",
+    "subscription_licences",
+    "pay_per_minute_licences",
+    "credits_enabled",
+    "credits_balance",
+)
+ORGANIZER_KEYS = (
+    "id",
+    "tenant",
+    "usage_location",
+    "audio_conferencing",
+    "usca_addon",
+    "credits_licence",
+    "dialout_policy",
+)
 BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("directory", help="import tenants and organisers from CSV or JSON",
-                                   description=DESCRIPTION, epilog=EPILOG,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "directory",
+        help="import tenants and organisers from CSV or JSON",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="directory_command", metavar="ACTION", required=True)
-    p = sub.add_parser("import", help="upsert tenants and organisers from files", description=DESCRIPTION,
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "import",
+        help="upsert tenants and organisers from files",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", required=True, metavar="FILE", help="the gateway's TOML config file")
-    p.add_argument("--kind", choices=("tenants", "organizers"), help="what the CSV files hold (default: from the header)")
+    p.add_argument(
+        "--kind", choices=("tenants", "organizers"), help="what the CSV files hold (default: from the header)"
+    )
     p.add_argument("files", nargs="+", metavar="IMPORTFILE", help="a .csv or .json file")
     p.set_defaults(handler=handle)
 
@@ -153,8 +178,9 @@ def read_csv(path: Path, kind: str | None) -> tuple[list[dict], list[dict]]:
             allowed = ORGANIZER_KEYS if kind == "organizers" else TENANT_CSV_KEYS
             for column in header:
                 if column not in allowed:
-                    raise UserError(f"{path}: header: unknown column {column!r} for {kind}; "
-                                    f"expected some of {', '.join(allowed)}")
+                    raise UserError(
+                        f"{path}: header: unknown column {column!r} for {kind}; expected some of {', '.join(allowed)}"
+                    )
             rows = []
             for raw in reader:
                 where = f"{path} row {reader.line_num}"

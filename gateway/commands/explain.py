@@ -7,7 +7,7 @@ import json
 import math
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from gateway.cli import UserError
@@ -58,9 +58,11 @@ def _counter_fields() -> tuple[str, ...]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from_here = {"counters": "pool_used_minutes, promotion_used_minutes, credits_balance, addon_used_minutes, "
-                 "concurrent_organizer, concurrent_tenant, calls_last_minute_organizer, "
-                 "distinct_destinations_today, destination_seen_today"}
+    from_here = {
+        "counters": "pool_used_minutes, promotion_used_minutes, credits_balance, addon_used_minutes, "
+        "concurrent_organizer, concurrent_tenant, calls_last_minute_organizer, "
+        "distinct_destinations_today, destination_seen_today"
+    }
     parser = subparsers.add_parser(
         "explain",
         help="show the policy decision for a hypothetical call (what-if tool)",
@@ -70,17 +72,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", required=True, metavar="FILE", help="the gateway's TOML config file")
     parser.add_argument("--organizer", metavar="ID", help="meeting organiser id, e.g. a UPN")
-    parser.add_argument("--number", metavar="DIALLED", help="dialled number as the bridge sends it (+E.164, national, tel: URI)")
+    parser.add_argument(
+        "--number", metavar="DIALLED", help="dialled number as the bridge sends it (+E.164, national, tel: URI)"
+    )
     parser.add_argument("--at", metavar="ISO8601", help="when the call starts (default: now)")
     parser.add_argument("--location", metavar="CC", help="reported physical country of the initiator (logged only)")
     parser.add_argument("--initiator", metavar="ID", help="who starts the call (needs no licence)")
     parser.add_argument("--tenant", metavar="ID", help="tenant id (default: the organiser's)")
     parser.add_argument("--meeting", metavar="ID", help="meeting id (recorded only)")
     parser.add_argument("--counters", metavar="JSON", help="usage snapshot overrides as a JSON object")
-    parser.add_argument("--requests", metavar="FILE.jsonl", help="many requests, one JSON object per line ('-' = stdin)")
-    parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="text: a readable verdict and trace; json: one JSON object per line "
-                             "(default: text on a terminal, json otherwise)")
+    parser.add_argument(
+        "--requests", metavar="FILE.jsonl", help="many requests, one JSON object per line ('-' = stdin)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="text: a readable verdict and trace; json: one JSON object per line "
+        "(default: text on a terminal, json otherwise)",
+    )
     parser.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
     parser.add_argument("--pretty", action="store_true", help="indent the JSON (one object over several lines)")
     parser.set_defaults(handler=run)
@@ -89,9 +99,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from gateway.config import load_config
 
-    single = any(getattr(args, k) is not None for k in ("organizer", "number", "at", "location", "initiator", "tenant", "meeting", "counters"))
+    single = any(
+        getattr(args, k) is not None
+        for k in ("organizer", "number", "at", "location", "initiator", "tenant", "meeting", "counters")
+    )
     if args.requests and single:
-        raise UserError("give either --requests FILE or the single-request flags (--organizer, --number, ...), not both")
+        raise UserError(
+            "give either --requests FILE or the single-request flags (--organizer, --number, ...), not both"
+        )
     if not args.requests and args.number is None:
         raise UserError("--number is required (or use --requests FILE.jsonl)")
 
@@ -104,8 +119,16 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.requests:
         counters = _parse_json_object(args.counters, "--counters") if args.counters is not None else None
-        item = {"organizer": args.organizer, "number": args.number, "at": args.at, "location": args.location,
-                "initiator": args.initiator, "tenant": args.tenant, "meeting": args.meeting, "counters": counters}
+        item = {
+            "organizer": args.organizer,
+            "number": args.number,
+            "at": args.at,
+            "location": args.location,
+            "initiator": args.initiator,
+            "tenant": args.tenant,
+            "meeting": args.meeting,
+            "counters": counters,
+        }
         out.emit(_decide(item, settings, "command line"))
         return 0
 
@@ -200,8 +223,12 @@ def _snapshot(counters: Any, where: str, snapshot_type: type) -> Any:
                 raise UserError(f"{where}: counters.{key}: expected true or false, got {value!r}")
         elif key == "credits_balance" and value is None:
             pass
-        elif (isinstance(value, bool) or not isinstance(value, int | float)
-              or (isinstance(value, float) and not math.isfinite(value)) or value < 0):
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not math.isfinite(value))
+            or value < 0
+        ):
             # JSON accepts NaN and Infinity; a NaN counter would pass every guard.
             raise UserError(f"{where}: counters.{key}: expected a number >= 0, got {value!r}")
         elif key.startswith(("concurrent_", "calls_", "distinct_")) and not isinstance(value, int):
@@ -212,19 +239,21 @@ def _snapshot(counters: Any, where: str, snapshot_type: type) -> Any:
 
 def _when(at: str | None, request: Any, settings: Any, where: str) -> datetime:
     if at is None:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     try:
         when = datetime.fromisoformat(at)
     except ValueError:
-        raise UserError(f"{where}: 'at': expected an ISO 8601 date-time such as 2018-06-30T23:59:59+02:00, got {at!r}") from None
+        raise UserError(
+            f"{where}: 'at': expected an ISO 8601 date-time such as 2018-06-30T23:59:59+02:00, got {at!r}"
+        ) from None
     # The organiser's tenant time (UTC if the organiser is unknown): naive
     # times are read in it, and the policy reckons days and months in it.
     org = settings.organizer(request.organizer) if request.organizer else None
-    tz = org.tenant.tz if org is not None else timezone.utc
+    tz = org.tenant.tz if org is not None else UTC
     if when.tzinfo is None:
         when = when.replace(tzinfo=tz)
     try:
-        when.astimezone(timezone.utc)
+        when.astimezone(UTC)
         when.astimezone(tz)
     except OverflowError:
         # Near year 1 or 9999 an offset can push the instant out of datetime's range.
@@ -298,7 +327,7 @@ def format_duration(seconds: float | None) -> str:
     """A duration for people: 14400 → "4 h", 750 → "12 min 30 s", None → "unlimited"."""
     if seconds is None:
         return "unlimited"
-    total = max(0, int(round(seconds)))
+    total = max(0, round(seconds))
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else "", f"{secs} s" if secs else ""]
@@ -328,8 +357,9 @@ def _local_time(decision: dict[str, Any]) -> str | None:
     return f"{stamp} {tz} ({offset})" if tz else f"{stamp} {offset}".rstrip()
 
 
-def render_decision(decision: dict[str, Any], *, where: str | None = None, width: int | None = None,
-                    marks: dict[str, str] = MARKS) -> str:
+def render_decision(
+    decision: dict[str, Any], *, where: str | None = None, width: int | None = None, marks: dict[str, str] = MARKS
+) -> str:
     """The readable form of one `explain` decision (the dict that --json prints).
 
     A verdict line, the fields an operator asks about first (status, reason,
@@ -395,5 +425,6 @@ def _wrapped(prefix: str, value: str, width: int | None, indent: str | None = No
         return [(prefix + value).rstrip()]
     import textwrap
 
-    return textwrap.wrap(value, width=width, initial_indent=prefix, subsequent_indent=indent,
-                         break_on_hyphens=False) or [prefix.rstrip()]
+    return textwrap.wrap(
+        value, width=width, initial_indent=prefix, subsequent_indent=indent, break_on_hyphens=False
+    ) or [prefix.rstrip()]

@@ -58,17 +58,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("file", metavar="FILE|-", help="log file (plain or gzip), or '-' for stdin")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
-    summary = actions.add_parser("summary",
-                                 help="calls, ratios, top reasons/tenants/organisers/regions, setup time, trunks",
-                                 description="Summarise the calls in the log.")
+    summary = actions.add_parser(
+        "summary",
+        help="calls, ratios, top reasons/tenants/organisers/regions, setup time, trunks",
+        description="Summarise the calls in the log.",
+    )
     _add_filters(summary)
-    summary.add_argument("--top", type=int, default=10, metavar="N",
-                         help="rows per top-N table (default 10; 0 = all)")
-    summary.add_argument("--jobs", type=int, default=None, metavar="N",
-                         help="worker processes that parse the log (default: the CPUs available, at most 8; "
-                              "1 = this process only)")
-    call = actions.add_parser("call", help="every line about one call, with its decision trace",
-                              description="Show everything the log says about one SIP Call-ID.")
+    summary.add_argument("--top", type=int, default=10, metavar="N", help="rows per top-N table (default 10; 0 = all)")
+    summary.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes that parse the log (default: the CPUs available, at most 8; 1 = this process only)",
+    )
+    call = actions.add_parser(
+        "call",
+        help="every line about one call, with its decision trace",
+        description="Show everything the log says about one SIP Call-ID.",
+    )
     call.add_argument("call_id", metavar="CALL-ID", help="the SIP Call-ID (the call_id field of the log lines)")
     _add_filters(call)
     parser.set_defaults(handler=run)
@@ -102,8 +110,11 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(la.format_call(report))
     if not report.found:
         where = " matching the filters" if filters.active else ""
-        print(f"dialout-gw logs: no line about call {args.call_id!r}{where} in "
-              f"{'<stdin>' if args.file == '-' else args.file} ({report.lines:,} lines read)", file=sys.stderr)
+        print(
+            f"dialout-gw logs: no line about call {args.call_id!r}{where} in "
+            f"{'<stdin>' if args.file == '-' else args.file} ({report.lines:,} lines read)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

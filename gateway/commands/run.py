@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 DESCRIPTION = """\
 Start the gateway: listen for the bridge's INVITEs on the configured
@@ -24,13 +24,18 @@ Signals:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "run", help="start the gateway (SIP listener, relay, ledger)",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run",
+        help="start the gateway (SIP listener, relay, ledger)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, metavar="FILE", help="the gateway's TOML config file")
-    p.add_argument("--check", action="store_true",
-                   help="validate the config and the trunks (errors and warnings on stderr; exit 2 on an "
-                        "error), open the ledger, then exit without listening")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config and the trunks (errors and warnings on stderr; exit 2 on an "
+        "error), open the ledger, then exit without listening",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -87,8 +92,12 @@ def handle(args) -> int:
     # JSON from the first line: even a crash while reading the config is one log event.
     configure_logging()
     config, runtime = load_everything(args.config, strict=not args.check)
-    configure_logging(runtime.logging.level, runtime.logging.format, mask_numbers=runtime.logging.mask_numbers,
-                      mask_fields=runtime.logging.mask_fields)
+    configure_logging(
+        runtime.logging.level,
+        runtime.logging.format,
+        mask_numbers=runtime.logging.mask_numbers,
+        mask_fields=runtime.logging.mask_fields,
+    )
     log = get_logger(component="main")
     # Trunk problems: warnings are logged; errors end `--check` with exit 2 (without --check,
     # load_everything has refused them already).
@@ -114,10 +123,11 @@ def handle(args) -> int:
         store.close()
         return 0
 
-    recovered = store.recover_open_calls(datetime.now(timezone.utc))
+    recovered = store.recover_open_calls(datetime.now(UTC))
     for s in recovered:
-        log.warning("call_recovered", call_id=s.call_id, talk_s=s.talk_s, billed_units=s.billed_units,
-                    charges=dict(s.charges))
+        log.warning(
+            "call_recovered", call_id=s.call_id, talk_s=s.talk_s, billed_units=s.billed_units, charges=dict(s.charges)
+        )
 
     stack = SipStack(pjsip_log_level=runtime.logging.pjsip_level)
     ledger = None
@@ -142,8 +152,13 @@ def handle(args) -> int:
         # the SIP loop never waits for the database.
         store.close()
         try:
-            ledger = LedgerWriter(runtime.store, stack.call_soon, log=get_logger(component="ledger"),
-                                  linger_s=runtime.store.linger_ms / 1000, post_lazy=stack.call_soon_lazy)
+            ledger = LedgerWriter(
+                runtime.store,
+                stack.call_soon,
+                log=get_logger(component="ledger"),
+                linger_s=runtime.store.linger_ms / 1000,
+                post_lazy=stack.call_soon_lazy,
+            )
         except StoreError as exc:
             print(redact_url(f"dialout-gw run: store.url {runtime.store.url}: {exc}"), file=sys.stderr)
             return 1
@@ -153,10 +168,15 @@ def handle(args) -> int:
         service.start()
         _settle_garbage_collector()
 
-        log.info("gateway_started", config=args.config,
-                 listen=[f"{l.transport}:{l.address}:{l.port}" for l in runtime.listeners],
-                 trunk=runtime.trunk.uri, store=runtime.store.url, recovered_calls=len(recovered),
-                 pjproject=_pjproject_version())
+        log.info(
+            "gateway_started",
+            config=args.config,
+            listen=[f"{li.transport}:{li.address}:{li.port}" for li in runtime.listeners],
+            trunk=runtime.trunk.uri,
+            store=runtime.store.url,
+            recovered_calls=len(recovered),
+            pjproject=_pjproject_version(),
+        )
 
         def should_stop() -> bool:
             if state["reload"]:

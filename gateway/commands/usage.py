@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from datetime import UTC
 
 from gateway.cli import UserError
 
@@ -35,15 +36,25 @@ MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("usage", help="pool, credits and add-on usage per tenant and month",
-                                   description=DESCRIPTION, epilog=EPILOG,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "usage",
+        help="pool, credits and add-on usage per tenant and month",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", required=True, metavar="FILE", help="the gateway's TOML config file")
     parser.add_argument("--tenant", metavar="ID", help="one tenant (default: every tenant known or seen)")
     parser.add_argument("--month", metavar="YYYY-MM", help="calendar month in the tenant's timezone (default: current)")
-    parser.add_argument("--top", type=int, default=5, metavar="N", help="how many organisers and destinations to list (default 5)")
-    parser.add_argument("--format", choices=("text", "json"), default="text",
-                        help="text: a readable report (the default, on a terminal or not); json: one JSON document")
+    parser.add_argument(
+        "--top", type=int, default=5, metavar="N", help="how many organisers and destinations to list (default 5)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: a readable report (the default, on a terminal or not); json: one JSON document",
+    )
     parser.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
     parser.set_defaults(handler=handle)
 
@@ -64,8 +75,13 @@ def handle(args: argparse.Namespace) -> int:
         if tenant is not None and tenant.strip().casefold() in tenants:
             tenant = tenants[tenant.strip().casefold()].id
         pool_per_licence = getattr(getattr(cfg.policy, "catalogue", None), "pool_minutes_per_subscription", 60)
-        report = store.usage_report(tenant=tenant, month=args.month, tenants_config=tenants, top=args.top,
-                                    pool_minutes_per_licence=pool_per_licence)
+        report = store.usage_report(
+            tenant=tenant,
+            month=args.month,
+            tenants_config=tenants,
+            top=args.top,
+            pool_minutes_per_licence=pool_per_licence,
+        )
         if tenant is not None:
             entry = report["tenants"][0]
             if not entry["known"] and entry["calls"]["total"] == 0 and not entry["pool"]["size_minutes"]:
@@ -95,14 +111,14 @@ def _alert(alert: dict, tz: str | None) -> str:
     text = ALERTS.get(alert.get("kind"), str(alert.get("kind")))
     at = alert.get("at")
     if isinstance(at, int | float):
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         try:
             from zoneinfo import ZoneInfo
 
-            zone = ZoneInfo(tz) if tz else timezone.utc
+            zone = ZoneInfo(tz) if tz else UTC
         except (KeyError, ValueError, OSError):
-            zone = timezone.utc
+            zone = UTC
         try:
             text += f" (since {datetime.fromtimestamp(at, zone):%Y-%m-%d %H:%M})"
         except (OverflowError, OSError, ValueError):
@@ -115,8 +131,10 @@ def _table(headers: tuple[str, ...], rows: list[tuple], indent: str = "  ", firs
     cells = [headers] + [tuple(str(c) for c in row) for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     widths[0] = max(widths[0], first)
-    return [indent + "  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]).rstrip()
-            for row in cells]
+    return [
+        indent + "  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]).rstrip()
+        for row in cells
+    ]
 
 
 def format_report(report: dict) -> str:
@@ -128,32 +146,44 @@ def format_report(report: dict) -> str:
         pool, credits, calls = t["pool"], t["credits"], t["calls"]
         lines = [f"tenant {t['tenant']}   month {t['period']} ({t['timezone']})"]
         pct = "" if pool["percent_used"] is None else f" ({pool['percent_used']:.1f} % used)"
-        lines.append(f"  pool        {_n(pool['size_minutes'])} min   used {_n(pool['used_minutes'])}{pct}"
-                     f"   reserved {_n(pool['reserved_minutes'])}   remaining {_n(pool['remaining_minutes'])}")
+        lines.append(
+            f"  pool        {_n(pool['size_minutes'])} min   used {_n(pool['used_minutes'])}{pct}"
+            f"   reserved {_n(pool['reserved_minutes'])}   remaining {_n(pool['remaining_minutes'])}"
+        )
         if credits["enabled"]:
-            lines.append(f"  credits     enabled   left {_n(credits['left'], 2)} of {_n(credits['balance'], 2)}"
-                         f"   reserved {_n(credits['reserved'], 2)}   spent {_n(credits['spent_this_month'], 2)}"
-                         f" this month, {_n(credits['spent_total'], 2)} in all")
+            lines.append(
+                f"  credits     enabled   left {_n(credits['left'], 2)} of {_n(credits['balance'], 2)}"
+                f"   reserved {_n(credits['reserved'], 2)}   spent {_n(credits['spent_this_month'], 2)}"
+                f" this month, {_n(credits['spent_total'], 2)} in all"
+            )
         else:
             lines.append(f"  credits     disabled   balance {_n(credits['balance'], 2)}")
         lines.append(f"  add-on      {_n(t['addon_minutes'])} min to US/Canada (fair use, not deducted)")
         promotion = t.get("promotion") or {}
         if promotion.get("used_minutes"):
             cap = promotion.get("cap_minutes")
-            lines.append(f"  promotion   {_n(promotion['used_minutes'])} min"
-                         + (f" of {_n(cap)}" if cap is not None else ""))
-        lines.append(f"  calls       {_plural(calls['total'], 'call')}: {calls['answered']:,} answered,"
-                     f" {calls['live']:,} live   talk {_n(calls['talk_minutes'])} min"
-                     f"   billed {_n(calls['billed_minutes'])} min")
+            lines.append(
+                f"  promotion   {_n(promotion['used_minutes'])} min" + (f" of {_n(cap)}" if cap is not None else "")
+            )
+        lines.append(
+            f"  calls       {_plural(calls['total'], 'call')}: {calls['answered']:,} answered,"
+            f" {calls['live']:,} live   talk {_n(calls['talk_minutes'])} min"
+            f"   billed {_n(calls['billed_minutes'])} min"
+        )
         if t["alerts"]:
             lines.append("  alerts      " + "; ".join(_alert(a, t.get("timezone")) for a in t["alerts"]))
-        tops = (("top organisers", t["top_organizers"], "organizer"),
-                ("top destinations", t["top_destinations"], "e164"))
+        tops = (
+            ("top organisers", t["top_organizers"], "organizer"),
+            ("top destinations", t["top_destinations"], "e164"),
+        )
         first = max([len(title) for title, _, _ in tops] + [len(r[key]) for _, rows, key in tops for r in rows])
         for title, rows, key in tops:
             if rows:
                 lines.append("")
-                lines += _table((title, "calls", "billed min"),
-                                [(r[key], f"{r['calls']:,}", _n(r["billed_minutes"])) for r in rows], first=first)
+                lines += _table(
+                    (title, "calls", "billed min"),
+                    [(r[key], f"{r['calls']:,}", _n(r["billed_minutes"])) for r in rows],
+                    first=first,
+                )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

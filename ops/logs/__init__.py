@@ -24,7 +24,21 @@ from ops.logs.render import format_call, format_summary
 from ops.logs.summary import Summary, default_jobs, percentile, summarize, summarize_path
 
 __all__ = [
-    "CallReport", "Filters", "LogInputError", "Summary",
-    "default_jobs", "find_call", "find_call_path", "format_call", "format_summary", "iter_blocks",
-    "line_batches", "open_log", "parse_time", "percentile", "split_lines", "summarize", "summarize_path",
+    "CallReport",
+    "Filters",
+    "LogInputError",
+    "Summary",
+    "default_jobs",
+    "find_call",
+    "find_call_path",
+    "format_call",
+    "format_summary",
+    "iter_blocks",
+    "line_batches",
+    "open_log",
+    "parse_time",
+    "percentile",
+    "split_lines",
+    "summarize",
+    "summarize_path",
 ]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ops.logs.reading import LogInputError
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def parse_time(text: str, what: str = "time") -> datetime:
@@ -17,8 +17,9 @@ def parse_time(text: str, what: str = "time") -> datetime:
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise LogInputError(f"{what}: expected an ISO 8601 date or date-time such as 2026-11-22T05:00:00Z, "
-                            f"got {text!r}") from None
+        raise LogInputError(
+            f"{what}: expected an ISO 8601 date or date-time such as 2026-11-22T05:00:00Z, got {text!r}"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.astimezone(UTC)
@@ -43,8 +44,9 @@ class Filters:
     reason: str | None = None
 
     @classmethod
-    def from_strings(cls, tenant: str | None = None, since: str | None = None, until: str | None = None,
-                     reason: str | None = None) -> Filters:
+    def from_strings(
+        cls, tenant: str | None = None, since: str | None = None, until: str | None = None, reason: str | None = None
+    ) -> Filters:
         s = parse_time(since, "--since") if since is not None else None
         u = parse_time(until, "--until") if until is not None else None
         if s is not None and u is not None and u <= s:
@@ -67,7 +69,7 @@ class Filters:
 class Matcher:
     """Filters compiled for the hot loop."""
 
-    __slots__ = ("tenant", "reason", "since", "until", "since_s", "until_s", "timed", "tenant_mark", "active")
+    __slots__ = ("active", "reason", "since", "since_s", "tenant", "tenant_mark", "timed", "until", "until_s")
 
     def __init__(self, f: Filters):
         self.tenant = f.tenant

@@ -7,12 +7,12 @@ writes it); only the lines that contain it are parsed.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 from ops.logs.filters import Filters, Matcher
 from ops.logs.reading import LogInputError, iter_blocks, open_log, source_name
-
 
 
 @dataclass
@@ -96,9 +96,12 @@ class _CallCollector:
     def finish(self) -> CallReport:
         f, report = self.filters, self.report
         if f.tenant is not None or f.reason is not None:
-            keep = [e for e in report.canonical
-                    if (f.tenant is None or e.get("tenant") == f.tenant)
-                    and (f.reason is None or e.get("reason") == f.reason)]
+            keep = [
+                e
+                for e in report.canonical
+                if (f.tenant is None or e.get("tenant") == f.tenant)
+                and (f.reason is None or e.get("reason") == f.reason)
+            ]
             if not keep:
                 report.events = []
         return report
@@ -122,8 +125,9 @@ def find_call(batches: Iterable[list[bytes]], call_id: str, filters: Filters | N
     return c.finish()
 
 
-def find_call_path(source: str | BinaryIO, call_id: str, filters: Filters | None = None,
-                   stdin: BinaryIO | None = None) -> CallReport:
+def find_call_path(
+    source: str | BinaryIO, call_id: str, filters: Filters | None = None, stdin: BinaryIO | None = None
+) -> CallReport:
     """`find_call` on a file: blocks are searched whole, only lines with the id are parsed."""
     c = _CallCollector(call_id, filters or Filters())
     with open_log(source, stdin) as stream:

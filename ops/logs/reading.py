@@ -15,8 +15,9 @@ import io
 import os
 import stat
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 GZIP_MAGIC = b"\x1f\x8b"
 # Size of a block; read at call time, so tests can make blocks tiny.
@@ -50,7 +51,7 @@ class _Prefixed(io.RawIOBase):
 
 def _open_file(path: str) -> BinaryIO:
     try:
-        return open(path, "rb")  # noqa: SIM115
+        return open(path, "rb")
     except FileNotFoundError:
         raise LogInputError(f"{path}: no such file") from None
     except IsADirectoryError:

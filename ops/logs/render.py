@@ -11,7 +11,6 @@ from ops.logs.lookup import CallReport
 _COMMON_KEYS = frozenset(("event", "timestamp", "level", "component", "call_id"))
 
 
-
 def _n(v: int) -> str:
     return f"{v:,}"
 
@@ -37,43 +36,71 @@ def format_summary(d: dict[str, Any], name: str) -> str:
     lines_info = d["lines"]
     calls = d["calls"]
     total = calls["total"]
-    out = [f"{name}: {_n(lines_info['total'])} lines, {_n(lines_info['non_json'])} not JSON, "
-           f"{_n(lines_info['malformed'])} malformed"]
+    out = [
+        f"{name}: {_n(lines_info['total'])} lines, {_n(lines_info['non_json'])} not JSON, "
+        f"{_n(lines_info['malformed'])} malformed"
+    ]
     active = {k: v for k, v in d["filters"].items() if v is not None}
     if active:
-        out.append("filters: " + "  ".join(f"--{k} {v}" for k, v in active.items())
-                   + f"  ({_n(lines_info['filtered_out'])} lines filtered out)")
+        out.append(
+            "filters: "
+            + "  ".join(f"--{k} {v}" for k, v in active.items())
+            + f"  ({_n(lines_info['filtered_out'])} lines filtered out)"
+        )
     if d["period"]["first"]:
         out.append(f"period: {d['period']['first']} .. {d['period']['last']}")
     out.append("")
     out.append(f"calls               {_n(total):>10}")
-    out.append(f"  relayed (allow)   {_n(calls['relayed']):>10}  {_pct(calls['relayed'], total)}"
-               f"   answered {_n(calls['answered'])}")
+    out.append(
+        f"  relayed (allow)   {_n(calls['relayed']):>10}  {_pct(calls['relayed'], total)}"
+        f"   answered {_n(calls['answered'])}"
+    )
     out.append(f"  rejected (deny)   {_n(calls['rejected']):>10}  {_pct(calls['rejected'], total)}")
     adm = d["admission_refusals"]
-    note = (f"  ({_n(adm['lines'])} logged, {_n(adm['total'] - adm['lines'])} counted in suppressed_since_last)"
-            if adm["total"] > adm["lines"] else "")
+    note = (
+        f"  ({_n(adm['lines'])} logged, {_n(adm['total'] - adm['lines'])} counted in suppressed_since_last)"
+        if adm["total"] > adm["lines"]
+        else ""
+    )
     out.append(f"admission refusals  {_n(adm['total']):>10}{note}")
     out.append("")
     setup = d["setup_ms"]
     out.append("setup time (ms)")
-    out += _table(["calls", "count", "p50", "p99", "max"],
-                  [[label, _n(setup[k]["count"]), setup[k]["p50"], setup[k]["p99"], setup[k]["max"]]
-                   for label, k in (("all", "all"), ("relayed", "relayed"), ("rejected", "rejected"))])
+    out += _table(
+        ["calls", "count", "p50", "p99", "max"],
+        [
+            [label, _n(setup[k]["count"]), setup[k]["p50"], setup[k]["p99"], setup[k]["max"]]
+            for label, k in (("all", "all"), ("relayed", "relayed"), ("rejected", "rejected"))
+        ],
+    )
     out.append("")
     out.append("top reasons")
-    out += _table(["reason", "calls", "share"],
-                  [[r["reason"], _n(r["calls"]), _pct(r["calls"], total)] for r in d["reasons"]])
+    out += _table(
+        ["reason", "calls", "share"], [[r["reason"], _n(r["calls"]), _pct(r["calls"], total)] for r in d["reasons"]]
+    )
     for title, key, col in (("top tenants", "tenants", "tenant"), ("top organisers", "organizers", "organizer")):
         out.append("")
         out.append(title)
-        out += _table([col, "calls", "relayed", "rejected", "billed_units", "talk_min"],
-                      [[r[col], _n(r["calls"]), _n(r["relayed"]), _n(r["rejected"]), _n(r["billed_units"]),
-                        f"{r['talk_s'] / 60:,.1f}"] for r in d[key]])
+        out += _table(
+            [col, "calls", "relayed", "rejected", "billed_units", "talk_min"],
+            [
+                [
+                    r[col],
+                    _n(r["calls"]),
+                    _n(r["relayed"]),
+                    _n(r["rejected"]),
+                    _n(r["billed_units"]),
+                    f"{r['talk_s'] / 60:,.1f}",
+                ]
+                for r in d[key]
+            ],
+        )
     out.append("")
     out.append("top destination regions")
-    out += _table(["region", "calls", "relayed", "rejected"],
-                  [[r["region"], _n(r["calls"]), _n(r["relayed"]), _n(r["rejected"])] for r in d["regions"]])
+    out += _table(
+        ["region", "calls", "relayed", "rejected"],
+        [[r["region"], _n(r["calls"]), _n(r["relayed"]), _n(r["rejected"])] for r in d["regions"]],
+    )
     out += _trunks(d.get("trunks"))
     if adm["by_reason"]:
         out.append("")
@@ -87,14 +114,27 @@ def _trunks(t: dict[str, Any] | None) -> list[str]:
     if not t or not t["calls"]:
         return []
     calls = f"{_n(t['calls'])} call{'s' if t['calls'] != 1 else ''}"
-    out = ["", f"trunks  ({calls} reached a trunk; {_n(t['failover_calls'])} failed over, "
-               f"{_n(t['failover_answered'])} of them answered)"]
-    out += _table(["trunk", "attempts", "answered", "ASR", "failed over from", "failed over to", "final",
-                   "failures"],
-                  [[r["trunk"], _n(r["attempts"]), _n(r["answers"]), _pct(r["answers"], r["attempts"]),
-                    _n(r["failed_over_from"]), _n(r["failed_over_to"]), _n(r["final"]),
-                    ", ".join(f"{cls} {_n(n)}" for cls, n in r["failures"].items()) or "-"]
-                   for r in t["trunks"]])
+    out = [
+        "",
+        f"trunks  ({calls} reached a trunk; {_n(t['failover_calls'])} failed over, "
+        f"{_n(t['failover_answered'])} of them answered)",
+    ]
+    out += _table(
+        ["trunk", "attempts", "answered", "ASR", "failed over from", "failed over to", "final", "failures"],
+        [
+            [
+                r["trunk"],
+                _n(r["attempts"]),
+                _n(r["answers"]),
+                _pct(r["answers"], r["attempts"]),
+                _n(r["failed_over_from"]),
+                _n(r["failed_over_to"]),
+                _n(r["final"]),
+                ", ".join(f"{cls} {_n(n)}" for cls, n in r["failures"].items()) or "-",
+            ]
+            for r in t["trunks"]
+        ],
+    )
     if t["failovers"]:
         out.append("")
         out.append("failovers")
@@ -103,7 +143,10 @@ def _trunks(t: dict[str, Any] | None) -> list[str]:
 
 
 _CALL_FIELDS = (
-    ("tenant", "tenant"), ("organizer", "organiser"), ("meeting", "meeting"), ("initiator", "initiator"),
+    ("tenant", "tenant"),
+    ("organizer", "organiser"),
+    ("meeting", "meeting"),
+    ("initiator", "initiator"),
     ("location", "location"),
 )
 
@@ -136,11 +179,15 @@ def format_call(report: CallReport) -> str:
         if e.get("max_duration_s") is not None:
             bucket += f"  max {e['max_duration_s']} s"
         out.append(f"  bucket        {bucket}")
-        out.append(f"  timing        setup {_v(e.get('setup_ms'))} ms, talk {_v(e.get('talk_s'))} s, "
-                   f"ended by {_v(e.get('ended_by'))}")
+        out.append(
+            f"  timing        setup {_v(e.get('setup_ms'))} ms, talk {_v(e.get('talk_s'))} s, "
+            f"ended by {_v(e.get('ended_by'))}"
+        )
         charges = e.get("charges") or {}
-        out.append(f"  billed        {_v(e.get('billed_units'))} unit(s)"
-                   + ("  " + ", ".join(f"{k} {v}" for k, v in charges.items()) if charges else ""))
+        out.append(
+            f"  billed        {_v(e.get('billed_units'))} unit(s)"
+            + ("  " + ", ".join(f"{k} {v}" for k, v in charges.items()) if charges else "")
+        )
         out.append(f"  explanation   {_v(e.get('explanation'))}")
         trace = e.get("trace")
         if trace:

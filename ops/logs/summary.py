@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 import ops.logs.reading as reading
 from ops.logs.filters import Filters, Matcher
-from ops.logs.reading import (byte_ranges, iter_blocks, iter_range_blocks, open_log, plain_file_size, source_name,
-                              split_lines)
+from ops.logs.reading import (
+    byte_ranges,
+    iter_blocks,
+    iter_range_blocks,
+    open_log,
+    plain_file_size,
+    source_name,
+    split_lines,
+)
 from ops.logs.trunks import TrunkTally
 
 # Cheap pre-filters (bytes). A JSON string cannot contain an unescaped quote,
@@ -25,7 +33,6 @@ from ops.logs.trunks import TrunkTally
 # the event is checked again after parsing, so false positives cost time only.
 _CALL_MARK = b'"call"'
 _REFUSAL_MARK = b'"admission_refused"'
-
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -69,7 +76,7 @@ class Summary:
     non_json: int = 0
     malformed: int = 0
     filtered_out: int = 0
-    combos: dict[tuple, list] = field(default_factory=dict)   # key -> [calls, billed_units, talk_s]
+    combos: dict[tuple, list] = field(default_factory=dict)  # key -> [calls, billed_units, talk_s]
     setup_relayed: list[float] = field(default_factory=list)
     setup_rejected: list[float] = field(default_factory=list)
     refusal_lines: int = 0
@@ -81,8 +88,14 @@ class Summary:
 
     def add_call(self, e: dict) -> None:
         allowed = e.get("decision") == "allow"
-        key = (e.get("tenant"), e.get("organizer"), e.get("region"), allowed, e.get("reason"),
-               e.get("bridge_status") == 200)
+        key = (
+            e.get("tenant"),
+            e.get("organizer"),
+            e.get("region"),
+            allowed,
+            e.get("reason"),
+            e.get("bridge_status") == 200,
+        )
         row = self.combos.get(key)
         if row is None:
             row = self.combos[key] = [0, 0, 0.0]
@@ -335,8 +348,9 @@ def _summarize_range(job: tuple[str, int, int, Filters, int]) -> Summary:
     return _summarize_blocks(iter_range_blocks(path, start, end, chunk), filters)
 
 
-def summarize_path(source: str | BinaryIO, filters: Filters | None = None, stdin: BinaryIO | None = None,
-                   jobs: int = 1) -> Summary:
+def summarize_path(
+    source: str | BinaryIO, filters: Filters | None = None, stdin: BinaryIO | None = None, jobs: int = 1
+) -> Summary:
     """Summarise a log file, '-' or a binary stream.
 
     With `jobs > 1` the lines are parsed in worker processes (fork) and the

@@ -36,11 +36,11 @@ class TrunkTally:
     """Counts over many calls; partial tallies (one per block or worker) merge."""
 
     trunks: dict[str, list[int]] = field(default_factory=dict)
-    failures: dict[tuple[str, str], int] = field(default_factory=dict)   # (trunk, class) -> attempts
-    paths: dict[tuple[str, str], int] = field(default_factory=dict)      # (from, to) -> failovers
-    routed: int = 0              # calls with at least one attempt
-    failover_calls: int = 0      # ... with more than one
-    failover_answered: int = 0   # ... of which the last trunk answered
+    failures: dict[tuple[str, str], int] = field(default_factory=dict)  # (trunk, class) -> attempts
+    paths: dict[tuple[str, str], int] = field(default_factory=dict)  # (from, to) -> failovers
+    routed: int = 0  # calls with at least one attempt
+    failover_calls: int = 0  # ... with more than one
+    failover_answered: int = 0  # ... of which the last trunk answered
 
     def add(self, e: dict) -> None:
         """One canonical line (only called for lines that name a trunk)."""
@@ -103,12 +103,18 @@ class TrunkTally:
         trunks = []
         for name, (attempts, answers, failed_from, failed_to, final) in rows:
             failures = {cls: n for (trunk, cls), n in sorted(self.failures.items()) if trunk == name}
-            trunks.append({
-                "trunk": name, "attempts": attempts, "answers": answers,
-                "asr": round(answers / attempts, 4) if attempts else None,
-                "failures": failures, "failed_over_from": failed_from, "failed_over_to": failed_to,
-                "final": final,
-            })
+            trunks.append(
+                {
+                    "trunk": name,
+                    "attempts": attempts,
+                    "answers": answers,
+                    "asr": round(answers / attempts, 4) if attempts else None,
+                    "failures": failures,
+                    "failed_over_from": failed_from,
+                    "failed_over_to": failed_to,
+                    "final": final,
+                }
+            )
         return {
             "calls": self.routed,
             "failover_calls": self.failover_calls,

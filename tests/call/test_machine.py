@@ -19,22 +19,41 @@ from sip.sdp import check_sdp
 
 
 def sdp(port: int, direction: str = "sendrecv", version: int = 1) -> Body:
-    text = (f"v=0\r\no=x 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na={direction}\r\n")
+    text = (
+        f"v=0\r\no=x 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na={direction}\r\n"
+    )
     return Body("application/sdp", text.encode())
 
 
 OFFER = sdp(7000)
-ROUTE_A = TrunkRoute("a", "sip:+33142685300@trunk-a;user=phone", "<sip:+33142685300@trunk-a>",
-                     "<sip:+18005550100@gw>", "<sip:gw@127.0.0.1:5060>")
-ROUTE_B = TrunkRoute("b", "sip:+33142685300@trunk-b;user=phone", "<sip:+33142685300@trunk-b>",
-                     "<sip:+18005550100@gw>", "<sip:gw@127.0.0.1:5060>", setup_timeout_s=5)
+ROUTE_A = TrunkRoute(
+    "a",
+    "sip:+33142685300@trunk-a;user=phone",
+    "<sip:+33142685300@trunk-a>",
+    "<sip:+18005550100@gw>",
+    "<sip:gw@127.0.0.1:5060>",
+)
+ROUTE_B = TrunkRoute(
+    "b",
+    "sip:+33142685300@trunk-b;user=phone",
+    "<sip:+33142685300@trunk-b>",
+    "<sip:+18005550100@gw>",
+    "<sip:gw@127.0.0.1:5060>",
+    setup_timeout_s=5,
+)
 
 
 def plan(*routes, granted_s=300.0, max_duration_s=14400.0, session_expires_s=None) -> RelayPlan:
-    return RelayPlan(routes=routes or (ROUTE_A,), headers=(("Supported", "100rel"),), answer_timeout_s=60,
-                     max_duration_s=max_duration_s, granted_s=granted_s, session_expires_s=session_expires_s,
-                     redirect_host="gw.example:5060")
+    return RelayPlan(
+        routes=routes or (ROUTE_A,),
+        headers=(("Supported", "100rel"),),
+        answer_timeout_s=60,
+        max_duration_s=max_duration_s,
+        granted_s=granted_s,
+        session_expires_s=session_expires_s,
+        redirect_host="gw.example:5060",
+    )
 
 
 class Driver:
@@ -42,8 +61,9 @@ class Driver:
 
     def __init__(self, offer: Body | None = OFFER, bridge_timer: bool = False, bridge_allow=None):
         self.now = 100.0
-        self.call = Call(received_at=self.now, offer=offer, bridge_timer=bridge_timer, check_sdp=check_sdp,
-                         bridge_allow=bridge_allow)
+        self.call = Call(
+            received_at=self.now, offer=offer, bridge_timer=bridge_timer, check_sdp=check_sdp, bridge_allow=bridge_allow
+        )
         self.log: list[A.Action] = []
 
     def __call__(self, *events, dt: float = 0.01) -> list[A.Action]:
@@ -74,8 +94,7 @@ def one(actions, kind):
 
 def answered_call(offer: Body | None = OFFER, **plan_kw) -> Driver:
     d = Driver(offer)
-    d(E.Admitted(plan(**plan_kw)), E.Provisional(180, "Ringing", "t1"),
-      E.Answered(200, "OK", "t1", sdp(9000)))
+    d(E.Admitted(plan(**plan_kw)), E.Provisional(180, "Ringing", "t1"), E.Answered(200, "OK", "t1", sdp(9000)))
     assert d.call.state is State.CONFIRMED
     return d
 
@@ -104,7 +123,7 @@ def test_admitted_call_dials_the_first_route_with_the_bridge_offer():
 
 def test_cancel_while_deciding_then_admitted_places_nothing_and_releases_the_reservation():
     d = Driver()
-    assert d(E.LegEnded(BRIDGE, "cancelled", 487)) == []   # the decision is still on its way
+    assert d(E.LegEnded(BRIDGE, "cancelled", 487)) == []  # the decision is still on its way
     out = d(E.Admitted(plan()))
     assert not of(out, A.Dial) and not of(out, A.AnswerBridge)
     rec = d.record()
@@ -132,7 +151,7 @@ def test_plain_ringing_then_answer():
     assert ok.code == 200 and ok.body == sdp(9000)
     assert one(out, A.Ack).side == TRUNK and one(out, A.Ack).body is None
     assert of(out, A.MarkAnswered)
-    assert A.StartTimer("cut", 300.0) in out             # the granted chunk
+    assert A.StartTimer("cut", 300.0) in out  # the granted chunk
     assert any(isinstance(a, A.StartTimer) and a.name == "extend" for a in out)
 
 
@@ -151,7 +170,7 @@ def test_announcement_sdp_in_183_then_a_different_sdp_in_the_200():
     early = one(d(E.Provisional(183, "Session Progress", "t1", sdp(8000))), A.AnswerBridge)
     assert early.body == sdp(8000)
     ok = one(d(E.Answered(200, "OK", "t1", sdp(9000, version=2))), A.AnswerBridge)
-    assert ok.body == sdp(9000, version=2)                # the final answer, not the early one
+    assert ok.body == sdp(9000, version=2)  # the final answer, not the early one
 
 
 def test_same_media_with_the_origin_version_bumped():
@@ -166,7 +185,7 @@ def test_answer_in_a_reliable_183_is_repeated_in_the_200():
     d = Driver()
     d(E.Admitted(plan()))
     d(E.Provisional(183, "Session Progress", "t1", sdp(9000), reliable=True))
-    ok = one(d(E.Answered(200, "OK", "t1")), A.AnswerBridge)   # 2xx without SDP after 100rel
+    ok = one(d(E.Answered(200, "OK", "t1")), A.AnswerBridge)  # 2xx without SDP after 100rel
     assert ok.body == sdp(9000)
 
 
@@ -202,8 +221,8 @@ def test_late_offer_the_trunk_offers_in_its_200_and_the_bridge_answers_in_its_ac
     dial = one(d(E.Admitted(plan())), A.Dial)
     assert dial.body is None
     out = d(E.Answered(200, "OK", "t1", sdp(9000)))
-    assert one(out, A.AnswerBridge).body == sdp(9000)       # the trunk's offer
-    assert not of(out, A.Ack)                                # the trunk's ACK waits for the answer
+    assert one(out, A.AnswerBridge).body == sdp(9000)  # the trunk's offer
+    assert not of(out, A.Ack)  # the trunk's ACK waits for the answer
     ack = one(d(E.AckReceived(BRIDGE, sdp(7000), initial=True)), A.Ack)
     assert ack == A.Ack(TRUNK, sdp(7000))
 
@@ -317,7 +336,7 @@ def test_no_failover_once_early_media_reached_the_bridge():
 
 def test_a_route_with_no_provisional_in_time_is_abandoned_for_the_next():
     d = Driver()
-    d(E.Admitted(plan(ROUTE_B, ROUTE_A)))                    # ROUTE_B has setup_timeout_s
+    d(E.Admitted(plan(ROUTE_B, ROUTE_A)))  # ROUTE_B has setup_timeout_s
     assert one(d(E.TimerFired("setup")), A.CancelTrunk).abandon
     out = d(E.Failed(487, "Request Terminated"))
     assert one(out, A.Dial).route is ROUTE_A
@@ -337,7 +356,7 @@ def test_bridge_cancel_while_ringing_cancels_the_trunk_and_bills_nothing():
     d = Driver()
     d(E.Admitted(plan()), E.Provisional(180, "Ringing", "t1"))
     assert of(d(E.LegEnded(BRIDGE, "cancelled", 487)), A.CancelTrunk)
-    assert not d.finishes()                                  # the trunk's answer to the CANCEL is awaited
+    assert not d.finishes()  # the trunk's answer to the CANCEL is awaited
     d(E.Failed(487, "Request Terminated"))
     rec = d.record()
     assert rec.bridge_status == 487 and rec.ended_by == "bridge" and not rec.answered and rec.ledger_open
@@ -377,10 +396,10 @@ def test_reinvite_without_sdp_from_the_trunk_gets_the_bridge_answer_in_the_ack()
     send = one(d(E.Request(TRUNK, 9, "INVITE")), A.SendRequest)
     assert send.side == BRIDGE and send.body is None
     out = d(E.Response(BRIDGE, send.token, 200, "OK", sdp(7002), needs_ack=True))
-    assert not of(out, A.Ack)                                # the bridge's offer goes to the trunk first
+    assert not of(out, A.Ack)  # the bridge's offer goes to the trunk first
     assert one(out, A.Respond).body == sdp(7002)
     ack = one(d(E.AckReceived(TRUNK, sdp(9002))), A.Ack)
-    assert ack == A.Ack(BRIDGE, sdp(9002))                   # the trunk's new media reaches the bridge
+    assert ack == A.Ack(BRIDGE, sdp(9002))  # the trunk's new media reaches the bridge
 
 
 def test_dtmf_info_reaches_the_trunk_and_its_answer_the_bridge():
@@ -429,8 +448,10 @@ def test_a_bad_sdp_offer_in_a_reinvite_gets_488_sdp_invalid():
 def test_a_bad_sdp_answer_from_the_trunk_ends_both_legs_cleanly():
     d = Driver()
     d(E.Admitted(plan()))
-    bad = Body("application/sdp", sdp(9000).data.replace(b"a=rtpmap:0 PCMU/8000\r\n", b"")
-               .replace(b"RTP/AVP 0", b"RTP/AVP 101"))
+    bad = Body(
+        "application/sdp",
+        sdp(9000).data.replace(b"a=rtpmap:0 PCMU/8000\r\n", b"").replace(b"RTP/AVP 0", b"RTP/AVP 101"),
+    )
     out = d(E.Answered(200, "OK", "t1", bad))
     assert A.Ack(TRUNK) in out and one(out, A.SendRequest).method == "BYE"
     assert one(out, A.AnswerBridge).code == 488
@@ -470,7 +491,7 @@ def test_session_timer_inserted_toward_the_bridge_when_the_trunk_does_none():
     out = d(E.Answered(200, "OK", "t1", sdp(9000)))
     ok = one(out, A.AnswerBridge)
     assert ("Session-Expires", "90;refresher=uac") in ok.headers and ("Require", "timer") in ok.headers
-    assert A.StartTimer("session", 60.0) in out               # 90 - min(32, 90/3)
+    assert A.StartTimer("session", 60.0) in out  # 90 - min(32, 90/3)
     out = d(E.TimerFired("session"), dt=60)
     assert {b.side for b in of(out, A.SendRequest)} == {BRIDGE, TRUNK}
     assert d.record().ended_by == "session_timer"
@@ -507,13 +528,17 @@ def test_shutdown_while_deciding_dialing_and_answered():
     assert confirmed.record().reason == "overloaded"
 
 
-@pytest.mark.parametrize("setup,hung_up", [
-    ([], {BRIDGE}),
-    ([E.Admitted(plan())], {BRIDGE, TRUNK}),
-    ([E.Admitted(plan()), E.Provisional(180, "Ringing", "t1")], {BRIDGE, TRUNK}),
-    ([E.Admitted(plan()), E.Answered(200, "OK", "t1", OFFER)], {BRIDGE, TRUNK}),
-    ([E.Admitted(plan()), E.Provisional(180, "Ringing", "t1"), E.LegEnded(BRIDGE, "cancelled", 487)], {TRUNK}),
-], ids=["deciding", "dialing", "ringing", "confirmed", "cancelling"])
+@pytest.mark.parametrize(
+    "setup,hung_up",
+    [
+        ([], {BRIDGE}),
+        ([E.Admitted(plan())], {BRIDGE, TRUNK}),
+        ([E.Admitted(plan()), E.Provisional(180, "Ringing", "t1")], {BRIDGE, TRUNK}),
+        ([E.Admitted(plan()), E.Answered(200, "OK", "t1", OFFER)], {BRIDGE, TRUNK}),
+        ([E.Admitted(plan()), E.Provisional(180, "Ringing", "t1"), E.LegEnded(BRIDGE, "cancelled", 487)], {TRUNK}),
+    ],
+    ids=["deciding", "dialing", "ringing", "confirmed", "cancelling"],
+)
 def test_abort_in_every_state_ends_every_live_leg_and_finishes_once(setup, hung_up):
     d = Driver()
     d(*setup)
@@ -535,27 +560,35 @@ def test_nothing_is_sent_after_the_finish_but_what_protocol_requires():
 
 # --- every call ends exactly once, whatever comes in ----------------------------------------------
 
-EVENTS = st.sampled_from([
-    E.Admitted(plan(ROUTE_A, ROUTE_B)),
-    E.Denied(403, "no_entitlement"),
-    E.Provisional(180, "Ringing", "t1"),
-    E.Provisional(183, "Session Progress", "t2", sdp(8000)),
-    E.Answered(200, "OK", "t1", sdp(9000)),
-    E.Failed(503, "Service Unavailable"),
-    E.Failed(486, "Busy Here"),
-    E.Failed(487, "Request Terminated"),
-    E.LegEnded(BRIDGE, "cancelled", 487),
-    E.LegEnded(BRIDGE, "bye"),
-    E.LegEnded(TRUNK, "bye"),
-    E.LegEnded(TRUNK, "answered_after_cancel", 200),
-    E.AckReceived(BRIDGE, None, True),
-    E.AckTimeout(BRIDGE, True),
-    E.Request(BRIDGE, 1, "INVITE", sdp(7000)),
-    E.Request(TRUNK, 2, "INFO"),
-    E.Response(TRUNK, 1, 200, needs_ack=True),
-    E.TimerFired("answer"), E.TimerFired("setup"), E.TimerFired("cut"), E.TimerFired("session"),
-    E.TimerFired("extend"), E.GrantExtended(600.0), E.Shutdown(), E.Abort("x"),
-])
+EVENTS = st.sampled_from(
+    [
+        E.Admitted(plan(ROUTE_A, ROUTE_B)),
+        E.Denied(403, "no_entitlement"),
+        E.Provisional(180, "Ringing", "t1"),
+        E.Provisional(183, "Session Progress", "t2", sdp(8000)),
+        E.Answered(200, "OK", "t1", sdp(9000)),
+        E.Failed(503, "Service Unavailable"),
+        E.Failed(486, "Busy Here"),
+        E.Failed(487, "Request Terminated"),
+        E.LegEnded(BRIDGE, "cancelled", 487),
+        E.LegEnded(BRIDGE, "bye"),
+        E.LegEnded(TRUNK, "bye"),
+        E.LegEnded(TRUNK, "answered_after_cancel", 200),
+        E.AckReceived(BRIDGE, None, True),
+        E.AckTimeout(BRIDGE, True),
+        E.Request(BRIDGE, 1, "INVITE", sdp(7000)),
+        E.Request(TRUNK, 2, "INFO"),
+        E.Response(TRUNK, 1, 200, needs_ack=True),
+        E.TimerFired("answer"),
+        E.TimerFired("setup"),
+        E.TimerFired("cut"),
+        E.TimerFired("session"),
+        E.TimerFired("extend"),
+        E.GrantExtended(600.0),
+        E.Shutdown(),
+        E.Abort("x"),
+    ]
+)
 
 
 @settings(max_examples=600, deadline=None)
@@ -583,14 +616,16 @@ def test_an_update_toward_a_peer_that_does_not_allow_it_goes_as_a_reinvite():
     send = one(d(E.Request(BRIDGE, 6, "UPDATE", sdp(7000, "sendonly"))), A.SendRequest)
     assert (send.side, send.method, send.body) == (TRUNK, "INVITE", sdp(7000, "sendonly"))
     out = d(E.Response(TRUNK, send.token, 200, "OK", sdp(9000, "recvonly"), needs_ack=True))
-    assert A.Ack(TRUNK) in out                                  # the offer was in the re-INVITE
+    assert A.Ack(TRUNK) in out  # the offer was in the re-INVITE
     assert one(out, A.Respond) == A.Respond(BRIDGE, 6, 200, "OK", (), sdp(9000, "recvonly"))
 
 
 def test_a_refresh_update_toward_a_peer_without_update_is_answered_here():
     d = Driver(bridge_timer=True)
-    d(E.Admitted(plan(session_expires_s=90)),
-      E.Answered(200, "OK", "t1", sdp(9000), "Allow: INVITE, ACK, BYE, CANCEL\r\n"))
+    d(
+        E.Admitted(plan(session_expires_s=90)),
+        E.Answered(200, "OK", "t1", sdp(9000), "Allow: INVITE, ACK, BYE, CANCEL\r\n"),
+    )
     out = d(E.Request(BRIDGE, 6, "UPDATE", headers="Session-Expires: 90;refresher=uac\r\n"))
     assert one(out, A.Respond).code == 200 and not of(out, A.SendRequest)
     assert A.StartTimer("session", 60.0) in out

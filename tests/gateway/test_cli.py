@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def dialout_gw(*args, cwd=None, timeout=60):
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd or REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO
+    )
 
 
 def assert_user_error(proc, *fragments):
@@ -50,16 +51,19 @@ def test_missing_config_file(tmp_path):
 
 def test_toml_syntax_error_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[gateway]\nlisten = [\n')
+    bad.write_text("[gateway]\nlisten = [\n")
     assert_user_error(dialout_gw("run", "--config", str(bad)), "bad.toml", "TOML syntax error")
 
 
-@pytest.mark.parametrize("old,new,fragment", [
-    ('port = {sip}', 'port = "five"', "gateway.listen[0].port"),
-    ('trusted_sources = ["127.0.0.1/32"]', 'trusted_sources = ["127.0.0.300/32"]', "gateway.trusted_sources[0]"),
-    ('dialout_policy = "zone_a"', 'dialout_policy = "sometimes"', "dialout_policy"),
-    ('timezone = "Europe/Paris"', 'timezone = "Mars/Olympus"', "timezone"),
-])
+@pytest.mark.parametrize(
+    "old,new,fragment",
+    [
+        ("port = {sip}", 'port = "five"', "gateway.listen[0].port"),
+        ('trusted_sources = ["127.0.0.1/32"]', 'trusted_sources = ["127.0.0.300/32"]', "gateway.trusted_sources[0]"),
+        ('dialout_policy = "zone_a"', 'dialout_policy = "sometimes"', "dialout_policy"),
+        ('timezone = "Europe/Paris"', 'timezone = "Mars/Olympus"', "timezone"),
+    ],
+)
 def test_bad_values_name_the_key(tmp_path, old, new, fragment):
     sip = free_port()
     text = gateway_config(sip_port=sip, trunk_port=free_port(), db_path=tmp_path / "l.db")
@@ -82,8 +86,14 @@ def test_port_in_use_is_a_clear_error(tmp_path):
 
 def test_unreachable_postgres_is_a_clear_error(tmp_path):
     cfg = tmp_path / "gw.toml"
-    cfg.write_text(gateway_config(sip_port=free_port(), trunk_port=free_port(), db_path=tmp_path / "l.db",
-                                  store_url=f"postgresql://nobody:secret@127.0.0.1:{free_port(socket.SOCK_STREAM)}/x"))
+    cfg.write_text(
+        gateway_config(
+            sip_port=free_port(),
+            trunk_port=free_port(),
+            db_path=tmp_path / "l.db",
+            store_url=f"postgresql://nobody:secret@127.0.0.1:{free_port(socket.SOCK_STREAM)}/x",
+        )
+    )
     proc = dialout_gw("run", "--config", str(cfg))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "store.url" in proc.stderr and "secret" not in proc.stderr
@@ -133,16 +143,20 @@ def _run_with_env(env_extra, *args):
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "DIALOUT_TEST_TRUNK_PASSWORD"} | env_extra
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
-                          timeout=60, cwd=REPO, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, timeout=60, cwd=REPO, env=env
+    )
 
 
 def test_check_reports_trunk_findings_and_fails_on_errors(tmp_path):
     cfg = _trunks_config(tmp_path)
     proc = _run_with_env({}, "run", "--config", str(cfg), "--check")
-    assert_user_error(proc, f"dialout-gw run: {cfg}: error: trunks[0].password_env: the environment variable "
-                            "DIALOUT_TEST_TRUNK_PASSWORD is not set (trunk na)",
-                      f"dialout-gw run: {cfg}: warning: trunks[1].destinations[1]: no E.164 number starts with +999")
+    assert_user_error(
+        proc,
+        f"dialout-gw run: {cfg}: error: trunks[0].password_env: the environment variable "
+        "DIALOUT_TEST_TRUNK_PASSWORD is not set (trunk na)",
+        f"dialout-gw run: {cfg}: warning: trunks[1].destinations[1]: no E.164 number starts with +999",
+    )
     assert not (tmp_path / "l.db").exists()  # refused before the ledger was opened
     ok = _run_with_env({"DIALOUT_TEST_TRUNK_PASSWORD": "s3cret"}, "run", "--config", str(cfg), "--check")
     assert ok.returncode == 0, ok.stderr
@@ -152,6 +166,8 @@ def test_check_reports_trunk_findings_and_fails_on_errors(tmp_path):
 
 def test_run_refuses_an_unset_password_env_with_one_line(tmp_path):
     proc = _run_with_env({}, "run", "--config", str(_trunks_config(tmp_path)))
-    assert_user_error(proc, "gw.toml: trunks[0].password_env: the environment variable DIALOUT_TEST_TRUNK_PASSWORD "
-                            "is not set (trunk na)")
+    assert_user_error(
+        proc,
+        "gw.toml: trunks[0].password_env: the environment variable DIALOUT_TEST_TRUNK_PASSWORD is not set (trunk na)",
+    )
     assert len(proc.stderr.strip().splitlines()) == 1

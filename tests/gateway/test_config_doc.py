@@ -16,7 +16,8 @@ def _generator():
 def test_docs_config_md_is_current():
     gen = _generator()
     assert (REPO / "docs" / "config.md").read_text(encoding="utf-8") == gen.render(), (
-        "docs/config.md is not current: run .venv/bin/python scripts/gen_config_doc.py and commit it")
+        "docs/config.md is not current: run .venv/bin/python scripts/gen_config_doc.py and commit it"
+    )
 
 
 def test_every_key_of_the_schema_is_documented():

@@ -73,4 +73,8 @@ def test_every_rejection_reason_is_exported_from_the_start_at_zero():
     # Outcomes of relayed calls carry a bucket: those series appear with their first call.
     assert value(metrics, "dialout_calls_total", decision="deny", reason="allowed", bucket="none") is None
     assert {r for r in Reason if r.stage in ("success", "relay")} == {
-        Reason.ALLOWED, Reason.TRUNK_FAILURE, Reason.TRUNK_TIMEOUT, Reason.DURATION_EXHAUSTED}
+        Reason.ALLOWED,
+        Reason.TRUNK_FAILURE,
+        Reason.TRUNK_TIMEOUT,
+        Reason.DURATION_EXHAUSTED,
+    }

@@ -3,8 +3,10 @@ import pytest
 from gateway.settings import SettingsError, parse_runtime_settings
 
 GOOD = {
-    "gateway": {"listen": [{"transport": "udp", "address": "127.0.0.1", "port": 5060}],
-                "trusted_sources": ["10.0.0.0/24"]},
+    "gateway": {
+        "listen": [{"transport": "udp", "address": "127.0.0.1", "port": 5060}],
+        "trusted_sources": ["10.0.0.0/24"],
+    },
     "trunk": {"uri": "sip:trunk.example.net:5060", "caller_id": "sip:+18005550100@gw.example.net"},
 }
 
@@ -23,24 +25,32 @@ def test_defaults():
     assert [str(n) for n in s.trusted_sources] == ["10.0.0.0/24"]
 
 
-@pytest.mark.parametrize("section,key,value,message", [
-    ("gateway", "listen", [], "gateway.listen"),
-    ("gateway", "listen", [{"transport": "sctp", "address": "127.0.0.1", "port": 5060}], "gateway.listen[0].transport"),
-    ("gateway", "listen", [{"transport": "udp", "address": "gw.example", "port": 5060}], "not a host name"),
-    ("gateway", "listen", [{"transport": "udp", "address": "127.0.0.1", "port": 70000}], "gateway.listen[0].port"),
-    ("gateway", "listen", [{"transport": "tls", "address": "127.0.0.1", "port": 5061}], "cert_file"),
-    ("gateway", "trusted_sources", ["10.0.0.0/33"], "gateway.trusted_sources[0]"),
-    ("gateway", "max_calls_per_second", 0, "gateway.max_calls_per_second"),
-    ("gateway", "max_concurrent_calls", "many", "gateway.max_concurrent_calls"),
-    ("gateway", "host", "bad host!", "gateway.host"),
-    ("gateway", "colour", "blue", "gateway.colour"),
-    ("trunk", "uri", "trunk.example.net", "trunk.uri"),
-    ("trunk", "caller_id", "+18005550100", "trunk.caller_id"),
-    ("logging", "level", "loud", "logging.level"),
-    ("logging", "pjsip_level", 9, "logging.pjsip_level"),
-    ("sip", "headers", {"organizer": "X Bad"}, "sip.headers.organizer"),
-    ("sip", "headers", {"payer": "X-Payer"}, "sip.headers.payer"),
-])
+@pytest.mark.parametrize(
+    "section,key,value,message",
+    [
+        ("gateway", "listen", [], "gateway.listen"),
+        (
+            "gateway",
+            "listen",
+            [{"transport": "sctp", "address": "127.0.0.1", "port": 5060}],
+            "gateway.listen[0].transport",
+        ),
+        ("gateway", "listen", [{"transport": "udp", "address": "gw.example", "port": 5060}], "not a host name"),
+        ("gateway", "listen", [{"transport": "udp", "address": "127.0.0.1", "port": 70000}], "gateway.listen[0].port"),
+        ("gateway", "listen", [{"transport": "tls", "address": "127.0.0.1", "port": 5061}], "cert_file"),
+        ("gateway", "trusted_sources", ["10.0.0.0/33"], "gateway.trusted_sources[0]"),
+        ("gateway", "max_calls_per_second", 0, "gateway.max_calls_per_second"),
+        ("gateway", "max_concurrent_calls", "many", "gateway.max_concurrent_calls"),
+        ("gateway", "host", "bad host!", "gateway.host"),
+        ("gateway", "colour", "blue", "gateway.colour"),
+        ("trunk", "uri", "trunk.example.net", "trunk.uri"),
+        ("trunk", "caller_id", "+18005550100", "trunk.caller_id"),
+        ("logging", "level", "loud", "logging.level"),
+        ("logging", "pjsip_level", 9, "logging.pjsip_level"),
+        ("sip", "headers", {"organizer": "X Bad"}, "sip.headers.organizer"),
+        ("sip", "headers", {"payer": "X-Payer"}, "sip.headers.payer"),
+    ],
+)
 def test_errors_name_the_key_and_what_was_expected(section, key, value, message):
     with pytest.raises(SettingsError) as err:
         parse_runtime_settings(with_change(section, key, value))

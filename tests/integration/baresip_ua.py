@@ -115,12 +115,16 @@ class Baresip:
         (self.workdir / "config").write_text(CONFIG.format(sip_port=self.sip_port, ctrl_port=self.ctrl_port))
         # The account's user part must be the Request-URI's: baresip 1.0 answers 404 to any other.
         (self.workdir / "accounts").write_text(
-            f"<sip:{self.user}@127.0.0.1>;answermode=auto;regint=0;audio_codecs=pcmu,pcma\n")
+            f"<sip:{self.user}@127.0.0.1>;answermode=auto;regint=0;audio_codecs=pcmu,pcma\n"
+        )
         # stdbuf: line-buffered stdout, so the SIP trace is in the log as it happens.
         self.proc = subprocess.Popen(
             ["stdbuf", "-oL", baresip_binary(), "-f", str(self.workdir), "-s"],
-            stdin=subprocess.DEVNULL, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
-            cwd=self.workdir)
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
         deadline = time.monotonic() + timeout_s
         while True:
             if self.proc.poll() is not None:
@@ -152,7 +156,7 @@ class Baresip:
                 if len(rest) < int(size) + 1:
                     break
                 message = json.loads(rest[: int(size)])
-                buf = rest[int(size) + 1:]
+                buf = rest[int(size) + 1 :]
                 with self._cond:
                     if message.get("event"):
                         self._events.append(message)
@@ -181,15 +185,17 @@ class Baresip:
 
     def events(self, since: tuple[int, int] = (0, 0), kind: str | None = None) -> list[dict]:
         with self._cond:
-            return [e for e in self._events[since[0]:] if kind is None or e.get("type") == kind]
+            return [e for e in self._events[since[0] :] if kind is None or e.get("type") == kind]
 
     def wait_event(self, kind: str, since: tuple[int, int] = (0, 0), timeout_s: float = 10) -> dict:
         with self._cond:
             found = self._cond.wait_for(
-                lambda: [e for e in self._events[since[0]:] if e.get("type") == kind], timeout_s)
+                lambda: [e for e in self._events[since[0] :] if e.get("type") == kind], timeout_s
+            )
         if not found:
-            raise AssertionError(f"baresip: no {kind} event within {timeout_s} s; "
-                                 f"events: {[e.get('type') for e in self.events(since)]}")
+            raise AssertionError(
+                f"baresip: no {kind} event within {timeout_s} s; events: {[e.get('type') for e in self.events(since)]}"
+            )
         return found[0]
 
     def _raw(self, since: tuple[int, int]) -> str:
@@ -205,12 +211,15 @@ class Baresip:
 
     def trace(self, since: tuple[int, int] = (0, 0)) -> list[Traced]:
         """The SIP messages baresip sent and received since `since`, in order."""
-        return [Traced(received=dst == self.address, text=text.rstrip("\n") + "\n")
-                for _, _src, dst, text in TRACED.findall(self._raw(since))]
+        return [
+            Traced(received=dst == self.address, text=text.rstrip("\n") + "\n")
+            for _, _src, dst, text in TRACED.findall(self._raw(since))
+        ]
 
     def received(self, since: tuple[int, int] = (0, 0), method: str | None = None) -> list[Traced]:
-        return [m for m in self.trace(since)
-                if m.received and (method is None or m.first_line.startswith(method + " "))]
+        return [
+            m for m in self.trace(since) if m.received and (method is None or m.first_line.startswith(method + " "))
+        ]
 
     def sent(self, since: tuple[int, int] = (0, 0)) -> list[Traced]:
         return [m for m in self.trace(since) if not m.received]

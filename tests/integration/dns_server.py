@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 
-from dnslib import QTYPE, RCODE, RR, A, AAAA, SRV
+from dnslib import AAAA, QTYPE, RCODE, RR, SRV, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from tests.integration.sipp_runner import free_port
@@ -44,8 +44,12 @@ class LocalDns:
     def __init__(self, records: dict[str, list[tuple[str, object]]]):
         self.zone = _Zone(records)
         self.port = free_port()
-        self.server = DNSServer(self.zone, port=self.port, address="127.0.0.1",
-                                logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False))
+        self.server = DNSServer(
+            self.zone,
+            port=self.port,
+            address="127.0.0.1",
+            logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False),
+        )
 
     @property
     def queries(self) -> list[tuple[str, str]]:

@@ -71,23 +71,35 @@ from tests.integration.raw_sip import (
 REPO = Path(__file__).resolve().parents[2]
 CRASHERS = REPO / "tests" / "data" / "fuzz" / "crashers"
 
-PRE_WAIT_S = 0.05          # a quick answer (policy refusals, 4xx at the edge) comes within this
-PROBE_TIMEOUT_S = 3.0      # the SIP thread answers OPTIONS in a millisecond; 3 s of silence is a hang
-FINAL_WAIT_S = 6.0         # after a provisional: the trunk answers at once (answer_timeout_s is 4)
+PRE_WAIT_S = 0.05  # a quick answer (policy refusals, 4xx at the edge) comes within this
+PROBE_TIMEOUT_S = 3.0  # the SIP thread answers OPTIONS in a millisecond; 3 s of silence is a hang
+FINAL_WAIT_S = 6.0  # after a provisional: the trunk answers at once (answer_timeout_s is 4)
 RELEASE_GRACE_S = 2.0
-T1_MS = 100                # Timer H (no ACK for a 2xx) = 64*T1 = 6.4 s, so abandoned calls end soon
-FAILURE_EVENTS = frozenset({"engine_event_failed", "call_failed", "call_abort_step_failed", "call_abort_failed",
-                            "loop_job_failed", "unhandled_exception", "invite_failed", "callback_failed"})
+T1_MS = 100  # Timer H (no ACK for a 2xx) = 64*T1 = 6.4 s, so abandoned calls end soon
+FAILURE_EVENTS = frozenset(
+    {
+        "engine_event_failed",
+        "call_failed",
+        "call_abort_step_failed",
+        "call_abort_failed",
+        "loop_job_failed",
+        "unhandled_exception",
+        "invite_failed",
+        "callback_failed",
+    }
+)
 
 
 def fuzz_policy_text() -> str:
     """The example directory with guards and pool wide enough for thousands of
     sequential calls: the fuzzer tests the SIP edge, not the fraud guards."""
     text = example_policy_text()
-    for old, new in [("max_calls_per_minute_per_organizer = 20", "max_calls_per_minute_per_organizer = 1000000"),
-                     ("max_distinct_destinations_per_day = 200", "max_distinct_destinations_per_day = 1000000"),
-                     ("max_concurrent_per_organizer = 10", "max_concurrent_per_organizer = 1000"),
-                     ("subscription_licences = 25 ", "subscription_licences = 100000 ")]:
+    for old, new in [
+        ("max_calls_per_minute_per_organizer = 20", "max_calls_per_minute_per_organizer = 1000000"),
+        ("max_distinct_destinations_per_day = 200", "max_distinct_destinations_per_day = 1000000"),
+        ("max_concurrent_per_organizer = 10", "max_concurrent_per_organizer = 1000"),
+        ("subscription_licences = 25 ", "subscription_licences = 100000 "),
+    ]:
         assert old in text, f"examples/gateway.toml changed: {old!r} not found"
         text = text.replace(old, new)
     return text
@@ -130,8 +142,15 @@ class NetnsGateway(GatewayProcess):
 # --- the trunk ----------------------------------------------------------------------------------
 
 
-_COMPACT = {"i": "call-id", "f": "from", "t": "to", "v": "via", "m": "contact", "l": "content-length",
-            "c": "content-type"}
+_COMPACT = {
+    "i": "call-id",
+    "f": "from",
+    "t": "to",
+    "v": "via",
+    "m": "contact",
+    "l": "content-length",
+    "c": "content-type",
+}
 
 
 def _parse_sip(data: bytes):
@@ -166,7 +185,7 @@ def _tag(value: str | None) -> str | None:
 class TrunkLeg:
     call_id: str
     number: str
-    invite_at: float                        # wall clock (time.time())
+    invite_at: float  # wall clock (time.time())
     to_tag: str
     answered_at: float | None = None
     acked_at: float | None = None
@@ -220,8 +239,18 @@ class PyTrunk:
             except Exception as exc:  # a trunk bug must not pass as a gateway bug silently
                 print(f"py-trunk: cannot handle {data[:200]!r}: {exc!r}")
 
-    def _respond(self, addr, start: str, headers, *, to_tag: str | None, status: int, reason: str,
-                 body: bytes = b"", extra: tuple[str, ...] = ()) -> bytes:
+    def _respond(
+        self,
+        addr,
+        start: str,
+        headers,
+        *,
+        to_tag: str | None,
+        status: int,
+        reason: str,
+        body: bytes = b"",
+        extra: tuple[str, ...] = (),
+    ) -> bytes:
         out = [f"SIP/2.0 {status} {reason}"]
         for name, value in headers:
             if name == "via":
@@ -243,7 +272,7 @@ class PyTrunk:
 
     def _handle(self, data: bytes, addr) -> None:
         if data.startswith(b"SIP/2.0"):
-            return                              # a response: the trunk sends no requests
+            return  # a response: the trunk sends no requests
         start, headers, body = _parse_sip(data)
         method = start.split(" ", 1)[0]
         call_id = _get(headers, "call-id") or ""
@@ -254,7 +283,7 @@ class PyTrunk:
             self.requests += 1
             leg = self.legs.get(call_id)
             if method == "INVITE" and not to_tag:
-                if leg is not None:             # a retransmission
+                if leg is not None:  # a retransmission
                     if leg.last_response:
                         self.sock.sendto(leg.last_response, addr)
                     return
@@ -263,17 +292,30 @@ class PyTrunk:
                 leg = TrunkLeg(call_id, number, now, uuid.uuid4().hex[:10], body=body)
                 self.legs[call_id] = leg
                 self._respond(addr, start, headers, to_tag=None, status=100, reason="Trying")
-                self._respond(addr, start, headers, to_tag=leg.to_tag, status=180, reason="Ringing",
-                              extra=(contact,))
+                self._respond(addr, start, headers, to_tag=leg.to_tag, status=180, reason="Ringing", extra=(contact,))
                 leg.answered_at = time.time()
-                leg.last_response = self._respond(addr, start, headers, to_tag=leg.to_tag, status=200, reason="OK",
-                                                  body=self.ANSWER_SDP, extra=(contact,))
+                leg.last_response = self._respond(
+                    addr,
+                    start,
+                    headers,
+                    to_tag=leg.to_tag,
+                    status=200,
+                    reason="OK",
+                    body=self.ANSWER_SDP,
+                    extra=(contact,),
+                )
             elif method == "ACK":
                 if leg is not None and leg.acked_at is None:
                     leg.acked_at = now
             elif method == "BYE":
-                self._respond(addr, start, headers, to_tag=None, status=200 if leg else 481,
-                              reason="OK" if leg else "Call/Transaction Does Not Exist")
+                self._respond(
+                    addr,
+                    start,
+                    headers,
+                    to_tag=None,
+                    status=200 if leg else 481,
+                    reason="OK" if leg else "Call/Transaction Does Not Exist",
+                )
                 if leg is not None and leg.released_at is None:
                     leg.released_at, leg.released_by = now, "bye"
             elif method == "CANCEL":
@@ -282,10 +324,11 @@ class PyTrunk:
                     leg.released_at, leg.released_by = now, "cancel"
             elif leg is None:
                 self._respond(addr, start, headers, to_tag=None, status=481, reason="Call/Transaction Does Not Exist")
-            elif method == "INVITE":           # re-INVITE
-                self._respond(addr, start, headers, to_tag=None, status=200, reason="OK", body=self.ANSWER_SDP,
-                              extra=(contact,))
-            else:                               # UPDATE, INFO, OPTIONS, PRACK... in the dialog
+            elif method == "INVITE":  # re-INVITE
+                self._respond(
+                    addr, start, headers, to_tag=None, status=200, reason="OK", body=self.ANSWER_SDP, extra=(contact,)
+                )
+            else:  # UPDATE, INFO, OPTIONS, PRACK... in the dialog
                 self._respond(addr, start, headers, to_tag=None, status=200, reason="OK")
 
     def snapshot(self) -> list[TrunkLeg]:
@@ -304,21 +347,34 @@ class CaseResult:
     final: int | None
     started: float
     ended: float
-    outcome: str                            # "answered", "refused", "provisional", "silent", "crash", "hang"
+    outcome: str  # "answered", "refused", "provisional", "silent", "crash", "hang"
     findings: list[dict] = field(default_factory=list)
     mutators: tuple[str, ...] = ()
 
 
-def _request(method: str, uri: str, *, port: int, call_id: str, from_tag: str, to: str, cseq: int,
-             branch: str | None = None, transport: str = "UDP", body: bytes = b"") -> bytes:
-    lines = [f"{method} {uri} SIP/2.0",
-             f"Via: SIP/2.0/{transport} 127.0.0.1:{port};branch={branch or 'z9hG4bK' + uuid.uuid4().hex};rport",
-             "Max-Forwards: 70",
-             f"From: <sip:bridge@127.0.0.1:{port}>;tag={from_tag}",
-             f"To: {to}",
-             f"Call-ID: {call_id}",
-             f"CSeq: {cseq} {method}",
-             f"Contact: <sip:bridge@127.0.0.1:{port}>"]
+def _request(
+    method: str,
+    uri: str,
+    *,
+    port: int,
+    call_id: str,
+    from_tag: str,
+    to: str,
+    cseq: int,
+    branch: str | None = None,
+    transport: str = "UDP",
+    body: bytes = b"",
+) -> bytes:
+    lines = [
+        f"{method} {uri} SIP/2.0",
+        f"Via: SIP/2.0/{transport} 127.0.0.1:{port};branch={branch or 'z9hG4bK' + uuid.uuid4().hex};rport",
+        "Max-Forwards: 70",
+        f"From: <sip:bridge@127.0.0.1:{port}>;tag={from_tag}",
+        f"To: {to}",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} {method}",
+        f"Contact: <sip:bridge@127.0.0.1:{port}>",
+    ]
     if body:
         lines.append("Content-Type: application/sdp")
     lines.append(f"Content-Length: {len(body)}")
@@ -329,14 +385,16 @@ def _ack_2xx(invite: bytes, final: SipResponse, port: int, transport: str) -> by
     """The ACK for a 2xx: a new transaction in the dialog the 2xx made."""
     uri = _contact_uri(final) or invite.split(b" ", 2)[1].decode("utf-8", "replace")
     cseq = (final.header("cseq") or "1").split()[0]
-    lines = [f"ACK {uri} SIP/2.0",
-             f"Via: SIP/2.0/{transport} 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex};rport",
-             "Max-Forwards: 70",
-             f"From: {final.header('from')}",
-             f"To: {final.header('to')}",
-             f"Call-ID: {final.call_id}",
-             f"CSeq: {cseq} ACK",
-             "Content-Length: 0"]
+    lines = [
+        f"ACK {uri} SIP/2.0",
+        f"Via: SIP/2.0/{transport} 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex};rport",
+        "Max-Forwards: 70",
+        f"From: {final.header('from')}",
+        f"To: {final.header('to')}",
+        f"Call-ID: {final.call_id}",
+        f"CSeq: {cseq} ACK",
+        "Content-Length: 0",
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -351,14 +409,16 @@ def _bye_after_2xx(final: SipResponse, port: int, transport: str) -> bytes:
     uri = _contact_uri(final) or "sip:gw@127.0.0.1"
     cseq = (final.header("cseq") or "1").split()[0]
     number = int(cseq) + 1 if cseq.isdigit() and int(cseq) < 2**31 - 2 else 2
-    lines = [f"BYE {uri} SIP/2.0",
-             f"Via: SIP/2.0/{transport} 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex};rport",
-             "Max-Forwards: 70",
-             f"From: {final.header('from')}",
-             f"To: {final.header('to')}",
-             f"Call-ID: {final.call_id}",
-             f"CSeq: {number} BYE",
-             "Content-Length: 0"]
+    lines = [
+        f"BYE {uri} SIP/2.0",
+        f"Via: SIP/2.0/{transport} 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex};rport",
+        "Max-Forwards: 70",
+        f"From: {final.header('from')}",
+        f"To: {final.header('to')}",
+        f"Call-ID: {final.call_id}",
+        f"CSeq: {number} BYE",
+        "Content-Length: 0",
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -371,8 +431,16 @@ def _cancel_for(invite: bytes, first: SipResponse) -> bytes:
     if ";tag=" in to:
         to = to.split(";tag=", 1)[0]
     cseq = (first.header("cseq") or "1").split()[0]
-    lines = [f"CANCEL {uri} SIP/2.0", f"Via: {via}", "Max-Forwards: 70", f"From: {first.header('from')}",
-             f"To: {to}", f"Call-ID: {first.call_id}", f"CSeq: {cseq} CANCEL", "Content-Length: 0"]
+    lines = [
+        f"CANCEL {uri} SIP/2.0",
+        f"Via: {via}",
+        "Max-Forwards: 70",
+        f"From: {first.header('from')}",
+        f"To: {to}",
+        f"Call-ID: {first.call_id}",
+        f"CSeq: {cseq} CANCEL",
+        "Content-Length: 0",
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -386,8 +454,15 @@ def point_via_at(data: bytes, port: int) -> bytes:
 class Fuzzer:
     """Drives one gateway (restarting it after a crash or hang) with fuzz cases."""
 
-    def __init__(self, ns: NetNamespace, gw: NetnsGateway, trunk: PyTrunk, *, crashers: Path = CRASHERS,
-                 keep_crashers: bool = True):
+    def __init__(
+        self,
+        ns: NetNamespace,
+        gw: NetnsGateway,
+        trunk: PyTrunk,
+        *,
+        crashers: Path = CRASHERS,
+        keep_crashers: bool = True,
+    ):
         self.ns = ns
         self.gw = gw
         self.trunk = trunk
@@ -409,8 +484,15 @@ class Fuzzer:
         """An OPTIONS round trip: True when the SIP thread answered it."""
         sock = self.probe_sock
         call_id = f"probe-{uuid.uuid4().hex}"
-        msg = _request("OPTIONS", f"sip:{self.gw.target}", port=sock.local_port, call_id=call_id,
-                       from_tag="probe", to=f"<sip:{self.gw.target}>", cseq=1)
+        msg = _request(
+            "OPTIONS",
+            f"sip:{self.gw.target}",
+            port=sock.local_port,
+            call_id=call_id,
+            from_tag="probe",
+            to=f"<sip:{self.gw.target}>",
+            cseq=1,
+        )
         deadline = time.monotonic() + timeout_s
         interval = 0.25
         while time.monotonic() < deadline:
@@ -428,7 +510,7 @@ class Fuzzer:
         data = fc.data
         try:
             sock = self.ns.call(SipSocket, fc.transport, self.gw.target)
-        except OSError as exc:                       # TCP refused: the listener is gone
+        except OSError as exc:  # TCP refused: the listener is gone
             return self._after(fc, started, [], "silent", extra=f"connect failed: {exc}")
         with sock:
             if fc.transport == "udp":
@@ -459,8 +541,9 @@ class Fuzzer:
                         bye = _bye_after_2xx(final, sock.local_port, tp)
                         for wait in (0.25, 0.5, 1.0):
                             sock.send(bye)
-                            if any(r.status >= 200 and (r.header("cseq") or "").endswith("BYE")
-                                   for r in sock.receive(wait)):
+                            if any(
+                                r.status >= 200 and (r.header("cseq") or "").endswith("BYE") for r in sock.receive(wait)
+                            ):
                                 break
                     elif final.status >= 300:
                         outcome = "refused"
@@ -484,20 +567,36 @@ class Fuzzer:
         except SipParseError:
             expected = None
         if expected is not None and not expected.strip():
-            expected = b""                      # a blank body is no offer: relayed as none
+            expected = b""  # a blank body is no offer: relayed as none
         if legs[0].body != expected:
-            finding = {"case": fc.case, "mutators": list(fc.mutators), "seed": fc.seed_name,
-                       "event": {"event": "relayed_body_differs", "sent": expected[:300] if expected else expected,
-                                 "trunk_got": legs[0].body[:300]}}
-            finding["file"] = str(self.keep(fc.data, fc.transport, "the relayed body differs")) \
-                if self.keep_crashers else None
+            finding = {
+                "case": fc.case,
+                "mutators": list(fc.mutators),
+                "seed": fc.seed_name,
+                "event": {
+                    "event": "relayed_body_differs",
+                    "sent": expected[:300] if expected else expected,
+                    "trunk_got": legs[0].body[:300],
+                },
+            }
+            finding["file"] = (
+                str(self.keep(fc.data, fc.transport, "the relayed body differs")) if self.keep_crashers else None
+            )
             result.findings.append(finding)
             self.findings.append(finding)
 
     def _after(self, fc: FuzzCase, started: float, got: list[SipResponse], outcome: str, extra: str = "") -> CaseResult:
         final = final_response(got)
-        result = CaseResult(fc.case, fc.transport, [r.status for r in got], final.status if final else None,
-                            started, time.time(), outcome, mutators=fc.mutators)
+        result = CaseResult(
+            fc.case,
+            fc.transport,
+            [r.status for r in got],
+            final.status if final else None,
+            started,
+            time.time(),
+            outcome,
+            mutators=fc.mutators,
+        )
         if not self.gw.alive():
             return self._crash_or_hang(fc, started, got)
         for event in self._new_failures():
@@ -538,7 +637,7 @@ class Fuzzer:
                 out.append(event)
         err = self.gw.err_path.read_bytes() if self.gw.err_path.exists() else b""
         if len(err) > self._seen_err:
-            new = err[self._seen_err:].decode("utf-8", "replace")
+            new = err[self._seen_err :].decode("utf-8", "replace")
             self._seen_err = len(err)
             if any(word in new for word in ("Traceback", "Exception ignored", "Fatal", "Segmentation", "Assertion")):
                 out.append({"event": "stderr", "text": new[-2000:]})
@@ -546,10 +645,9 @@ class Fuzzer:
 
     def _crash_or_hang(self, fc: FuzzCase, started: float, got) -> CaseResult:
         if self.gw.alive():
-            time.sleep(5)                              # a slow moment, or a hang?
+            time.sleep(5)  # a slow moment, or a hang?
             if self.probe(5.0):
-                result = CaseResult(fc.case, fc.transport, [r.status for r in got], None, started, time.time(),
-                                    "slow")
+                result = CaseResult(fc.case, fc.transport, [r.status for r in got], None, started, time.time(), "slow")
                 self.results.append(result)
                 return result
             what = "hang"
@@ -557,8 +655,15 @@ class Fuzzer:
             what = f"crash (exit {self.gw.proc.returncode})"
         path = self.keep(fc.data, fc.transport, what) if self.keep_crashers else None
         self.crashes.append((fc, what, path))
-        result = CaseResult(fc.case, fc.transport, [r.status for r in got], None, started, time.time(),
-                            "hang" if what == "hang" else "crash")
+        result = CaseResult(
+            fc.case,
+            fc.transport,
+            [r.status for r in got],
+            None,
+            started,
+            time.time(),
+            "hang" if what == "hang" else "crash",
+        )
         self.results.append(result)
         self.gw.restart()
         self._new_log_events()
@@ -602,7 +707,9 @@ def _epoch(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def trunk_leg_violations(call_lines: list[dict], legs: list[TrunkLeg], *, grace_s: float = RELEASE_GRACE_S) -> list[str]:
+def trunk_leg_violations(
+    call_lines: list[dict], legs: list[TrunkLeg], *, grace_s: float = RELEASE_GRACE_S
+) -> list[str]:
     """The trunk-leg invariant of the module docstring; returns what is violated."""
     problems = []
     by_number: dict[str, list[TrunkLeg]] = {}
@@ -615,7 +722,7 @@ def trunk_leg_violations(call_lines: list[dict], legs: list[TrunkLeg], *, grace_
         written = _epoch(line["timestamp"])
         for leg in by_number[number]:
             if leg.invite_at > written + grace_s or leg.answered_at is None:
-                continue                     # another call to the same number, later; or never answered
+                continue  # another call to the same number, later; or never answered
             bridge = line.get("bridge_status")
             bridge_answered = isinstance(bridge, int) and 200 <= bridge < 300
             if leg.released_at is None or leg.released_at > written + grace_s:
@@ -623,11 +730,14 @@ def trunk_leg_violations(call_lines: list[dict], legs: list[TrunkLeg], *, grace_
                     f"trunk leg {leg.call_id} ({number}) answered at {leg.answered_at:.3f} was "
                     f"{'never released' if leg.released_at is None else f'released at {leg.released_at:.3f}'} "
                     f"although its call {line.get('call_id')!r} ended at {written:.3f} "
-                    f"(bridge_status {bridge}, {'answered' if bridge_answered else 'never answered'})")
+                    f"(bridge_status {bridge}, {'answered' if bridge_answered else 'never answered'})"
+                )
     for leg in legs:
         if leg.answered_unreleased:
-            problems.append(f"trunk leg {leg.call_id} ({leg.number}) answered at {leg.answered_at:.3f} "
-                            f"is still answered and was never released")
+            problems.append(
+                f"trunk leg {leg.call_id} ({leg.number}) answered at {leg.answered_at:.3f} "
+                f"is still answered and was never released"
+            )
     return problems
 
 
@@ -643,18 +753,26 @@ def summary(fuzzer: Fuzzer, legs: list[TrunkLeg]) -> dict:
     sdp = [r for r in fuzzer.results if {"radamsa_sdp", "sdp_line"} & set(r.mutators)]
     return {
         "cases": len(fuzzer.results),
-        "seconds_per_case": {"mean": round(sum(d for d, _ in durations) / len(durations), 3) if durations else None,
-                             "slowest": [(round(d, 2), case) for d, case in durations[-3:]]},
+        "seconds_per_case": {
+            "mean": round(sum(d for d, _ in durations) / len(durations), 3) if durations else None,
+            "slowest": [(round(d, 2), case) for d, case in durations[-3:]],
+        },
         "outcomes": outcomes,
         "finals": dict(sorted(finals.items())),
-        "mutated_sdp": {"cases": len(sdp), "relayed": sum(r.outcome == "answered" for r in sdp),
-                        "refused_488": sum(r.final == 488 for r in sdp)},
+        "mutated_sdp": {
+            "cases": len(sdp),
+            "relayed": sum(r.outcome == "answered" for r in sdp),
+            "refused_488": sum(r.final == 488 for r in sdp),
+        },
         "trunk_legs": len(legs),
         "trunk_legs_answered": sum(1 for leg in legs if leg.answered_at is not None),
-        "crashes": [{"case": c.case if isinstance(c, FuzzCase) else None, "what": what, "file": str(p) if p else None}
-                    for c, what, p in fuzzer.crashes],
-        "findings": [{k: v for k, v in f.items() if k != "event"} | {"event": f["event"].get("event")}
-                     for f in fuzzer.findings],
+        "crashes": [
+            {"case": c.case if isinstance(c, FuzzCase) else None, "what": what, "file": str(p) if p else None}
+            for c, what, p in fuzzer.crashes
+        ],
+        "findings": [
+            {k: v for k, v in f.items() if k != "event"} | {"event": f["event"].get("event")} for f in fuzzer.findings
+        ],
     }
 
 
@@ -670,5 +788,17 @@ def env_int(name: str, default: int) -> int:
         return default
 
 
-__all__ = ["CRASHERS", "Fuzzer", "NetnsGateway", "PyTrunk", "TrunkLeg", "fuzz_policy_text", "number_for",
-           "summary", "trunk_leg_violations", "write_report", "env_int", "parse_response"]
+__all__ = [
+    "CRASHERS",
+    "Fuzzer",
+    "NetnsGateway",
+    "PyTrunk",
+    "TrunkLeg",
+    "env_int",
+    "fuzz_policy_text",
+    "number_for",
+    "parse_response",
+    "summary",
+    "trunk_leg_violations",
+    "write_report",
+]

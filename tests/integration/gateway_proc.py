@@ -22,13 +22,25 @@ EXAMPLE = REPO / "examples" / "gateway.toml"
 def example_policy_text() -> str:
     """The example config from its `[policy]` table on: catalogue and directory."""
     text = EXAMPLE.read_text()
-    return text[text.index("\n[policy]") + 1:]
+    return text[text.index("\n[policy]") + 1 :]
 
 
-def gateway_config(*, sip_port: int, trunk_port: int, db_path: Path, policy_text: str | None = None,
-                   extra_gateway: str = "", store_url: str | None = None, metrics_port: int = 0,
-                   heartbeat_s: float = 30, t1_ms: int = 500, extra_sections: str = "",
-                   trunks: str | None = None, sip_extra: str = "", store_extra: str = "") -> str:
+def gateway_config(
+    *,
+    sip_port: int,
+    trunk_port: int,
+    db_path: Path,
+    policy_text: str | None = None,
+    extra_gateway: str = "",
+    store_url: str | None = None,
+    metrics_port: int = 0,
+    heartbeat_s: float = 30,
+    t1_ms: int = 500,
+    extra_sections: str = "",
+    trunks: str | None = None,
+    sip_extra: str = "",
+    store_extra: str = "",
+) -> str:
     """A test config. `trunks` replaces the single `[trunk]` with `[[trunks]]`
     tables (and `gateway.caller_id`); `{trunk_port}` in it is the trunk port."""
     url = store_url or f"sqlite:///{db_path}"
@@ -76,8 +88,16 @@ port = {metrics_port}
 
 
 class GatewayProcess:
-    def __init__(self, workdir: Path, config_text: str, *, sip_port: int, trunk_port: int,
-                 metrics_port: int = 0, store_url: str | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        config_text: str,
+        *,
+        sip_port: int,
+        trunk_port: int,
+        metrics_port: int = 0,
+        store_url: str | None = None,
+    ):
         self.workdir = workdir
         self.sip_port = sip_port
         self.trunk_port = trunk_port
@@ -97,10 +117,15 @@ class GatewayProcess:
         # Every test gateway exports metrics, so the leak check can read its live calls.
         metrics_port = config_kwargs.setdefault("metrics_port", 0) or free_port(socket.SOCK_STREAM)
         config_kwargs["metrics_port"] = metrics_port
-        text = gateway_config(sip_port=sip_port, trunk_port=trunk_port,
-                              db_path=workdir / "ledger.db", **config_kwargs)
-        return cls(workdir, text, sip_port=sip_port, trunk_port=trunk_port, metrics_port=metrics_port,
-                   store_url=config_kwargs.get("store_url"))
+        text = gateway_config(sip_port=sip_port, trunk_port=trunk_port, db_path=workdir / "ledger.db", **config_kwargs)
+        return cls(
+            workdir,
+            text,
+            sip_port=sip_port,
+            trunk_port=trunk_port,
+            metrics_port=metrics_port,
+            store_url=config_kwargs.get("store_url"),
+        )
 
     @property
     def target(self) -> str:
@@ -110,7 +135,10 @@ class GatewayProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config_path)],
-            stdout=self.log_path.open("ab"), stderr=self.err_path.open("ab"), cwd=self.workdir, env=env,
+            stdout=self.log_path.open("ab"),
+            stderr=self.err_path.open("ab"),
+            cwd=self.workdir,
+            env=env,
         )
         self.wait_for(lambda e: e.get("event") == "gateway_started", timeout_s)
         return self
@@ -168,15 +196,16 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout_s
         while not predicate():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; "
-                                     f"last lines: {self.events()[-5:]}")
+                raise AssertionError(
+                    f"timed out after {timeout_s} s waiting for {what}; last lines: {self.events()[-5:]}"
+                )
             time.sleep(0.05)
 
     def live_ledger_calls(self, states: tuple[str, ...] = ("open", "answered")) -> int:
         """Calls the ledger holds in `states` (by default: still live, open or answered)."""
         sql = f"SELECT count(*) FROM calls WHERE state IN ({', '.join(repr(s) for s in states)})"
         if self.store_url.startswith("sqlite:///"):
-            with sqlite3.connect(self.store_url[len("sqlite:///"):], timeout=10) as conn:
+            with sqlite3.connect(self.store_url[len("sqlite:///") :], timeout=10) as conn:
                 try:
                     return conn.execute(sql).fetchone()[0]
                 except sqlite3.OperationalError:
@@ -198,8 +227,10 @@ class GatewayProcess:
             if active == 0 and live == 0:
                 return
             time.sleep(0.1)
-        raise AssertionError(f"leaked calls after the test: dialout_active_calls={active}, "
-                             f"live ledger rows={live}; last lines: {self.events()[-5:]}")
+        raise AssertionError(
+            f"leaked calls after the test: dialout_active_calls={active}, "
+            f"live ledger rows={live}; last lines: {self.events()[-5:]}"
+        )
 
     def assert_stdout_is_json(self) -> None:
         bad = []
@@ -223,4 +254,4 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("gateway did not stop within the drain timeout")
+            raise AssertionError("gateway did not stop within the drain timeout") from None

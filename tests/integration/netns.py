@@ -57,7 +57,7 @@ class NetNamespace:
                 err = ctypes.get_errno()
                 raise NamespaceUnavailable(f"unshare(CLONE_NEWNET) failed: errno {err}")
             _bring_up_loopback()
-        except BaseException as exc:  # noqa: BLE001 - handed to the creator
+        except BaseException as exc:
             ready.set_exception(exc if isinstance(exc, NamespaceUnavailable) else NamespaceUnavailable(str(exc)))
             return
         ready.set_result(None)
@@ -70,7 +70,7 @@ class NetNamespace:
                 continue
             try:
                 fut.set_result(fn(*args, **kwargs))
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 fut.set_exception(exc)
 
     def call(self, fn, *args, **kwargs):

@@ -42,9 +42,21 @@ __all__ = [
 
 # RFC 3261 §7.3.3 compact forms.
 COMPACT = {
-    "i": "call-id", "m": "contact", "e": "content-encoding", "l": "content-length",
-    "c": "content-type", "f": "from", "s": "subject", "k": "supported", "t": "to", "v": "via",
-    "o": "event", "r": "refer-to", "b": "referred-by", "x": "session-expires", "u": "allow-events",
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "c": "content-type",
+    "f": "from",
+    "s": "subject",
+    "k": "supported",
+    "t": "to",
+    "v": "via",
+    "o": "event",
+    "r": "refer-to",
+    "b": "referred-by",
+    "x": "session-expires",
+    "u": "allow-events",
 }
 
 
@@ -61,7 +73,7 @@ def _split_head(data: bytes) -> tuple[bytes, bytes, bytes]:
     for sep in (b"\r\n\r\n", b"\n\n"):
         i = data.find(sep)
         if i >= 0:
-            return data[:i], sep, data[i + len(sep):]
+            return data[:i], sep, data[i + len(sep) :]
     return data, b"", b""
 
 
@@ -73,7 +85,7 @@ def _header_fields(head: bytes) -> list[tuple[int, int, bytes]]:
     while pos < len(head):
         nl = head.find(b"\n", pos)
         end = len(head) if nl < 0 else nl + 1
-        if head[pos:pos + 1] in (b" ", b"\t") and fields:
+        if head[pos : pos + 1] in (b" ", b"\t") and fields:
             fields[-1][1] = end
         else:
             fields.append([pos, end])
@@ -97,10 +109,21 @@ def request_line(data: bytes) -> str:
 # LWS, then sent-by (host or [IPv6], optional ":port", LWS allowed around ":").
 _LWS = rb"(?:[ \t]*\r?\n)?[ \t]*"
 _SENT_BY = re.compile(
-    rb"(?P<proto>[A-Za-z0-9.!%*_+`'~-]+" + _LWS + rb"/" + _LWS + rb"[A-Za-z0-9.!%*_+`'~-]+" + _LWS + rb"/" + _LWS
+    rb"(?P<proto>[A-Za-z0-9.!%*_+`'~-]+"
+    + _LWS
+    + rb"/"
+    + _LWS
+    + rb"[A-Za-z0-9.!%*_+`'~-]+"
+    + _LWS
+    + rb"/"
+    + _LWS
     + rb"(?P<transport>[A-Za-z0-9.!%*_+`'~-]+))"
     + rb"(?:[ \t]*\r?\n)?[ \t]+"
-    + rb"(?P<sentby>(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?:" + _LWS + rb":" + _LWS + rb"[0-9]+)?)"
+    + rb"(?P<sentby>(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?:"
+    + _LWS
+    + rb":"
+    + _LWS
+    + rb"[0-9]+)?)"
 )
 
 
@@ -143,7 +166,7 @@ def rewrite_top_via_sent_by(data: bytes, host: str, port: int) -> bytes:
 class SipResponse:
     status: int
     reason: str
-    headers: list[tuple[str, str]]      # (name as sent, unfolded value), in order
+    headers: list[tuple[str, str]]  # (name as sent, unfolded value), in order
     body: bytes
     raw: bytes
     source: tuple[str, int] | None = None
@@ -203,8 +226,8 @@ def split_stream(buffer: bytes) -> tuple[list[bytes], bytes]:
         length = _content_length(buffer[:i]) or 0
         if len(buffer) < head_end + length:
             return messages, buffer
-        messages.append(buffer[:head_end + length])
-        buffer = buffer[head_end + length:]
+        messages.append(buffer[: head_end + length])
+        buffer = buffer[head_end + length :]
 
 
 def cseq_method(response: SipResponse) -> str:
@@ -225,7 +248,7 @@ def ack_for(request: bytes, response: SipResponse) -> bytes:
     number, and the To of the response (with the UAS's tag)."""
     line = request_line(request)
     method = line.split(" ", 1)[0]
-    uri = line[len(method):].strip()
+    uri = line[len(method) :].strip()
     if uri.endswith("SIP/2.0"):
         uri = uri[: -len("SIP/2.0")].strip()
     via = response.header("via") or ""
@@ -345,8 +368,9 @@ class SipSocket:
             if not ready:
                 continue
             try:
-                data, source = (self.sock.recvfrom(65535) if self.transport == "udp"
-                                else (self.sock.recv(65535), self.addr))
+                data, source = (
+                    self.sock.recvfrom(65535) if self.transport == "udp" else (self.sock.recv(65535), self.addr)
+                )
             except (BlockingIOError, InterruptedError):
                 continue
             except ConnectionError:

@@ -65,22 +65,38 @@ def run_sipp(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     stat_file = workdir / f"{Path(scenario).stem}-{local_port or 'auto'}-stats.csv"
-    scenario_args = (["-sn", scenario] if scenario in ("uas", "uac") else ["-sf", str(SCENARIOS / scenario)])
+    scenario_args = ["-sn", scenario] if scenario in ("uas", "uac") else ["-sf", str(SCENARIOS / scenario)]
     # SCENARIOS / an absolute path is that path: formatted templates live in tmp dirs.
     cmd = [sipp_binary(), *scenario_args]
     if target:
         cmd.append(target)
     cmd += [
-        "-i", "127.0.0.1",
-        "-s", service,
-        "-m", str(calls),
-        "-r", str(rate),
-        "-l", str(limit or calls),
+        "-i",
+        "127.0.0.1",
+        "-s",
+        service,
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-l",
+        str(limit or calls),
         "-nostdin",
-        "-trace_stat", "-stf", str(stat_file), "-fd", "1",
-        "-trace_err", "-error_file", str(workdir / f"{Path(scenario).stem}-{local_port or 'auto'}-errors.log"),
-        "-timeout", f"{int(timeout_s)}s", "-timeout_error",
-        "-max_recv_loops", "10000", "-max_sched_loops", "10000",
+        "-trace_stat",
+        "-stf",
+        str(stat_file),
+        "-fd",
+        "1",
+        "-trace_err",
+        "-error_file",
+        str(workdir / f"{Path(scenario).stem}-{local_port or 'auto'}-errors.log"),
+        "-timeout",
+        f"{int(timeout_s)}s",
+        "-timeout_error",
+        "-max_recv_loops",
+        "10000",
+        "-max_sched_loops",
+        "10000",
     ]
     if local_port:
         cmd += ["-p", str(local_port)]

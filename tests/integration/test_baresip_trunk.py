@@ -45,8 +45,9 @@ def baresip(shared_baresip):
 
 
 def _responses(msgs, status: int, method: str):
-    return [m for m in msgs if m.startswith(f"SIP/2.0 {status} ")
-            and method in m.split("CSeq:", 1)[1].split("\n", 1)[0]]
+    return [
+        m for m in msgs if m.startswith(f"SIP/2.0 {status} ") and method in m.split("CSeq:", 1)[1].split("\n", 1)[0]
+    ]
 
 
 def test_call_is_relayed_with_baresip_sdp_and_bridge_bye_reaches_it(make_gateway, baresip, tmp_path):
@@ -60,8 +61,9 @@ def test_call_is_relayed_with_baresip_sdp_and_bridge_bye_reaches_it(make_gateway
     assert invite.first_line.startswith(f"INVITE sip:{FR_NUMBER}@127.0.0.1") and "user=phone" in invite.first_line
     assert "x-dialout" not in invite.text.lower()
     assert media_ports(invite.body) == [bridge_media]
-    answer = [m for m in baresip.sent(mark) if m.first_line.startswith("SIP/2.0 200")
-              and "INVITE" in m.header("CSeq")][0]
+    answer = [m for m in baresip.sent(mark) if m.first_line.startswith("SIP/2.0 200") and "INVITE" in m.header("CSeq")][
+        0
+    ]
     # The bridge got baresip's own answer: its media address and port.
     ok = _responses(message_list(tmp_path / "bridge"), 200, "INVITE")[0].split("\n\n", 1)[1]
     assert media_ports(ok) == media_ports(answer.body) and connection_address(ok) == connection_address(answer.body)
@@ -86,8 +88,9 @@ def test_hold_and_resume_reach_baresip_and_its_answers_come_back(make_gateway, b
     assert len(invites) == 3  # the call, the hold and the resume
     assert not is_hold(invites[0].body) and is_hold(invites[1].body) and not is_hold(invites[2].body)
     assert "a=sendonly" in invites[1].body and "a=sendrecv" in invites[2].body
-    answers = [m.body for m in baresip.sent(mark) if m.first_line.startswith("SIP/2.0 200")
-               and "INVITE" in m.header("CSeq")]
+    answers = [
+        m.body for m in baresip.sent(mark) if m.first_line.startswith("SIP/2.0 200") and "INVITE" in m.header("CSeq")
+    ]
     assert len(answers) == 3
     assert "a=recvonly" in answers[1] and "a=sendrecv" in answers[2]  # baresip's own answers
     oks = [m.split("\n\n", 1)[1] for m in _responses(message_list(tmp_path / "bridge"), 200, "INVITE")]
@@ -122,10 +125,26 @@ def test_hold_by_update_reaches_baresip_as_a_reinvite(make_gateway, baresip, tmp
 def test_baresip_hangs_up_and_the_bridge_gets_the_bye(make_gateway, baresip, tmp_path):
     gw = make_gateway(trunk_port=baresip.sip_port)
     mark = baresip.mark()
-    waiting = run_sipp("bridge_wait_bye.xml", gw.target, tmp_path / "bridge", service=FR_NUMBER,
-                       local_port=free_port(), background=True, timeout_s=20,
-                       extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR",
-                              "-mp", str(free_port()), "-trace_msg"])
+    waiting = run_sipp(
+        "bridge_wait_bye.xml",
+        gw.target,
+        tmp_path / "bridge",
+        service=FR_NUMBER,
+        local_port=free_port(),
+        background=True,
+        timeout_s=20,
+        extra=[
+            "-key",
+            "organizer",
+            "alice@contoso.com",
+            "-key",
+            "location",
+            "FR",
+            "-mp",
+            str(free_port()),
+            "-trace_msg",
+        ],
+    )
     try:
         baresip.wait_event("CALL_ESTABLISHED", mark)
         time.sleep(0.5)
@@ -149,10 +168,25 @@ def test_duration_cut_off_reaches_baresip_as_a_bye(make_gateway, baresip, tmp_pa
     gw = make_gateway(trunk_port=baresip.sip_port, policy_text=policy)
     mark = baresip.mark()
     started = time.monotonic()
-    result = run_sipp("bridge_wait_bye.xml", gw.target, tmp_path / "bridge", service=FR_NUMBER,
-                      local_port=free_port(), timeout_s=20,
-                      extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR",
-                             "-mp", str(free_port()), "-trace_msg"])
+    result = run_sipp(
+        "bridge_wait_bye.xml",
+        gw.target,
+        tmp_path / "bridge",
+        service=FR_NUMBER,
+        local_port=free_port(),
+        timeout_s=20,
+        extra=[
+            "-key",
+            "organizer",
+            "alice@contoso.com",
+            "-key",
+            "location",
+            "FR",
+            "-mp",
+            str(free_port()),
+            "-trace_msg",
+        ],
+    )
     assert result.returncode == 0, result.stderr[-2000:]  # the bridge got its BYE
     assert 4.8 <= time.monotonic() - started < 8
     assert baresip.wait_event("CALL_CLOSED", mark)["param"] == "Connection reset by peer"

@@ -23,10 +23,28 @@ FR = "+33142685300"
 
 
 def call(gw, tmp_path, scenario="bridge_carrier.xml", *, talk_ms=300, media_port=None, extra=None, timeout_s=30):
-    return run_sipp(scenario, gw.target, tmp_path / "bridge", service=FR, local_port=free_port(),
-                    extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR",
-                           "-mp", str(media_port or free_port()), "-d", str(talk_ms), "-trace_msg", *(extra or [])],
-                    timeout_s=timeout_s)
+    return run_sipp(
+        scenario,
+        gw.target,
+        tmp_path / "bridge",
+        service=FR,
+        local_port=free_port(),
+        extra=[
+            "-key",
+            "organizer",
+            "alice@contoso.com",
+            "-key",
+            "location",
+            "FR",
+            "-mp",
+            str(media_port or free_port()),
+            "-d",
+            str(talk_ms),
+            "-trace_msg",
+            *(extra or []),
+        ],
+        timeout_s=timeout_s,
+    )
 
 
 def received(workdir, start: str) -> list[str]:
@@ -69,7 +87,7 @@ def assert_billed(gw) -> dict:
 def test_183_without_sdp_reaches_the_bridge_without_the_gateway_s_own_sdp(gateway, tmp_path):
     trunk_media = relay(gateway, tmp_path, "trunk_183_nosdp.xml")
     early = invite_responses(tmp_path / "bridge", 183)
-    assert early and not body(early[0]).strip()              # no SDP, certainly not pjmedia's
+    assert early and not body(early[0]).strip()  # no SDP, certainly not pjmedia's
     ok = invite_responses(tmp_path / "bridge", 200)[0]
     assert media_ports(body(ok)) == [trunk_media]
     assert_billed(gateway)
@@ -91,8 +109,9 @@ def test_same_media_with_a_bumped_origin_version(gateway, tmp_path):
 
 def test_181_and_182_before_180(gateway, tmp_path):
     relay(gateway, tmp_path, "trunk_181_182.xml")
-    codes = [int(m.split(" ", 2)[1]) for m in received(tmp_path / "bridge", "SIP/2.0 ")
-             if "INVITE" in _header(m, "CSeq")]
+    codes = [
+        int(m.split(" ", 2)[1]) for m in received(tmp_path / "bridge", "SIP/2.0 ") if "INVITE" in _header(m, "CSeq")
+    ]
     assert [c for c in codes if c > 100][:4] == [181, 182, 180, 200]
     assert_billed(gateway)
 
@@ -118,7 +137,7 @@ def test_reliable_183_is_pracked_and_its_answer_reaches_the_bridge_in_the_200(ga
     prack = [m for m in at_trunk if m.startswith("PRACK ")]
     assert len(prack) == 1 and _header(prack[0], "RAck") == f"1 {_header(invite, 'CSeq').split()[0]} INVITE"
     ok = invite_responses(tmp_path / "bridge", 200)[0]
-    assert media_ports(body(ok)) == [trunk_media]            # the 2xx had none: the reliable 183's answer
+    assert media_ports(body(ok)) == [trunk_media]  # the 2xx had none: the reliable 183's answer
     assert_billed(gateway)
 
 
@@ -130,27 +149,30 @@ def test_late_offer_end_to_end(gateway, tmp_path):
     assert result.returncode == 0 and trunk.returncode == 0, (result.stderr[-1500:], trunk_err[-1500:])
     at_trunk = message_list(tmp_path / "trunk")
     invite = [m for m in at_trunk if m.startswith("INVITE ")][0]
-    assert not body(invite).strip()                            # the trunk got an offerless INVITE
-    assert media_ports(body(invite_responses(tmp_path / "bridge", 200)[0])) == [trunk_media]   # its offer
+    assert not body(invite).strip()  # the trunk got an offerless INVITE
+    assert media_ports(body(invite_responses(tmp_path / "bridge", 200)[0])) == [trunk_media]  # its offer
     ack = [m for m in at_trunk if m.startswith("ACK ")][0]
-    assert media_ports(body(ack)) == [bridge_media]            # and the bridge's answer in the ACK
+    assert media_ports(body(ack)) == [bridge_media]  # and the bridge's answer in the ACK
     assert_billed(gateway)
 
 
 def test_trunk_reinvite_without_sdp_the_trunk_s_new_media_reaches_the_bridge(gateway, tmp_path):
     bridge_media, trunk_media = free_port(), free_port()
-    trunk = start_trunk(gateway, tmp_path, "trunk_reinvite_nosdp.xml", media_port=trunk_media,
-                        extra=["-rsa", gateway.target])
+    trunk = start_trunk(
+        gateway, tmp_path, "trunk_reinvite_nosdp.xml", media_port=trunk_media, extra=["-rsa", gateway.target]
+    )
     result = call(gateway, tmp_path, "bridge_accepts_reinvite.xml", media_port=bridge_media, talk_ms=500)
     _out, trunk_err = trunk.communicate(timeout=30)
     assert result.returncode == 0 and trunk.returncode == 0, (result.stderr[-1500:], trunk_err[-1500:])
     at_bridge = message_list(tmp_path / "bridge")
     reinvite = [m for m in at_bridge if m.startswith("INVITE ")][0]
-    assert not body(reinvite).strip()                          # relayed without SDP
-    acks = [m for m in message_list(tmp_path / "trunk") if m.startswith("SIP/2.0 200") and "INVITE" in _header(m, "CSeq")]
-    assert media_ports(body(acks[-1])) == [bridge_media]       # the bridge's offer reached the trunk
+    assert not body(reinvite).strip()  # relayed without SDP
+    acks = [
+        m for m in message_list(tmp_path / "trunk") if m.startswith("SIP/2.0 200") and "INVITE" in _header(m, "CSeq")
+    ]
+    assert media_ports(body(acks[-1])) == [bridge_media]  # the bridge's offer reached the trunk
     ack_at_bridge = [m for m in at_bridge if m.startswith("ACK ")][-1]
-    assert media_ports(body(ack_at_bridge)) == [trunk_media + 2]   # the trunk's new address reached the bridge
+    assert media_ports(body(ack_at_bridge)) == [trunk_media + 2]  # the trunk's new address reached the bridge
     assert gateway.wait_calls(1)[0]["reason"] == "allowed"
 
 
@@ -169,9 +191,9 @@ def test_a_302_reaches_the_bridge_as_302_never_487(gateway, tmp_path):
     result, trace = expect_status(gateway, tmp_path, 302)
     trunk.communicate(timeout=20)
     assert result.returncode == 0 and trunk.returncode == 0, result.stderr[-1500:]
-    response = trace[trace.index("SIP/2.0 302"):]
+    response = trace[trace.index("SIP/2.0 302") :]
     contact = _header(response, "Contact")
-    assert "+4930123456@127.0.0.1" in contact and "carrier.example" not in contact   # back through the gateway
+    assert "+4930123456@127.0.0.1" in contact and "carrier.example" not in contact  # back through the gateway
     line = gateway.wait_calls(1)[0]
     assert line["trunk_status"] == 302 and line["bridge_status"] == 302 and line["reason"] == "trunk_failure"
     assert line["billed_units"] == 0
@@ -179,9 +201,15 @@ def test_a_302_reaches_the_bridge_as_302_never_487(gateway, tmp_path):
 
 def test_trunk_bye_q850_cause_reaches_the_bridge(gateway, tmp_path):
     trunk = start_trunk(gateway, tmp_path, "trunk_bye_q850.xml", extra=["-d", "300", "-rsa", gateway.target])
-    result = run_sipp("bridge_wait_bye.xml", gateway.target, tmp_path / "bridge", service=FR, local_port=free_port(),
-                      extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-trace_msg"],
-                      timeout_s=20)
+    result = run_sipp(
+        "bridge_wait_bye.xml",
+        gateway.target,
+        tmp_path / "bridge",
+        service=FR,
+        local_port=free_port(),
+        extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-trace_msg"],
+        timeout_s=20,
+    )
     trunk.communicate(timeout=20)
     assert result.returncode == 0 and trunk.returncode == 0
     bye = received(tmp_path / "bridge", "BYE ")[0]
@@ -190,8 +218,8 @@ def test_trunk_bye_q850_cause_reaches_the_bridge(gateway, tmp_path):
 
 
 def test_a_bridge_that_never_acks_is_released_on_both_legs(make_gateway, tmp_path):
-    gw = make_gateway(t1_ms=100)                                # Timer H = 64*T1 = 6.4 s
-    trunk = start_trunk(gw, tmp_path, "trunk_answer.xml")      # waits for a BYE
+    gw = make_gateway(t1_ms=100)  # Timer H = 64*T1 = 6.4 s
+    trunk = start_trunk(gw, tmp_path, "trunk_answer.xml")  # waits for a BYE
     started = time.monotonic()
     result = call(gw, tmp_path, "bridge_no_ack.xml", timeout_s=40)
     trunk.communicate(timeout=30)
@@ -207,7 +235,7 @@ def test_a_trunk_answer_that_cannot_be_relayed_ends_both_legs(gateway, tmp_path)
 
     result, trace = expect_status(gateway, tmp_path, 488)
     trunk.communicate(timeout=20)
-    assert result.returncode == 0 and trunk.returncode == 0      # the trunk got its ACK and BYE
-    assert 'text="sdp_invalid"' in _header(trace[trace.index("SIP/2.0 488"):], "Reason")
+    assert result.returncode == 0 and trunk.returncode == 0  # the trunk got its ACK and BYE
+    assert 'text="sdp_invalid"' in _header(trace[trace.index("SIP/2.0 488") :], "Reason")
     line = gateway.wait_calls(1)[0]
     assert line["reason"] == "sdp_invalid" and line["billed_units"] == 0

@@ -13,18 +13,30 @@ from tests.integration.test_relay import bridge, start_trunk
 pytestmark = pytest.mark.integration
 
 IMPORT = {
-    "tenants": [{"id": "northwind", "timezone": "Europe/London", "subscription_licences": 3,
-                 "credits": {"enabled": False, "balance": 0}}],
+    "tenants": [
+        {
+            "id": "northwind",
+            "timezone": "Europe/London",
+            "subscription_licences": 3,
+            "credits": {"enabled": False, "balance": 0},
+        }
+    ],
     "organizers": [
-        {"id": "nina@northwind.example", "tenant": "northwind", "usage_location": "GB",
-         "audio_conferencing": "subscription", "dialout_policy": "tag:DialoutCPCandPSTNDomestic"},
+        {
+            "id": "nina@northwind.example",
+            "tenant": "northwind",
+            "usage_location": "GB",
+            "audio_conferencing": "subscription",
+            "dialout_policy": "tag:DialoutCPCandPSTNDomestic",
+        },
     ],
 }
 
 
 def dialout_gw(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
-                          timeout=60, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, timeout=60, cwd=cwd
+    )
 
 
 def test_imported_organizers_are_used_by_the_gateway(tmp_path):
@@ -38,8 +50,10 @@ def test_imported_organizers_are_used_by_the_gateway(tmp_path):
     gw.start()
     try:
         trunk = start_trunk(gw, tmp_path)
-        assert bridge(gw, tmp_path, organizer="nina@northwind.example", number="+442071234567",
-                      location="GB").returncode == 0
+        assert (
+            bridge(gw, tmp_path, organizer="nina@northwind.example", number="+442071234567", location="GB").returncode
+            == 0
+        )
         trunk.communicate(timeout=20)
         line = gw.wait_calls(1)[0]
         assert line["reason"] == "allowed" and line["tenant"] == "northwind" and line["bucket"] == "tenant_pool"
@@ -61,4 +75,5 @@ def test_an_import_that_would_not_load_is_refused_before_writing(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "dialout_policy" in proc.stderr
     assert not (gw.workdir / "ledger.db").exists() or "nina" not in (gw.workdir / "ledger.db").read_bytes().decode(
-        "latin-1")
+        "latin-1"
+    )

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.integration
 FUZZ_CASES = env_int("FUZZ_CASES", 300)
 FUZZ_SECONDS = env_int("FUZZ_SECONDS", 45)
 FUZZ_SEED = env_int("FUZZ_SEED", 4475)
-FUZZ_FIRST = env_int("FUZZ_FIRST", 0)            # replay one stretch: FUZZ_FIRST=812 FUZZ_CASES=1
+FUZZ_FIRST = env_int("FUZZ_FIRST", 0)  # replay one stretch: FUZZ_FIRST=812 FUZZ_CASES=1
 
 
 @pytest.fixture
@@ -72,8 +72,15 @@ def test_fuzzed_invites_leave_the_gateway_alive_and_clean(namespace, tmp_path):
         assert gw.alive(), f"the gateway is down after the fuzzing: {gw.err_path.read_text()[-3000:]}"
         clean_case = 9999
         assert fuzzer.normal_call(clean_case) == (200, 200)
-        gw.wait_for(lambda e: e.get("event") == "call" and e.get("destination") == number_for(clean_case)
-                    and e.get("reason") == "allowed" and e.get("bridge_status") == 200, 10)
+        gw.wait_for(
+            lambda e: (
+                e.get("event") == "call"
+                and e.get("destination") == number_for(clean_case)
+                and e.get("reason") == "allowed"
+                and e.get("bridge_status") == 200
+            ),
+            10,
+        )
 
         # 2. nothing left live: metrics and ledger (abandoned 200s end by Timer H, 6.4 s).
         gw.assert_no_leaks(timeout_s=30)
@@ -85,16 +92,21 @@ def test_fuzzed_invites_leave_the_gateway_alive_and_clean(namespace, tmp_path):
         fuzzer.close()
         trunk.close()
         rc = gw.stop()
-    report = summary(fuzzer, trunk.snapshot()) | {"seed": FUZZ_SEED, "first": FUZZ_FIRST,
-                                                  "radamsa": radamsa_available(), "exit_code": rc}
+    report = summary(fuzzer, trunk.snapshot()) | {
+        "seed": FUZZ_SEED,
+        "first": FUZZ_FIRST,
+        "radamsa": radamsa_available(),
+        "exit_code": rc,
+    }
     write_report(Path(os.environ.get("FUZZ_REPORT", tmp_path / "fuzz-report.json")), report)
     print(f"\nfuzz report: {report}")
 
     # 4. every stdout line is JSON, and the gateway stopped cleanly.
     gw.assert_stdout_is_json()
     assert rc == 0, f"the gateway exited with {rc}"
-    assert not fuzzer.crashes, f"inputs crashed or hung the gateway (kept under tests/data/fuzz/crashers/): " \
-                               f"{report['crashes']}"
+    assert not fuzzer.crashes, (
+        f"inputs crashed or hung the gateway (kept under tests/data/fuzz/crashers/): {report['crashes']}"
+    )
     assert not fuzzer.findings, f"inputs made the gateway log errors: {fuzzer.findings[:5]}"
     assert not violations, violations[:10]
     assert ran >= min(FUZZ_CASES, 50), f"only {ran} cases ran in {FUZZ_SECONDS} s"

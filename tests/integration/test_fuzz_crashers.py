@@ -55,8 +55,12 @@ def test_every_kept_input_is_survived_and_answered_as_expected(tmp_path):
                 wrong.append(f"{name}: expected {expect}, got {got} ({result.statuses})")
         assert gw.alive()
         assert fuzzer.normal_call(9998) == (200, 200)
-        gw.wait_for(lambda e: e.get("event") == "call" and e.get("destination") == number_for(9998)
-                    and e.get("reason") == "allowed", 10)
+        gw.wait_for(
+            lambda e: (
+                e.get("event") == "call" and e.get("destination") == number_for(9998) and e.get("reason") == "allowed"
+            ),
+            10,
+        )
         gw.assert_no_leaks(timeout_s=30)
         violations = trunk_leg_violations(gw.call_lines(), trunk.snapshot())
     finally:

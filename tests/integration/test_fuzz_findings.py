@@ -83,7 +83,7 @@ def test_a_udp_invite_cut_by_pjsips_receive_buffer_gets_400_not_a_late_offer_cal
     what it parsed of a longer INVITE had no SDP and was relayed as a late offer."""
     fits = _padded_to(fill_seed("denied", 6), 9000)
     final = send(gateway, fits)
-    assert final is not None and final.status == 403, final        # read whole: the policy's answer
+    assert final is not None and final.status == 403, final  # read whole: the policy's answer
     cut = _padded_to(fill_seed("denied", 7), 20000)
     final = send(gateway, cut)
     assert final is not None and final.status == 400 and "16383 bytes" in final.header("warning"), final
@@ -103,8 +103,12 @@ def test_the_relayed_body_is_what_content_length_delimits(gateway):
             assert final is not None and final.status == 200, final
             sock.send(_ack_2xx(data, final, sock.local_port, "UDP"))
             time.sleep(0.1)
-            assert final_response(sock.exchange(_bye_after_2xx(final, sock.local_port, "UDP"), timeout_s=3.0,
-                                                settle_s=0)).status == 200
+            assert (
+                final_response(
+                    sock.exchange(_bye_after_2xx(final, sock.local_port, "UDP"), timeout_s=3.0, settle_s=0)
+                ).status
+                == 200
+            )
         legs = trunk.snapshot()
         assert len(legs) == 1
         assert legs[0].body == body[:cut] and legs[0].body.endswith(b"a=fmtp:101 0-15\r\n")

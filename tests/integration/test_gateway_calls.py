@@ -18,15 +18,35 @@ from tests.integration.test_relay import bridge, message_list, messages, start_t
 pytestmark = pytest.mark.integration
 
 
-def expect_status(gw, tmp_path, status, *, organizer="alice@contoso.com", number="+33142685300",
-                  location="FR", calls=1, rate=10, local_ip="127.0.0.1", name=None):
+def expect_status(
+    gw,
+    tmp_path,
+    status,
+    *,
+    organizer="alice@contoso.com",
+    number="+33142685300",
+    location="FR",
+    calls=1,
+    rate=10,
+    local_ip="127.0.0.1",
+    name=None,
+):
     workdir = tmp_path / (name or f"bridge-{status}-{organizer.split('@')[0] or 'none'}")
     scenario = scenario_from_template("bridge_expect_status.xml.tmpl", tmp_path / "scenarios", status=status)
     extra = ["-key", "organizer", organizer, "-key", "location", location, "-trace_msg"]
     if local_ip != "127.0.0.1":
         extra = [*extra, "-i", local_ip]
-    result = run_sipp(scenario, gw.target, workdir, calls=calls, rate=rate, service=number,
-                      local_port=free_port(), extra=extra, timeout_s=20)
+    result = run_sipp(
+        scenario,
+        gw.target,
+        workdir,
+        calls=calls,
+        rate=rate,
+        service=number,
+        local_port=free_port(),
+        extra=extra,
+        timeout_s=20,
+    )
     return result, messages(workdir)
 
 
@@ -34,7 +54,7 @@ def final_response(trace: str, status: int) -> str:
     """The text of the first traced response with this status."""
     start = trace.index(f"SIP/2.0 {status} ")
     end = trace.find("\n\n", start)
-    return trace[start:end if end > 0 else None]
+    return trace[start : end if end > 0 else None]
 
 
 def header(message: str, name: str) -> str | None:
@@ -71,10 +91,10 @@ def shared_gateway(tmp_path_factory):
     gw.stop()
 
 
-@pytest.mark.parametrize("organizer,number,status,reason", REJECTIONS,
-                         ids=[f"{r[3]}-{r[1]}" for r in REJECTIONS])
+@pytest.mark.parametrize("organizer,number,status,reason", REJECTIONS, ids=[f"{r[3]}-{r[1]}" for r in REJECTIONS])
 def test_rejection_carries_status_reason_warning_and_decision_headers(
-        shared_gateway, tmp_path, organizer, number, status, reason):
+    shared_gateway, tmp_path, organizer, number, status, reason
+):
     result, trace = expect_status(shared_gateway, tmp_path, status, organizer=organizer, number=number)
     assert result.returncode == 0 and result.successful == 1, (result.stderr[-1500:], trace[-1500:])
     response = final_response(trace, status)
@@ -84,16 +104,22 @@ def test_rejection_carries_status_reason_warning_and_decision_headers(
     assert warning.startswith('399 gw-under-test "') and len(warning) > 25
 
     line = shared_gateway.wait_for(
-        lambda e: e.get("event") == "call" and e.get("reason") == reason and e.get("dialled") == number
-        and (e.get("organizer") or "") == organizer)
+        lambda e: (
+            e.get("event") == "call"
+            and e.get("reason") == reason
+            and e.get("dialled") == number
+            and (e.get("organizer") or "") == organizer
+        )
+    )
     assert line["decision"] == "deny" and line["bridge_status"] == status
     assert line["explanation"] and line["trace"], "a rejection must be explainable from its log line"
     assert line["trunk_status"] is None and line["billed_units"] == 0
 
 
 def test_limits_answer_480_with_retry_after(make_gateway, tmp_path):
-    policy = (example_policy_text()
-              .replace("max_calls_per_minute_per_organizer = 20", "max_calls_per_minute_per_organizer = 1"))
+    policy = example_policy_text().replace(
+        "max_calls_per_minute_per_organizer = 20", "max_calls_per_minute_per_organizer = 1"
+    )
     gw = make_gateway(policy_text=policy)
     trunk = start_trunk(gw, tmp_path)
     assert bridge(gw, tmp_path).returncode == 0
@@ -109,11 +135,17 @@ def test_concurrency_limit_per_organizer(make_gateway, tmp_path):
     policy = example_policy_text().replace("max_concurrent_per_organizer = 10", "max_concurrent_per_organizer = 1")
     gw = make_gateway(policy_text=policy)
     trunk = start_trunk(gw, tmp_path, "trunk_ring_forever.xml")
-    ringing = run_sipp("bridge_cancel.xml", gw.target, tmp_path / "ringing", service="+33142685300",
-                       local_port=free_port(), extra=["-key", "organizer", "alice@contoso.com",
-                                                      "-key", "location", "FR", "-d", "2500"],
-                       background=True, timeout_s=20)
-    gw.wait_until(lambda: gw.live_ledger_calls() == 1, what="the first call's reservation")   # ringing now
+    ringing = run_sipp(
+        "bridge_cancel.xml",
+        gw.target,
+        tmp_path / "ringing",
+        service="+33142685300",
+        local_port=free_port(),
+        extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "2500"],
+        background=True,
+        timeout_s=20,
+    )
+    gw.wait_until(lambda: gw.live_ledger_calls() == 1, what="the first call's reservation")  # ringing now
     result, trace = expect_status(gw, tmp_path, 480)
     assert result.returncode == 0
     assert header(final_response(trace, 480), "Reason") == 'SIP;cause=480;text="limit_concurrency"'
@@ -123,6 +155,7 @@ def test_concurrency_limit_per_organizer(make_gateway, tmp_path):
 
 
 # --- trunk outcomes -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("status,phrase", [(486, "Busy Here"), (404, "Not Found"), (503, "Service Unavailable")])
 def test_trunk_failure_status_is_passed_through_unchanged(gateway, tmp_path, status, phrase):
@@ -151,9 +184,15 @@ def test_trunk_that_never_answers_becomes_408_trunk_timeout(gateway, tmp_path):
 
 def test_trunk_hangs_up_and_bridge_gets_the_bye(gateway, tmp_path):
     trunk = start_trunk(gateway, tmp_path, "trunk_hangs_up.xml", extra=["-d", "500", "-rsa", gateway.target])
-    result = run_sipp("bridge_wait_bye.xml", gateway.target, tmp_path / "bridge", service="+33142685300",
-                      local_port=free_port(), extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR"],
-                      timeout_s=20)
+    result = run_sipp(
+        "bridge_wait_bye.xml",
+        gateway.target,
+        tmp_path / "bridge",
+        service="+33142685300",
+        local_port=free_port(),
+        extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR"],
+        timeout_s=20,
+    )
     trunk.communicate(timeout=20)
     assert result.returncode == 0 and trunk.returncode == 0
     line = gateway.wait_calls(1)[0]
@@ -163,10 +202,15 @@ def test_trunk_hangs_up_and_bridge_gets_the_bye(gateway, tmp_path):
 
 def test_cancel_while_ringing_reaches_the_trunk_and_bills_nothing(gateway, tmp_path):
     trunk = start_trunk(gateway, tmp_path, "trunk_ring_forever.xml")
-    result = run_sipp("bridge_cancel.xml", gateway.target, tmp_path / "bridge", service="+33142685300",
-                      local_port=free_port(),
-                      extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "500"],
-                      timeout_s=20)
+    result = run_sipp(
+        "bridge_cancel.xml",
+        gateway.target,
+        tmp_path / "bridge",
+        service="+33142685300",
+        local_port=free_port(),
+        extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "500"],
+        timeout_s=20,
+    )
     trunk.communicate(timeout=20)
     assert result.returncode == 0, result.stderr[-1500:]
     assert trunk.returncode == 0  # it received the CANCEL and ACK of its 487
@@ -177,10 +221,15 @@ def test_cancel_while_ringing_reaches_the_trunk_and_bills_nothing(gateway, tmp_p
 
 def test_hold_reinvite_is_relayed_end_to_end(gateway, tmp_path):
     trunk = start_trunk(gateway, tmp_path, "trunk_hold.xml")
-    result = run_sipp("bridge_hold.xml", gateway.target, tmp_path / "bridge", service="+33142685300",
-                      local_port=free_port(),
-                      extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "200",
-                             "-trace_msg"], timeout_s=20)
+    result = run_sipp(
+        "bridge_hold.xml",
+        gateway.target,
+        tmp_path / "bridge",
+        service="+33142685300",
+        local_port=free_port(),
+        extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "200", "-trace_msg"],
+        timeout_s=20,
+    )
     trunk.communicate(timeout=20)
     assert result.returncode == 0, result.stderr[-1500:]
     assert trunk.returncode == 0
@@ -188,8 +237,9 @@ def test_hold_reinvite_is_relayed_end_to_end(gateway, tmp_path):
     assert len(invites_at_trunk) == 2
     assert not is_hold(invites_at_trunk[0].split("\n\n", 1)[1])
     assert is_hold(invites_at_trunk[1].split("\n\n", 1)[1])  # the bridge's sendonly offer
-    oks_at_bridge = [m for m in message_list(tmp_path / "bridge")
-                     if m.startswith("SIP/2.0 200") and "INVITE" in header(m, "CSeq")]
+    oks_at_bridge = [
+        m for m in message_list(tmp_path / "bridge") if m.startswith("SIP/2.0 200") and "INVITE" in header(m, "CSeq")
+    ]
     assert len(oks_at_bridge) == 2
     assert "a=recvonly" in oks_at_bridge[1]  # the trunk's answer came back
     assert gateway.wait_calls(1)[0]["reason"] == "allowed"
@@ -197,24 +247,31 @@ def test_hold_reinvite_is_relayed_end_to_end(gateway, tmp_path):
 
 def test_hold_update_is_answered_at_once_and_relayed(gateway, tmp_path):
     trunk = start_trunk(gateway, tmp_path, "trunk_update_hold.xml")
-    result = run_sipp("bridge_update_hold.xml", gateway.target, tmp_path / "bridge", service="+33142685300",
-                      local_port=free_port(),
-                      extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "300",
-                             "-trace_msg"], timeout_s=20)
+    result = run_sipp(
+        "bridge_update_hold.xml",
+        gateway.target,
+        tmp_path / "bridge",
+        service="+33142685300",
+        local_port=free_port(),
+        extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "300", "-trace_msg"],
+        timeout_s=20,
+    )
     trunk.communicate(timeout=20)
     assert result.returncode == 0, result.stderr[-1500:]
     assert trunk.returncode == 0  # it received the UPDATE, then the BYE
     updates_at_trunk = [m for m in message_list(tmp_path / "trunk") if m.startswith("UPDATE ")]
     assert len(updates_at_trunk) == 1
     assert is_hold(updates_at_trunk[0].split("\n\n", 1)[1])  # the bridge's sendonly offer
-    update_oks = [m for m in message_list(tmp_path / "bridge")
-                  if m.startswith("SIP/2.0 200") and "UPDATE" in header(m, "CSeq")]
+    update_oks = [
+        m for m in message_list(tmp_path / "bridge") if m.startswith("SIP/2.0 200") and "UPDATE" in header(m, "CSeq")
+    ]
     assert len(update_oks) == 1
     answer = update_oks[0].split("\n\n", 1)[1]
     # The trunk's media, with a direction that answers a hold (not sendrecv).
     assert "a=recvonly" in answer and "a=sendrecv" not in answer
-    invite_ok = [m for m in message_list(tmp_path / "bridge")
-                 if m.startswith("SIP/2.0 200") and "INVITE" in header(m, "CSeq")][0]
+    invite_ok = [
+        m for m in message_list(tmp_path / "bridge") if m.startswith("SIP/2.0 200") and "INVITE" in header(m, "CSeq")
+    ][0]
     trunk_sdp = invite_ok.split("\n\n", 1)[1]
     assert media_ports(answer) == media_ports(trunk_sdp) and connection_address(answer) == connection_address(trunk_sdp)
     assert [e for e in gateway.events() if e.get("event") == "update_relayed"][0]["hold"] is True
@@ -227,13 +284,30 @@ def test_a_transfer_request_is_refused_and_places_no_call(gateway, tmp_path):
     trunk = start_trunk(gateway, tmp_path, "trunk_answer.xml", calls=2)
     targets = tmp_path / "refer_to.csv"
     targets.write_text(f"SEQUENTIAL\nsip:+882161234567@127.0.0.1:{gateway.trunk_port};user=phone\n")
-    result = run_sipp("bridge_refer.xml", gateway.target, tmp_path / "bridge", service="+33142685300",
-                      local_port=free_port(),
-                      extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "1000",
-                             "-inf", str(targets), "-trace_msg"], timeout_s=20)
+    result = run_sipp(
+        "bridge_refer.xml",
+        gateway.target,
+        tmp_path / "bridge",
+        service="+33142685300",
+        local_port=free_port(),
+        extra=[
+            "-key",
+            "organizer",
+            "alice@contoso.com",
+            "-key",
+            "location",
+            "FR",
+            "-d",
+            "1000",
+            "-inf",
+            str(targets),
+            "-trace_msg",
+        ],
+        timeout_s=20,
+    )
     assert result.returncode == 0, result.stderr[-1500:]  # the REFER got its 403
     gateway.wait_calls(1)
-    time.sleep(0.5)    # an absence to observe: a transfer would be a second INVITE by now
+    time.sleep(0.5)  # an absence to observe: a transfer would be a second INVITE by now
     trunk.terminate()  # it would wait for a second call; a transfer would have been that call
     trunk.communicate(timeout=10)
     invites_at_trunk = [m for m in message_list(tmp_path / "trunk") if m.startswith("INVITE ")]
@@ -248,16 +322,21 @@ def test_authorised_duration_is_enforced_with_bye_on_both_legs(make_gateway, tmp
     gw = make_gateway(policy_text=policy)
     trunk = start_trunk(gw, tmp_path)  # waits for a BYE
     started = time.monotonic()
-    result = run_sipp("bridge_wait_bye.xml", gw.target, tmp_path / "bridge", service="+33142685300",
-                      local_port=free_port(),
-                      extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-trace_msg"],
-                      timeout_s=20)
+    result = run_sipp(
+        "bridge_wait_bye.xml",
+        gw.target,
+        tmp_path / "bridge",
+        service="+33142685300",
+        local_port=free_port(),
+        extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-trace_msg"],
+        timeout_s=20,
+    )
     elapsed = time.monotonic() - started
     trunk.communicate(timeout=20)
     assert result.returncode == 0 and trunk.returncode == 0  # both legs got a BYE
     assert 4.8 <= elapsed < 8
     bye = messages(tmp_path / "bridge")
-    bye = bye[bye.index("BYE sip:"):]
+    bye = bye[bye.index("BYE sip:") :]
     assert 'text="duration_exhausted"' in header(bye, "Reason")
     line = gw.wait_calls(1)[0]
     assert line["reason"] == "duration_exhausted" and line["ended_by"] == "gateway"
@@ -266,8 +345,9 @@ def test_authorised_duration_is_enforced_with_bye_on_both_legs(make_gateway, tmp
 
 # --- admission and lifecycle ------------------------------------------------------------------
 
+
 def test_untrusted_source_gets_403_that_says_nothing_about_the_call(make_gateway, tmp_path):
-    gw = make_gateway(extra_gateway='untrusted = "reject"')   # the default is to drop: see test_edge.py
+    gw = make_gateway(extra_gateway='untrusted = "reject"')  # the default is to drop: see test_edge.py
     result, trace = expect_status(gw, tmp_path, 403, local_ip="127.0.0.2")
     assert result.returncode == 0
     response = final_response(trace, 403)
@@ -299,10 +379,16 @@ def test_overload_is_answered_503_with_retry_after_not_a_timeout(make_gateway, t
 def sigterm_during_a_call(gw, tmp_path):
     """Start a 2-second call, SIGTERM the gateway while it talks; returns (bridge, trunk) SIPp processes."""
     trunk = start_trunk(gw, tmp_path)
-    talking = run_sipp("bridge_call.xml", gw.target, tmp_path / "talking", service="+33142685300",
-                       local_port=free_port(),
-                       extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "2000"],
-                       background=True, timeout_s=20)
+    talking = run_sipp(
+        "bridge_call.xml",
+        gw.target,
+        tmp_path / "talking",
+        service="+33142685300",
+        local_port=free_port(),
+        extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "2000"],
+        background=True,
+        timeout_s=20,
+    )
     gw.wait_until(lambda: gw.live_ledger_calls(("answered",)) == 1, what="the call to be answered")
     gw.signal(signal.SIGTERM)
     gw.wait_for(lambda e: e.get("event") == "draining")
@@ -326,7 +412,9 @@ def test_sighup_reloads_the_directory_without_dropping_calls(make_gateway, tmp_p
     gw = make_gateway()
     first, _ = expect_status(gw, tmp_path, 403, organizer="zoe@contoso.com", name="before")
     assert first.returncode == 0
-    text = gw.config_path.read_text() + """
+    text = (
+        gw.config_path.read_text()
+        + """
 [[organizers]]
 id = "zoe@contoso.com"
 tenant = "contoso"
@@ -334,6 +422,7 @@ usage_location = "FR"
 audio_conferencing = "none"
 dialout_policy = "any"
 """
+    )
     gw.config_path.write_text(text)
     gw.signal(signal.SIGHUP)
     gw.wait_for(lambda e: e.get("event") == "config_reloaded")
@@ -352,10 +441,15 @@ def test_session_timer_clears_a_dead_bridge_leg_and_the_trunk_leg(gateway, tmp_p
     """RFC 4028: the bridge asked to refresh every 90 s and never does. The
     gateway ends the call on both legs instead of billing a dead call forever."""
     trunk = start_trunk(gateway, tmp_path, timeout_s=150)  # waits for a BYE
-    result = run_sipp("bridge_silent_session.xml", gateway.target, tmp_path / "bridge", service="+33142685300",
-                      local_port=free_port(),
-                      extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-trace_msg"],
-                      timeout_s=150)
+    result = run_sipp(
+        "bridge_silent_session.xml",
+        gateway.target,
+        tmp_path / "bridge",
+        service="+33142685300",
+        local_port=free_port(),
+        extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-trace_msg"],
+        timeout_s=150,
+    )
     trunk.communicate(timeout=30)
     assert result.returncode == 0, result.stderr[-1500:]
     assert trunk.returncode == 0  # the trunk leg got its BYE too

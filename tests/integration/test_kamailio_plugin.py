@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 KAMAILIO_CFG = REPO / "examples" / "kamailio" / "kamailio.cfg"
 LOADER = REPO / "examples" / "kamailio" / "dialout.py"
 APP_PYTHON3 = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules/app_python3.so")
-BRIDGE_CALL = REPO / "docker" / "sipp" / "bridge_call.xml"   # follows the Record-Route
+BRIDGE_CALL = REPO / "docker" / "sipp" / "bridge_call.xml"  # follows the Record-Route
 FR_NUMBER = "+33142685300"
 ALICE = ["-key", "organizer", "alice@contoso.com", "-key", "location", "FR"]
 
@@ -52,11 +52,15 @@ ALICE = ["-key", "organizer", "alice@contoso.com", "-key", "location", "FR"]
 def kamailio_binary() -> str:
     path = shutil.which("kamailio") or ("/usr/sbin/kamailio" if Path("/usr/sbin/kamailio").exists() else None)
     if not path:
-        pytest.fail("kamailio not found: the Debian package `kamailio` is needed (scripts/setup.sh --test)",
-                    pytrace=False)
+        pytest.fail(
+            "kamailio not found: the Debian package `kamailio` is needed (scripts/setup.sh --test)", pytrace=False
+        )
     if not list(Path("/usr/lib").glob("*/kamailio/modules/app_python3.so")):
-        pytest.fail("app_python3.so not found: the Debian package `kamailio-python3-modules` is needed "
-                    "(scripts/setup.sh --test)", pytrace=False)
+        pytest.fail(
+            "app_python3.so not found: the Debian package `kamailio-python3-modules` is needed "
+            "(scripts/setup.sh --test)",
+            pytrace=False,
+        )
     return path
 
 
@@ -110,17 +114,36 @@ class KamailioPlugin:
         self.run_dir.mkdir(exist_ok=True)
         self.log_path = workdir / "kamailio.log"
         self.cmd = [
-            kamailio_binary(), "-f", str(KAMAILIO_CFG), "-DD", "-E",
-            "-Y", str(self.run_dir), "-P", str(workdir / "kamailio.pid"),
-            "-A", f"SIP_PORT={self.port}", "-A", f'DIALOUT_SCRIPT="{LOADER}"', "-A", "LOG_LEVEL=2",
-            "-m", "64", "-M", "8",
+            kamailio_binary(),
+            "-f",
+            str(KAMAILIO_CFG),
+            "-DD",
+            "-E",
+            "-Y",
+            str(self.run_dir),
+            "-P",
+            str(workdir / "kamailio.pid"),
+            "-A",
+            f"SIP_PORT={self.port}",
+            "-A",
+            f'DIALOUT_SCRIPT="{LOADER}"',
+            "-A",
+            "LOG_LEVEL=2",
+            "-m",
+            "64",
+            "-M",
+            "8",
         ]
         # The venv running these tests holds the project and its dependencies. An
         # embedded Python finds its standard library from the first `python3` on
         # PATH, here the venv's (perhaps a pyenv build): PYTHONHOME pins it to the
         # system Python that Kamailio's app_python3 is linked with.
-        self.env = dict(os.environ, DIALOUT_SITE_PACKAGES=sysconfig.get_paths()["purelib"],
-                        DIALOUT_CONFIG=str(self.config_path), PYTHONHOME="/usr")
+        self.env = dict(
+            os.environ,
+            DIALOUT_SITE_PACKAGES=sysconfig.get_paths()["purelib"],
+            DIALOUT_CONFIG=str(self.config_path),
+            PYTHONHOME="/usr",
+        )
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -130,8 +153,14 @@ class KamailioPlugin:
     def start(self, timeout_s: float = 20) -> KamailioPlugin:
         check = subprocess.run([*self.cmd, "-c"], capture_output=True, text=True, timeout=30, env=self.env)
         assert check.returncode == 0, f"kamailio -c rejected the config:\n{check.stderr[-3000:]}"
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self.log_path.open("ab"),
-                                     env=self.env, cwd=self.workdir, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log_path.open("ab"),
+            env=self.env,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -179,8 +208,9 @@ class KamailioPlugin:
         raise AssertionError(f"no matching {what} in kamailio's log:\n{self.log()[-4000:]}")
 
     def call_line(self, call_id: str, timeout_s: float = 10) -> dict:
-        return self.wait_for(lambda e: e.get("event") == "call" and e.get("call_id") == call_id, timeout_s,
-                             f"call line for {call_id}")
+        return self.wait_for(
+            lambda e: e.get("event") == "call" and e.get("call_id") == call_id, timeout_s, f"call line for {call_id}"
+        )
 
     def ledger_row(self, call_id: str) -> dict | None:
         store = open_store(self.store_url, instance_id="test-reader")
@@ -191,8 +221,11 @@ class KamailioPlugin:
 
     def reserved(self) -> float:
         """Capacity still held in reservations, over every bucket: 0 once every call is settled."""
-        return sum(bucket_used(self.store_url, tenant, bucket)[1]
-                   for tenant in ("contoso", "fabrikam") for bucket in ("tenant_pool", "credits", "promotion"))
+        return sum(
+            bucket_used(self.store_url, tenant, bucket)[1]
+            for tenant in ("contoso", "fabrikam")
+            for bucket in ("tenant_pool", "credits", "promotion")
+        )
 
     def assert_clean(self) -> None:
         """No Python error in any Kamailio process, and no call left open in the ledger."""
@@ -204,10 +237,22 @@ class KamailioPlugin:
         assert self.reserved() == 0
 
 
-def plugin_config(tmp_path: Path, trunk_port: int, *, policy_text: str | None = None,
-                  store_url: str | None = None, store_extra: str = "") -> str:
-    text = gateway_config(sip_port=free_port(), trunk_port=trunk_port, db_path=tmp_path / "ledger.db",
-                          policy_text=policy_text, store_url=store_url, heartbeat_s=1)
+def plugin_config(
+    tmp_path: Path,
+    trunk_port: int,
+    *,
+    policy_text: str | None = None,
+    store_url: str | None = None,
+    store_extra: str = "",
+) -> str:
+    text = gateway_config(
+        sip_port=free_port(),
+        trunk_port=trunk_port,
+        db_path=tmp_path / "ledger.db",
+        policy_text=policy_text,
+        store_url=store_url,
+        heartbeat_s=1,
+    )
     if store_extra:
         text = text.replace("\n[store]\n", f"\n[store]\n{store_extra}\n", 1)
     return text
@@ -231,9 +276,12 @@ def pg_ledger(postgres_url):
 @pytest.fixture(scope="module")
 def kamailio(tmp_path_factory):
     if embedded_python() not in (None, f"{os.sys.version_info[0]}.{os.sys.version_info[1]}"):
-        pytest.fail(f"Kamailio's app_python3 embeds Python {embedded_python()}, but the project's venv is "
-                    f"Python {os.sys.version_info[0]}.{os.sys.version_info[1]}: build the venv with the system "
-                    "python3 (scripts/setup.sh picks it first)", pytrace=False)
+        pytest.fail(
+            f"Kamailio's app_python3 embeds Python {embedded_python()}, but the project's venv is "
+            f"Python {os.sys.version_info[0]}.{os.sys.version_info[1]}: build the venv with the system "
+            "python3 (scripts/setup.sh picks it first)",
+            pytrace=False,
+        )
     workdir = tmp_path_factory.mktemp("kamailio")
     trunk_port = free_port()
     k = KamailioPlugin(workdir / "kamailio", plugin_config(workdir, trunk_port), trunk_port=trunk_port).start()
@@ -242,8 +290,15 @@ def kamailio(tmp_path_factory):
 
 
 def start_trunk(k: KamailioPlugin, workdir: Path, scenario: str = "proxy_trunk_answer.xml", timeout_s: float = 30):
-    return run_sipp(scenario, "", workdir / "trunk", local_port=k.trunk_port,
-                    extra=["-mp", str(free_port()), "-trace_msg"], background=True, timeout_s=timeout_s)
+    return run_sipp(
+        scenario,
+        "",
+        workdir / "trunk",
+        local_port=k.trunk_port,
+        extra=["-mp", str(free_port()), "-trace_msg"],
+        background=True,
+        timeout_s=timeout_s,
+    )
 
 
 def sipp_call_id(workdir: Path) -> str:
@@ -257,9 +312,15 @@ def sipp_call_id(workdir: Path) -> str:
 
 def test_relayed_call_goes_to_the_trunk_as_e164_and_is_billed_in_the_ledger(kamailio, tmp_path):
     trunk = start_trunk(kamailio, tmp_path)
-    result = run_sipp(str(BRIDGE_CALL), kamailio.target, tmp_path / "bridge", service=FR_NUMBER,
-                      local_port=free_port(), extra=[*ALICE, "-mp", str(free_port()), "-d", "1500", "-trace_msg"],
-                      timeout_s=30)
+    result = run_sipp(
+        str(BRIDGE_CALL),
+        kamailio.target,
+        tmp_path / "bridge",
+        service=FR_NUMBER,
+        local_port=free_port(),
+        extra=[*ALICE, "-mp", str(free_port()), "-d", "1500", "-trace_msg"],
+        timeout_s=30,
+    )
     trunk.communicate(timeout=30)
     assert result.returncode == 0 and result.successful == 1, result.stderr[-2000:]
     assert trunk.returncode == 0
@@ -289,11 +350,24 @@ def test_relayed_call_goes_to_the_trunk_as_e164_and_is_billed_in_the_ledger(kama
 
 
 def test_the_trunk_hangs_up_through_the_proxy_and_the_call_is_billed_once(kamailio, tmp_path):
-    trunk = run_sipp("proxy_trunk_hangs_up.xml", "", tmp_path / "trunk", local_port=kamailio.trunk_port,
-                     extra=["-mp", str(free_port()), "-d", "800", "-rsa", kamailio.target, "-trace_msg"],
-                     background=True, timeout_s=30)
-    result = run_sipp("proxy_bridge_wait_bye.xml", kamailio.target, tmp_path / "bridge", service=FR_NUMBER,
-                      local_port=free_port(), extra=[*ALICE, "-mp", str(free_port()), "-trace_msg"], timeout_s=30)
+    trunk = run_sipp(
+        "proxy_trunk_hangs_up.xml",
+        "",
+        tmp_path / "trunk",
+        local_port=kamailio.trunk_port,
+        extra=["-mp", str(free_port()), "-d", "800", "-rsa", kamailio.target, "-trace_msg"],
+        background=True,
+        timeout_s=30,
+    )
+    result = run_sipp(
+        "proxy_bridge_wait_bye.xml",
+        kamailio.target,
+        tmp_path / "bridge",
+        service=FR_NUMBER,
+        local_port=free_port(),
+        extra=[*ALICE, "-mp", str(free_port()), "-trace_msg"],
+        timeout_s=30,
+    )
     trunk.communicate(timeout=30)
     assert result.returncode == 0 and result.successful == 1, result.stderr[-2000:]
     assert trunk.returncode == 0
@@ -316,11 +390,19 @@ REJECTIONS = [
 
 @pytest.mark.parametrize("organizer,number,status,reason", REJECTIONS, ids=[r[3] for r in REJECTIONS])
 def test_rejected_call_carries_the_gateways_reason_warning_and_decision_headers(
-        kamailio, tmp_path, organizer, number, status, reason):
+    kamailio, tmp_path, organizer, number, status, reason
+):
     scenario = scenario_from_template("bridge_expect_status.xml.tmpl", tmp_path / "scenarios", status=status)
     workdir = tmp_path / "bridge"
-    result = run_sipp(scenario, kamailio.target, workdir, service=number, local_port=free_port(),
-                      extra=["-key", "organizer", organizer, "-key", "location", "FR", "-trace_msg"], timeout_s=20)
+    result = run_sipp(
+        scenario,
+        kamailio.target,
+        workdir,
+        service=number,
+        local_port=free_port(),
+        extra=["-key", "organizer", organizer, "-key", "location", "FR", "-trace_msg"],
+        timeout_s=20,
+    )
     trace = messages(workdir)
     assert result.returncode == 0 and result.successful == 1, (result.stderr[-1500:], trace[-1500:])
     response = final_response(trace, status)
@@ -338,10 +420,10 @@ def test_rejected_call_carries_the_gateways_reason_warning_and_decision_headers(
 @pytest.mark.parametrize("case", ["trunk_486", "bridge_cancels", "trunk_never_answers"])
 def test_a_call_that_reserved_and_failed_before_the_answer_is_settled_once_for_nothing(kamailio, tmp_path, case):
     if case == "trunk_486":
-        trunk_scenario = scenario_from_template("trunk_fail.xml.tmpl", tmp_path / "scenarios", status=486,
-                                                phrase="Busy Here")
-        bridge_scenario = scenario_from_template("bridge_expect_status.xml.tmpl", tmp_path / "scenarios",
-                                                 status=486)
+        trunk_scenario = scenario_from_template(
+            "trunk_fail.xml.tmpl", tmp_path / "scenarios", status=486, phrase="Busy Here"
+        )
+        bridge_scenario = scenario_from_template("bridge_expect_status.xml.tmpl", tmp_path / "scenarios", status=486)
         extra = []
         expected = ("trunk_failure", 486, 486)
     elif case == "bridge_cancels":
@@ -350,15 +432,21 @@ def test_a_call_that_reserved_and_failed_before_the_answer_is_settled_once_for_n
         expected = ("allowed", 487, 487)
     else:
         trunk_scenario = "trunk_ring_forever.xml"
-        bridge_scenario = scenario_from_template("bridge_expect_status.xml.tmpl", tmp_path / "scenarios",
-                                                 status=408)
+        bridge_scenario = scenario_from_template("bridge_expect_status.xml.tmpl", tmp_path / "scenarios", status=408)
         extra = []
         expected = ("trunk_timeout", 408, None)
     trunk = start_trunk(kamailio, tmp_path, trunk_scenario)
     started = time.monotonic()
     workdir = tmp_path / "bridge"
-    result = run_sipp(bridge_scenario, kamailio.target, workdir, service=FR_NUMBER, local_port=free_port(),
-                      extra=[*ALICE, "-trace_msg", *extra], timeout_s=20)
+    result = run_sipp(
+        bridge_scenario,
+        kamailio.target,
+        workdir,
+        service=FR_NUMBER,
+        local_port=free_port(),
+        extra=[*ALICE, "-trace_msg", *extra],
+        timeout_s=20,
+    )
     elapsed = time.monotonic() - started
     trunk.communicate(timeout=20)
     assert result.returncode == 0 and result.successful == 1, (result.stderr[-1500:], messages(workdir)[-2000:])
@@ -382,8 +470,7 @@ def test_a_call_that_reserved_and_failed_before_the_answer_is_settled_once_for_n
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_the_dialog_module_cuts_the_call_at_its_authorised_duration_and_the_ledger_bills_it(
-        tmp_path, request, backend):
+def test_the_dialog_module_cuts_the_call_at_its_authorised_duration_and_the_ledger_bills_it(tmp_path, request, backend):
     """max_call_length_s = 5, billed per second, reserved in 2-second chunks: the
     timer extends the grant twice, then the dialog times out and BYEs both sides.
     On PostgreSQL every Kamailio process (workers, timer) has its own connection."""
@@ -392,15 +479,23 @@ def test_the_dialog_module_cuts_the_call_at_its_authorised_duration_and_the_ledg
     assert "\nmax_call_length_s = 5\n" in policy and '\nbilling_increment = "second"\n' in policy
     store_url = request.getfixturevalue("pg_ledger") if backend == "postgres" else None
     trunk_port = free_port()
-    k = KamailioPlugin(tmp_path / "kamailio", plugin_config(tmp_path, trunk_port, policy_text=policy,
-                                                            store_url=store_url, store_extra="chunk_s = 2"),
-                       trunk_port=trunk_port).start()
+    k = KamailioPlugin(
+        tmp_path / "kamailio",
+        plugin_config(tmp_path, trunk_port, policy_text=policy, store_url=store_url, store_extra="chunk_s = 2"),
+        trunk_port=trunk_port,
+    ).start()
     try:
         trunk = start_trunk(k, tmp_path)
         started = time.monotonic()
-        result = run_sipp("proxy_bridge_wait_bye.xml", k.target, tmp_path / "bridge", service=FR_NUMBER,
-                          local_port=free_port(), extra=[*ALICE, "-mp", str(free_port()), "-trace_msg"],
-                          timeout_s=30)
+        result = run_sipp(
+            "proxy_bridge_wait_bye.xml",
+            k.target,
+            tmp_path / "bridge",
+            service=FR_NUMBER,
+            local_port=free_port(),
+            extra=[*ALICE, "-mp", str(free_port()), "-trace_msg"],
+            timeout_s=30,
+        )
         elapsed = time.monotonic() - started
         trunk.communicate(timeout=30)
         assert result.returncode == 0 and result.successful == 1, result.stderr[-2000:]
@@ -436,9 +531,16 @@ def test_a_kamailio_killed_mid_call_settles_it_on_restart_to_its_last_heartbeat(
     text = plugin_config(tmp_path, trunk_port)
     k = KamailioPlugin(tmp_path / "run1", text, trunk_port=trunk_port).start()
     trunk = start_trunk(k, tmp_path, timeout_s=60)
-    bridge = run_sipp(str(BRIDGE_CALL), k.target, tmp_path / "bridge", service=FR_NUMBER, local_port=free_port(),
-                      extra=[*ALICE, "-mp", str(free_port()), "-d", "60000", "-trace_msg"], background=True,
-                      timeout_s=60)
+    bridge = run_sipp(
+        str(BRIDGE_CALL),
+        k.target,
+        tmp_path / "bridge",
+        service=FR_NUMBER,
+        local_port=free_port(),
+        extra=[*ALICE, "-mp", str(free_port()), "-d", "60000", "-trace_msg"],
+        background=True,
+        timeout_s=60,
+    )
     try:
         answered = []
         deadline = time.monotonic() + 10
@@ -447,7 +549,7 @@ def test_a_kamailio_killed_mid_call_settles_it_on_restart_to_its_last_heartbeat(
             time.sleep(0.1)
         assert answered, k.log()[-3000:]
         time.sleep(2.5)
-        os.killpg(k.proc.pid, signal.SIGKILL)   # the session started for this Kamailio: all of it
+        os.killpg(k.proc.pid, signal.SIGKILL)  # the session started for this Kamailio: all of it
         killed_at = time.time()
         k.proc.wait(10)
     finally:

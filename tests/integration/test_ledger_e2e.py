@@ -6,13 +6,12 @@ import signal
 import sqlite3
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from store import open_store
 from store.base import period_of
-
 from tests.integration.gateway_proc import GatewayProcess, example_policy_text, gateway_config
 from tests.integration.sipp_runner import free_port, run_sipp
 
@@ -28,27 +27,32 @@ credits = { enabled = false, balance = 0.0 }
 
 
 def tiny_organizers(count: int) -> str:
-    return "".join(f"""
+    return "".join(
+        f"""
 [[organizers]]
 id = "user{i}@tiny.example"
 tenant = "tiny"
 usage_location = "FR"
 audio_conferencing = "subscription"
 dialout_policy = "any"
-""" for i in range(count))
+"""
+        for i in range(count)
+    )
 
 
 def relaxed_policy(extra: str = "") -> str:
-    text = (example_policy_text()
-            .replace("max_concurrent_per_organizer = 10", "max_concurrent_per_organizer = 1000")
-            .replace("max_concurrent_per_tenant = 300", "max_concurrent_per_tenant = 1000")
-            .replace("max_calls_per_minute_per_organizer = 20", "max_calls_per_minute_per_organizer = 1000"))
+    text = (
+        example_policy_text()
+        .replace("max_concurrent_per_organizer = 10", "max_concurrent_per_organizer = 1000")
+        .replace("max_concurrent_per_tenant = 300", "max_concurrent_per_tenant = 1000")
+        .replace("max_calls_per_minute_per_organizer = 20", "max_calls_per_minute_per_organizer = 1000")
+    )
     return text + extra
 
 
 def calls_rows(store_url: str) -> list[dict]:
     if store_url.startswith("sqlite:///"):
-        conn = sqlite3.connect(store_url[len("sqlite:///"):])
+        conn = sqlite3.connect(store_url[len("sqlite:///") :])
         conn.row_factory = sqlite3.Row
         rows = [dict(r) for r in conn.execute("SELECT * FROM calls")]
         conn.close()
@@ -63,7 +67,7 @@ def calls_rows(store_url: str) -> list[dict]:
 def bucket_used(store_url: str, tenant: str, bucket: str) -> tuple[float, float]:
     sql = "SELECT COALESCE(SUM(used), 0), COALESCE(SUM(reserved), 0) FROM buckets WHERE tenant = %s AND bucket = %s"
     if store_url.startswith("sqlite:///"):
-        conn = sqlite3.connect(store_url[len("sqlite:///"):])
+        conn = sqlite3.connect(store_url[len("sqlite:///") :])
         row = conn.execute(sql.replace("%s", "?"), (tenant, bucket)).fetchone()
         conn.close()
         return row
@@ -87,23 +91,36 @@ def pg_database(postgres_url):
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_kill_9_with_calls_in_progress_loses_no_minute_and_charges_nothing_twice(backend, tmp_path, request):
-    store_url = (f"sqlite:///{tmp_path / 'ledger.db'}" if backend == "sqlite"
-                 else request.getfixturevalue("pg_database"))
+    store_url = f"sqlite:///{tmp_path / 'ledger.db'}" if backend == "sqlite" else request.getfixturevalue("pg_database")
     heartbeat = 1
     sip_port, trunk_port = free_port(), free_port()
-    text = gateway_config(sip_port=sip_port, trunk_port=trunk_port, db_path=tmp_path / "unused.db",
-                          store_url=store_url, heartbeat_s=heartbeat)
+    text = gateway_config(
+        sip_port=sip_port,
+        trunk_port=trunk_port,
+        db_path=tmp_path / "unused.db",
+        store_url=store_url,
+        heartbeat_s=heartbeat,
+    )
     runs = [tmp_path / f"run{i}" for i in (1, 2, 3)]
     for run in runs:
         run.mkdir()
     gw = GatewayProcess(runs[0], text, sip_port=sip_port, trunk_port=trunk_port).start()
     calls = 5
-    trunk = run_sipp("trunk_answer.xml", "", tmp_path / "trunk", calls=calls, local_port=trunk_port,
-                     background=True, timeout_s=60)
-    bridge = run_sipp("bridge_call.xml", gw.target, tmp_path / "bridge", calls=calls, rate=20,
-                      service="+33142685300", local_port=free_port(),
-                      extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "30000"],
-                      background=True, timeout_s=60)
+    trunk = run_sipp(
+        "trunk_answer.xml", "", tmp_path / "trunk", calls=calls, local_port=trunk_port, background=True, timeout_s=60
+    )
+    bridge = run_sipp(
+        "bridge_call.xml",
+        gw.target,
+        tmp_path / "bridge",
+        calls=calls,
+        rate=20,
+        service="+33142685300",
+        local_port=free_port(),
+        extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR", "-d", "30000"],
+        background=True,
+        timeout_s=60,
+    )
     try:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -156,20 +173,40 @@ def test_two_gateways_on_one_postgres_never_overspend_a_pool(pg_database, tmp_pa
     gateways = []
     for name in ("gw-a", "gw-b"):
         sip_port = free_port()
-        text = gateway_config(sip_port=sip_port, trunk_port=trunk_port, db_path=tmp_path / "unused.db",
-                              store_url=pg_database, policy_text=policy)
+        text = gateway_config(
+            sip_port=sip_port,
+            trunk_port=trunk_port,
+            db_path=tmp_path / "unused.db",
+            store_url=pg_database,
+            policy_text=policy,
+        )
         # 5-minute chunks: the 60-minute pool holds at most 12 calls at once.
         text = text.replace("heartbeat_s = 30", f'heartbeat_s = 30\nchunk_s = 300\ninstance_id = "{name}"')
         (tmp_path / name).mkdir()
         gateways.append(GatewayProcess(tmp_path / name, text, sip_port=sip_port, trunk_port=trunk_port).start())
     per_gateway = 20
-    trunk = run_sipp("trunk_answer.xml", "", tmp_path / "trunk", calls=2 * per_gateway, local_port=trunk_port,
-                     background=True, timeout_s=60)
+    trunk = run_sipp(
+        "trunk_answer.xml",
+        "",
+        tmp_path / "trunk",
+        calls=2 * per_gateway,
+        local_port=trunk_port,
+        background=True,
+        timeout_s=60,
+    )
     bridges = [
-        run_sipp("bridge_call.xml", gw.target, tmp_path / f"bridge-{i}", calls=per_gateway, rate=40,
-                 service="+33142685300", local_port=free_port(),
-                 extra=["-key", "organizer", f"user{i}@tiny.example", "-key", "location", "FR", "-d", "3000"],
-                 background=True, timeout_s=40)
+        run_sipp(
+            "bridge_call.xml",
+            gw.target,
+            tmp_path / f"bridge-{i}",
+            calls=per_gateway,
+            rate=40,
+            service="+33142685300",
+            local_port=free_port(),
+            extra=["-key", "organizer", f"user{i}@tiny.example", "-key", "location", "FR", "-d", "3000"],
+            background=True,
+            timeout_s=40,
+        )
         for i, gw in enumerate(gateways)
     ]
     for b in bridges:
@@ -215,9 +252,11 @@ dialout_policy = "any"
 def test_pool_running_dry_mid_call_moves_charging_to_credits_then_cuts(tmp_path):
     """Per-second billing, 2-second chunks: 3 s of pool, then 3 s of credits
     (0.03 at 0.6/min), then a BYE on both legs."""
-    policy = (example_policy_text()
-              .replace('billing_increment = "minute"', 'billing_increment = "second"')
-              .replace("FR = 0.024", "FR = 0.6")) + EDGE_TENANT
+    policy = (
+        example_policy_text()
+        .replace('billing_increment = "minute"', 'billing_increment = "second"')
+        .replace("FR = 0.024", "FR = 0.6")
+    ) + EDGE_TENANT
     sip_port, trunk_port = free_port(), free_port()
     db = tmp_path / "ledger.db"
     text = gateway_config(sip_port=sip_port, trunk_port=trunk_port, db_path=db, policy_text=policy)
@@ -228,19 +267,28 @@ def test_pool_running_dry_mid_call_moves_charging_to_credits_then_cuts(tmp_path)
     store.migrate()
     store.close()
     conn = sqlite3.connect(db)
-    conn.execute("INSERT INTO buckets (tenant, period, bucket, capacity, used, reserved) VALUES (?, ?, ?, ?, ?, 0)",
-                 ("edge", period_of(datetime.now(timezone.utc), "UTC"), "tenant_pool", 60, 59.95))
+    conn.execute(
+        "INSERT INTO buckets (tenant, period, bucket, capacity, used, reserved) VALUES (?, ?, ?, ?, ?, 0)",
+        ("edge", period_of(datetime.now(UTC), "UTC"), "tenant_pool", 60, 59.95),
+    )
     conn.commit()
     conn.close()
 
     gw.start()
     try:
-        trunk = run_sipp("trunk_answer.xml", "", tmp_path / "trunk", local_port=trunk_port, background=True,
-                         timeout_s=30)
+        trunk = run_sipp(
+            "trunk_answer.xml", "", tmp_path / "trunk", local_port=trunk_port, background=True, timeout_s=30
+        )
         started = time.monotonic()
-        bridge = run_sipp("bridge_wait_bye.xml", gw.target, tmp_path / "bridge", service="+33142685300",
-                          local_port=free_port(), extra=["-key", "organizer", "eve@edge.example", "-key", "location", "FR"],
-                          timeout_s=20)
+        bridge = run_sipp(
+            "bridge_wait_bye.xml",
+            gw.target,
+            tmp_path / "bridge",
+            service="+33142685300",
+            local_port=free_port(),
+            extra=["-key", "organizer", "eve@edge.example", "-key", "location", "FR"],
+            timeout_s=20,
+        )
         elapsed = time.monotonic() - started
         trunk.communicate(timeout=20)
         assert bridge.returncode == 0 and trunk.returncode == 0  # both legs got the BYE

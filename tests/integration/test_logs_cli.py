@@ -35,23 +35,38 @@ REJECTED = [
 PYTHON_M = [sys.executable, "-m", "gateway.cli"]
 # The installed entry point (`dialout-gw`, i.e. gateway.cli:main), as operators run it.
 _SCRIPT = Path(sys.executable).parent / "dialout-gw"
-ENTRY_POINT = [str(_SCRIPT)] if _SCRIPT.exists() else [
-    sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main(sys.argv[1:]))"]
+ENTRY_POINT = (
+    [str(_SCRIPT)]
+    if _SCRIPT.exists()
+    else [sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main(sys.argv[1:]))"]
+)
 
 
 def logs_cli(*args, stdin: bytes | None = None, command=PYTHON_M) -> subprocess.CompletedProcess:
-    return subprocess.run([*command, "logs", *map(str, args)], input=stdin,
-                          capture_output=True, cwd=REPO, timeout=60)
+    return subprocess.run([*command, "logs", *map(str, args)], input=stdin, capture_output=True, cwd=REPO, timeout=60)
 
 
 def relay_one_call(gw, tmp_path, organizer, number):
     """Like test_relay's bridge/start_trunk, with free media ports instead of 7000/9000
     (other suites may be running SIPp on the same machine)."""
-    trunk = run_sipp("trunk_answer.xml", "", tmp_path / "trunk", local_port=gw.trunk_port,
-                     extra=["-mp", str(free_port())], background=True, timeout_s=30)
-    result = run_sipp("bridge_call.xml", gw.target, tmp_path / "bridge", service=number, local_port=free_port(),
-                      extra=["-key", "organizer", organizer, "-key", "location", "FR",
-                             "-mp", str(free_port()), "-d", "200"], timeout_s=30)
+    trunk = run_sipp(
+        "trunk_answer.xml",
+        "",
+        tmp_path / "trunk",
+        local_port=gw.trunk_port,
+        extra=["-mp", str(free_port())],
+        background=True,
+        timeout_s=30,
+    )
+    result = run_sipp(
+        "bridge_call.xml",
+        gw.target,
+        tmp_path / "bridge",
+        service=number,
+        local_port=free_port(),
+        extra=["-key", "organizer", organizer, "-key", "location", "FR", "-mp", str(free_port()), "-d", "200"],
+        timeout_s=30,
+    )
     _, trunk_err = trunk.communicate(timeout=30)
     assert result.returncode == 0, (result.stderr[-1500:], trunk_err[-1500:])
 
@@ -60,8 +75,7 @@ def drive_calls(gw, tmp_path, rejected=REJECTED, untrusted=True):
     """One relayed call through a SIPp trunk, the given rejections, and an untrusted source."""
     relay_one_call(gw, tmp_path, *RELAYED)
     for organizer, number, status, reason in rejected:
-        res, trace = expect_status(gw, tmp_path, status, organizer=organizer, number=number,
-                                   name=f"reject-{reason}")
+        res, trace = expect_status(gw, tmp_path, status, organizer=organizer, number=number, name=f"reject-{reason}")
         assert res.returncode == 0, (reason, res.stderr[-1000:], trace[-1000:])
     if untrusted:
         res, _ = expect_status(gw, tmp_path, 403, local_ip="127.0.0.2", name="untrusted")
@@ -95,15 +109,26 @@ def test_summary_json_counts_what_sipp_did(ran):
     assert d["calls"]["total"] == 5 and d["calls"]["relayed"] == 1 and d["calls"]["rejected"] == 4
     assert d["calls"]["answered"] == 1 and d["calls"]["relay_ratio"] == 0.2
     assert {r["reason"]: r["calls"] for r in d["reasons"]} == {
-        "allowed": 1, "not_domestic": 1, "no_entitlement": 1, "organizer_unknown": 1, "destination_blocked": 1}
+        "allowed": 1,
+        "not_domestic": 1,
+        "no_entitlement": 1,
+        "organizer_unknown": 1,
+        "destination_blocked": 1,
+    }
     # Tenants, organisers and regions agree with the gateway's own lines.
     for key, name in (("tenants", "tenant"), ("organizers", "organizer"), ("regions", "region")):
         expected = Counter((line.get(name) or "-") for line in lines)
         assert {r[name]: r["calls"] for r in d[key]} == dict(expected), key
     tenants = {r["tenant"]: r for r in d["tenants"]}
     assert tenants["contoso"]["relayed"] == 1 and tenants["contoso"]["billed_units"] == 1
-    assert tenants["fabrikam"] == {"tenant": "fabrikam", "calls": 1, "relayed": 0, "rejected": 1,
-                                   "billed_units": 0, "talk_s": 0.0}
+    assert tenants["fabrikam"] == {
+        "tenant": "fabrikam",
+        "calls": 1,
+        "relayed": 0,
+        "rejected": 1,
+        "billed_units": 0,
+        "talk_s": 0.0,
+    }
     setup = d["setup_ms"]
     assert setup["all"]["count"] == 5 and setup["relayed"]["count"] == 1 and setup["rejected"]["count"] == 4
     relayed_setup = next(line["setup_ms"] for line in lines if line["decision"] == "allow")
@@ -117,9 +142,20 @@ def test_summary_table_for_people(ran):
     proc = logs_cli(ran.log_path, "summary")
     assert proc.returncode == 0
     out = proc.stdout.decode()
-    for text in ("calls", "relayed (allow)", "top reasons", "not_domestic", "top tenants", "fabrikam",
-                 "top organisers", "bob@contoso.com", "top destination regions", "setup time (ms)",
-                 "admission refusals", "untrusted_source"):
+    for text in (
+        "calls",
+        "relayed (allow)",
+        "top reasons",
+        "not_domestic",
+        "top tenants",
+        "fabrikam",
+        "top organisers",
+        "bob@contoso.com",
+        "top destination regions",
+        "setup time (ms)",
+        "admission refusals",
+        "untrusted_source",
+    ):
         assert text in out, text
 
 
@@ -164,8 +200,13 @@ def test_call_shows_the_relayed_call(ran):
     assert proc.returncode == 1 and b"matching the filters" in proc.stderr
 
 
-MISTAKES = [("missing.log", "summary"), ("LOG", "summary", "--since", "yesterday"),
-            ("LOG", "call", "x", "--until", "soon"), ("LOG",), ("LOG", "summary", "--jobs", "0")]
+MISTAKES = [
+    ("missing.log", "summary"),
+    ("LOG", "summary", "--since", "yesterday"),
+    ("LOG", "call", "x", "--until", "soon"),
+    ("LOG",),
+    ("LOG", "summary", "--jobs", "0"),
+]
 
 
 def test_operator_mistakes_exit_2_with_one_line(ran, tmp_path):
@@ -186,6 +227,7 @@ def test_python_dash_m_reports_operator_mistakes_without_traceback(tmp_path):
 
 # --- number masking -------------------------------------------------------------------------------
 
+
 def masked_gateway(workdir) -> GatewayProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     sip_port, trunk_port = free_port(), free_port()
@@ -195,7 +237,7 @@ def masked_gateway(workdir) -> GatewayProcess:
     return GatewayProcess(workdir, text, sip_port=sip_port, trunk_port=trunk_port)
 
 
-MASK_REJECTED = REJECTED[:1] + REJECTED[3:]   # not_domestic (+49...), destination_blocked (+1900...)
+MASK_REJECTED = REJECTED[:1] + REJECTED[3:]  # not_domestic (+49...), destination_blocked (+1900...)
 FULL_NUMBERS = [RELAYED[1]] + [r[1] for r in MASK_REJECTED]
 
 

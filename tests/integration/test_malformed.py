@@ -9,10 +9,19 @@ from tests.integration.test_relay import bridge, start_trunk
 pytestmark = pytest.mark.integration
 
 
-def invite(port, *, call_id="malformed-1@test", cseq="1 INVITE", uri="sip:+33142685300@127.0.0.1;user=phone",
-           content_length=None, drop=()):
-    body = ("v=0\r\no=bridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            "m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+def invite(
+    port,
+    *,
+    call_id="malformed-1@test",
+    cseq="1 INVITE",
+    uri="sip:+33142685300@127.0.0.1;user=phone",
+    content_length=None,
+    drop=(),
+):
+    body = (
+        "v=0\r\no=bridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
     headers = [
         ("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{abs(hash(call_id + cseq + uri))}"),
         ("From", f"<sip:bridge@127.0.0.1:{port}>;tag=bridge1"),

@@ -59,8 +59,11 @@ def test_metrics_count_decisions_setup_delay_and_refusals(make_gateway, tmp_path
     assert sample(text, "dialout_ledger_write_errors_total") == 0
     assert sample(text, "dialout_billed_units_total", bucket="tenant_pool") == 1
     # The pool gauges are refreshed with the ledger probe (every few seconds).
-    gw.wait_until(lambda: sample(get(port, "/metrics")[1], "dialout_pool_used_minutes", tenant="contoso") == 1,
-                  timeout_s=15, what="the pool gauges")
+    gw.wait_until(
+        lambda: sample(get(port, "/metrics")[1], "dialout_pool_used_minutes", tenant="contoso") == 1,
+        timeout_s=15,
+        what="the pool gauges",
+    )
     _, text = get(port, "/metrics")
     assert sample(text, "dialout_pool_used_minutes", tenant="contoso") == 1
     assert sample(text, "dialout_pool_size_minutes", tenant="contoso") == 1500
@@ -74,7 +77,12 @@ def test_healthz_turns_unready_while_draining(make_gateway, tmp_path):
     gw = make_gateway(metrics_port=port)
     status, body = get(port, "/healthz")
     assert status == 200 and json.loads(body) == {
-        "live": True, "ready": True, "draining": False, "store_ok": True, "active_calls": 0}
+        "live": True,
+        "ready": True,
+        "draining": False,
+        "store_ok": True,
+        "active_calls": 0,
+    }
     talking, trunk = sigterm_during_a_call(gw, tmp_path)
     status, body = get(port, "/healthz")
     assert status == 503 and json.loads(body)["draining"] is True and json.loads(body)["active_calls"] == 1

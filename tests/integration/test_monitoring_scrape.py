@@ -36,8 +36,10 @@ def scraped_names(text: str) -> set[str]:
 
 def test_every_metric_the_alerts_and_the_dashboard_query_is_in_a_real_scrape(make_gateway, tmp_path):
     a, b = free_port(), free_port()
-    gw = make_gateway(extra_gateway='untrusted = "reject"',
-                      trunks=trunks(trunk_table("us-503", a, ["US"], 1), trunk_table("us-ok", b, ["US"], 2)))
+    gw = make_gateway(
+        extra_gateway='untrusted = "reject"',
+        trunks=trunks(trunk_table("us-503", a, ["US"], 1), trunk_table("us-ok", b, ["US"], 2)),
+    )
     busy = carrier(tmp_path, "a", a, fail_scenario(tmp_path, 503, "Service Unavailable"))
     good = carrier(tmp_path, "b", b, "trunk_answer.xml")
     assert us_call(gw, tmp_path).returncode == 0

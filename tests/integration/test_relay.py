@@ -12,19 +12,57 @@ FR_NUMBER = "+33142685300"
 
 def start_trunk(gw, tmp_path, scenario="trunk_answer.xml", calls=1, extra=None, timeout_s=30, media_port=None):
     """A SIPp trunk on the gateway's trunk port (media on a free port, or `media_port`)."""
-    return run_sipp(scenario, "", tmp_path / "trunk", calls=calls, local_port=gw.trunk_port,
-                    extra=["-mp", str(media_port or free_port()), "-trace_msg", *(extra or [])],
-                    background=True, timeout_s=timeout_s)
+    return run_sipp(
+        scenario,
+        "",
+        tmp_path / "trunk",
+        calls=calls,
+        local_port=gw.trunk_port,
+        extra=["-mp", str(media_port or free_port()), "-trace_msg", *(extra or [])],
+        background=True,
+        timeout_s=timeout_s,
+    )
 
 
-def bridge(gw, tmp_path, scenario="bridge_call.xml", *, organizer="alice@contoso.com", number=FR_NUMBER,
-           location="FR", calls=1, rate=10, talk_ms=200, extra=None, media_port=None):
+def bridge(
+    gw,
+    tmp_path,
+    scenario="bridge_call.xml",
+    *,
+    organizer="alice@contoso.com",
+    number=FR_NUMBER,
+    location="FR",
+    calls=1,
+    rate=10,
+    talk_ms=200,
+    extra=None,
+    media_port=None,
+):
     """A SIPp bridge placing `calls` calls through the gateway (media on a free port, or `media_port`)."""
-    return run_sipp(scenario, gw.target, tmp_path / "bridge", calls=calls, rate=rate, service=number,
-                    local_port=free_port(),
-                    extra=["-key", "organizer", organizer, "-key", "location", location,
-                           "-mp", str(media_port or free_port()), "-d", str(talk_ms), "-trace_msg", *(extra or [])],
-                    timeout_s=30)
+    return run_sipp(
+        scenario,
+        gw.target,
+        tmp_path / "bridge",
+        calls=calls,
+        rate=rate,
+        service=number,
+        local_port=free_port(),
+        extra=[
+            "-key",
+            "organizer",
+            organizer,
+            "-key",
+            "location",
+            location,
+            "-mp",
+            str(media_port or free_port()),
+            "-d",
+            str(talk_ms),
+            "-trace_msg",
+            *(extra or []),
+        ],
+        timeout_s=30,
+    )
 
 
 def messages(workdir):
@@ -65,14 +103,14 @@ def test_answered_call_is_relayed_with_sdp_passed_through_and_hung_up_by_bridge(
     bridge_msgs = messages(tmp_path / "bridge")
     # The trunk sees a +E164 Request-URI with user=phone, the configured caller ID,
     # no X-Dialout-* header, and the bridge's own media address and port.
-    invite_at_trunk = trunk_msgs[trunk_msgs.index("INVITE sip:"):]
+    invite_at_trunk = trunk_msgs[trunk_msgs.index("INVITE sip:") :]
     invite_at_trunk = invite_at_trunk[: invite_at_trunk.index("\n\n", invite_at_trunk.index("m=audio"))]
     assert "INVITE sip:+33142685300@127.0.0.1" in invite_at_trunk and "user=phone" in invite_at_trunk
     assert "+18005550100" in invite_at_trunk.split("From:", 1)[1].split("\n", 1)[0]
     assert "x-dialout" not in invite_at_trunk.lower()
     assert media_ports(invite_at_trunk) == [bridge_media]
     # The bridge gets the trunk's media address and port in the 200.
-    ok = bridge_msgs[bridge_msgs.index("SIP/2.0 200 OK"):]
+    ok = bridge_msgs[bridge_msgs.index("SIP/2.0 200 OK") :]
     assert media_ports(ok[: ok.index("\n\n", ok.index("m=audio"))]) == [trunk_media]
 
     line = gateway.wait_calls(1)[0]

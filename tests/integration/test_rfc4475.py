@@ -64,9 +64,9 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -86,12 +86,12 @@ pytestmark = pytest.mark.integration
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "rfc4475"
 
-DROP = "no response"                 # the reaction "nothing came back"
-NO_FINAL = "provisional only"        # an INVITE left without a final answer
+DROP = "no response"  # the reaction "nothing came back"
+NO_FINAL = "provisional only"  # an INVITE left without a final answer
 ORGANIZER_MISSING = 'SIP;cause=403;text="organizer_missing"'
 
-T4_S = 5.0          # pjsip PJSIP_T4_TIMEOUT: INVITE server tsx lifetime after ACK over UDP (Timer I)
-TIMER_J_S = 32.0    # 64 * T1: non-INVITE server tsx lifetime over UDP
+T4_S = 5.0  # pjsip PJSIP_T4_TIMEOUT: INVITE server tsx lifetime after ACK over UDP (Timer I)
+TIMER_J_S = 32.0  # 64 * T1: non-INVITE server tsx lifetime over UDP
 # Requests pjsua answers through a server transaction (pjsua_call, pjsua_im, pjsua_pres).
 STATEFUL_METHODS = frozenset({"INVITE", "MESSAGE", "SUBSCRIBE"})
 WAIT_NO_ANSWER_S = 1.0
@@ -134,7 +134,9 @@ def _accept_sdp_on_415(final: SipResponse) -> str | None:
 
 def _missing_contact_400(final: SipResponse) -> str | None:
     if final.status == 400 and "contact" not in ((final.header("warning") or "") + final.reason).lower():
-        return f"a 400 to inv2543 is only right for its missing Contact, got {final.reason!r} {final.header('warning')!r}"
+        return (
+            f"a 400 to inv2543 is only right for its missing Contact, got {final.reason!r} {final.header('warning')!r}"
+        )
     return None
 
 
@@ -143,10 +145,10 @@ class Case:
     section: str
     file: str
     accept: frozenset
-    rfc: str                                  # what RFC 4475 (and RFC 3261) say
-    liberal_2xx: bool = False                 # invalid, but the RFC allows a liberal element to accept it
+    rfc: str  # what RFC 4475 (and RFC 3261) say
+    liberal_2xx: bool = False  # invalid, but the RFC allows a liberal element to accept it
     checks: tuple[Callable[[SipResponse], str | None], ...] = ()
-    mismatch: str | None = None               # diagnosis of today's deviation -> strict xfail
+    mismatch: str | None = None  # diagnosis of today's deviation -> strict xfail
 
     @property
     def invalid(self) -> bool:
@@ -167,30 +169,59 @@ def case(section, file, accept, rfc, **kw) -> Case:
 
 CASES: list[Case] = [
     # 3.1.1 valid messages: the parser must accept them; the answer is the application's.
-    case("3.1.1.01", "wsinv.dat", 481,
-         "valid INVITE; its To carries a tag, so it is a mid-dialog request for a dialog the gateway "
-         "does not have: RFC 3261 §12.2.2 answer 481 (not the policy's 403)"),
-    case("3.1.1.02", "intmeth.dat", 501,
-         "valid request with an unknown method: RFC 3261 §8.2.1/§21.5.2 answer 501 Not Implemented"),
-    case("3.1.1.03", "esc01.dat", 403, "valid INVITE: normal processing -> 403 organizer_missing",
-         checks=(_reason_organizer_missing,)),
-    case("3.1.1.04", "escnull.dat", 405,
-         "valid REGISTER; a UA that is no registrar rejects it: 405 + Allow (RFC 4475 §3.3.7, RFC 3261 §8.2.1)",
-         checks=(_allow_on_405,)),
-    case("3.1.1.05", "esc02.dat", 501,
-         "valid request; RE%47IST%45R is an unknown method, not REGISTER: 501"),
+    case(
+        "3.1.1.01",
+        "wsinv.dat",
+        481,
+        "valid INVITE; its To carries a tag, so it is a mid-dialog request for a dialog the gateway "
+        "does not have: RFC 3261 §12.2.2 answer 481 (not the policy's 403)",
+    ),
+    case(
+        "3.1.1.02",
+        "intmeth.dat",
+        501,
+        "valid request with an unknown method: RFC 3261 §8.2.1/§21.5.2 answer 501 Not Implemented",
+    ),
+    case(
+        "3.1.1.03",
+        "esc01.dat",
+        403,
+        "valid INVITE: normal processing -> 403 organizer_missing",
+        checks=(_reason_organizer_missing,),
+    ),
+    case(
+        "3.1.1.04",
+        "escnull.dat",
+        405,
+        "valid REGISTER; a UA that is no registrar rejects it: 405 + Allow (RFC 4475 §3.3.7, RFC 3261 §8.2.1)",
+        checks=(_allow_on_405,),
+    ),
+    case("3.1.1.05", "esc02.dat", 501, "valid request; RE%47IST%45R is an unknown method, not REGISTER: 501"),
     case("3.1.1.06", "lwsdisp.dat", 200, "valid OPTIONS: 200"),
-    case("3.1.1.07", "longreq.dat", 403, "valid INVITE: normal processing -> 403 organizer_missing",
-         checks=(_reason_organizer_missing,)),
-    case("3.1.1.08", "dblreq.dat", 405,
-         "one REGISTER in one datagram, handled normally (405 + Allow here); the trailing INVITE-looking "
-         "octets are noise and must be ignored (RFC 3261 §18.3)",
-         checks=(_allow_on_405,)),
+    case(
+        "3.1.1.07",
+        "longreq.dat",
+        403,
+        "valid INVITE: normal processing -> 403 organizer_missing",
+        checks=(_reason_organizer_missing,),
+    ),
+    case(
+        "3.1.1.08",
+        "dblreq.dat",
+        405,
+        "one REGISTER in one datagram, handled normally (405 + Allow here); the trailing INVITE-looking "
+        "octets are noise and must be ignored (RFC 3261 §18.3)",
+        checks=(_allow_on_405,),
+    ),
     case("3.1.1.09", "semiuri.dat", 200, "valid OPTIONS: 200"),
     case("3.1.1.10", "transports.dat", 200, "valid OPTIONS: 200"),
-    case("3.1.1.11", "mpart01.dat", {200, 202, 405, 415, 501},
-         "valid MESSAGE with a binary multipart body: parsed and framed correctly; the application may "
-         "refuse the method or the body type, but not as malformed"),
+    case(
+        "3.1.1.11",
+        "mpart01.dat",
+        {200, 202, 405, 415, 501},
+        "valid MESSAGE with a binary multipart body: parsed and framed correctly; the application may "
+        "refuse the method or the body type, but not as malformed",
+    ),
     case("3.1.1.12", "unreason.dat", DROP, "valid response matching no transaction: discarded"),
     case("3.1.1.13", "noreason.dat", DROP, "valid response matching no transaction: discarded"),
     # 3.1.2 invalid messages: 400 (or the RFC's status) or dropped; never a crash, never a call.
@@ -199,87 +230,202 @@ CASES: list[Case] = [
     case("3.1.2.03", "ncl.dat", {400, DROP}, "negative Content-Length: an error, rest of datagram discarded"),
     case("3.1.2.04", "scalar02.dat", {400, DROP}, "CSeq beyond 2**32-1: 400"),
     case("3.1.2.05", "scalarlg.dat", DROP, "response with overlarge scalars: discarded"),
-    case("3.1.2.06", "quotbal.dat", {400, DROP, 403},
-         "unterminated quoted display name: 400, or infer the quote and accept (-> 403 organizer_missing)",
-         checks=(_reason_organizer_missing,)),
-    case("3.1.2.07", "ltgtruri.dat", {400, DROP, 403},
-         "Request-URI in <>: 400, or ignore the brackets (-> 403 organizer_missing)",
-         checks=(_reason_organizer_missing,)),
-    case("3.1.2.08", "lwsruri.dat", {400, DROP, 481},
-         "LWS inside the Request-URI: 400, or ignore it (then its To tag makes it 481)"),
-    case("3.1.2.09", "lwsstart.dat", {400, DROP, 403},
-         "several SP between request-line elements: reject, or ignore them (-> 403 organizer_missing)",
-         checks=(_reason_organizer_missing,)),
-    case("3.1.2.10", "trws.dat", {400, DROP, 200},
-         "SP after SIP-Version: reject, or ignore them (OPTIONS -> 200)", liberal_2xx=True),
-    case("3.1.2.11", "escruri.dat", {400, DROP, 403},
-         "escaped headers in the Request-URI: 400, or ignore them (-> 403 organizer_missing)",
-         checks=(_reason_organizer_missing,)),
-    case("3.1.2.12", "baddate.dat", {403, 400},
-         "non-GMT Date: an element that does not use Date ignores it (-> 403 organizer_missing); 400 allowed",
-         checks=(_reason_organizer_missing,)),
-    case("3.1.2.13", "regbadct.dat", {400, DROP, 405},
-         "Contact URI with '?' not in <>: 400, or infer the brackets (REGISTER -> 405)", checks=(_allow_on_405,)),
-    case("3.1.2.14", "badaspec.dat", {400, DROP, 200},
-         "spaces inside <addr-spec>: 400, or ignore them (OPTIONS -> 200)", liberal_2xx=True),
-    case("3.1.2.15", "baddn.dat", {400, DROP, 200},
-         "unquoted display names with separators: 400, or infer the quotes (OPTIONS -> 200)", liberal_2xx=True),
-    case("3.1.2.16", "badvers.dat", {505, DROP},
-         "SIP/7.0: 505 Version Not Supported (pjsip's parser refuses it and drops it, the 3.1.2 fallback)"),
-    case("3.1.2.17", "mismatch01.dat", {400, DROP},
-         "OPTIONS with CSeq method INVITE: 400 (answer_out_of_dialog)"),
-    case("3.1.2.18", "mismatch02.dat", {501, 400, DROP},
-         "unknown method with a CSeq method mismatch: 501 (400 also acceptable)"),
+    case(
+        "3.1.2.06",
+        "quotbal.dat",
+        {400, DROP, 403},
+        "unterminated quoted display name: 400, or infer the quote and accept (-> 403 organizer_missing)",
+        checks=(_reason_organizer_missing,),
+    ),
+    case(
+        "3.1.2.07",
+        "ltgtruri.dat",
+        {400, DROP, 403},
+        "Request-URI in <>: 400, or ignore the brackets (-> 403 organizer_missing)",
+        checks=(_reason_organizer_missing,),
+    ),
+    case(
+        "3.1.2.08",
+        "lwsruri.dat",
+        {400, DROP, 481},
+        "LWS inside the Request-URI: 400, or ignore it (then its To tag makes it 481)",
+    ),
+    case(
+        "3.1.2.09",
+        "lwsstart.dat",
+        {400, DROP, 403},
+        "several SP between request-line elements: reject, or ignore them (-> 403 organizer_missing)",
+        checks=(_reason_organizer_missing,),
+    ),
+    case(
+        "3.1.2.10",
+        "trws.dat",
+        {400, DROP, 200},
+        "SP after SIP-Version: reject, or ignore them (OPTIONS -> 200)",
+        liberal_2xx=True,
+    ),
+    case(
+        "3.1.2.11",
+        "escruri.dat",
+        {400, DROP, 403},
+        "escaped headers in the Request-URI: 400, or ignore them (-> 403 organizer_missing)",
+        checks=(_reason_organizer_missing,),
+    ),
+    case(
+        "3.1.2.12",
+        "baddate.dat",
+        {403, 400},
+        "non-GMT Date: an element that does not use Date ignores it (-> 403 organizer_missing); 400 allowed",
+        checks=(_reason_organizer_missing,),
+    ),
+    case(
+        "3.1.2.13",
+        "regbadct.dat",
+        {400, DROP, 405},
+        "Contact URI with '?' not in <>: 400, or infer the brackets (REGISTER -> 405)",
+        checks=(_allow_on_405,),
+    ),
+    case(
+        "3.1.2.14",
+        "badaspec.dat",
+        {400, DROP, 200},
+        "spaces inside <addr-spec>: 400, or ignore them (OPTIONS -> 200)",
+        liberal_2xx=True,
+    ),
+    case(
+        "3.1.2.15",
+        "baddn.dat",
+        {400, DROP, 200},
+        "unquoted display names with separators: 400, or infer the quotes (OPTIONS -> 200)",
+        liberal_2xx=True,
+    ),
+    case(
+        "3.1.2.16",
+        "badvers.dat",
+        {505, DROP},
+        "SIP/7.0: 505 Version Not Supported (pjsip's parser refuses it and drops it, the 3.1.2 fallback)",
+    ),
+    case("3.1.2.17", "mismatch01.dat", {400, DROP}, "OPTIONS with CSeq method INVITE: 400 (answer_out_of_dialog)"),
+    case(
+        "3.1.2.18",
+        "mismatch02.dat",
+        {501, 400, DROP},
+        "unknown method with a CSeq method mismatch: 501 (400 also acceptable)",
+    ),
     case("3.1.2.19", "bigcode.dat", DROP, "response with status 4294967301: discarded"),
     # 3.2 transaction layer
-    case("3.2.0.10", "badbranch.dat", {400, 200},
-         "branch is the bare magic cookie: 400 (preferably stateless), or fall back to RFC 2543 "
-         "matching and process normally (OPTIONS -> 200)"),
+    case(
+        "3.2.0.10",
+        "badbranch.dat",
+        {400, 200},
+        "branch is the bare magic cookie: 400 (preferably stateless), or fall back to RFC 2543 "
+        "matching and process normally (OPTIONS -> 200)",
+    ),
     # 3.3 application layer
-    case("3.3.0.10", "insuf.dat", {400, DROP},
-         "no Call-ID, From or To: must not break; ideally 400 (pjsip drops it before any module: PJSIP_EMISSINGHDR)"),
-    case("3.3.0.20", "unkscm.dat", 416,
-         "unknown Request-URI scheme: 416 Unsupported URI Scheme (pjsip's parser has no URI parser for the "
-         "scheme and refuses the whole request; csrc/sipcore.c answers it from the request line)"),
-    case("3.3.0.30", "novelsc.dat", 416,
-         "soap.beep Request-URI, a scheme the gateway never accepts: 416 (answered from the request line, "
-         "as unkscm)"),
-    case("3.3.0.40", "unksm2.dat", {405, 400},
-         "valid REGISTER with non-SIP URIs in To/From/Contact; a non-registrar rejects it (405; a registrar 400)",
-         checks=(_allow_on_405,)),
-    case("3.3.0.50", "bext01.dat", 420,
-         "unknown option tags in Require: a UAS answers 420 with Unsupported listing the Require tags "
-         "(Proxy-Require is a proxy's business; pjsip checks Require for INVITE, answer_out_of_dialog "
-         "for the other methods)", checks=(_unsupported_lists_require,)),
-    case("3.3.0.60", "invut.dat", 415, "INVITE with an unknown body type: 415 with Accept: application/sdp",
-         checks=(_accept_sdp_on_415,)),
-    case("3.3.0.70", "regaut01.dat", 405,
-         "REGISTER with an unknown Authorization scheme; an endpoint that is no registrar: 405 (pjsip's "
-         "Authorization parser knows only Digest and PGP and refuses the whole request; csrc/sipcore.c answers "
-         "a method it implements for nobody with 405 + Allow from the request line, RFC 3261 8.2.1)",
-         checks=(_allow_on_405,)),
+    case(
+        "3.3.0.10",
+        "insuf.dat",
+        {400, DROP},
+        "no Call-ID, From or To: must not break; ideally 400 (pjsip drops it before any module: PJSIP_EMISSINGHDR)",
+    ),
+    case(
+        "3.3.0.20",
+        "unkscm.dat",
+        416,
+        "unknown Request-URI scheme: 416 Unsupported URI Scheme (pjsip's parser has no URI parser for the "
+        "scheme and refuses the whole request; csrc/sipcore.c answers it from the request line)",
+    ),
+    case(
+        "3.3.0.30",
+        "novelsc.dat",
+        416,
+        "soap.beep Request-URI, a scheme the gateway never accepts: 416 (answered from the request line, as unkscm)",
+    ),
+    case(
+        "3.3.0.40",
+        "unksm2.dat",
+        {405, 400},
+        "valid REGISTER with non-SIP URIs in To/From/Contact; a non-registrar rejects it (405; a registrar 400)",
+        checks=(_allow_on_405,),
+    ),
+    case(
+        "3.3.0.50",
+        "bext01.dat",
+        420,
+        "unknown option tags in Require: a UAS answers 420 with Unsupported listing the Require tags "
+        "(Proxy-Require is a proxy's business; pjsip checks Require for INVITE, answer_out_of_dialog "
+        "for the other methods)",
+        checks=(_unsupported_lists_require,),
+    ),
+    case(
+        "3.3.0.60",
+        "invut.dat",
+        415,
+        "INVITE with an unknown body type: 415 with Accept: application/sdp",
+        checks=(_accept_sdp_on_415,),
+    ),
+    case(
+        "3.3.0.70",
+        "regaut01.dat",
+        405,
+        "REGISTER with an unknown Authorization scheme; an endpoint that is no registrar: 405 (pjsip's "
+        "Authorization parser knows only Digest and PGP and refuses the whole request; csrc/sipcore.c answers "
+        "a method it implements for nobody with 405 + Allow from the request line, RFC 3261 8.2.1)",
+        checks=(_allow_on_405,),
+    ),
     case("3.3.0.80", "multi01.dat", 400, "several Call-ID/To/From/CSeq/Max-Forwards values: 400"),
-    case("3.3.0.90", "mcl01.dat", 400,
-         "conflicting Content-Length values: respond with an error (400; pjsip keeps both headers without "
-         "complaint, answer_out_of_dialog rejects more than one)"),
+    case(
+        "3.3.0.90",
+        "mcl01.dat",
+        400,
+        "conflicting Content-Length values: respond with an error (400; pjsip keeps both headers without "
+        "complaint, answer_out_of_dialog rejects more than one)",
+    ),
     case("3.3.1.00", "bcast.dat", DROP, "200 OK with a broadcast Via matching no transaction: discarded"),
-    case("3.3.1.10", "zeromf.dat", {200, 483},
-         "Max-Forwards 0: an endpoint processes it as if positive (OPTIONS -> 200); 483 is a proxy's answer"),
-    case("3.3.1.20", "cparam01.dat", 405, "REGISTER for a registrar; a UA that is no registrar: 405",
-         checks=(_allow_on_405,)),
-    case("3.3.1.30", "cparam02.dat", 405, "REGISTER for a registrar; a UA that is no registrar: 405",
-         checks=(_allow_on_405,)),
-    case("3.3.1.40", "regescrt.dat", 405, "REGISTER for a registrar; a UA that is no registrar: 405",
-         checks=(_allow_on_405,)),
-    case("3.3.1.50", "sdp01.dat", {406, 400},
-         "INVITE whose Accept excludes application/sdp: 406 (Warning 399), or 400 since every UA "
-         "supporting INVITE must take SDP"),
+    case(
+        "3.3.1.10",
+        "zeromf.dat",
+        {200, 483},
+        "Max-Forwards 0: an endpoint processes it as if positive (OPTIONS -> 200); 483 is a proxy's answer",
+    ),
+    case(
+        "3.3.1.20",
+        "cparam01.dat",
+        405,
+        "REGISTER for a registrar; a UA that is no registrar: 405",
+        checks=(_allow_on_405,),
+    ),
+    case(
+        "3.3.1.30",
+        "cparam02.dat",
+        405,
+        "REGISTER for a registrar; a UA that is no registrar: 405",
+        checks=(_allow_on_405,),
+    ),
+    case(
+        "3.3.1.40",
+        "regescrt.dat",
+        405,
+        "REGISTER for a registrar; a UA that is no registrar: 405",
+        checks=(_allow_on_405,),
+    ),
+    case(
+        "3.3.1.50",
+        "sdp01.dat",
+        {406, 400},
+        "INVITE whose Accept excludes application/sdp: 406 (Warning 399), or 400 since every UA "
+        "supporting INVITE must take SDP",
+    ),
     # 3.4 backward compatibility
-    case("3.4.0.10", "inv2543.dat", {403, 400},
-         "RFC 2543 INVITE (no branch, no From tag, no Content-Length, no Max-Forwards): accepted by a "
-         "backward-compatible element (-> 403 organizer_missing). It also lacks the Contact RFC 3261 "
-         "§8.1.1.8 makes mandatory, which pjsip's dialog layer refuses with 400: acceptable, not a crash",
-         checks=(_reason_organizer_missing, _missing_contact_400)),
+    case(
+        "3.4.0.10",
+        "inv2543.dat",
+        {403, 400},
+        "RFC 2543 INVITE (no branch, no From tag, no Content-Length, no Max-Forwards): accepted by a "
+        "backward-compatible element (-> 403 organizer_missing). It also lacks the Contact RFC 3261 "
+        "§8.1.1.8 makes mandatory, which pjsip's dialog layer refuses with 400: acceptable, not a crash",
+        checks=(_reason_organizer_missing, _missing_contact_400),
+    ),
 ]
 # In the corpus directory but not in RFC 4475: no SIP version, no Via.
 EXTRA = [case("-", "test.dat", {400, DROP}, "not an RFC 4475 message: malformed request line, no Via")]
@@ -294,18 +440,58 @@ DBLREQ_HIDDEN_CALL_ID = "dblreq.0ha0isnda977644900765@192.0.2.15"
 # mismatch01 and mismatch02, whose *CSeq* method is INVITE, which do not)
 # are spread so that TransactionSpacer rarely has to sleep (each answered
 # INVITE holds the branch for T4 = 5 s after its ACK).
-DELIVERY_ORDER = """
-    wsinv intmeth ncl esc01 escnull esc02 longreq dblreq semiuri transports mpart01 noreason
-    sdp01
-    badinv01 clerr scalar02 scalarlg quotbal ltgtruri lwsruri lwsstart trws
-    escruri
-    regbadct badaspec baddn badvers badbranch insuf bigcode
-    mismatch01 mismatch02 baddate
-    unkscm novelsc unksm2 bext01 regaut01 mcl01 zeromf cparam01 cparam02
-    invut
-    regescrt bcast unreason lwsdisp inv2543 test
-    multi01
-""".split()
+DELIVERY_ORDER = [
+    "wsinv",
+    "intmeth",
+    "ncl",
+    "esc01",
+    "escnull",
+    "esc02",
+    "longreq",
+    "dblreq",
+    "semiuri",
+    "transports",
+    "mpart01",
+    "noreason",
+    "sdp01",
+    "badinv01",
+    "clerr",
+    "scalar02",
+    "scalarlg",
+    "quotbal",
+    "ltgtruri",
+    "lwsruri",
+    "lwsstart",
+    "trws",
+    "escruri",
+    "regbadct",
+    "badaspec",
+    "baddn",
+    "badvers",
+    "badbranch",
+    "insuf",
+    "bigcode",
+    "mismatch01",
+    "mismatch02",
+    "baddate",
+    "unkscm",
+    "novelsc",
+    "unksm2",
+    "bext01",
+    "regaut01",
+    "mcl01",
+    "zeromf",
+    "cparam01",
+    "cparam02",
+    "invut",
+    "regescrt",
+    "bcast",
+    "unreason",
+    "lwsdisp",
+    "inv2543",
+    "test",
+    "multi01",
+]
 
 
 def _params():
@@ -464,7 +650,8 @@ def test_torture_message(torture_gw, spacer, tc: Case):
     # or an answer that belongs to another request.
     for r in out.responses:
         assert "Retransmission with different CSeq" not in (r.header("warning") or ""), (
-            f"{tc.file}: pjsip matched an earlier transaction with the same branch; TransactionSpacer too short")
+            f"{tc.file}: pjsip matched an earlier transaction with the same branch; TransactionSpacer too short"
+        )
     sent_ids = _call_ids(raw)
     if sent_ids:
         stray = [r for r in out.responses if r.call_id not in sent_ids]
@@ -474,7 +661,8 @@ def test_torture_message(torture_gw, spacer, tc: Case):
 
     if tc.file == "dblreq.dat":
         assert not [e for e in gw.events() if e.get("call_id") == DBLREQ_HIDDEN_CALL_ID], (
-            "the INVITE after dblreq's REGISTER (same datagram) was processed; RFC 3261 §18.3 says ignore it")
+            "the INVITE after dblreq's REGISTER (same datagram) was processed; RFC 3261 §18.3 says ignore it"
+        )
 
     # An invalid message never gets a 2xx unless the RFC lets the element be liberal.
     if tc.invalid and not tc.liberal_2xx:
@@ -485,7 +673,8 @@ def test_torture_message(torture_gw, spacer, tc: Case):
     if out.reaction not in tc.accept:
         raise RfcMismatch(
             f"{tc.file} (RFC 4475 {tc.section}): expected {sorted(map(str, tc.accept))} ({tc.rfc}); "
-            f"got {out.reaction} {out.responses} over {out.transport}")
+            f"got {out.reaction} {out.responses} over {out.transport}"
+        )
     problems = [p for check in tc.checks if out.final is not None and (p := check(out.final))]
     if problems:
         raise RfcMismatch(f"{tc.file} (RFC 4475 {tc.section}): {problems}; responses {out.responses}")
@@ -497,8 +686,9 @@ def test_gateway_still_serves_after_the_torture(torture_gw):
     assert gw.proc.poll() is None
     with SipSocket("udp", gw.target) as sock:
         tag, branch, call_id = uuid.uuid4().hex[:8], "z9hG4bK" + uuid.uuid4().hex, f"after-torture-{uuid.uuid4().hex}"
-        sdp = ("v=0\r\no=bridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-               "m=audio 7000 RTP/AVP 0 8\r\n")
+        sdp = (
+            "v=0\r\no=bridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0 8\r\n"
+        )
         invite = (
             f"INVITE sip:+33142685300@{gw.target} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{sock.local_port};branch={branch};rport\r\n"
@@ -528,6 +718,7 @@ def test_gateway_still_serves_after_the_torture(torture_gw):
             "Content-Length: 0\r\n\r\n"
         ).encode()
         assert [r.status for r in sock.exchange(options, timeout_s=3.0) if r.status >= 200] == [200]
-    gw.wait_for(lambda e: e.get("event") == "call" and e.get("call_id") == call_id
-                and e.get("reason") == "organizer_missing", 5)
+    gw.wait_for(
+        lambda e: e.get("event") == "call" and e.get("call_id") == call_id and e.get("reason") == "organizer_missing", 5
+    )
     assert not _failures(gw.events())

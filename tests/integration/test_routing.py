@@ -27,14 +27,23 @@ def trunks(*tables: str) -> str:
 
 def trunk_table(name: str, port: int, destinations, priority: int = 1, extra: str = "") -> str:
     dests = ", ".join(f'"{d}"' for d in destinations)
-    return (f'[[trunks]]\nname = "{name}"\nuri = "sip:127.0.0.1:{port}"\ndestinations = [{dests}]\n'
-            f"priority = {priority}\nanswer_timeout_s = 6\n{extra}\n")
+    return (
+        f'[[trunks]]\nname = "{name}"\nuri = "sip:127.0.0.1:{port}"\ndestinations = [{dests}]\n'
+        f"priority = {priority}\nanswer_timeout_s = 6\n{extra}\n"
+    )
 
 
 def carrier(tmp_path, name: str, port: int, scenario: str, *, calls: int = 1, extra=None, timeout_s: float = 30):
-    return run_sipp(scenario, "", tmp_path / name, calls=calls, local_port=port,
-                    extra=["-mp", str(free_port()), "-trace_msg", *(extra or [])], background=True,
-                    timeout_s=timeout_s)
+    return run_sipp(
+        scenario,
+        "",
+        tmp_path / name,
+        calls=calls,
+        local_port=port,
+        extra=["-mp", str(free_port()), "-trace_msg", *(extra or [])],
+        background=True,
+        timeout_s=timeout_s,
+    )
 
 
 def fail_scenario(tmp_path, status: int, phrase: str) -> str:
@@ -57,18 +66,32 @@ def test_fr_route_authenticates_with_digest_and_presents_the_tenant_caller_id(ma
     monkeypatch.setenv("FR_TRUNK_PASSWORD", "s3cret")
     fr_port, us_port = free_port(), free_port()
     policy = example_policy_text().replace('id = "contoso"\n', 'id = "contoso"\ncaller_id = "+33142685399"\n', 1)
-    gw = make_gateway(policy_text=policy, trunks=trunks(
-        trunk_table("europe", fr_port, ["FR"], extra='username = "gw"\npassword_env = "FR_TRUNK_PASSWORD"\n'
-                    'caller_id = "sip:+33100000000@carrier-eu.example"\np_asserted_identity = true'),
-        trunk_table("north-america", us_port, ["US", "CA"])))
-    trunk = carrier(tmp_path, "fr", fr_port, "trunk_auth.xml", )
+    gw = make_gateway(
+        policy_text=policy,
+        trunks=trunks(
+            trunk_table(
+                "europe",
+                fr_port,
+                ["FR"],
+                extra='username = "gw"\npassword_env = "FR_TRUNK_PASSWORD"\n'
+                'caller_id = "sip:+33100000000@carrier-eu.example"\np_asserted_identity = true',
+            ),
+            trunk_table("north-america", us_port, ["US", "CA"]),
+        ),
+    )
+    trunk = carrier(
+        tmp_path,
+        "fr",
+        fr_port,
+        "trunk_auth.xml",
+    )
     result = bridge(gw, tmp_path)
     _, err = trunk.communicate(timeout=30)
     assert result.returncode == 0, result.stderr[-1500:]
     assert trunk.returncode == 0, err[-1500:]
     invites = [m for m in received_messages(tmp_path / "fr") if m.startswith("INVITE ")]
     assert len(invites) == 2 and "Authorization: Digest" in invites[1]
-    assert "+33142685399@carrier-eu.example" in header(invites[1], "From")       # the tenant's number
+    assert "+33142685399@carrier-eu.example" in header(invites[1], "From")  # the tenant's number
     assert "+33142685399" in header(invites[1], "P-Asserted-Identity")
     line = gw.wait_calls(1)[0]
     assert line["trunk"] == "europe" and line["trunk_attempts"] == [{"trunk": "europe", "status": 200}]
@@ -112,8 +135,9 @@ def test_a_486_is_not_failed_over(make_gateway, tmp_path):
 
 def test_a_trunk_that_never_answers_is_given_up_after_its_setup_timeout(make_gateway, tmp_path):
     a, b = free_port(), free_port()
-    gw = make_gateway(trunks=trunks(trunk_table("us-a", a, ["US"], 1, "setup_timeout_s = 1"),
-                                    trunk_table("us-b", b, ["US"], 2)))
+    gw = make_gateway(
+        trunks=trunks(trunk_table("us-a", a, ["US"], 1, "setup_timeout_s = 1"), trunk_table("us-b", b, ["US"], 2))
+    )
     silent = carrier(tmp_path, "a", a, "trunk_silent.xml")
     good = carrier(tmp_path, "b", b, "trunk_answer.xml")
     started = time.monotonic()
@@ -130,21 +154,22 @@ def test_an_unrouted_destination_gets_404_no_route_and_reserves_nothing(make_gat
     gw = make_gateway(trunks=trunks(trunk_table("us-a", free_port(), ["US", "CA"])))
     from tests.integration.test_gateway_calls import expect_status, final_response
 
-    result, trace = expect_status(gw, tmp_path, 404)             # alice -> +33142685300 (FR)
+    result, trace = expect_status(gw, tmp_path, 404)  # alice -> +33142685300 (FR)
     assert result.returncode == 0
     assert header(final_response(trace, 404), "Reason") == 'SIP;cause=404;text="no_route"'
     line = gw.wait_calls(1)[0]
     assert line["reason"] == "no_route" and line["decision"] == "deny" and line["bridge_status"] == 404
     import sqlite3
 
-    with sqlite3.connect(gw.store_url[len("sqlite:///"):]) as conn:
+    with sqlite3.connect(gw.store_url[len("sqlite:///") :]) as conn:
         assert conn.execute("SELECT count(*) FROM calls").fetchone()[0] == 0
 
 
 def test_a_trunk_marked_down_is_skipped(make_gateway, tmp_path):
     a, b = free_port(), free_port()
-    gw = make_gateway(trunks=trunks(trunk_table("us-a", a, ["US"], 1, "down_after = 2"),
-                                    trunk_table("us-b", b, ["US"], 2)))
+    gw = make_gateway(
+        trunks=trunks(trunk_table("us-a", a, ["US"], 1, "down_after = 2"), trunk_table("us-b", b, ["US"], 2))
+    )
     busy = carrier(tmp_path, "a", a, fail_scenario(tmp_path, 503, "Service Unavailable"), calls=2)
     good = carrier(tmp_path, "b", b, "trunk_answer.xml", calls=3)
     for i in range(3):
@@ -154,16 +179,20 @@ def test_a_trunk_marked_down_is_skipped(make_gateway, tmp_path):
     good.communicate(timeout=30)
     busy.communicate(timeout=30)
     lines = gw.call_lines()
-    assert [a["trunk"] for a in lines[2]["trunk_attempts"]] == ["us-b"]     # us-a is down: tried last, not needed
+    assert [a["trunk"] for a in lines[2]["trunk_attempts"]] == ["us-b"]  # us-a is down: tried last, not needed
     down = gw.wait_for(lambda e: e.get("event") == "trunk_down")
     assert down["trunk"] == "us-a" and "503" in down["reason"]
     assert gw.metric('dialout_trunk_up{trunk="us-a"}') == 0
 
 
 def test_options_pings_mark_a_dead_trunk_down(make_gateway, tmp_path):
-    dead = free_port()                                             # nothing listens there
-    gw = make_gateway(t1_ms=100, trunks=trunks(
-        trunk_table("us-a", dead, ["US"], 1, "options_ping_s = 1\ndown_after = 2"),
-        trunk_table("us-b", free_port(), ["US"], 2)))
+    dead = free_port()  # nothing listens there
+    gw = make_gateway(
+        t1_ms=100,
+        trunks=trunks(
+            trunk_table("us-a", dead, ["US"], 1, "options_ping_s = 1\ndown_after = 2"),
+            trunk_table("us-b", free_port(), ["US"], 2),
+        ),
+    )
     down = gw.wait_for(lambda e: e.get("event") == "trunk_down", timeout_s=20)
     assert down["trunk"] == "us-a" and "ping" in down["reason"]

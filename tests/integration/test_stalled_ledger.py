@@ -22,7 +22,7 @@ from tests.integration.test_relay import bridge, start_trunk
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.timeout(240)]
 
-FAST_S = 1.0    # "at once" on a loaded test machine; the benchmark measures the real figure
+FAST_S = 1.0  # "at once" on a loaded test machine; the benchmark measures the real figure
 
 
 def timed_exchange(gw, data: bytes, timeout_s: float = 5.0):
@@ -39,15 +39,17 @@ def timed_exchange(gw, data: bytes, timeout_s: float = 5.0):
 
 
 def options(gw) -> bytes:
-    return (f"OPTIONS sip:{gw.target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-opt-1\r\n"
-            "From: <sip:bridge@127.0.0.1>;tag=o1\r\nTo: <sip:gw@127.0.0.1>\r\nCall-ID: opt-1@127.0.0.1\r\n"
-            "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    return (
+        f"OPTIONS sip:{gw.target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-opt-1\r\n"
+        "From: <sip:bridge@127.0.0.1>;tag=o1\r\nTo: <sip:gw@127.0.0.1>\r\nCall-ID: opt-1@127.0.0.1\r\n"
+        "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
 
 
 def test_a_frozen_postgresql_ledger_keeps_signalling_alive(own_pg_server, make_gateway, tmp_path):
     gw = make_gateway(store_url=own_pg_server.url, store_extra="timeout_s = 0.5")
     warm = start_trunk(gw, tmp_path / "warm", "trunk_answer.xml")
-    assert bridge(gw, tmp_path / "warm").returncode == 0        # the writer is connected
+    assert bridge(gw, tmp_path / "warm").returncode == 0  # the writer is connected
     warm.communicate(timeout=20)
     gw.wait_calls(1)
 
@@ -55,7 +57,8 @@ def test_a_frozen_postgresql_ledger_keeps_signalling_alive(own_pg_server, make_g
     try:
         # A refusal by rules 2-6 needs no ledger: answered at once.
         unknown = invite(gw, call_id="frozen-unknown@127.0.0.1").replace(
-            b"X-Dialout-Organizer: alice@contoso.com", b"X-Dialout-Organizer: nobody@nowhere.example")
+            b"X-Dialout-Organizer: alice@contoso.com", b"X-Dialout-Organizer: nobody@nowhere.example"
+        )
         final, elapsed, _ = timed_exchange(gw, unknown)
         assert final is not None and final.status == 403 and elapsed < FAST_S
         # So is anything out of dialog.

@@ -31,17 +31,37 @@ def invite(transport: str, local_port: int, organizer: str) -> bytes:
 @pytest.fixture
 def tls_gateway(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     sip_port, tls_port, trunk_port = free_port(), free_port(socket.SOCK_STREAM), free_port()
-    text = gateway_config(sip_port=sip_port, trunk_port=trunk_port, db_path=tmp_path / "ledger.db",
-                          extra_gateway="require_tls = true")
+    text = gateway_config(
+        sip_port=sip_port, trunk_port=trunk_port, db_path=tmp_path / "ledger.db", extra_gateway="require_tls = true"
+    )
     text = text.replace(
         f'{{ transport = "tcp", address = "127.0.0.1", port = {sip_port} }}]',
         f'{{ transport = "tcp", address = "127.0.0.1", port = {sip_port} }},\n'
         f'          {{ transport = "tls", address = "127.0.0.1", port = {tls_port}, '
-        f'cert_file = "{cert}", key_file = "{key}" }}]')
+        f'cert_file = "{cert}", key_file = "{key}" }}]',
+    )
     assert f"port = {tls_port}" in text
     gw = GatewayProcess(tmp_path, text, sip_port=sip_port, trunk_port=trunk_port).start()
     gw.tls_port = tls_port
@@ -53,8 +73,10 @@ def test_invite_over_tls_is_decided_and_plain_udp_is_refused(tls_gateway):
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", tls_gateway.tls_port), timeout=5) as raw, \
-            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+    with (
+        socket.create_connection(("127.0.0.1", tls_gateway.tls_port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
         request = invite("TLS", tls.getsockname()[1], "nobody@contoso.com")
         tls.sendall(request)
         buffer, responses = b"", []
@@ -63,7 +85,7 @@ def test_invite_over_tls_is_decided_and_plain_udp_is_refused(tls_gateway):
             tls.settimeout(max(0.1, deadline - time.monotonic()))
             try:
                 chunk = tls.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not chunk:
                 break

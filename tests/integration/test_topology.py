@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 KAMAILIO_CFG = DOCKER / "kamailio" / "kamailio.cfg"
 BRIDGE_SCENARIO = DOCKER / "sipp" / "bridge_call.xml"  # follows Record-Route
-REFUSING_CARRIER = DOCKER / "sipp" / "trunk_503.xml"   # carrier-a: 503 to every call
-ANSWERING_CARRIER = "proxy_trunk_answer.xml"            # carrier-b (tests/integration/sipp/)
+REFUSING_CARRIER = DOCKER / "sipp" / "trunk_503.xml"  # carrier-a: 503 to every call
+ANSWERING_CARRIER = "proxy_trunk_answer.xml"  # carrier-b (tests/integration/sipp/)
 FR_NUMBER = "+33142685300"
 CALLS = 20
 
@@ -99,8 +99,9 @@ def media_port() -> int:
 def kamailio_binary() -> str:
     path = shutil.which("kamailio") or ("/usr/sbin/kamailio" if Path("/usr/sbin/kamailio").exists() else None)
     if not path:
-        pytest.fail("kamailio not found: the Debian package `kamailio` is needed (scripts/setup.sh --test)",
-                    pytrace=False)
+        pytest.fail(
+            "kamailio not found: the Debian package `kamailio` is needed (scripts/setup.sh --test)", pytrace=False
+        )
     return path
 
 
@@ -115,21 +116,32 @@ class Kamailio:
         self.run_dir.mkdir(exist_ok=True)
         self.dispatcher_list = workdir / "dispatcher.list"
         # set 1, destination, flags 0, priority 0, attributes
-        self.dispatcher_list.write_text(
-            "".join(f"1 sip:127.0.0.1:{p} 0 0 duid={name}\n" for name, p in gateways))
+        self.dispatcher_list.write_text("".join(f"1 sip:127.0.0.1:{p} 0 0 duid={name}\n" for name, p in gateways))
         self.log_path = workdir / "kamailio.log"
         self.cmd = [
             kamailio_binary(),
-            "-f", str(KAMAILIO_CFG),
-            "-DD", "-E",
-            "-Y", str(self.run_dir),
-            "-P", str(workdir / "kamailio.pid"),
-            "-l", f"udp:127.0.0.1:{port}",
-            "-l", f"tcp:127.0.0.1:{port}",
-            "-A", f'DISPATCHER_LIST="{self.dispatcher_list}"',
-            "-A", f"DS_PING_INTERVAL={ping_interval_s}",
-            "-A", "LOG_LEVEL=2",
-            "-m", "64", "-M", "8",
+            "-f",
+            str(KAMAILIO_CFG),
+            "-DD",
+            "-E",
+            "-Y",
+            str(self.run_dir),
+            "-P",
+            str(workdir / "kamailio.pid"),
+            "-l",
+            f"udp:127.0.0.1:{port}",
+            "-l",
+            f"tcp:127.0.0.1:{port}",
+            "-A",
+            f'DISPATCHER_LIST="{self.dispatcher_list}"',
+            "-A",
+            f"DS_PING_INTERVAL={ping_interval_s}",
+            "-A",
+            "LOG_LEVEL=2",
+            "-m",
+            "64",
+            "-M",
+            "8",
         ]
         self.proc: subprocess.Popen | None = None
 
@@ -140,8 +152,9 @@ class Kamailio:
     def start(self, timeout_s: float = 15) -> Kamailio:
         check = subprocess.run([*self.cmd, "-c"], capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, f"kamailio -c rejected the config:\n{check.stderr[-3000:]}"
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self.log_path.open("ab"),
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=subprocess.DEVNULL, stderr=self.log_path.open("ab"), start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -190,15 +203,23 @@ def carriers(refusing_port: int, answering_port: int) -> str:
     return "".join(
         f'[[trunks]]\nname = "{name}"\nuri = "sip:127.0.0.1:{port}"\ndestinations = ["*"]\n'
         f"priority = {priority}\nsetup_timeout_s = 5\nanswer_timeout_s = 6\ndown_after = 100\n\n"
-        for name, port, priority in (("carrier-a", refusing_port, 1), ("carrier-b", answering_port, 2)))
+        for name, port, priority in (("carrier-a", refusing_port, 1), ("carrier-b", answering_port, 2))
+    )
 
 
-def make_gateway(workdir: Path, instance_id: str, *, store_url: str, trunk_port: int,
-                 trunks: str | None = None) -> GatewayProcess:
+def make_gateway(
+    workdir: Path, instance_id: str, *, store_url: str, trunk_port: int, trunks: str | None = None
+) -> GatewayProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     sip_port = free_port()
-    text = gateway_config(sip_port=sip_port, trunk_port=trunk_port, db_path=workdir / "unused.db",
-                          store_url=store_url, policy_text=topology_policy(), trunks=trunks)
+    text = gateway_config(
+        sip_port=sip_port,
+        trunk_port=trunk_port,
+        db_path=workdir / "unused.db",
+        store_url=store_url,
+        policy_text=topology_policy(),
+        trunks=trunks,
+    )
     assert "\n[store]\n" in text and "instance_id" not in text
     text = text.replace("\n[store]\n", f'\n[store]\ninstance_id = "{instance_id}"\n', 1)
     return GatewayProcess(workdir, text, sip_port=sip_port, trunk_port=trunk_port)
@@ -245,15 +266,34 @@ def ledger_rows(url: str) -> list[tuple]:
 
     with psycopg.connect(url) as conn:
         return conn.execute(
-            "SELECT call_id, instance_id, state, outcome, billed_units FROM calls ORDER BY started_at").fetchall()
+            "SELECT call_id, instance_id, state, outcome, billed_units FROM calls ORDER BY started_at"
+        ).fetchall()
 
 
 def bridge_calls(kamailio: Kamailio, workdir: Path, calls: int, rate: float):
-    return run_sipp(str(BRIDGE_SCENARIO), kamailio.target, workdir, calls=calls, rate=rate, service=FR_NUMBER,
-                    local_port=free_port(),
-                    extra=["-key", "organizer", "alice@contoso.com", "-key", "location", "FR",
-                           "-mp", str(media_port()), "-d", "200", "-trace_msg"],
-                    timeout_s=60)
+    return run_sipp(
+        str(BRIDGE_SCENARIO),
+        kamailio.target,
+        workdir,
+        calls=calls,
+        rate=rate,
+        service=FR_NUMBER,
+        local_port=free_port(),
+        extra=[
+            "-key",
+            "organizer",
+            "alice@contoso.com",
+            "-key",
+            "location",
+            "FR",
+            "-mp",
+            str(media_port()),
+            "-d",
+            "200",
+            "-trace_msg",
+        ],
+        timeout_s=60,
+    )
 
 
 # --------------------------------------------------------------------------- the test
@@ -273,7 +313,7 @@ def _host_path(service: dict, container_path: str) -> Path | None:
     """The host file a container path of this service maps to, through its bind mounts."""
     for container, host in _mounts(service).items():
         if container_path == container or container_path.startswith(container.rstrip("/") + "/"):
-            return host / container_path[len(container):].lstrip("/")
+            return host / container_path[len(container) :].lstrip("/")
     return None
 
 
@@ -293,8 +333,19 @@ def test_docker_files_agree_with_each_other():
     compose = yaml.safe_load(text)
     services = compose["services"]
     addresses = {name: svc["networks"]["sip"]["ipv4_address"] for name, svc in services.items()}
-    assert set(addresses) == {"postgres", "gw1", "gw2", "kamailio", "carrier-a", "carrier-b", "sipp-bridge",
-                              "kamailio-plugin", "sipp-bridge-plugin", "prometheus", "grafana"}, addresses
+    assert set(addresses) == {
+        "postgres",
+        "gw1",
+        "gw2",
+        "kamailio",
+        "carrier-a",
+        "carrier-b",
+        "sipp-bridge",
+        "kamailio-plugin",
+        "sipp-bridge-plugin",
+        "prometheus",
+        "grafana",
+    }, addresses
     assert len(set(addresses.values())) == len(addresses), addresses
 
     # Every file or folder compose mounts exists, and every SIPp scenario it names.
@@ -322,8 +373,10 @@ def test_docker_files_agree_with_each_other():
 
     # Two carriers: carrier-a (503) first, carrier-b (answers) when it fails.
     trunks = [(t.name, t.uri, t.priority, t.destinations) for t in settings.trunks]
-    assert trunks == [("carrier-a", f"sip:{addresses['carrier-a']}:5060", 1, ("*",)),
-                      ("carrier-b", f"sip:{addresses['carrier-b']}:5060", 2, ("*",))], trunks
+    assert trunks == [
+        ("carrier-a", f"sip:{addresses['carrier-a']}:5060", 1, ("*",)),
+        ("carrier-b", f"sip:{addresses['carrier-b']}:5060", 2, ("*",)),
+    ], trunks
     assert all(t.setup_timeout_s for t in settings.trunks)
     refusing = _host_path(services["carrier-a"], services["carrier-a"]["command"][1])
     assert "SIP/2.0 503 Service Unavailable" in refusing.read_text()
@@ -348,9 +401,23 @@ def test_docker_files_agree_with_each_other():
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
 
     dispatcher_list = DOCKER / "kamailio" / "dispatcher.list"
-    check = subprocess.run([kamailio_binary(), "-c", "-f", str(KAMAILIO_CFG), "-l", "udp:127.0.0.1:5060",
-                            "-A", f'DISPATCHER_LIST="{dispatcher_list}"', "-A", "DS_PING_INTERVAL=5"],
-                           capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        [
+            kamailio_binary(),
+            "-c",
+            "-f",
+            str(KAMAILIO_CFG),
+            "-l",
+            "udp:127.0.0.1:5060",
+            "-A",
+            f'DISPATCHER_LIST="{dispatcher_list}"',
+            "-A",
+            "DS_PING_INTERVAL=5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert check.returncode == 0, check.stderr[-3000:]
     assert _host_path(services["sipp-bridge"], "/scenarios/docker/bridge_call.xml") == BRIDGE_SCENARIO.resolve()
 
@@ -402,13 +469,18 @@ def test_docker_plugin_profile_runs_the_shipped_cfg_with_a_config_the_plugin_loa
 
     # The bridge: sipp-bridge's scenario (it follows the Record-Route), to kamailio-plugin.
     assert bridge["command"][0] == f"{addresses['kamailio-plugin']}:5060"
-    assert bridge["command"][1:3] == services["sipp-bridge"]["command"][1:3] == ["-sf", "/scenarios/docker/bridge_call.xml"]
+    assert (
+        bridge["command"][1:3]
+        == services["sipp-bridge"]["command"][1:3]
+        == ["-sf", "/scenarios/docker/bridge_call.xml"]
+    )
 
     # The image's entrypoint and compose's command, with the image's copies of
     # examples/kamailio/ mapped back to the repository: Kamailio accepts them and
     # listens on the container's address.
-    entrypoint = json.loads(next(ins.args for ins in instructions()
-                                 if ins.stage == "kamailio-plugin" and ins.keyword == "ENTRYPOINT"))
+    entrypoint = json.loads(
+        next(ins.args for ins in instructions() if ins.stage == "kamailio-plugin" and ins.keyword == "ENTRYPOINT")
+    )
     argv = entrypoint[1:] + plugin["command"]
     assert f"SIP_ADDRESS={addresses['kamailio-plugin']}" in argv and "SIP_PORT=5060" in argv
     in_image = {dest: REPO / source for source, dest in copied_paths("kamailio-plugin").items()}
@@ -426,18 +498,38 @@ def test_docker_plugin_profile_runs_the_shipped_cfg_with_a_config_the_plugin_loa
 def test_kamailio_dispatches_to_two_gateways_sharing_one_postgres_ledger(tmp_path, topology_db, started):
     trunk_port, refusing_port = free_port(), free_port()
     extra_calls = 4
-    trunk = run_sipp(ANSWERING_CARRIER, "", tmp_path / "trunk", calls=CALLS + extra_calls, local_port=trunk_port,
-                     extra=["-mp", str(media_port())], background=True, timeout_s=90)
+    trunk = run_sipp(
+        ANSWERING_CARRIER,
+        "",
+        tmp_path / "trunk",
+        calls=CALLS + extra_calls,
+        local_port=trunk_port,
+        extra=["-mp", str(media_port())],
+        background=True,
+        timeout_s=90,
+    )
     started.append(trunk)
-    refusing = run_sipp(str(REFUSING_CARRIER), "", tmp_path / "carrier-a", calls=CALLS + extra_calls,
-                        local_port=refusing_port, extra=["-mp", str(media_port())], background=True,
-                        timeout_s=90)
+    refusing = run_sipp(
+        str(REFUSING_CARRIER),
+        "",
+        tmp_path / "carrier-a",
+        calls=CALLS + extra_calls,
+        local_port=refusing_port,
+        extra=["-mp", str(media_port())],
+        background=True,
+        timeout_s=90,
+    )
     started.append(refusing)
 
     gws = {}
     for name in ("gw-a", "gw-b"):
-        gw = make_gateway(tmp_path / name, name, store_url=topology_db, trunk_port=trunk_port,
-                          trunks=carriers(refusing_port, trunk_port))
+        gw = make_gateway(
+            tmp_path / name,
+            name,
+            store_url=topology_db,
+            trunk_port=trunk_port,
+            trunks=carriers(refusing_port, trunk_port),
+        )
         started.append(gw)
         gw.start()
         gws[name] = gw
@@ -454,8 +546,8 @@ def test_kamailio_dispatches_to_two_gateways_sharing_one_postgres_ledger(tmp_pat
     # --- N calls through Kamailio: round-robin over both gateways.
     result = bridge_calls(kam, tmp_path / "bridge", CALLS, rate=10)
     assert result.returncode == 0 and result.successful == CALLS and result.failed == 0, (
-        f"bridge: {result.successful} ok, {result.failed} failed\n{result.stderr[-2000:]}\n"
-        + kam.log()[-3000:])
+        f"bridge: {result.successful} ok, {result.failed} failed\n{result.stderr[-2000:]}\n" + kam.log()[-3000:]
+    )
 
     lines = {name: gw.wait_calls(1, timeout_s=10) for name, gw in gws.items()}
     deadline = time.monotonic() + 10
@@ -468,12 +560,14 @@ def test_kamailio_dispatches_to_two_gateways_sharing_one_postgres_ledger(tmp_pat
     # changed the rotation, which the DOWN check above excludes).
     assert all(n > 0 for n in per_gateway.values()), per_gateway
     assert per_gateway == {"gw-a": CALLS // 2, "gw-b": CALLS // 2}, per_gateway
-    for name, v in lines.items():
+    for v in lines.values():
         for line in v:
             assert line["decision"] == "allow" and line["bridge_status"] == 200 and line["trunk_status"] == 200, line
             # carrier-a refused it with 503; the gateway failed over to carrier-b.
             assert line["trunk"] == "carrier-b" and line["trunk_attempts"] == [
-                {"trunk": "carrier-a", "status": 503}, {"trunk": "carrier-b", "status": 200}], line
+                {"trunk": "carrier-a", "status": 503},
+                {"trunk": "carrier-b", "status": 200},
+            ], line
             # The bridge's BYE reached the gateway that took the call (via the Record-Route).
             assert line["ended_by"] == "bridge", line
 
@@ -492,7 +586,8 @@ def test_kamailio_dispatches_to_two_gateways_sharing_one_postgres_ledger(tmp_pat
     kam.wait_log("gateway DOWN", timeout_s=10)
     result = bridge_calls(kam, tmp_path / "bridge-failover", extra_calls, rate=5)
     assert result.returncode == 0 and result.successful == extra_calls, (
-        f"bridge after gw-b stopped: {result.successful} ok, {result.failed} failed\n{result.stderr[-2000:]}")
+        f"bridge after gw-b stopped: {result.successful} ok, {result.failed} failed\n{result.stderr[-2000:]}"
+    )
     gws["gw-a"].wait_calls(CALLS // 2 + extra_calls, timeout_s=10)
     rows = ledger_rows(topology_db)
     assert len(rows) == CALLS + extra_calls and len({r[0] for r in rows}) == len(rows)
@@ -501,4 +596,4 @@ def test_kamailio_dispatches_to_two_gateways_sharing_one_postgres_ledger(tmp_pat
     trunk_out, trunk_err = trunk.communicate(timeout=30)
     assert trunk.returncode == 0, trunk_err[-2000:]
     _, refusing_err = refusing.communicate(timeout=30)
-    assert refusing.returncode == 0, refusing_err[-2000:]   # exactly one 503 per call
+    assert refusing.returncode == 0, refusing_err[-2000:]  # exactly one 503 per call

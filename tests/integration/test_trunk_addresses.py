@@ -23,20 +23,27 @@ pytestmark = pytest.mark.integration
 
 def named_trunk(name: str, uri: str, destinations, priority: int = 1, extra: str = "") -> str:
     dests = ", ".join(f'"{d}"' for d in destinations)
-    return (f'[[trunks]]\nname = "{name}"\nuri = "{uri}"\ndestinations = [{dests}]\n'
-            f"priority = {priority}\nanswer_timeout_s = 6\n{extra}\n")
+    return (
+        f'[[trunks]]\nname = "{name}"\nuri = "{uri}"\ndestinations = [{dests}]\n'
+        f"priority = {priority}\nanswer_timeout_s = 6\n{extra}\n"
+    )
 
 
 def test_srv_targets_are_tried_in_order_before_the_next_trunk(make_gateway, tmp_path):
     first, second = free_port(), free_port()
     records = {
-        "_sip._udp.carrier.test": [("SRV", (10, 0, first, "a.carrier.test")), ("SRV", (20, 0, second, "b.carrier.test"))],
+        "_sip._udp.carrier.test": [
+            ("SRV", (10, 0, first, "a.carrier.test")),
+            ("SRV", (20, 0, second, "b.carrier.test")),
+        ],
         "a.carrier.test": [("A", "127.0.0.1")],
         "b.carrier.test": [("A", "127.0.0.1")],
     }
     with LocalDns(records) as dns:
-        gw = make_gateway(sip_extra=f'nameservers = ["127.0.0.1:{dns.port}"]',
-                          trunks=trunks(named_trunk("carrier", "sip:carrier.test", ["US"])))
+        gw = make_gateway(
+            sip_extra=f'nameservers = ["127.0.0.1:{dns.port}"]',
+            trunks=trunks(named_trunk("carrier", "sip:carrier.test", ["US"])),
+        )
         gw.wait_for(lambda e: e.get("event") == "trunk_resolved")
         busy = carrier(tmp_path, "a", first, fail_scenario(tmp_path, 503, "Service Unavailable"))
         good = carrier(tmp_path, "b", second, "trunk_answer.xml")
@@ -48,17 +55,21 @@ def test_srv_targets_are_tried_in_order_before_the_next_trunk(make_gateway, tmp_
     assert busy.returncode == 0 and good.returncode == 0
     line = gw.wait_calls(1)[0]
     assert line["trunk"] == "carrier" and line["bridge_status"] == 200
-    assert line["trunk_attempts"] == [{"trunk": "carrier", "status": 503, "next_hop": f"127.0.0.1:{first}"},
-                                      {"trunk": "carrier", "status": 200, "next_hop": f"127.0.0.1:{second}"}]
+    assert line["trunk_attempts"] == [
+        {"trunk": "carrier", "status": 503, "next_hop": f"127.0.0.1:{first}"},
+        {"trunk": "carrier", "status": 200, "next_hop": f"127.0.0.1:{second}"},
+    ]
     invite = next(m for m in received_messages(tmp_path / "b") if m.startswith("INVITE "))
-    assert invite.startswith(f"INVITE sip:{US}@carrier.test;user=phone SIP/2.0")   # the name is kept
+    assert invite.startswith(f"INVITE sip:{US}@carrier.test;user=phone SIP/2.0")  # the name is kept
 
 
 def test_a_name_the_nameservers_do_not_hold_is_resolved_by_the_system(make_gateway, tmp_path):
     port = free_port()
-    with LocalDns({}) as dns:                      # NXDOMAIN for everything
-        gw = make_gateway(sip_extra=f'nameservers = ["127.0.0.1:{dns.port}"]',
-                          trunks=trunks(named_trunk("carrier", f"sip:localhost:{port}", ["US"])))
+    with LocalDns({}) as dns:  # NXDOMAIN for everything
+        gw = make_gateway(
+            sip_extra=f'nameservers = ["127.0.0.1:{dns.port}"]',
+            trunks=trunks(named_trunk("carrier", f"sip:localhost:{port}", ["US"])),
+        )
         resolved = gw.wait_for(lambda e: e.get("event") == "trunk_resolved")
         assert ("localhost.", "A") in dns.queries
     assert f"udp 127.0.0.1:{port}" in resolved["targets"]
@@ -74,10 +85,15 @@ def test_registration_answers_the_challenge_and_is_refreshed_before_expiry(make_
     monkeypatch.setenv("CARRIER_PASSWORD", "s3cret")
     port = free_port()
     registrar = carrier(tmp_path, "reg", port, "trunk_registrar.xml", timeout_s=40)
-    gw = make_gateway(trunks=trunks(trunk_table(
-        "carrier", port, ["US"], extra='username = "gw"\npassword_env = "CARRIER_PASSWORD"\nregister = true')))
+    gw = make_gateway(
+        trunks=trunks(
+            trunk_table(
+                "carrier", port, ["US"], extra='username = "gw"\npassword_env = "CARRIER_PASSWORD"\nregister = true'
+            )
+        )
+    )
     _, err = registrar.communicate(timeout=40)
-    assert registrar.returncode == 0, err[-1500:]          # 401 answered, verifyauth passed, refreshed
+    assert registrar.returncode == 0, err[-1500:]  # 401 answered, verifyauth passed, refreshed
     registered = [e for e in gw.events() if e.get("event") == "trunk_registered"]
     assert [e["expires_s"] for e in registered][:2] == [7, 600]
     assert not [e for e in gw.events() if e.get("event") == "trunk_down"]
@@ -89,9 +105,12 @@ def test_registration_answers_the_challenge_and_is_refreshed_before_expiry(make_
 def test_a_refused_registration_marks_the_trunk_down_and_calls_take_the_next(make_gateway, tmp_path):
     reg, backup = free_port(), free_port()
     registrar = carrier(tmp_path, "reg", reg, "trunk_registrar_refuses.xml")
-    gw = make_gateway(trunks=trunks(trunk_table("us-a", reg, ["US"], 1, 'username = "gw"\npassword = "x"\n'
-                                                "register = true"),
-                                    trunk_table("us-b", backup, ["US"], 2)))
+    gw = make_gateway(
+        trunks=trunks(
+            trunk_table("us-a", reg, ["US"], 1, 'username = "gw"\npassword = "x"\nregister = true'),
+            trunk_table("us-b", backup, ["US"], 2),
+        )
+    )
     down = gw.wait_for(lambda e: e.get("event") == "trunk_down")
     registrar.communicate(timeout=30)
     assert down["trunk"] == "us-a" and "registration failed: 403" in down["reason"]
@@ -137,7 +156,7 @@ class _TcpBlackHole:
 
 def test_a_large_invite_to_a_udp_trunk_goes_over_udp(make_gateway, tmp_path):
     port = free_port()
-    hole = _TcpBlackHole(port)          # RFC 3261 18.1.1 would switch a large request to TCP: nothing answers there
+    hole = _TcpBlackHole(port)  # RFC 3261 18.1.1 would switch a large request to TCP: nothing answers there
     try:
         gw = make_gateway(trunks=trunks(trunk_table("udp-only", port, ["FR"], extra='transport = "udp"')))
         trunk = carrier(tmp_path, "t", port, "trunk_answer.xml")

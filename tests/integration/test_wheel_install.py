@@ -41,7 +41,7 @@ from tests.test_dockerfile import copied_paths, ignored, project_packages
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-BASE_PYTHON = sys._base_executable       # the Python the tests' venv was made with
+BASE_PYTHON = sys._base_executable  # the Python the tests' venv was made with
 DEPS_SITE = sysconfig.get_paths()["purelib"]
 
 
@@ -55,8 +55,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 def run(cmd: list, cwd: Path, env: dict[str, str] | None = None, timeout_s: float = 300) -> str:
     cmd = [str(c) for c in cmd]
     proc = subprocess.run(cmd, cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout_s)
-    assert proc.returncode == 0, (f"{' '.join(cmd)} exited with {proc.returncode}:\n"
-                                  f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} exited with {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    )
     return proc.stdout
 
 
@@ -78,15 +79,19 @@ def third_party(dest: Path) -> Path:
 def make_venv(path: Path, deps: Path) -> SimpleNamespace:
     run([BASE_PYTHON, "-m", "venv", "--without-pip", path], cwd=path.parent)
     python = path / "bin" / "python"
-    site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                    cwd=path.parent).strip())
+    site = Path(
+        run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=path.parent).strip()
+    )
     (site / "zz_test_dependencies.pth").write_text(f"{deps}\n")
     return SimpleNamespace(path=path, python=python, site=site)
 
 
 def pip(venv: SimpleNamespace, *args, cwd: Path, env: dict[str, str] | None = None) -> str:
-    return run([venv.python, "-m", "pip", args[0], "--no-index", "--no-cache-dir", "--disable-pip-version-check",
-                *args[1:]], cwd=cwd, env=env)
+    return run(
+        [venv.python, "-m", "pip", args[0], "--no-index", "--no-cache-dir", "--disable-pip-version-check", *args[1:]],
+        cwd=cwd,
+        env=env,
+    )
 
 
 def copy_context(source: str, dest: Path) -> None:
@@ -118,15 +123,24 @@ def installed(tmp_path_factory):
     build = make_venv(tmp / "build-venv", deps)
     out = run([src / "scripts" / "build_pjsua2.sh", build.python], cwd=src, timeout_s=900)
     pjsua2_wheel = Path(out.strip().splitlines()[-1])
-    build_dir = tmp / "pjsua2-build"   # out of the cache mount, in the same RUN
+    build_dir = tmp / "pjsua2-build"  # out of the cache mount, in the same RUN
     shutil.copytree(pjsua2_wheel.parent / "include", build_dir / "include")
     shutil.copy2(pjsua2_wheel.parent / "cflags", build_dir / "cflags")
     wheels = tmp / "wheels"
     wheels.mkdir()
     shutil.copy2(pjsua2_wheel, wheels)
     pip(build, "install", "--no-deps", pjsua2_wheel, cwd=src)
-    pip(build, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, ".", cwd=src,
-        env=clean_env(PJSUA2_BUILD_DIR=str(build_dir)))
+    pip(
+        build,
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        wheels,
+        ".",
+        cwd=src,
+        env=clean_env(PJSUA2_BUILD_DIR=str(build_dir)),
+    )
 
     # The image: a fresh venv with the two wheels.
     runtime = make_venv(tmp / "runtime", deps)
@@ -148,8 +162,12 @@ def test_the_wheel_holds_every_package_the_migrations_and_the_extension(installe
     assert [n for n in names if n.startswith("gateway/_sipcore.") and n.endswith(".so")], names
     migrations = {p.relative_to(REPO).as_posix() for p in (REPO / "store" / "migrations").rglob("*.sql")}
     assert migrations and migrations <= set(names), migrations - set(names)
-    assert "dialout-gw = gateway.cli:main" in zipfile.ZipFile(project_wheel(installed.wheels)).read(
-        next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    assert (
+        "dialout-gw = gateway.cli:main"
+        in zipfile.ZipFile(project_wheel(installed.wheels))
+        .read(next(n for n in names if n.endswith(".dist-info/entry_points.txt")))
+        .decode()
+    )
 
 
 LOADED = """
@@ -180,8 +198,10 @@ def test_the_installed_wheel_runs_from_its_own_venv(installed):
     version = run([runtime.path / "bin" / "dialout-gw", "--version"], cwd=outside)
     assert version.startswith("dialout-gw ") and "\npjproject 2." in version, version
     # The config and the ledger (its migrations come from the wheel): exit 0.
-    run([runtime.path / "bin" / "dialout-gw", "run", "--config", REPO / "examples" / "gateway.toml", "--check"],
-        cwd=outside)
+    run(
+        [runtime.path / "bin" / "dialout-gw", "run", "--config", REPO / "examples" / "gateway.toml", "--check"],
+        cwd=outside,
+    )
 
 
 def test_kamailio_loads_the_plugin_from_the_installed_wheel(installed, tmp_path):
@@ -199,10 +219,11 @@ def test_kamailio_loads_the_plugin_from_the_installed_wheel(installed, tmp_path)
     k = KamailioPlugin(tmp_path / "kamailio", plugin_config(tmp_path, trunk_port), trunk_port=trunk_port)
     k.cmd = [str(cfg) if a == str(KAMAILIO_CFG) else a.replace(str(LOADER), str(loader)) for a in k.cmd]
     assert str(cfg) in k.cmd and f'DIALOUT_SCRIPT="{loader}"' in k.cmd
-    k.env = clean_env(DIALOUT_SITE_PACKAGES=str(installed.runtime.site), DIALOUT_CONFIG=str(k.config_path),
-                      PYTHONHOME="/usr")
+    k.env = clean_env(
+        DIALOUT_SITE_PACKAGES=str(installed.runtime.site), DIALOUT_CONFIG=str(k.config_path), PYTHONHOME="/usr"
+    )
     try:
-        k.start()   # answers OPTIONS and logged kamailio_plugin_started (ledger migrated)
+        k.start()  # answers OPTIONS and logged kamailio_plugin_started (ledger migrated)
         (started,) = k.events("kamailio_plugin_started")
         assert started["schema_version"] >= 1, started
         assert "Traceback" not in k.log()

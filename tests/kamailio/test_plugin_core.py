@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import structlog
@@ -32,14 +32,20 @@ from sip import reject_headers
 from store import StoreError
 from tests.integration.gateway_proc import example_policy_text, gateway_config
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2026, 3, 2, 10, 0, 0, tzinfo=UTC)
 FR = "+33142685300"
 
 
 def make_plugin(tmp_path, *, policy_text=None, store_extra="", gateway_extra="") -> DialoutPlugin:
-    text = gateway_config(sip_port=5060, trunk_port=5080, db_path=tmp_path / "ledger.db", policy_text=policy_text,
-                          heartbeat_s=1, extra_gateway=gateway_extra)
+    text = gateway_config(
+        sip_port=5060,
+        trunk_port=5080,
+        db_path=tmp_path / "ledger.db",
+        policy_text=policy_text,
+        heartbeat_s=1,
+        extra_gateway=gateway_extra,
+    )
     if store_extra:
         text = text.replace("\n[store]\n", f"\n[store]\n{store_extra}\n", 1)
     # The plugin does not need [gateway] listen (Kamailio listens): prove it.
@@ -80,9 +86,15 @@ def row(plugin, call_id):
 
 def dialog(call_id, relay: Relay, *, start_ts: float, timeout_ts: float | None = None, state=4) -> DialogView:
     variables = dict(relay.dialog_vars)
-    return DialogView(h_entry=1, h_id=abs(hash(call_id)) % 10_000, call_id=call_id, state=state,
-                      start_ts=int(start_ts), timeout_ts=int(timeout_ts or start_ts + relay.timeout_s),
-                      variables=variables)
+    return DialogView(
+        h_entry=1,
+        h_id=abs(hash(call_id)) % 10_000,
+        call_id=call_id,
+        state=state,
+        start_ts=int(start_ts),
+        timeout_ts=int(timeout_ts or start_ts + relay.timeout_s),
+        variables=variables,
+    )
 
 
 # --------------------------------------------------------------------------- the INVITE
@@ -96,7 +108,7 @@ REFUSALS = [
     ("bob@contoso.com", "+4930123456"),
     ("dmitri@contoso.com", FR),
     ("grace@fabrikam.com", "+14165550100"),
-    ("frank@fabrikam.com", "+442071234567"),   # rules 7-9: no entitlement
+    ("frank@fabrikam.com", "+442071234567"),  # rules 7-9: no entitlement
 ]
 
 
@@ -105,13 +117,22 @@ def test_a_refusal_is_the_policys_own_decision_with_the_gateways_headers(tmp_pat
     plugin = make_plugin(tmp_path)
     with capture_logs() as logs:
         result = plugin.admit(invite(number, organizer), "127.0.0.1", NOW)
-    expected = decide(CallRequest(organizer=organizer or None, dialled=number, meeting="meeting-1", location="FR"),
-                      Snapshot(), NOW, plugin.policy)
+    expected = decide(
+        CallRequest(organizer=organizer or None, dialled=number, meeting="meeting-1", location="FR"),
+        Snapshot(),
+        NOW,
+        plugin.policy,
+    )
     assert not expected.allow
     assert isinstance(result, Reject)
     assert result.status == expected.status and result.reason == expected.reason.value
-    headers = reject_headers(expected.reason.value, expected.reason.status, expected.explanation, "gw-under-test",
-                             1 if expected.reason.transient else None)
+    headers = reject_headers(
+        expected.reason.value,
+        expected.reason.status,
+        expected.explanation,
+        "gw-under-test",
+        1 if expected.reason.transient else None,
+    )
     assert list(result.headers) == headers
     (line,) = [e for e in logs if e["event"] == "call"]
     assert line["decision"] == "deny" and line["reason"] == expected.reason.value and line["trace"]
@@ -119,17 +140,20 @@ def test_a_refusal_is_the_policys_own_decision_with_the_gateways_headers(tmp_pat
 
 def test_an_admitted_call_is_reserved_and_relayed_to_the_trunk_as_e164(tmp_path):
     plugin = make_plugin(tmp_path)
-    result = plugin.admit(invite("0142685300", call_id="c1@bridge", extra="X-Dialout-Whatever: 1"),
-                          "127.0.0.1", NOW)
+    result = plugin.admit(invite("0142685300", call_id="c1@bridge", extra="X-Dialout-Whatever: 1"), "127.0.0.1", NOW)
     assert isinstance(result, Relay), result
     assert result.target == f"sip:{FR}@127.0.0.1:5080;user=phone"
     assert result.answer_timeout_ms == 4000
-    assert set(result.remove_headers) == {"X-Dialout-Organizer", "X-Dialout-Meeting", "x-dialout-location",
-                                          "X-Dialout-Whatever"}
+    assert set(result.remove_headers) == {
+        "X-Dialout-Organizer",
+        "X-Dialout-Meeting",
+        "x-dialout-location",
+        "X-Dialout-Whatever",
+    }
     variables = dict(result.dialog_vars)
     assert variables["dialout_reason"] == "allowed" and variables["dialout_bucket"] == "tenant_pool"
     assert variables["dialout_max_s"] == "14400" and variables["dialout_trunk"] == "127.0.0.1:5080"
-    assert int(variables[VAR_GRANTED_S]) == 300 == result.timeout_s   # the first chunk
+    assert int(variables[VAR_GRANTED_S]) == 300 == result.timeout_s  # the first chunk
     assert json.loads(variables[VAR_CALL])["destination"] == FR
     ledger = row(plugin, "c1@bridge")
     assert ledger["state"] == "open" and ledger["granted_s"] == 300
@@ -137,11 +161,12 @@ def test_an_admitted_call_is_reserved_and_relayed_to_the_trunk_as_e164(tmp_path)
 
 def test_an_untrusted_source_is_dropped_or_refused_before_any_lookup(tmp_path):
     plugin = make_plugin(tmp_path)
-    assert plugin.admit(invite(), "192.0.2.7", NOW) is None            # gateway.untrusted = "drop" (default)
+    assert plugin.admit(invite(), "192.0.2.7", NOW) is None  # gateway.untrusted = "drop" (default)
     strict = make_plugin(tmp_path / "strict", gateway_extra='untrusted = "reject"')
     result = strict.admit(invite(), "192.0.2.7", NOW)
-    assert result == Reject(403, "Forbidden", (("Reason", 'SIP;cause=403;text="untrusted_source"'),),
-                            "untrusted_source", stateless=True)
+    assert result == Reject(
+        403, "Forbidden", (("Reason", 'SIP;cause=403;text="untrusted_source"'),), "untrusted_source", stateless=True
+    )
     assert strict.admit(invite(), "not an address", NOW) is not None
 
 
@@ -168,8 +193,11 @@ def test_an_unreachable_ledger_is_503_overloaded_and_nothing_goes_out(tmp_path, 
 
 def test_the_settings_are_the_gateways_own_and_errors_name_the_key(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text(gateway_config(sip_port=5060, trunk_port=5080, db_path=tmp_path / "l.db")
-                   .replace('uri = "sip:127.0.0.1:5080"', 'uri = "http://trunk"'))
+    bad.write_text(
+        gateway_config(sip_port=5060, trunk_port=5080, db_path=tmp_path / "l.db").replace(
+            'uri = "sip:127.0.0.1:5080"', 'uri = "http://trunk"'
+        )
+    )
     with pytest.raises(ConfigError, match=r"bad\.toml: trunk\.uri"):
         load_settings(bad)
 
@@ -191,11 +219,11 @@ def test_the_timer_extends_a_grant_before_it_runs_out_and_moves_the_dialogs_end(
 
     d = dialog("c2@bridge", relay, start_ts=t0)
     with capture_logs() as logs:
-        assert [u.timeout_s for u in plugin.tick([d], t0 + 0.2)] == [4]        # granted 2 -> 4: ends at t0+4
-        assert plugin.tick([d], t0 + 1.2) == []                                # 4 - 2 s margin not reached
-        [update] = plugin.tick([d], t0 + 2.2)                                  # 4 -> 5, the maximum
+        assert [u.timeout_s for u in plugin.tick([d], t0 + 0.2)] == [4]  # granted 2 -> 4: ends at t0+4
+        assert plugin.tick([d], t0 + 1.2) == []  # 4 - 2 s margin not reached
+        [update] = plugin.tick([d], t0 + 2.2)  # 4 -> 5, the maximum
         assert update.timeout_s == 3 and (update.h_entry, update.h_id) == (d.h_entry, d.h_id)
-        assert plugin.tick([d], t0 + 3.2) == []                                # nothing past the maximum
+        assert plugin.tick([d], t0 + 3.2) == []  # nothing past the maximum
     assert [e["granted_s"] for e in logs if e["event"] == "grant_extended"] == [4, 5]
     assert row(plugin, "c2@bridge")["granted_s"] == 5
 
@@ -210,7 +238,7 @@ def test_the_timer_stops_asking_once_the_entitlement_is_dry(tmp_path, monkeypatc
     d = dialog("c3@bridge", relay, start_ts=t0)
     with capture_logs() as logs:
         assert plugin.tick([d], t0 + 0.5) == [] and plugin.tick([d], t0 + 1.0) == []
-    assert calls == ["c3@bridge"]            # asked once; the dialog ends at its grant
+    assert calls == ["c3@bridge"]  # asked once; the dialog ends at its grant
     assert [e["event"] for e in logs].count("grant_exhausted") == 1
 
 
@@ -233,13 +261,26 @@ def test_settlement_is_once_whoever_asks_again(tmp_path):
     answered = NOW + timedelta(seconds=1)
     plugin.answered("c5@bridge", answered)
     with capture_logs() as logs:
-        first = plugin.settle("c5@bridge", dict(relay.dialog_vars), outcome="allowed", bridge_status=200,
-                              trunk_status=200, ended_by="bridge", ended_at=answered + timedelta(seconds=75))
-        again = plugin.settle("c5@bridge", dict(relay.dialog_vars), outcome="duration_exhausted",
-                              bridge_status=200, trunk_status=200, ended_by="gateway",
-                              ended_at=answered + timedelta(seconds=500))
+        first = plugin.settle(
+            "c5@bridge",
+            dict(relay.dialog_vars),
+            outcome="allowed",
+            bridge_status=200,
+            trunk_status=200,
+            ended_by="bridge",
+            ended_at=answered + timedelta(seconds=75),
+        )
+        again = plugin.settle(
+            "c5@bridge",
+            dict(relay.dialog_vars),
+            outcome="duration_exhausted",
+            bridge_status=200,
+            trunk_status=200,
+            ended_by="gateway",
+            ended_at=answered + timedelta(seconds=500),
+        )
     assert first.billed_units == 2 and first.charges == (("tenant_pool", 2.0),)
-    assert again == first                                   # the stored settlement, nothing charged twice
+    assert again == first  # the stored settlement, nothing charged twice
     pool = plugin.ledger.get().bucket_row("contoso", "2026-03", "tenant_pool")
     assert pool["used"] == 2 and pool["reserved"] == 0
     line = [e for e in logs if e["event"] == "call"][0]
@@ -252,7 +293,7 @@ def test_a_call_whose_settlement_was_lost_is_swept_to_its_last_heartbeat(tmp_pat
     t0 = NOW.timestamp() + 1
     plugin.answered("c6@bridge", datetime.fromtimestamp(t0, UTC))
     d = dialog("c6@bridge", relay, start_ts=t0)
-    plugin.tick([d], t0 + 30)                        # alive and heartbeated at t0+30
+    plugin.tick([d], t0 + 30)  # alive and heartbeated at t0+30
     # Its end was never recorded (the ledger failed then); the dialog is gone.
     stale_after = plugin.stale_after_s
     with capture_logs() as logs:
@@ -263,8 +304,9 @@ def test_a_call_whose_settlement_was_lost_is_swept_to_its_last_heartbeat(tmp_pat
     ledger = row(plugin, "c6@bridge")
     assert ledger["state"] == "closed" and ledger["recovered"] and ledger["talk_s"] == pytest.approx(30)
     # The late event, if it ever comes, changes nothing.
-    late = plugin.settle("c6@bridge", dict(relay.dialog_vars), outcome="allowed", bridge_status=200,
-                         trunk_status=200, ended_by="bridge")
+    late = plugin.settle(
+        "c6@bridge", dict(relay.dialog_vars), outcome="allowed", bridge_status=200, trunk_status=200, ended_by="bridge"
+    )
     assert late.recovered and late.billed_units == 1
 
 
@@ -287,12 +329,28 @@ def test_startup_settles_the_calls_a_previous_run_left_open(tmp_path):
 
 
 def test_the_dialog_list_is_read_from_the_rpc_answer():
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": [{
-        "h_entry": 3740, "h_id": 173, "ref": 2, "call-id": "1-22863@127.0.0.1", "state": 4,
-        "start_ts": 1795960137, "init_ts": 1795960137, "timeout": 1795960140, "lifetime": 3,
-        "profiles": ["dialout"], "variables": [{"dialout_max_s": "5"}, {"dialout_call": "{}"}]}]})
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "result": [
+                {
+                    "h_entry": 3740,
+                    "h_id": 173,
+                    "ref": 2,
+                    "call-id": "1-22863@127.0.0.1",
+                    "state": 4,
+                    "start_ts": 1795960137,
+                    "init_ts": 1795960137,
+                    "timeout": 1795960140,
+                    "lifetime": 3,
+                    "profiles": ["dialout"],
+                    "variables": [{"dialout_max_s": "5"}, {"dialout_call": "{}"}],
+                }
+            ],
+        }
+    )
     [d] = dialogs_from_rpc(body)
     assert (d.h_entry, d.h_id, d.call_id, d.timeout_ts) == (3740, 173, "1-22863@127.0.0.1", 1795960140)
     assert d.answered and d.variables == {"dialout_max_s": "5", "dialout_call": "{}"}
     assert dialogs_from_rpc("") == [] and dialogs_from_rpc('{"jsonrpc":"2.0","error":{"code":500}}') == []
-

@@ -30,16 +30,20 @@ class FakeKSR(types.ModuleType):
                 if name in fail:
                     raise RuntimeError(f"{name} failed")
                 return result
+
             return fn
 
         self.pv = types.SimpleNamespace(get=lambda k: ksr.pvs.get(k), sets=self._set, seti=self._set)
-        self.tm = types.SimpleNamespace(t_newtran=record("t_newtran"), t_reply=record("t_reply"),
-                                        t_set_fr=record("t_set_fr"))
+        self.tm = types.SimpleNamespace(
+            t_newtran=record("t_newtran"), t_reply=record("t_reply"), t_set_fr=record("t_set_fr")
+        )
         self.sl = types.SimpleNamespace(sl_send_reply=record("sl_send_reply"))
         self.hdr = types.SimpleNamespace(append_to_reply=self.reply_headers.append, remove=record("hdr.remove"))
-        self.dialog = types.SimpleNamespace(dlg_manage=record("dlg_manage"),
-                                            set_dlg_profile_static=record("set_dlg_profile_static"),
-                                            dlg_set_timeout=record("dlg_set_timeout"))
+        self.dialog = types.SimpleNamespace(
+            dlg_manage=record("dlg_manage"),
+            set_dlg_profile_static=record("set_dlg_profile_static"),
+            dlg_set_timeout=record("dlg_set_timeout"),
+        )
         for level in ("info", "warn", "err"):
             setattr(self, level, lambda text: None)
 
@@ -54,7 +58,9 @@ def kemi(monkeypatch):
         monkeypatch.setitem(sys.modules, "KSR", fake)
         sys.modules.pop("kamailio_plugin.kemi", None)
         import kamailio_plugin.kemi as module
+
         return module, fake
+
     yield load
     sys.modules.pop("kamailio_plugin.kemi", None)
 
@@ -91,13 +97,15 @@ def test_a_retransmission_absorbed_by_tm_is_not_decided_again(tmp_path, kemi):
 
 def test_when_kamailio_fails_after_the_reservation_it_is_released_and_the_bridge_gets_503(tmp_path, kemi):
     plugin = make_plugin(tmp_path)
-    module, ksr = kemi({"$ci": "k4@bridge", "$si": "127.0.0.1", "$mb": invite(call_id="k4@bridge")},
-                       fail={"dlg_manage"})
+    module, ksr = kemi(
+        {"$ci": "k4@bridge", "$si": "127.0.0.1", "$mb": invite(call_id="k4@bridge")}, fail={"dlg_manage"}
+    )
     with capture_logs() as logs:
         assert module.DialoutHandler(plugin).dialout_admit(None) == -1
     assert ("t_reply", 503, "Service Unavailable") in ksr.calls
-    assert 'Reason: SIP;cause=503;text="overloaded"\r\n' in ksr.reply_headers and "Retry-After: 5\r\n" in \
-        ksr.reply_headers
+    assert (
+        'Reason: SIP;cause=503;text="overloaded"\r\n' in ksr.reply_headers and "Retry-After: 5\r\n" in ksr.reply_headers
+    )
     ledger = row(plugin, "k4@bridge")
     assert ledger["state"] == "closed" and ledger["outcome"] == "overloaded" and ledger["billed_units"] == 0
     assert [e["event"] for e in logs].count("plugin_error") == 1
@@ -107,7 +115,7 @@ def test_an_untrusted_source_gets_no_transaction(tmp_path, kemi):
     plugin = make_plugin(tmp_path)
     module, ksr = kemi({"$ci": "k5@bridge", "$si": "198.51.100.9", "$mb": invite()})
     assert module.DialoutHandler(plugin).dialout_admit(None) == -1
-    assert ksr.calls == []                          # dropped: no t_newtran, no reply
+    assert ksr.calls == []  # dropped: no t_newtran, no reply
 
 
 def test_a_dialog_already_settled_is_not_settled_again(tmp_path, kemi):
@@ -120,4 +128,4 @@ def test_a_dialog_already_settled_is_not_settled_again(tmp_path, kemi):
         assert module.DialoutHandler(plugin).dialout_dialog(None, "failed") == 1
         assert module.DialoutHandler(plugin).dialout_timeout(None) == 1
     assert not [e for e in logs if e["event"] == "call"]
-    assert row(plugin, "k6@bridge")["state"] == "open"   # (the sweep would settle a lost one)
+    assert row(plugin, "k6@bridge")["state"] == "open"  # (the sweep would settle a lost one)

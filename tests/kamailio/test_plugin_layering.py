@@ -22,8 +22,11 @@ def test_the_plugin_imports_no_pjsua2_and_only_the_gateways_config_and_logging()
             top = name.split(".", 1)[0]
             if top in ("pjsua2", "pjsua", "call"):
                 offenders.append(f"{path.name}: {name}")
-            if top == "gateway" and name != "gateway" and not any(
-                    name == m or name.startswith(m + ".") for m in ALLOWED_FROM_GATEWAY):
+            if (
+                top == "gateway"
+                and name != "gateway"
+                and not any(name == m or name.startswith(m + ".") for m in ALLOWED_FROM_GATEWAY)
+            ):
                 offenders.append(f"{path.name}: {name}")
     assert offenders == [], offenders
 

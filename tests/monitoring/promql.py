@@ -107,7 +107,8 @@ def exposed_families(metrics) -> dict[str, tuple[str, ...]]:
     out: dict[str, tuple[str, ...]] = {}
     for family in metrics.registry.collect():
         collector = metrics.registry._names_to_collectors[  # the declared label names
-            family.name + ("_total" if family.type == "counter" else "")]
+            family.name + ("_total" if family.type == "counter" else "")
+        ]
         labels = tuple(collector._labelnames)
         if family.type == "counter":
             out[family.name + "_total"] = labels

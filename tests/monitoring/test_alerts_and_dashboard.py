@@ -34,8 +34,9 @@ VOCABULARY = {
 def promtool() -> str:
     path = shutil.which("promtool")
     if not path:
-        pytest.fail("promtool not found: the Debian package `prometheus` is needed (scripts/setup.sh --test)",
-                    pytrace=False)
+        pytest.fail(
+            "promtool not found: the Debian package `prometheus` is needed (scripts/setup.sh --test)", pytrace=False
+        )
     return path
 
 
@@ -53,8 +54,12 @@ def test_alerts_fire_on_synthetic_series(promtool):
     burst, a fraud trip, ledger lag, an instance not ready or gone."""
     result = run(promtool, "test", "rules", str(promql.ALERT_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
-    tested = {t["alertname"] for test in yaml.safe_load(promql.ALERT_TESTS.read_text())["tests"]
-              for t in test.get("alert_rule_test", []) if t.get("exp_alerts")}
+    tested = {
+        t["alertname"]
+        for test in yaml.safe_load(promql.ALERT_TESTS.read_text())["tests"]
+        for t in test.get("alert_rule_test", [])
+        if t.get("exp_alerts")
+    }
     assert {"DialoutTrunkDown", "DialoutTenantPoolExhausted", "DialoutTenantPoolNearlyUsed"} <= tested
     assert tested <= set(promql.alert_exprs())
 
@@ -70,14 +75,21 @@ def test_every_dashboard_query_is_valid_promql(promtool, tmp_path):
     recording rule, and `promtool check rules` parses them."""
     exprs = promql.dashboard_exprs()
     assert len(exprs) >= 20
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(exprs.values())]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [{"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(exprs.values())],
+            }
+        ]
+    }
     path = tmp_path / "dashboard-rules.yml"
     path.write_text(yaml.safe_dump(rules))
     result = run(promtool, "check", "rules", str(path))
     names = list(exprs)
-    assert result.returncode == 0, result.stdout + result.stderr + "\nqueries: " + "\n".join(
-        f"query_{i}: {names[i]}" for i in range(len(names)))
+    assert result.returncode == 0, (
+        result.stdout + result.stderr + "\nqueries: " + "\n".join(f"query_{i}: {names[i]}" for i in range(len(names)))
+    )
 
 
 def _queries() -> dict[str, str]:
@@ -140,11 +152,12 @@ def test_dashboard_is_importable_grafana_json():
         assert refs and len(refs) == len(set(refs)), panel["title"]
         assert all(t["expr"].strip() for t in panel["targets"]), panel["title"]
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
 
 
 def test_the_dashboard_shows_every_family_the_gateway_exports():
     """A metric added to gateway/metrics.py without a panel shows up here."""
+
     def family(name: str) -> str:  # a histogram's _bucket, _sum and _count are one family
         return re.sub(r"_(bucket|sum|count)$", "", name)
 

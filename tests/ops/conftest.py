@@ -15,8 +15,14 @@ import structlog
 @pytest.fixture(autouse=True)
 def _restore_logging():
     root = logging.getLogger()
-    saved = (sys.excepthook, threading.excepthook, sys.unraisablehook, warnings.showwarning,
-             list(root.handlers), root.level)
+    saved = (
+        sys.excepthook,
+        threading.excepthook,
+        sys.unraisablehook,
+        warnings.showwarning,
+        list(root.handlers),
+        root.level,
+    )
     yield
     sys.excepthook, threading.excepthook, sys.unraisablehook, warnings.showwarning, handlers, level = saved
     root.handlers[:] = handlers

@@ -55,8 +55,14 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def run():
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=REPO, timeout=60,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     return proc
 
 
@@ -83,9 +89,11 @@ def test_the_process_still_fails_when_the_main_thread_dies(run):
 def test_one_event_per_uncaught_exception_with_a_structured_traceback(run):
     crashes = {e["where"]: e for e in events(run) if e["event"] == "unhandled_exception"}
     assert set(crashes) == {"main", "thread", "unraisable"}
-    for where, exc_type, text in (("main", "ValueError", "the main thread gives up"),
-                                  ("thread", "KeyError", "lost in a thread"),
-                                  ("unraisable", "RuntimeError", "cleanup failed for")):
+    for where, exc_type, text in (
+        ("main", "ValueError", "the main thread gives up"),
+        ("thread", "KeyError", "lost in a thread"),
+        ("unraisable", "RuntimeError", "cleanup failed for"),
+    ):
         (exc,) = crashes[where]["exception"]
         assert exc["exc_type"] == exc_type and text in exc["exc_value"]
         assert exc["frames"] and all("filename" in f and "lineno" in f for f in exc["frames"])

@@ -20,36 +20,55 @@ REPO = Path(__file__).resolve().parents[2]
 
 E164 = "+33142685300"
 MASKED = "+33xxxxxxx00"
-PJSIP_LINE = ("pjsua_call.c !Making call with acc #0 to sip:+33142685300@127.0.0.1:5070;user=phone\n"
-              "To: <sip:+33142685300@127.0.0.1>")
+PJSIP_LINE = (
+    "pjsua_call.c !Making call with acc #0 to sip:+33142685300@127.0.0.1:5070;user=phone\n"
+    "To: <sip:+33142685300@127.0.0.1>"
+)
 
 # One event with a number in every field that can carry one.
 RAW = {
     "dialled": "0033142685300",
     "destination": E164,
     "explanation": f"organiser alice@contoso.com; {E164} is in FR (fixed_line); up to 14400 s",
-    "trace": ["organiser alice@contoso.com of tenant contoso", f"'{E164}' \u2192 {E164}, region FR",
-              ["nested", f"tel:{E164}"], {"deeper": E164}],
+    "trace": [
+        "organiser alice@contoso.com of tenant contoso",
+        f"'{E164}' \u2192 {E164}, region FR",
+        ["nested", f"tel:{E164}"],
+        {"deeper": E164},
+    ],
     "message": PJSIP_LINE,
     "target": f"<sip:{E164}@pstn.example;user=phone>",
     "detail": f"the trunk refused {E164}",
     "error": f"cannot reach {E164}",
-    "reason_text": f"number {E164} is busy",      # not a default field: configured below
+    "reason_text": f"number {E164} is busy",  # not a default field: configured below
 }
 EXPECTED = {
     "dialled": "xxxxxxxxxxx00",
     "destination": MASKED,
     "explanation": f"organiser alice@contoso.com; {MASKED} is in FR (fixed_line); up to 14400 s",
-    "trace": ["organiser alice@contoso.com of tenant contoso", f"'{MASKED}' \u2192 {MASKED}, region FR",
-              ["nested", f"tel:{MASKED}"], {"deeper": MASKED}],
+    "trace": [
+        "organiser alice@contoso.com of tenant contoso",
+        f"'{MASKED}' \u2192 {MASKED}, region FR",
+        ["nested", f"tel:{MASKED}"],
+        {"deeper": MASKED},
+    ],
     "message": PJSIP_LINE.replace(E164, MASKED),
     "target": f"<sip:{MASKED}@pstn.example;user=phone>",
     "detail": f"the trunk refused {MASKED}",
     "error": f"cannot reach {MASKED}",
     "reason_text": f"number {MASKED} is busy",
 }
-UNTOUCHED = {"call_id": "1-3300@10.0.0.1", "tenant": "contoso", "region": "FR", "status": 403, "setup_ms": 7.31,
-             "talk_s": 14400.0, "source": "203.0.113.7", "reason": "not_domestic", "bucket": "tenant_pool"}
+UNTOUCHED = {
+    "call_id": "1-3300@10.0.0.1",
+    "tenant": "contoso",
+    "region": "FR",
+    "status": 403,
+    "setup_ms": 7.31,
+    "talk_s": 14400.0,
+    "source": "203.0.113.7",
+    "reason": "not_domestic",
+    "bucket": "tenant_pool",
+}
 
 
 def log_lines(fn, **config) -> list[dict]:
@@ -98,8 +117,12 @@ def test_a_value_masked_by_its_caller_comes_out_the_same(field):
 
 
 def test_call_path_masking_then_processor_equals_processor_alone():
-    by_hand = {"dialled": mask_number(RAW["dialled"]), "destination": mask_number(E164),
-               "explanation": mask_numbers_in(RAW["explanation"]), "message": mask_numbers_in(PJSIP_LINE)}
+    by_hand = {
+        "dialled": mask_number(RAW["dialled"]),
+        "destination": mask_number(E164),
+        "explanation": mask_numbers_in(RAW["explanation"]),
+        "message": mask_numbers_in(PJSIP_LINE),
+    }
     twice, _ = one_line(**by_hand)
     once, _ = one_line(**{k: RAW[k] for k in by_hand})
     assert twice == {**once, "timestamp": twice["timestamp"]}
@@ -107,10 +130,10 @@ def test_call_path_masking_then_processor_equals_processor_alone():
 
 def test_number_masker_processor_alone():
     masker = NumberMasker(extra_fields=("note",))
-    event = masker(None, "info", {"event": "x", "destination": E164, "note": [E164], "other": E164,
-                                  "dialled": None, "trace": []})
-    assert event == {"event": "x", "destination": MASKED, "note": [MASKED], "other": E164, "dialled": None,
-                     "trace": []}
+    event = masker(
+        None, "info", {"event": "x", "destination": E164, "note": [E164], "other": E164, "dialled": None, "trace": []}
+    )
+    assert event == {"event": "x", "destination": MASKED, "note": [MASKED], "other": E164, "dialled": None, "trace": []}
 
 
 # --- URL passwords -----------------------------------------------------------------------------
@@ -121,8 +144,14 @@ STORE_URL = "postgresql://gw:s3cret@db.example:5432/ledger"
 @pytest.mark.parametrize("mask", [False, True])
 def test_a_store_url_password_is_redacted_in_a_log_line(mask):
     def log(logger):
-        logger.info("gateway_started", store=STORE_URL, listen=["udp:127.0.0.1:5060"],
-                    urls={"alerts": "https://hook:t0ken@alerts.example/x"}, retries=[STORE_URL])
+        logger.info(
+            "gateway_started",
+            store=STORE_URL,
+            listen=["udp:127.0.0.1:5060"],
+            urls={"alerts": "https://hook:t0ken@alerts.example/x"},
+            retries=[STORE_URL],
+        )
+
     (line,) = log_lines(log, mask_numbers=mask)
     assert line["store"] == "postgresql://gw:***@db.example:5432/ledger"
     assert line["urls"] == {"alerts": "https://hook:***@alerts.example/x"}
@@ -138,6 +167,7 @@ def test_passwords_in_an_exception_are_redacted_and_frames_carry_no_locals():
             raise ConnectionError(f"cannot connect to {STORE_URL} for {E164}")
         except ConnectionError:
             logger.exception("ledger_unreachable")
+
     (line,) = log_lines(log, mask_numbers=True)
     text = json.dumps(line)
     assert "s3cret" not in text and "142685300" not in text
@@ -154,8 +184,10 @@ def test_redaction_processor_leaves_values_without_urls_alone():
 # --- configuration and the CLI --------------------------------------------------------------------
 
 GOOD = {
-    "gateway": {"listen": [{"transport": "udp", "address": "127.0.0.1", "port": 5060}],
-                "trusted_sources": ["10.0.0.0/24"]},
+    "gateway": {
+        "listen": [{"transport": "udp", "address": "127.0.0.1", "port": 5060}],
+        "trusted_sources": ["10.0.0.0/24"],
+    },
     "trunk": {"uri": "sip:trunk.example.net:5060", "caller_id": "sip:+18005550100@gw.example.net"},
 }
 
@@ -174,7 +206,12 @@ def test_cli_error_quoting_a_store_url_hides_its_password(tmp_path):
     assert 'url = "sqlite:///var/ledger.db"' in text
     config = tmp_path / "gw.toml"
     config.write_text(text.replace('url = "sqlite:///var/ledger.db"', 'url = "mysql://root:hunter2@db/ledger"'))
-    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "db", "version", "--config", str(config)],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "db", "version", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "store.url" in proc.stderr, proc.stderr
     assert "hunter2" not in proc.stderr and "mysql://root:***@db/ledger" in proc.stderr

@@ -17,21 +17,48 @@ from ops.logs import reading
 REPO = Path(__file__).resolve().parents[2]
 
 
-def call(call_id, *, tenant="contoso", organizer="alice@contoso.com", region="FR", decision="allow",
-         reason="allowed", setup_ms=10.0, bridge_status=200, billed_units=1, talk_s=60.0,
-         ts="2026-11-22T10:00:00.000000Z", trace=None, **extra):
+def call(
+    call_id,
+    *,
+    tenant="contoso",
+    organizer="alice@contoso.com",
+    region="FR",
+    decision="allow",
+    reason="allowed",
+    setup_ms=10.0,
+    bridge_status=200,
+    billed_units=1,
+    talk_s=60.0,
+    ts="2026-11-22T10:00:00.000000Z",
+    trace=None,
+    **extra,
+):
     """A canonical line in the gateway's key order (GatewayService._canonical_line)."""
     fields = {
-        "component": "gateway", "call_id": call_id, "tenant": tenant, "organizer": organizer,
-        "meeting": "meeting-1", "initiator": "i@example.com", "location": "FR",
-        "dialled": "+33142685300", "destination": "+33142685300", "region": region,
-        "number_type": "fixed_line", "decision": decision, "reason": reason,
-        "bucket": "tenant_pool" if decision == "allow" else None, "fallback_buckets": [],
-        "max_duration_s": 14400 if decision == "allow" else None, "bridge_status": bridge_status,
-        "trunk_status": bridge_status if decision == "allow" else None, "setup_ms": setup_ms,
+        "component": "gateway",
+        "call_id": call_id,
+        "tenant": tenant,
+        "organizer": organizer,
+        "meeting": "meeting-1",
+        "initiator": "i@example.com",
+        "location": "FR",
+        "dialled": "+33142685300",
+        "destination": "+33142685300",
+        "region": region,
+        "number_type": "fixed_line",
+        "decision": decision,
+        "reason": reason,
+        "bucket": "tenant_pool" if decision == "allow" else None,
+        "fallback_buckets": [],
+        "max_duration_s": 14400 if decision == "allow" else None,
+        "bridge_status": bridge_status,
+        "trunk_status": bridge_status if decision == "allow" else None,
+        "setup_ms": setup_ms,
         "talk_s": talk_s if decision == "allow" else 0.0,
         "billed_units": billed_units if decision == "allow" else 0,
-        "charges": {}, "ended_by": "bridge", "explanation": f"because {reason}",
+        "charges": {},
+        "ended_by": "bridge",
+        "explanation": f"because {reason}",
     }
     fields.update(extra)
     if decision == "deny":
@@ -45,44 +72,90 @@ def deny(call_id, reason, status=403, **kw):
 
 
 def refusal(reason="untrusted_source", suppressed=0, ts="2026-11-22T10:00:00.000000Z"):
-    return json.dumps({"component": "gateway", "source": "127.0.0.2", "reason": reason, "status": 403,
-                       "explanation": "the source is not trusted", "suppressed_since_last": suppressed,
-                       "transport": "udp", "event": "admission_refused", "level": "warning", "timestamp": ts})
+    return json.dumps(
+        {
+            "component": "gateway",
+            "source": "127.0.0.2",
+            "reason": reason,
+            "status": 403,
+            "explanation": "the source is not trusted",
+            "suppressed_since_last": suppressed,
+            "transport": "udp",
+            "event": "admission_refused",
+            "level": "warning",
+            "timestamp": ts,
+        }
+    )
 
 
 def event(name, call_id, ts="2026-11-22T10:00:01.000000Z", **fields):
-    return json.dumps({"component": "gateway", "call_id": call_id, **fields, "event": name, "level": "info",
-                       "timestamp": ts})
+    return json.dumps(
+        {"component": "gateway", "call_id": call_id, **fields, "event": name, "level": "info", "timestamp": ts}
+    )
 
 
 def pjsip(message, ts="2026-11-22T10:00:00.500000Z"):
-    return json.dumps({"component": "pjsip", "message": message, "pj_level": 1, "event": "pjsip",
-                       "level": "error", "timestamp": ts})
+    return json.dumps(
+        {"component": "pjsip", "message": message, "pj_level": 1, "event": "pjsip", "level": "error", "timestamp": ts}
+    )
 
 
 LOG = [
-    json.dumps({"component": "main", "event": "gateway_started", "level": "info",
-                "timestamp": "2026-11-22T09:59:59.000000Z"}),
+    json.dumps(
+        {"component": "main", "event": "gateway_started", "level": "info", "timestamp": "2026-11-22T09:59:59.000000Z"}
+    ),
     call("c1", setup_ms=100.0, ts="2026-11-22T10:00:00.000000Z"),
-    call("c2", setup_ms=200.0, organizer="bob@contoso.com", billed_units=3, talk_s=150.0,
-         ts="2026-11-22T10:05:00.000000Z"),
+    call(
+        "c2",
+        setup_ms=200.0,
+        organizer="bob@contoso.com",
+        billed_units=3,
+        talk_s=150.0,
+        ts="2026-11-22T10:05:00.000000Z",
+    ),
     deny("c3", "not_domestic", setup_ms=2.0, region="DE", ts="2026-11-22T10:10:00.000000Z"),
-    deny("c4", "no_entitlement", tenant="fabrikam", organizer="frank@fabrikam.com", region="GB",
-         setup_ms=4.0, ts="2026-11-22T11:00:00.000000Z"),
-    deny("c5", "no_entitlement", tenant="fabrikam", organizer="frank@fabrikam.com", region="GB",
-         setup_ms=6.0, ts="2026-11-22T12:00:00.000000Z"),
-    call("c6", reason="trunk_failure", bridge_status=486, billed_units=0, talk_s=0.0, setup_ms=300.0,
-         ts="2026-11-22T12:30:00.000000Z"),
-    event("call_cut", "c2", reason="duration_exhausted", detail="the authorised duration is used up",
-          ts="2026-11-22T10:05:30.000000Z"),
+    deny(
+        "c4",
+        "no_entitlement",
+        tenant="fabrikam",
+        organizer="frank@fabrikam.com",
+        region="GB",
+        setup_ms=4.0,
+        ts="2026-11-22T11:00:00.000000Z",
+    ),
+    deny(
+        "c5",
+        "no_entitlement",
+        tenant="fabrikam",
+        organizer="frank@fabrikam.com",
+        region="GB",
+        setup_ms=6.0,
+        ts="2026-11-22T12:00:00.000000Z",
+    ),
+    call(
+        "c6",
+        reason="trunk_failure",
+        bridge_status=486,
+        billed_units=0,
+        talk_s=0.0,
+        setup_ms=300.0,
+        ts="2026-11-22T12:30:00.000000Z",
+    ),
+    event(
+        "call_cut",
+        "c2",
+        reason="duration_exhausted",
+        detail="the authorised duration is used up",
+        ts="2026-11-22T10:05:30.000000Z",
+    ),
     refusal("untrusted_source", 0),
     refusal("untrusted_source", 4, ts="2026-11-22T10:01:00.000000Z"),
     refusal("overloaded", 0, ts="2026-11-22T12:00:00.000000Z"),
     pjsip("pjsua_call.c Call c3 ended"),
     "Traceback (most recent call last):",
     "",
-    '{"event": "call", "call_id": "broken", "tenant": "cont',   # truncated by a crash
-    '["call"]',                                                     # JSON, but not an object
+    '{"event": "call", "call_id": "broken", "tenant": "cont',  # truncated by a crash
+    '["call"]',  # JSON, but not an object
 ]
 
 
@@ -102,19 +175,42 @@ def write(path: Path, log=LOG, compress=False):
 
 # --- summary ---------------------------------------------------------------------------------
 
+
 def test_summary_counts_calls_reasons_and_groups():
     d = summary()
-    assert d["calls"] == {"total": 6, "relayed": 3, "rejected": 3, "answered": 2,
-                          "relay_ratio": 0.5, "reject_ratio": 0.5}
+    assert d["calls"] == {
+        "total": 6,
+        "relayed": 3,
+        "rejected": 3,
+        "answered": 2,
+        "relay_ratio": 0.5,
+        "reject_ratio": 0.5,
+    }
     assert [(r["reason"], r["calls"]) for r in d["reasons"]] == [
-        ("allowed", 2), ("no_entitlement", 2), ("not_domestic", 1), ("trunk_failure", 1)]
+        ("allowed", 2),
+        ("no_entitlement", 2),
+        ("not_domestic", 1),
+        ("trunk_failure", 1),
+    ]
     tenants = {r["tenant"]: r for r in d["tenants"]}
-    assert tenants["contoso"] == {"tenant": "contoso", "calls": 4, "relayed": 3, "rejected": 1,
-                                  "billed_units": 4, "talk_s": 210.0}
+    assert tenants["contoso"] == {
+        "tenant": "contoso",
+        "calls": 4,
+        "relayed": 3,
+        "rejected": 1,
+        "billed_units": 4,
+        "talk_s": 210.0,
+    }
     assert tenants["fabrikam"]["rejected"] == 2
-    assert d["tenants"][0]["tenant"] == "contoso"          # ranked by calls
-    assert d["organizers"][0] == {"organizer": "alice@contoso.com", "calls": 3, "relayed": 2, "rejected": 1,
-                                  "billed_units": 1, "talk_s": 60.0}
+    assert d["tenants"][0]["tenant"] == "contoso"  # ranked by calls
+    assert d["organizers"][0] == {
+        "organizer": "alice@contoso.com",
+        "calls": 3,
+        "relayed": 2,
+        "rejected": 1,
+        "billed_units": 1,
+        "talk_s": 60.0,
+    }
     assert {r["region"]: r["calls"] for r in d["regions"]} == {"FR": 3, "GB": 2, "DE": 1}
     assert d["period"] == {"first": "2026-11-22T10:00:00.000000Z", "last": "2026-11-22T12:30:00.000000Z"}
 
@@ -137,10 +233,18 @@ def test_setup_percentiles_overall_and_per_decision():
     assert s["all"]["count"] == 6 and s["all"]["p50"] == 53.0 and s["all"]["max"] == 300.0
 
 
-@pytest.mark.parametrize("values,q,expected", [
-    ([], 50, None), ([7], 99, 7.0), ([1, 2], 50, 1.5), ([1, 2, 3, 4], 50, 2.5),
-    (list(range(1, 101)), 99, 99.01), (list(range(1, 101)), 50, 50.5), ([5, 5, 5], 99, 5.0),
-])
+@pytest.mark.parametrize(
+    "values,q,expected",
+    [
+        ([], 50, None),
+        ([7], 99, 7.0),
+        ([1, 2], 50, 1.5),
+        ([1, 2, 3, 4], 50, 2.5),
+        (list(range(1, 101)), 99, 99.01),
+        (list(range(1, 101)), 50, 50.5),
+        ([5, 5, 5], 99, 5.0),
+    ],
+)
 def test_percentile_interpolates_between_closest_ranks(values, q, expected):
     got = la.percentile(sorted(values), q)
     assert got == (pytest.approx(expected) if expected is not None else None)
@@ -159,6 +263,7 @@ def test_empty_log():
 
 
 # --- filters -----------------------------------------------------------------------------------
+
 
 def test_tenant_filter_keeps_that_tenant_and_drops_admission_refusals():
     d = summary(tenant="fabrikam")
@@ -181,7 +286,7 @@ def test_reason_filter_applies_to_calls_and_refusals():
 
 def test_since_is_inclusive_and_until_exclusive():
     d = summary(since="2026-11-22T10:05:00Z", until="2026-11-22T12:00:00Z")
-    assert d["calls"]["total"] == 3          # c2 (at since), c3, c4; c5 at `until` is out
+    assert d["calls"]["total"] == 3  # c2 (at since), c3, c4; c5 at `until` is out
     assert d["admission_refusals"]["lines"] == 0
 
 
@@ -192,8 +297,12 @@ def test_since_without_offset_is_utc_and_with_offset_is_converted():
 
 
 def test_time_filter_reads_timestamps_in_other_iso_layouts():
-    log = [call("a", ts="2026-11-22T10:00:00+00:00"), call("b", ts="2026-11-22T11:00:00Z"),
-           call("c", ts=None), call("d", ts="not a time")]
+    log = [
+        call("a", ts="2026-11-22T10:00:00+00:00"),
+        call("b", ts="2026-11-22T11:00:00Z"),
+        call("c", ts=None),
+        call("d", ts="not a time"),
+    ]
     assert summary(log, since="2026-11-22T10:30:00Z")["calls"]["total"] == 1
 
 
@@ -202,11 +311,14 @@ def test_filters_combine():
     assert d["calls"]["total"] == 1
 
 
-@pytest.mark.parametrize("kw,message", [
-    ({"since": "yesterday"}, "--since"),
-    ({"until": "2026-13-01"}, "--until"),
-    ({"since": "2026-11-22T12:00Z", "until": "2026-11-22T11:00Z"}, "later than"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        ({"since": "yesterday"}, "--since"),
+        ({"until": "2026-13-01"}, "--until"),
+        ({"since": "2026-11-22T12:00Z", "until": "2026-11-22T11:00Z"}, "later than"),
+    ],
+)
 def test_bad_filters_are_input_errors(kw, message):
     with pytest.raises(la.LogInputError, match=message):
         la.Filters.from_strings(**kw)
@@ -214,11 +326,12 @@ def test_bad_filters_are_input_errors(kw, message):
 
 # --- reading ----------------------------------------------------------------------------------
 
+
 def test_gzip_is_detected_by_magic_bytes_not_name(tmp_path):
     plain = summary()
-    packed = write(tmp_path / "gateway.log.1", compress=True)      # no .gz suffix
+    packed = write(tmp_path / "gateway.log.1", compress=True)  # no .gz suffix
     assert la.summarize_path(str(packed)).to_dict(top=0) == plain
-    fake = write(tmp_path / "plain.gz")                             # .gz name, plain text
+    fake = write(tmp_path / "plain.gz")  # .gz name, plain text
     assert la.summarize_path(str(fake)).to_dict(top=0) == plain
 
 
@@ -245,7 +358,7 @@ def test_missing_file_directory_and_broken_gzip_are_input_errors(tmp_path):
 
 def test_last_line_without_newline_crlf_and_tiny_blocks(tmp_path):
     path = tmp_path / "g.log"
-    path.write_bytes(("\r\n".join(LOG)).encode())                    # CRLF, no final newline
+    path.write_bytes(("\r\n".join(LOG)).encode())  # CRLF, no final newline
     with la.open_log(str(path)) as stream:
         got = la.summarize(la.line_batches(stream, chunk=7)).to_dict(top=0)
     assert got == summary()
@@ -255,7 +368,7 @@ def test_last_line_without_newline_crlf_and_tiny_blocks(tmp_path):
 def test_worker_processes_give_the_same_summary(tmp_path, monkeypatch, compress):
     big = LOG * 400
     path = write(tmp_path / "big.log", big, compress)
-    monkeypatch.setattr(reading, "CHUNK_BYTES", 4096)   # many blocks (gzip) or byte ranges (plain)
+    monkeypatch.setattr(reading, "CHUNK_BYTES", 4096)  # many blocks (gzip) or byte ranges (plain)
     one = la.summarize_path(str(path), jobs=1).to_dict(top=0)
     two = la.summarize_path(str(path), jobs=2).to_dict(top=0)
     three = la.summarize_path(str(path), jobs=3).to_dict(top=0)
@@ -276,8 +389,12 @@ def test_byte_ranges_read_every_line_once(tmp_path, ending):
         assert ranges[0][0] == 0 and ranges[-1][1] == size
         assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
         for chunk in (5, 64, 1 << 20):
-            got = [line for a, b in ranges for block in reading.iter_range_blocks(str(path), a, b, chunk)
-                   for line in la.split_lines(block)]
+            got = [
+                line
+                for a, b in ranges
+                for block in reading.iter_range_blocks(str(path), a, b, chunk)
+                for line in la.split_lines(block)
+            ]
             assert got == want, (parts, chunk)
 
 
@@ -290,21 +407,28 @@ def test_plain_file_size_is_for_plain_regular_files_only(tmp_path):
 
 def test_event_is_checked_after_parsing_not_guessed_from_the_marks():
     # A refusal that mentions "call" is still a refusal; a line with "call" as a key is not a call.
-    odd_refusal = json.dumps({"reason": "overloaded", "note": "call", "event": "admission_refused",
-                              "timestamp": "2026-11-22T10:00:00.000000Z"})
+    odd_refusal = json.dumps(
+        {
+            "reason": "overloaded",
+            "note": "call",
+            "event": "admission_refused",
+            "timestamp": "2026-11-22T10:00:00.000000Z",
+        }
+    )
     not_a_call = json.dumps({"call": 1, "event": "call_cut", "timestamp": "2026-11-22T10:00:00.000000Z"})
     d = summary([odd_refusal, not_a_call, call("a")])
     assert d["admission_refusals"]["total"] == 1 and d["calls"]["total"] == 1
 
 
 def test_fast_path_parses_real_lines_like_json_loads():
-    tricky = call("q\"uote\\d\u00e9", organizer="z\u00fcrich@contoso.com", explanation="a, \"b\": c \u2192 d")
+    tricky = call('q"uote\\d\u00e9', organizer="z\u00fcrich@contoso.com", explanation='a, "b": c \u2192 d')
     d = summary([tricky, "  " + call("padded"), call("trailing") + "   ", call("junk") + " x"])
     assert d["calls"]["total"] == 3 and d["lines"]["malformed"] == 1
     assert {r["organizer"] for r in d["organizers"]} == {"z\u00fcrich@contoso.com", "alice@contoso.com"}
 
 
 # --- one call ---------------------------------------------------------------------------------
+
 
 def test_call_lookup_returns_canonical_line_trace_and_other_events():
     r = la.find_call([lines(LOG)], "c3")
@@ -355,6 +479,7 @@ def test_call_report_json_form():
 
 
 # --- layering ---------------------------------------------------------------------------------
+
 
 def test_log_reader_is_stdlib_only():
     # tests/test_layering.py keeps gateway and pjsua2 out of ops/; the log reader goes further:

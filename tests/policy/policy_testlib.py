@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import phonenumbers
+
 from gateway.config import parse_policy_sections
 from policy import CallRequest, Decision, PolicySettings, Snapshot, decide
 
@@ -27,30 +28,85 @@ BASE: dict[str, Any] = {
         "usca_addon": {"fair_use_minutes_per_month": 5000},
     },
     "tenants": [
-        {"id": "contoso", "timezone": "Europe/Paris", "subscription_licences": 25,
-         "credits": {"enabled": True, "balance": 100.0}},
+        {
+            "id": "contoso",
+            "timezone": "Europe/Paris",
+            "subscription_licences": 25,
+            "credits": {"enabled": True, "balance": 100.0},
+        },
         {"id": "fabrikam", "timezone": "America/New_York", "subscription_licences": 10},
-        {"id": "nocredit", "timezone": "UTC", "subscription_licences": 1,
-         "credits": {"enabled": False, "balance": 500.0}},
+        {
+            "id": "nocredit",
+            "timezone": "UTC",
+            "subscription_licences": 1,
+            "credits": {"enabled": False, "balance": 500.0},
+        },
     ],
     "organizers": [
         # subscription, any, credits licence
-        {"id": "alice@contoso.com", "tenant": "contoso", "usage_location": "FR",
-         "audio_conferencing": "subscription", "credits_licence": True, "dialout_policy": "any"},
-        {"id": "bob@contoso.com", "tenant": "contoso", "usage_location": "FR",
-         "audio_conferencing": "subscription", "dialout_policy": "domestic"},
-        {"id": "chloe@contoso.com", "tenant": "contoso", "usage_location": "DE",
-         "audio_conferencing": "pay_per_minute", "credits_licence": True, "dialout_policy": "zone_a"},
-        {"id": "dmitri@contoso.com", "tenant": "contoso", "usage_location": "FR",
-         "audio_conferencing": "none", "credits_licence": True, "usca_addon": True, "dialout_policy": "any"},
-        {"id": "erin@fabrikam.com", "tenant": "fabrikam", "usage_location": "US",
-         "audio_conferencing": "subscription", "usca_addon": True, "dialout_policy": "any"},
-        {"id": "frank@fabrikam.com", "tenant": "fabrikam", "usage_location": "US",
-         "audio_conferencing": "pay_per_minute", "usca_addon": True, "dialout_policy": "any"},
-        {"id": "grace@fabrikam.com", "tenant": "fabrikam", "usage_location": "CA",
-         "audio_conferencing": "subscription", "dialout_policy": "disabled"},
-        {"id": "hugo@nocredit.example", "tenant": "nocredit", "usage_location": "FR",
-         "audio_conferencing": "subscription", "credits_licence": True, "dialout_policy": "any"},
+        {
+            "id": "alice@contoso.com",
+            "tenant": "contoso",
+            "usage_location": "FR",
+            "audio_conferencing": "subscription",
+            "credits_licence": True,
+            "dialout_policy": "any",
+        },
+        {
+            "id": "bob@contoso.com",
+            "tenant": "contoso",
+            "usage_location": "FR",
+            "audio_conferencing": "subscription",
+            "dialout_policy": "domestic",
+        },
+        {
+            "id": "chloe@contoso.com",
+            "tenant": "contoso",
+            "usage_location": "DE",
+            "audio_conferencing": "pay_per_minute",
+            "credits_licence": True,
+            "dialout_policy": "zone_a",
+        },
+        {
+            "id": "dmitri@contoso.com",
+            "tenant": "contoso",
+            "usage_location": "FR",
+            "audio_conferencing": "none",
+            "credits_licence": True,
+            "usca_addon": True,
+            "dialout_policy": "any",
+        },
+        {
+            "id": "erin@fabrikam.com",
+            "tenant": "fabrikam",
+            "usage_location": "US",
+            "audio_conferencing": "subscription",
+            "usca_addon": True,
+            "dialout_policy": "any",
+        },
+        {
+            "id": "frank@fabrikam.com",
+            "tenant": "fabrikam",
+            "usage_location": "US",
+            "audio_conferencing": "pay_per_minute",
+            "usca_addon": True,
+            "dialout_policy": "any",
+        },
+        {
+            "id": "grace@fabrikam.com",
+            "tenant": "fabrikam",
+            "usage_location": "CA",
+            "audio_conferencing": "subscription",
+            "dialout_policy": "disabled",
+        },
+        {
+            "id": "hugo@nocredit.example",
+            "tenant": "nocredit",
+            "usage_location": "FR",
+            "audio_conferencing": "subscription",
+            "credits_licence": True,
+            "dialout_policy": "any",
+        },
     ],
 }
 
@@ -82,7 +138,12 @@ def make_settings(**overrides: Any) -> PolicySettings:
     return parse_policy_sections(data)
 
 
-
-def run(settings: PolicySettings, organizer: str | None, dialled: str, now: datetime = AFTER_PROMO,
-        snapshot: Snapshot | None = None, **request: Any) -> Decision:
+def run(
+    settings: PolicySettings,
+    organizer: str | None,
+    dialled: str,
+    now: datetime = AFTER_PROMO,
+    snapshot: Snapshot | None = None,
+    **request: Any,
+) -> Decision:
     return decide(CallRequest(organizer=organizer, dialled=dialled, **request), snapshot or Snapshot(), now, settings)

@@ -5,10 +5,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from policy_testlib import AFTER_PROMO, BASE, DE_BERLIN, FR_PARIS, IN_PROMO, JM_NUMBER, PARIS, US_NYC, make_settings, run
+from policy_testlib import (
+    AFTER_PROMO,
+    BASE,
+    DE_BERLIN,
+    FR_PARIS,
+    IN_PROMO,
+    JM_NUMBER,
+    PARIS,
+    US_NYC,
+    make_settings,
+    run,
+)
 
 from gateway.config import parse_policy_sections
 from policy import (
@@ -28,9 +39,25 @@ from policy import (
 
 ORGANIZERS = [o["id"] for o in BASE["organizers"]] + ["nobody@example.com", None, "  "]
 NUMBERS = [
-    FR_PARIS, "+33 1 42 68 53 00", "0142685300", DE_BERLIN, US_NYC, JM_NUMBER, "+1 787 200 1234", "+19002001234",
-    "112", "911", "3950", "12ab", "", "+97912345678", "+881612345678", "+5372345678", "+61 2 9374 4000",
-    "tel:0142685300;phone-context=+33", "1" * 200,
+    FR_PARIS,
+    "+33 1 42 68 53 00",
+    "0142685300",
+    DE_BERLIN,
+    US_NYC,
+    JM_NUMBER,
+    "+1 787 200 1234",
+    "+19002001234",
+    "112",
+    "911",
+    "3950",
+    "12ab",
+    "",
+    "+97912345678",
+    "+881612345678",
+    "+5372345678",
+    "+61 2 9374 4000",
+    "tel:0142685300;phone-context=+33",
+    "1" * 200,
 ]
 NOWS = [IN_PROMO, AFTER_PROMO, datetime(2018, 6, 30, 23, 59, 59, tzinfo=PARIS), datetime(2018, 7, 1, tzinfo=PARIS)]
 SNAPSHOTS = [
@@ -58,15 +85,22 @@ def _split(request: CallRequest, snapshot: Snapshot, now: datetime, settings) ->
 
 def _settings_variants():
     yield "base", make_settings()
-    extension_on = make_settings(promotions=[
-        {"name": "seed", "end": "2018-06-30"},
-        {"name": "extension", "start": "2018-07-01", "end": "2019-11-30", "monthly_cap_minutes_per_user": 900},
-    ])
+    extension_on = make_settings(
+        promotions=[
+            {"name": "seed", "end": "2018-06-30"},
+            {"name": "extension", "start": "2018-07-01", "end": "2019-11-30", "monthly_cap_minutes_per_user": 900},
+        ]
+    )
     yield "extension", extension_on
-    yield "per_second", make_settings(billing_increment="second", credits={"default_rate_per_minute": 0, "rates": {"FR": 0.02}})
+    yield (
+        "per_second",
+        make_settings(billing_increment="second", credits={"default_rate_per_minute": 0, "rates": {"FR": 0.02}}),
+    )
 
 
-@pytest.mark.parametrize(("name", "settings_"), list(_settings_variants()), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    ("name", "settings_"), list(_settings_variants()), ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_assess_then_decide_assessed_equals_decide_everywhere(name, settings_):
     checked = allowed = 0
     for organizer, dialled, now, snapshot in itertools.product(ORGANIZERS, NUMBERS, NOWS, SNAPSHOTS):
@@ -145,7 +179,7 @@ def test_assessment_is_frozen_and_slotted(settings):
 
 def test_period_is_tenant_local_for_counters(settings):
     # 2018-06-30 22:30 UTC is already July in Paris, still June in New York.
-    now = datetime(2018, 6, 30, 22, 30, tzinfo=timezone.utc)
+    now = datetime(2018, 6, 30, 22, 30, tzinfo=UTC)
     paris = assess(CallRequest(organizer="alice@contoso.com", dialled=FR_PARIS), now, settings)
     new_york = assess(CallRequest(organizer="erin@fabrikam.com", dialled=US_NYC), now, settings)
     assert (paris.period, paris.tz) == ("2018-07", "Europe/Paris")
@@ -172,8 +206,10 @@ def test_cheap_denials_come_from_assess_alone(settings, organizer, dialled, reas
 
 def test_decide_assessed_needs_the_instant_assess_was_given(settings):
     a = assess(CallRequest(organizer="alice@contoso.com", dialled=FR_PARIS), AFTER_PROMO, settings)
-    same_instant = AFTER_PROMO.astimezone(timezone.utc)
-    assert decide_assessed(a, Snapshot(), same_instant, settings) == decide_assessed(a, Snapshot(), AFTER_PROMO, settings)
+    same_instant = AFTER_PROMO.astimezone(UTC)
+    assert decide_assessed(a, Snapshot(), same_instant, settings) == decide_assessed(
+        a, Snapshot(), AFTER_PROMO, settings
+    )
     with pytest.raises(ValueError, match="needs the `now` given to assess"):
         decide_assessed(a, Snapshot(), AFTER_PROMO + timedelta(seconds=1), settings)
 
@@ -224,8 +260,9 @@ def test_charges_uncapped_promotion(settings):
 
 def test_charges_capped_promotion_is_cap_times_subscription_licences():
     data = copy.deepcopy(BASE)
-    data["policy"]["promotions"] = [{"name": "ext", "start": "2018-07-01", "end": "2019-11-30",
-                                     "monthly_cap_minutes_per_user": 900}]
+    data["policy"]["promotions"] = [
+        {"name": "ext", "start": "2018-07-01", "end": "2019-11-30", "monthly_cap_minutes_per_user": 900}
+    ]
     s = parse_policy_sections(data)
     d = run(s, "alice@contoso.com", FR_PARIS, AFTER_PROMO, Snapshot(promotion_used_minutes=100))
     assert d.bucket is Bucket.PROMOTION
@@ -291,7 +328,9 @@ def _gateway_chain(settings, decision: Decision, now: datetime) -> tuple[tuple[s
     return tuple(chain)
 
 
-@pytest.mark.parametrize(("name", "settings_"), list(_settings_variants()), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    ("name", "settings_"), list(_settings_variants()), ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_charges_reproduce_the_gateways_ledger_chain(name, settings_):
     allowed = 0
     for organizer, dialled, now, snapshot in itertools.product(ORGANIZERS, NUMBERS, NOWS, SNAPSHOTS):
@@ -319,4 +358,8 @@ def test_charges_name_the_promotion_that_pays_when_an_earlier_one_is_used_up():
     d = run(s, "alice@contoso.com", FR_PARIS, AFTER_PROMO, Snapshot(promotion_used_minutes=300))
     assert d.bucket is Bucket.PROMOTION and d.allowances[0] == (Bucket.PROMOTION, 200 * 60)
     assert d.charges[0] == ChargeSpec(Bucket.PROMOTION, 20.0 * 25, 0.0)  # "large": 500 min, 300 used
-    assert _gateway_chain(s, d, AFTER_PROMO)[0] == ("promotion", 10.0 * 25, 0.0)  # today's gateway: 250, already used up
+    assert _gateway_chain(s, d, AFTER_PROMO)[0] == (
+        "promotion",
+        10.0 * 25,
+        0.0,
+    )  # today's gateway: 250, already used up

@@ -17,18 +17,41 @@ POOL_S = 1500 * 60  # contoso: 25 licences × 60 min
     ("snapshot", "bucket", "fallbacks", "allowances", "max_s"),
     [
         # full pool, tenant balance 100.0 at FR 0.02/min = 5000 min
-        (Snapshot(), Bucket.TENANT_POOL, (Bucket.CREDITS,), ((Bucket.TENANT_POOL, POOL_S), (Bucket.CREDITS, 300_000)), 14_400),
+        (
+            Snapshot(),
+            Bucket.TENANT_POOL,
+            (Bucket.CREDITS,),
+            ((Bucket.TENANT_POOL, POOL_S), (Bucket.CREDITS, 300_000)),
+            14_400,
+        ),
         # 1 min of pool + 0.10 credits (5 min)
-        (Snapshot(pool_used_minutes=1499, credits_balance=0.10), Bucket.TENANT_POOL, (Bucket.CREDITS,),
-         ((Bucket.TENANT_POOL, 60), (Bucket.CREDITS, 300)), 360),
+        (
+            Snapshot(pool_used_minutes=1499, credits_balance=0.10),
+            Bucket.TENANT_POOL,
+            (Bucket.CREDITS,),
+            ((Bucket.TENANT_POOL, 60), (Bucket.CREDITS, 300)),
+            360,
+        ),
         # per started minute: 2.5 min left of pool pays 2 whole minutes
-        (Snapshot(pool_used_minutes=1497.5, credits_balance=0), Bucket.TENANT_POOL, (), ((Bucket.TENANT_POOL, 120),), 120),
+        (
+            Snapshot(pool_used_minutes=1497.5, credits_balance=0),
+            Bucket.TENANT_POOL,
+            (),
+            ((Bucket.TENANT_POOL, 120),),
+            120,
+        ),
         # balance below one minute's price: credits do not apply
         (Snapshot(pool_used_minutes=1500, credits_balance=0.019), None, (), (), None),
         (Snapshot(pool_used_minutes=1500, credits_balance=0.02), Bucket.CREDITS, (), ((Bucket.CREDITS, 60),), 60),
         (Snapshot(pool_used_minutes=1500, credits_balance=0), None, (), (), None),
         (Snapshot(pool_used_minutes=1500, credits_balance=-5), None, (), (), None),
-        (Snapshot(pool_used_minutes=2000, credits_balance=None), Bucket.CREDITS, (), ((Bucket.CREDITS, 300_000),), 14_400),
+        (
+            Snapshot(pool_used_minutes=2000, credits_balance=None),
+            Bucket.CREDITS,
+            (),
+            ((Bucket.CREDITS, 300_000),),
+            14_400,
+        ),
     ],
 )
 def test_pool_then_credits(settings, snapshot, bucket, fallbacks, allowances, max_s):
@@ -82,7 +105,10 @@ def test_pool_is_60_minutes_per_subscription_licence_and_ppm_adds_nothing():
     assert s.tenant("contoso").pool_minutes == 1500
     d = run(s, "hugo@nocredit.example", FR_PARIS, snapshot=Snapshot(pool_used_minutes=59))
     assert d.max_duration_s == 60
-    assert run(s, "hugo@nocredit.example", FR_PARIS, snapshot=Snapshot(pool_used_minutes=60)).reason is Reason.NO_ENTITLEMENT
+    assert (
+        run(s, "hugo@nocredit.example", FR_PARIS, snapshot=Snapshot(pool_used_minutes=60)).reason
+        is Reason.NO_ENTITLEMENT
+    )
 
 
 def test_pool_only_for_zone_a(settings):
@@ -98,8 +124,19 @@ def test_decision_carries_what_the_gateway_needs(settings):
     assert d.explanation.startswith("organiser alice@contoso.com has policy any (usage location FR)")
     assert [c.rule for c in d.trace][:3] == ["identity", "destination", "number_class"]
     as_dict = d.to_dict()
-    for key in ("allow", "status", "reason", "bucket", "fallback_buckets", "e164", "region", "number_type",
-                "max_duration_s", "explanation", "trace"):
+    for key in (
+        "allow",
+        "status",
+        "reason",
+        "bucket",
+        "fallback_buckets",
+        "e164",
+        "region",
+        "number_type",
+        "max_duration_s",
+        "explanation",
+        "trace",
+    ):
         assert key in as_dict
     assert as_dict["reason"] == "allowed" and as_dict["bucket"] == "tenant_pool"
     assert as_dict["fallback_buckets"] == ["credits"]
@@ -137,9 +174,19 @@ def test_a_subnormal_rate_is_refused_at_load_it_used_to_overflow_the_duration():
     assert d.allow and d.bucket is Bucket.CREDITS and d.max_duration_s == s.catalogue.max_call_length_s
 
 
-@pytest.mark.parametrize("field", ["pool_used_minutes", "promotion_used_minutes", "addon_used_minutes", "credits_balance",
-                                   "concurrent_organizer", "concurrent_tenant", "calls_last_minute_organizer",
-                                   "distinct_destinations_today"])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "pool_used_minutes",
+        "promotion_used_minutes",
+        "addon_used_minutes",
+        "credits_balance",
+        "concurrent_organizer",
+        "concurrent_tenant",
+        "calls_last_minute_organizer",
+        "distinct_destinations_today",
+    ],
+)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), "3"])
 def test_snapshot_refuses_non_finite_counters(field, bad):
     # nan >= limit is False: a nan counter would pass every guard. Fail closed instead.

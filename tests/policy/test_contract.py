@@ -69,8 +69,17 @@ def test_number_type_wraps_every_phonenumbers_type():
 
 
 def test_public_api_names():
-    for name in ("decide", "CallRequest", "Snapshot", "Decision", "Reason", "Bucket", "NumberType",
-                 "normalize_destination", "PolicySettings"):
+    for name in (
+        "decide",
+        "CallRequest",
+        "Snapshot",
+        "Decision",
+        "Reason",
+        "Bucket",
+        "NumberType",
+        "normalize_destination",
+        "PolicySettings",
+    ):
         assert hasattr(policy, name)
 
 

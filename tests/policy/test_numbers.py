@@ -341,8 +341,15 @@ def test_normal_numbers_dialled_nationally_by_a_local_organiser_still_pass(regio
     from gateway.config import parse_policy_sections
 
     data = copy.deepcopy(BASE)
-    data["organizers"].append({"id": "local@contoso.com", "tenant": "contoso", "usage_location": region,
-                               "audio_conferencing": "subscription", "dialout_policy": "any"})
+    data["organizers"].append(
+        {
+            "id": "local@contoso.com",
+            "tenant": "contoso",
+            "usage_location": region,
+            "audio_conferencing": "subscription",
+            "dialout_policy": "any",
+        }
+    )
     s = parse_policy_sections(data)
     for number in _examples(region):
         e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
@@ -402,9 +409,16 @@ def _idd_settings():
 
     data = copy.deepcopy(BASE)
     for region in IDD_REGIONS:
-        data["organizers"].append({"id": f"idd-{region.lower()}@contoso.com", "tenant": "contoso",
-                                   "usage_location": region, "audio_conferencing": "subscription",
-                                   "credits_licence": True, "dialout_policy": "any"})
+        data["organizers"].append(
+            {
+                "id": f"idd-{region.lower()}@contoso.com",
+                "tenant": "contoso",
+                "usage_location": region,
+                "audio_conferencing": "subscription",
+                "credits_licence": True,
+                "dialout_policy": "any",
+            }
+        )
     return parse_policy_sections(data)
 
 
@@ -413,8 +427,9 @@ def idd_settings():
     return _idd_settings()
 
 
-@pytest.mark.parametrize(("region", "prefix", "rest", "e164"), IDD_TABLE,
-                         ids=[f"{r}:{p or 'not-idd'}:{x}" for r, p, x, _ in IDD_TABLE])
+@pytest.mark.parametrize(
+    ("region", "prefix", "rest", "e164"), IDD_TABLE, ids=[f"{r}:{p or 'not-idd'}:{x}" for r, p, x, _ in IDD_TABLE]
+)
 def test_international_prefix_is_the_usage_locations(idd_settings, region, prefix, rest, e164):
     import re
 

@@ -39,7 +39,11 @@ OUTCOMES = {
     "any": {FR_PARIS: Reason.ALLOWED, DE_BERLIN: Reason.ALLOWED, "+54 11 2345 6789": Reason.ALLOWED},
     "domestic": {FR_PARIS: Reason.ALLOWED, DE_BERLIN: Reason.NOT_DOMESTIC, "+54 11 2345 6789": Reason.NOT_DOMESTIC},
     "zone_a": {FR_PARIS: Reason.ALLOWED, DE_BERLIN: Reason.ALLOWED, "+54 11 2345 6789": Reason.OUTSIDE_ZONE_A},
-    "disabled": {FR_PARIS: Reason.DIALOUT_DISABLED, DE_BERLIN: Reason.DIALOUT_DISABLED, "+54 11 2345 6789": Reason.DIALOUT_DISABLED},
+    "disabled": {
+        FR_PARIS: Reason.DIALOUT_DISABLED,
+        DE_BERLIN: Reason.DIALOUT_DISABLED,
+        "+54 11 2345 6789": Reason.DIALOUT_DISABLED,
+    },
 }
 
 
@@ -70,7 +74,9 @@ def test_our_four_names(ours):
     assert parse_dialout_policy(ours) is DialoutPolicy(ours.strip().lower())
 
 
-@pytest.mark.parametrize("bad", ["", "international", "tag:DialoutCPC", "tag:DialoutCPCandPSTNWorld", "tag:", None, 3, ["any"]])
+@pytest.mark.parametrize(
+    "bad", ["", "international", "tag:DialoutCPC", "tag:DialoutCPCandPSTNWorld", "tag:", None, 3, ["any"]]
+)
 def test_unknown_policy_names_are_config_errors(bad):
     with pytest.raises(PolicyConfigError) as err:
         parse_dialout_policy(bad, "organizers[0].dialout_policy")
@@ -130,7 +136,10 @@ def test_decision_order_number_before_licence_before_policy(settings):
     # grace (disabled) with a blocked number: the number class comes first.
     assert run(settings, "grace@fabrikam.com", "+19002001234").reason is Reason.DESTINATION_BLOCKED
     # dmitri: licence before policy and guards
-    assert run(settings, "dmitri@contoso.com", FR_PARIS, snapshot=Snapshot(concurrent_organizer=99)).reason is Reason.NO_AUDIO_CONFERENCING
+    assert (
+        run(settings, "dmitri@contoso.com", FR_PARIS, snapshot=Snapshot(concurrent_organizer=99)).reason
+        is Reason.NO_AUDIO_CONFERENCING
+    )
 
 
 def test_addon_without_audio_conferencing_is_refused(settings):

@@ -10,8 +10,9 @@ from policy import Reason, Tenant, Trunk, caller_id_for, check_trunks, route
 
 
 def trunk(name: str, *destinations: str, priority: int = 0, weight: int = 1, **kw) -> Trunk:
-    return Trunk(name=name, uri=f"sip:{name}.example:5060", destinations=destinations, priority=priority,
-                 weight=weight, **kw)
+    return Trunk(
+        name=name, uri=f"sip:{name}.example:5060", destinations=destinations, priority=priority, weight=weight, **kw
+    )
 
 
 US_NYC, CA_TORONTO, JM, PR = "+12122001234", "+14165550123", "+18762091234", "+17875550100"
@@ -48,16 +49,31 @@ CASES = [
     ("equal priority, turn 1", FR_PARIS, "FR", [EU_A, EU_B, EU_BACKUP], (), 1, ["eu-b", "eu-a", "eu-backup"]),
     ("equal priority, turn 2", FR_PARIS, "FR", [EU_A, EU_B, EU_BACKUP], (), 2, ["eu-a", "eu-b", "eu-backup"]),
     ("down trunk goes last", US_NYC, "US", [NA, NA_BACKUP], ("na",), 0, ["na-backup", "na"]),
-    ("down trunks keep their order at the end", FR_PARIS, "FR", [EU_A, EU_B, EU_BACKUP], ("eu-a", "eu-b"), 0,
-     ["eu-backup", "eu-a", "eu-b"]),
-    ("all down: still all of them, in order", US_NYC, "US", [NA, NA_BACKUP], ("na", "na-backup"), 0,
-     ["na", "na-backup"]),
+    (
+        "down trunks keep their order at the end",
+        FR_PARIS,
+        "FR",
+        [EU_A, EU_B, EU_BACKUP],
+        ("eu-a", "eu-b"),
+        0,
+        ["eu-backup", "eu-a", "eu-b"],
+    ),
+    (
+        "all down: still all of them, in order",
+        US_NYC,
+        "US",
+        [NA, NA_BACKUP],
+        ("na", "na-backup"),
+        0,
+        ["na", "na-backup"],
+    ),
     ("down names that do not match change nothing", US_NYC, "US", [NA], ("eu-a",), 0, ["na"]),
 ]
 
 
-@pytest.mark.parametrize(("e164", "region", "trunks", "down", "turn", "expected"),
-                         [pytest.param(*case[1:], id=case[0]) for case in CASES])
+@pytest.mark.parametrize(
+    ("e164", "region", "trunks", "down", "turn", "expected"), [pytest.param(*case[1:], id=case[0]) for case in CASES]
+)
 def test_route(e164, region, trunks, down, turn, expected):
     assert [t.name for t in route(e164, region, trunks, down=frozenset(down), turn=turn)] == expected
 
@@ -113,14 +129,17 @@ def test_trunk_derives_regions_and_prefixes():
 DEFAULT = "sip:+18005550100@gw.example"
 
 
-@pytest.mark.parametrize(("tenant_cid", "trunk_cid", "expected"), [
-    (None, None, DEFAULT),
-    (None, "sip:+442079460001@carrier.example;user=phone", "sip:+442079460001@carrier.example;user=phone"),
-    ("+33142685300", None, "sip:+33142685300@gw.example"),
-    ("+33142685300", "sip:+442079460001@carrier.example;user=phone", "sip:+33142685300@carrier.example;user=phone"),
-    ("+33142685300", "tel:+442079460001", "tel:+33142685300"),
-    ("+33142685300", "sips:gw.example", "sips:+33142685300@gw.example"),
-])
+@pytest.mark.parametrize(
+    ("tenant_cid", "trunk_cid", "expected"),
+    [
+        (None, None, DEFAULT),
+        (None, "sip:+442079460001@carrier.example;user=phone", "sip:+442079460001@carrier.example;user=phone"),
+        ("+33142685300", None, "sip:+33142685300@gw.example"),
+        ("+33142685300", "sip:+442079460001@carrier.example;user=phone", "sip:+33142685300@carrier.example;user=phone"),
+        ("+33142685300", "tel:+442079460001", "tel:+33142685300"),
+        ("+33142685300", "sips:gw.example", "sips:+33142685300@gw.example"),
+    ],
+)
 def test_caller_id_precedence(tenant_cid, trunk_cid, expected):
     tenant = Tenant(id="t", caller_id=tenant_cid)
     assert caller_id_for(tenant, trunk("t", "*", caller_id=trunk_cid), DEFAULT) == expected
@@ -140,20 +159,29 @@ def test_a_clean_set_has_no_findings():
     assert len(check_trunks([EU_A, UK])) == 1
 
 
-@pytest.mark.parametrize(("trunks", "fragment"), [
-    ([trunk("a", "US"), trunk("A", "CA")], "error: trunks[1].name: 'A' is also the name of trunks[0]"),
-    ([trunk("a", "US", "XX")], "error: trunks[0].destinations[1]: 'XX' is not an ISO region code"),
-    ([trunk("a", "+1-876")], "error: trunks[0].destinations[0]: '+1-876' is not a \"+digits\" prefix"),
-    ([trunk("a", "+1234567890123456")], "error: trunks[0].destinations[0]"),
-    ([trunk("a", "US", username="u", password_env="A_PASSWORD")],
-     "error: trunks[0].password_env: the environment variable A_PASSWORD is not set (trunk a)"),
-    ([trunk("a", "+999")], "warning: trunks[0].destinations[0]: no E.164 number starts with +999"),
-    ([trunk("a", "+0")], "warning: trunks[0].destinations[0]: no E.164 number starts with +0"),
-    ([trunk("a", "+3"), trunk("b", *(f"+3{d}" for d in range(10)))],
-     "warning: trunks[0].destinations[0]: +3 is shadowed"),
-    ([trunk("a", "US", priority=0), trunk("b", "+1", priority=5)],
-     "warning: trunks[0].destinations[0]: US never puts a first: every US number matches +1 of b"),
-])
+@pytest.mark.parametrize(
+    ("trunks", "fragment"),
+    [
+        ([trunk("a", "US"), trunk("A", "CA")], "error: trunks[1].name: 'A' is also the name of trunks[0]"),
+        ([trunk("a", "US", "XX")], "error: trunks[0].destinations[1]: 'XX' is not an ISO region code"),
+        ([trunk("a", "+1-876")], "error: trunks[0].destinations[0]: '+1-876' is not a \"+digits\" prefix"),
+        ([trunk("a", "+1234567890123456")], "error: trunks[0].destinations[0]"),
+        (
+            [trunk("a", "US", username="u", password_env="A_PASSWORD")],
+            "error: trunks[0].password_env: the environment variable A_PASSWORD is not set (trunk a)",
+        ),
+        ([trunk("a", "+999")], "warning: trunks[0].destinations[0]: no E.164 number starts with +999"),
+        ([trunk("a", "+0")], "warning: trunks[0].destinations[0]: no E.164 number starts with +0"),
+        (
+            [trunk("a", "+3"), trunk("b", *(f"+3{d}" for d in range(10)))],
+            "warning: trunks[0].destinations[0]: +3 is shadowed",
+        ),
+        (
+            [trunk("a", "US", priority=0), trunk("b", "+1", priority=5)],
+            "warning: trunks[0].destinations[0]: US never puts a first: every US number matches +1 of b",
+        ),
+    ],
+)
 def test_check_trunks_findings(trunks, fragment):
     findings = check_trunks(trunks)
     assert any(f.startswith(fragment) for f in findings), findings

@@ -6,11 +6,10 @@ import copy
 from datetime import datetime
 
 import pytest
+from policy_testlib import AFTER_PROMO, BASE, FR_PARIS, JM_NUMBER, PARIS, US_NYC, US_PREMIUM, run
 
 from gateway.config import parse_policy_sections
 from policy import Bucket, Reason, Snapshot
-
-from policy_testlib import AFTER_PROMO, BASE, FR_PARIS, JM_NUMBER, PARIS, US_NYC, US_PREMIUM, run
 
 
 def test_subscription_any_dials_paris_during_promotion(settings):
@@ -21,8 +20,13 @@ def test_subscription_any_dials_paris_during_promotion(settings):
 
 
 def test_same_call_at_first_second_of_july_goes_to_pool(settings):
-    d = run(settings, "alice@contoso.com", "+33 1 42 68 53 00", datetime(2018, 7, 1, 0, 0, 0, tzinfo=PARIS),
-            Snapshot(pool_used_minutes=10))
+    d = run(
+        settings,
+        "alice@contoso.com",
+        "+33 1 42 68 53 00",
+        datetime(2018, 7, 1, 0, 0, 0, tzinfo=PARIS),
+        Snapshot(pool_used_minutes=10),
+    )
     assert d.allow and d.bucket is Bucket.TENANT_POOL
     assert Bucket.PROMOTION not in d.fallback_buckets
 
@@ -43,7 +47,12 @@ def test_addon_holder_roaming_same_decision_wherever_they_are(settings):
     for where in ("ZW", "US", "FR", "CU", "KP", "", None):
         d = run(settings, "erin@fabrikam.com", US_NYC, location=where)
         assert (d.allow, d.reason, d.bucket, d.fallback_buckets, d.max_duration_s) == (
-            base.allow, base.reason, base.bucket, base.fallback_buckets, base.max_duration_s)
+            base.allow,
+            base.reason,
+            base.bucket,
+            base.fallback_buckets,
+            base.max_duration_s,
+        )
 
 
 @pytest.mark.parametrize(

@@ -34,8 +34,13 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 MUTATIONS = int(os.environ.get("FUZZ_MUTATIONS", "100"))
 
 # The same examples on every run of the suite; new ones each `make fuzz` (FUZZ_EXAMPLES set).
-fuzz = settings(max_examples=EXAMPLES, derandomize="FUZZ_EXAMPLES" not in os.environ, database=None, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+fuzz = settings(
+    max_examples=EXAMPLES,
+    derandomize="FUZZ_EXAMPLES" not in os.environ,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def parse_or_refuse(raw):
@@ -53,18 +58,51 @@ def parse_or_refuse(raw):
     assert request.call_id
     number, method = request.cseq
     assert method == request.method and 0 <= number < 2**31
-    request.content_type
+    _ = request.content_type
     request.headers_all("via")
     return request
 
 
 # --- strategies ---------------------------------------------------------------------------------
 
-HEADER_NAMES = ["Via", "v", "VIA", "From", "f", "To", "t", "Call-ID", "i", "CSeq", "cseq", "Contact", "m",
-                "Max-Forwards", "Content-Type", "c", "Content-Length", "l", "Supported", "k", "Require",
-                "Session-Expires", "x", "Min-SE", "Accept", "Content-Encoding", "e", "Replaces",
-                "X-Dialout-Organizer", "x-dialout-tenant", "X-Dialout-Location", "Record-Route", "Route",
-                "Reason", "Allow", "User-Agent"]
+HEADER_NAMES = [
+    "Via",
+    "v",
+    "VIA",
+    "From",
+    "f",
+    "To",
+    "t",
+    "Call-ID",
+    "i",
+    "CSeq",
+    "cseq",
+    "Contact",
+    "m",
+    "Max-Forwards",
+    "Content-Type",
+    "c",
+    "Content-Length",
+    "l",
+    "Supported",
+    "k",
+    "Require",
+    "Session-Expires",
+    "x",
+    "Min-SE",
+    "Accept",
+    "Content-Encoding",
+    "e",
+    "Replaces",
+    "X-Dialout-Organizer",
+    "x-dialout-tenant",
+    "X-Dialout-Location",
+    "Record-Route",
+    "Route",
+    "Reason",
+    "Allow",
+    "User-Agent",
+]
 VALID = {
     "Via": "SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-1;rport",
     "From": "<sip:bridge@127.0.0.1>;tag=1",
@@ -95,8 +133,10 @@ def invites(draw):
     version = draw(st.sampled_from(["SIP/2.0", "SIP/2.0", "SIP/3.0", "sip/2.0", "SIP/2.0 ", "HTTP/1.1"]))
     headers = [(k, v) for k, v in VALID.items() if draw(st.booleans()) or draw(st.booleans())]
     for _ in range(draw(st.integers(0, 6))):
-        headers.insert(draw(st.integers(0, len(headers))),
-                       (draw(st.sampled_from(HEADER_NAMES) | st.text(max_size=12)), draw(text_values)))
+        headers.insert(
+            draw(st.integers(0, len(headers))),
+            (draw(st.sampled_from(HEADER_NAMES) | st.text(max_size=12)), draw(text_values)),
+        )
     body = draw(st.sampled_from(["", SDP.format(sess=1), "v=0\r\n", "\x00\xff"]) | sdp_texts())
     eol = draw(st.sampled_from(["\r\n", "\n", "\r\n", "\r"]))
     length = draw(st.sampled_from([None, "auto", "0", "-1", "99999", "x"]))
@@ -228,8 +268,11 @@ def test_a_bare_cr_in_a_header_block_ends_the_line():
     """Found by fuzzing: "Reason: x\\rY: z" was one value holding a CR, and
     encode_block raised ValueError when the call relayed it."""
     block = "Reason: SIP;cause=200\rX-Dialout-Organizer: a\nSession-Expires: 90\r\n"
-    assert H.parse_block(block) == [("Reason", "SIP;cause=200"), ("X-Dialout-Organizer", "a"),
-                                    ("Session-Expires", "90")]
+    assert H.parse_block(block) == [
+        ("Reason", "SIP;cause=200"),
+        ("X-Dialout-Organizer", "a"),
+        ("Session-Expires", "90"),
+    ]
     assert H.encode_block(H.relay_response_headers(block)) == b"Reason: SIP;cause=200\r\nSession-Expires: 90\r\n"
 
 
@@ -264,8 +307,20 @@ def test_check_sdp_answers_for_any_text(text):
 
 
 @fuzz
-@given(st.binary(max_size=2000), st.sampled_from(["application/sdp", "multipart/mixed;boundary=b", "text/plain",
-                                                   "multipart/mixed", "multipart/mixed;boundary=", "", "APPLICATION/SDP"]))
+@given(
+    st.binary(max_size=2000),
+    st.sampled_from(
+        [
+            "application/sdp",
+            "multipart/mixed;boundary=b",
+            "text/plain",
+            "multipart/mixed",
+            "multipart/mixed;boundary=",
+            "",
+            "APPLICATION/SDP",
+        ]
+    ),
+)
 def test_check_sdp_answers_for_any_bytes_and_content_type(data, ctype):
     problem = check_sdp(Body(ctype, data))
     assert problem is None or (isinstance(problem, str) and problem)
@@ -275,7 +330,8 @@ def test_check_sdp_answers_for_any_bytes_and_content_type(data, ctype):
 @given(sdp_texts(), st.sampled_from(["b", "b0undary", "x y", "--"]))
 def test_check_sdp_finds_the_sdp_in_a_multipart_body(sdp, boundary):
     body = (f"--{boundary}\r\nContent-Type: application/sdp\r\n\r\n{sdp}--{boundary}--\r\n").encode(
-        "utf-8", "surrogatepass")
+        "utf-8", "surrogatepass"
+    )
     ctype = f'multipart/mixed;boundary="{boundary}"'
     multipart = check_sdp(Body(ctype, body))
     plain = check_sdp(sdp.encode("utf-8", "surrogatepass"))

@@ -27,8 +27,10 @@ RESPONSE = "message is a response, not a request"
 EXPECTED: dict[str, tuple[str, tuple]] = {
     # 3.1.1 valid messages: a parser must accept them.
     "wsinv.dat": ("3.1.1.01", ("ok", "INVITE", "wsinv.ndaksdj@192.0.2.1")),
-    "intmeth.dat": ("3.1.1.02", ("ok", "!interesting-Method0123456789_*+`.%indeed'~",
-                                 "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{")),
+    "intmeth.dat": (
+        "3.1.1.02",
+        ("ok", "!interesting-Method0123456789_*+`.%indeed'~", "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"),
+    ),
     "esc01.dat": ("3.1.1.03", ("ok", "INVITE", "esc01.239409asdfakjkn23onasd0-3234")),
     "escnull.dat": ("3.1.1.04", ("ok", "REGISTER", "escnull.39203ndfvkjdasfkq3w4otrq0adsfdfnavd")),
     "esc02.dat": ("3.1.1.05", ("ok", "RE%47IST%45R", "esc02.asdfnqwo34rq23i34jrjasdcnl23nrlknsdf")),
@@ -167,8 +169,12 @@ def test_valid_oddities():
     assert len(parse_request(_load("longreq.dat")).headers_all("v")) == 34
     assert parse_request(_load("dblreq.dat")).body == ""  # the second request is discarded
     assert parse_request(_load("semiuri.dat")).headers_all("accept") == [
-        "application/sdp", "application/pkcs7-mime", "multipart/mixed", "multipart/signed",
-        "message/sip", "message/sipfrag",
+        "application/sdp",
+        "application/pkcs7-mime",
+        "multipart/mixed",
+        "multipart/signed",
+        "message/sip",
+        "message/sipfrag",
     ]
     assert parse_uri(parse_request(_load("semiuri.dat")).uri).user == "user;par=u@example.net"
     assert len(parse_request(_load("transports.dat")).headers_all("via")) == 5

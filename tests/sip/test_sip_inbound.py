@@ -20,8 +20,13 @@ SDP = (
 )
 
 
-def invite(*extra: str, ruri: str = "sip:+33142345678@gw.example.com;user=phone", body: str = SDP,
-           content_type: str | None = "application/sdp", method: str = "INVITE") -> str:
+def invite(
+    *extra: str,
+    ruri: str = "sip:+33142345678@gw.example.com;user=phone",
+    body: str = SDP,
+    content_type: str | None = "application/sdp",
+    method: str = "INVITE",
+) -> str:
     lines = [
         f"{method} {ruri} SIP/2.0",
         "Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-1;rport",
@@ -58,7 +63,11 @@ def test_full_invite():
     assert inv.dialled == "+33142345678"
     assert inv.dialled_number.user_phone and not inv.dialled_number.is_tel
     assert (inv.organizer, inv.tenant, inv.meeting, inv.initiator, inv.location) == (
-        "alice@contoso.example", "contoso", "m-123", "bob@contoso.example", "ZW"
+        "alice@contoso.example",
+        "contoso",
+        "m-123",
+        "bob@contoso.example",
+        "ZW",
     )
     assert inv.has_sdp and inv.sdp == SDP
     assert (inv.session_expires, inv.session_refresher, inv.min_se) == (None, None, None)
@@ -101,11 +110,18 @@ def test_conflicting_payer_headers_are_refused(name):
 
 
 def test_configurable_header_names():
-    names = HeaderNames(organizer="P-Organizer", tenant="P-Tenant", meeting="P-Conf",
-                        initiator="P-Who", location="P-Where")
+    names = HeaderNames(
+        organizer="P-Organizer", tenant="P-Tenant", meeting="P-Conf", initiator="P-Who", location="P-Where"
+    )
     inv = read_invite(
-        invite("p-organizer: carol", "P-Tenant: t1", "P-Conf: c1", "P-Who: w", "P-Where: US",
-               "X-Dialout-Organizer: ignored"),
+        invite(
+            "p-organizer: carol",
+            "P-Tenant: t1",
+            "P-Conf: c1",
+            "P-Who: w",
+            "P-Where: US",
+            "X-Dialout-Organizer: ignored",
+        ),
         names,
     )
     assert (inv.organizer, inv.tenant, inv.meeting, inv.initiator, inv.location) == ("carol", "t1", "c1", "w", "US")
@@ -115,7 +131,11 @@ def test_configurable_header_names():
 def test_header_names_defaults_and_frozen():
     names = HeaderNames()
     assert dataclasses.astuple(names) == (
-        "X-Dialout-Organizer", "X-Dialout-Tenant", "X-Dialout-Meeting", "X-Dialout-Initiator", "X-Dialout-Location"
+        "X-Dialout-Organizer",
+        "X-Dialout-Tenant",
+        "X-Dialout-Meeting",
+        "X-Dialout-Initiator",
+        "X-Dialout-Location",
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         names.organizer = "x"  # type: ignore[misc]
@@ -255,13 +275,22 @@ def multipart(boundary: str, *parts: tuple[str, str], preamble: str = "") -> str
 @pytest.mark.parametrize(
     "content_type, body",
     [
-        ("multipart/mixed;boundary=unique-boundary-1",
-         multipart("unique-boundary-1", ("application/sdp", SDP), ("application/isup;version=itu-t92+", "\x01\x02"))),
-        ('multipart/mixed; boundary="quoted boundary"',
-         multipart("quoted boundary", ("application/isup", "xx"), ("application/sdp", SDP), preamble="preamble\r\n")),
-        ("multipart/alternative;boundary=outer",
-         multipart("outer", ("text/plain", "hi"),
-                   ("multipart/mixed;boundary=inner", multipart("inner", ("application/sdp", SDP))))),
+        (
+            "multipart/mixed;boundary=unique-boundary-1",
+            multipart("unique-boundary-1", ("application/sdp", SDP), ("application/isup;version=itu-t92+", "\x01\x02")),
+        ),
+        (
+            'multipart/mixed; boundary="quoted boundary"',
+            multipart("quoted boundary", ("application/isup", "xx"), ("application/sdp", SDP), preamble="preamble\r\n"),
+        ),
+        (
+            "multipart/alternative;boundary=outer",
+            multipart(
+                "outer",
+                ("text/plain", "hi"),
+                ("multipart/mixed;boundary=inner", multipart("inner", ("application/sdp", SDP))),
+            ),
+        ),
     ],
 )
 def test_sdp_from_multipart(content_type, body):

@@ -18,8 +18,14 @@ BASE = [
 ]
 
 
-def build(*extra: str, start: str = f"INVITE {RURI} SIP/2.0", base=BASE, body: str = "",
-          content_length: bool = True, eol: str = "\r\n") -> str:
+def build(
+    *extra: str,
+    start: str = f"INVITE {RURI} SIP/2.0",
+    base=BASE,
+    body: str = "",
+    content_length: bool = True,
+    eol: str = "\r\n",
+) -> str:
     lines = [start, *base, *extra]
     if content_length:
         lines.append(f"Content-Length: {len(body.encode())}")
@@ -195,7 +201,7 @@ def test_non_list_headers_are_never_split(line, name):
 
 
 def test_split_header_list_respects_quotes_and_angles():
-    assert split_header_list('a, "b, c" <sip:x;y=1,2>, ,d') == ['a', '"b, c" <sip:x;y=1,2>', "d"]
+    assert split_header_list('a, "b, c" <sip:x;y=1,2>, ,d') == ["a", '"b, c" <sip:x;y=1,2>', "d"]
     assert split_header_list('"esc \\" , still quoted", e') == ['"esc \\" , still quoted"', "e"]
 
 
@@ -257,15 +263,25 @@ def test_content_length_counts_utf8_octets():
         (build(base=[BASE[0], "Max-Forwards: many", *BASE[2:]]), "malformed Max-Forwards"),
         (build(base=[*BASE[:4], "Call-ID: two words", BASE[5]]), "malformed Call-ID"),
         (build(base=[*BASE[:4], "Call-ID:", BASE[5]]), "malformed Call-ID"),
-        (build(body="v=0", content_length=False) .replace("\r\n\r\n", "\r\nl: 9999\r\n\r\n", 1),
-         "Content-Length exceeds the body"),
-        (build(body="v=0", content_length=False).replace("\r\n\r\n", "\r\nl: -1\r\n\r\n", 1),
-         "malformed Content-Length"),
+        (
+            build(body="v=0", content_length=False).replace("\r\n\r\n", "\r\nl: 9999\r\n\r\n", 1),
+            "Content-Length exceeds the body",
+        ),
+        (
+            build(body="v=0", content_length=False).replace("\r\n\r\n", "\r\nl: -1\r\n\r\n", 1),
+            "malformed Content-Length",
+        ),
         (build("Content-Length: 0"), "more than one Content-Length header"),
         (build(start=f"INVITE {RURI} SIP/2.0", base=["  starts folded", *BASE]), "continuation line before any header"),
         (build(base=[*BASE[:2], 'From: "unterminated <sip:a@b.example.com>', *BASE[3:]]), "unterminated quoted string"),
-        (build(base=[*BASE[:2], "From: Doe, John <sip:a@b.example.com>", *BASE[3:]]), "unquoted display name holds separators"),
-        (build(base=[*BASE[:2], "From: Doe; John <sip:a@b.example.com>", *BASE[3:]]), "unquoted display name holds separators"),
+        (
+            build(base=[*BASE[:2], "From: Doe, John <sip:a@b.example.com>", *BASE[3:]]),
+            "unquoted display name holds separators",
+        ),
+        (
+            build(base=[*BASE[:2], "From: Doe; John <sip:a@b.example.com>", *BASE[3:]]),
+            "unquoted display name holds separators",
+        ),
         (build(base=[*BASE[:2], "From: < sip:a@b.example.com >", *BASE[3:]]), "address has whitespace inside <>"),
         (build(base=[*BASE[:2], "From: <sip:a@b.example.com", *BASE[3:]]), "address has '<' without '>'"),
         (build(base=[*BASE[:2], "From: <sip:a@b.example.com>x", *BASE[3:]]), "junk after address"),
@@ -326,10 +342,20 @@ def test_request_uri_forms_accepted(uri):
         ("<sip:a@b.example.com>", None, "sip:a@b.example.com", ()),
         ("sip:a@b.example.com;tag=x", None, "sip:a@b.example.com", (("tag", "x"),)),
         ("sip:a@b.example.com ;  tag  = x", None, "sip:a@b.example.com", (("tag", "x"),)),
-        ('"A \\"B\\" C" <sip:a@b.example.com;user=phone>;tag=1', 'A "B" C', "sip:a@b.example.com;user=phone", (("tag", "1"),)),
+        (
+            '"A \\"B\\" C" <sip:a@b.example.com;user=phone>;tag=1',
+            'A "B" C',
+            "sip:a@b.example.com;user=phone",
+            (("tag", "1"),),
+        ),
         ("caller<sip:caller@example.com>;tag=323", "caller", "sip:caller@example.com", (("tag", "323"),)),
         ("Alice  Smith <tel:+1-212-555-0100>", "Alice Smith", "tel:+1-212-555-0100", ()),
-        ('<sip:a@b.example.com>;x="quoted; value";lr', None, "sip:a@b.example.com", (("x", "quoted; value"), ("lr", None))),
+        (
+            '<sip:a@b.example.com>;x="quoted; value";lr',
+            None,
+            "sip:a@b.example.com",
+            (("x", "quoted; value"), ("lr", None)),
+        ),
         ("*", None, "*", ()),
     ],
 )

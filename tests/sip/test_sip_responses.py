@@ -10,12 +10,23 @@ from sip.responses import MAX_WARNING_TEXT
 
 # (reason code, status) pairs from dialout-rules.md "Names that other systems see".
 CONTRACT = [
-    ("untrusted_source", 403), ("overloaded", 503), ("organizer_missing", 403),
-    ("organizer_unknown", 403), ("number_invalid", 484), ("destination_blocked", 403),
-    ("no_audio_conferencing", 403), ("dialout_disabled", 403), ("not_domestic", 403),
-    ("outside_zone_a", 403), ("limit_concurrency", 480), ("limit_rate", 480),
-    ("fraud_suspected", 403), ("fair_use_exceeded", 403), ("no_entitlement", 403),
-    ("trunk_timeout", 408), ("trunk_failure", 486),
+    ("untrusted_source", 403),
+    ("overloaded", 503),
+    ("organizer_missing", 403),
+    ("organizer_unknown", 403),
+    ("number_invalid", 484),
+    ("destination_blocked", 403),
+    ("no_audio_conferencing", 403),
+    ("dialout_disabled", 403),
+    ("not_domestic", 403),
+    ("outside_zone_a", 403),
+    ("limit_concurrency", 480),
+    ("limit_rate", 480),
+    ("fraud_suspected", 403),
+    ("fair_use_exceeded", 403),
+    ("no_entitlement", 403),
+    ("trunk_timeout", 408),
+    ("trunk_failure", 486),
 ]
 
 
@@ -180,12 +191,25 @@ def test_strip_headers():
 @pytest.mark.parametrize(
     "status, phrase",
     [
-        (100, "Trying"), (180, "Ringing"), (183, "Session Progress"), (200, "OK"),
-        (403, "Forbidden"), (404, "Not Found"), (408, "Request Timeout"),
-        (480, "Temporarily Unavailable"), (484, "Address Incomplete"), (486, "Busy Here"),
-        (487, "Request Terminated"), (503, "Service Unavailable"), (505, "Version Not Supported"),
-        (603, "Decline"), (199, "Early Dialog Terminated"),
-        (299, "Successful"), (499, "Request Failure"), (599, "Server Failure"), (699, "Global Failure"),
+        (100, "Trying"),
+        (180, "Ringing"),
+        (183, "Session Progress"),
+        (200, "OK"),
+        (403, "Forbidden"),
+        (404, "Not Found"),
+        (408, "Request Timeout"),
+        (480, "Temporarily Unavailable"),
+        (484, "Address Incomplete"),
+        (486, "Busy Here"),
+        (487, "Request Terminated"),
+        (503, "Service Unavailable"),
+        (505, "Version Not Supported"),
+        (603, "Decline"),
+        (199, "Early Dialog Terminated"),
+        (299, "Successful"),
+        (499, "Request Failure"),
+        (599, "Server Failure"),
+        (699, "Global Failure"),
     ],
 )
 def test_reason_phrase(status, phrase):

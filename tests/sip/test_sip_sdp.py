@@ -19,8 +19,16 @@ OFFER = sdp("c=IN IP4 198.51.100.7", "t=0 0", "m=audio 40000 RTP/AVP 0 8 101", "
     [
         (OFFER, "198.51.100.7"),
         (sdp("c=IN IP6 2001:db8::7", "t=0 0", "m=audio 4000 RTP/AVP 0"), "2001:db8::7"),
-        (sdp("t=0 0", "m=audio 4000 RTP/AVP 0", "c=IN IP4 203.0.113.9", "m=video 0 RTP/AVP 31",
-             "c=IN IP4 203.0.113.10"), "203.0.113.9"),
+        (
+            sdp(
+                "t=0 0",
+                "m=audio 4000 RTP/AVP 0",
+                "c=IN IP4 203.0.113.9",
+                "m=video 0 RTP/AVP 31",
+                "c=IN IP4 203.0.113.10",
+            ),
+            "203.0.113.9",
+        ),
         (sdp("c=IN IP4 233.252.0.1/127/2", "m=audio 4000 RTP/AVP 0"), "233.252.0.1"),
         (sdp("c=IN IP4 0.0.0.0", "m=audio 4000 RTP/AVP 0"), "0.0.0.0"),
         (sdp("t=0 0", "m=audio 4000 RTP/AVP 0"), None),
@@ -80,12 +88,9 @@ def test_is_hold(text, held):
         ("text/plain", OFFER, None),
         ("multipart/mixed;boundary=", "--\r\n", None),
         ("multipart/mixed;boundary=b;;", "--b\r\n", None),
-        ("multipart/mixed;boundary=b",
-         f"--b\nContent-Type: application/sdp\n\n{OFFER}\n--b--\n", OFFER),
+        ("multipart/mixed;boundary=b", f"--b\nContent-Type: application/sdp\n\n{OFFER}\n--b--\n", OFFER),
         ("multipart/mixed;boundary=b", "--b\r\n\r\nno headers: text/plain\r\n--b--\r\n", None),
     ],
 )
 def test_extract_sdp(content_type, body, expected):
     assert extract_sdp(content_type, body) == expected
-
-

@@ -10,13 +10,13 @@ beyond its grant. Prints one JSON object: the grants and settlements.
 import json
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from store import BucketSpec, CallOpen, open_store
 
 url, instance, n, start_at, pool, credits = sys.argv[1:7]
 n, start_at, pool, credits = int(n), float(start_at), float(pool), float(credits)
-T0 = datetime(2018, 7, 10, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2018, 7, 10, 12, 0, tzinfo=UTC)
 chain = (BucketSpec("tenant_pool", pool), BucketSpec("credits", credits, rate_per_minute=0.5))
 
 store = open_store(url, instance_id=instance, chunk_s=120)

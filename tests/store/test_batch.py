@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from store import BucketSpec, Grant, StoreError, TransactionLost, open_store
-
 from tests.store.helpers import POOL, Recorder, at, call, snap
 
 
@@ -18,6 +17,7 @@ def count_commits(store) -> list[int]:
     def counting():
         commits.append(1)
         real()
+
     store._commit = counting
     return commits
 
@@ -74,15 +74,14 @@ def test_a_method_that_fails_rolls_back_alone(store, store_url):
 
 def test_without_savepoints_a_failing_method_breaks_the_batch(store):
     commits = count_commits(store)
-    with pytest.raises(StoreError, match="(?i)null"):
-        with store.batch(savepoints=False) as batch:
-            assert batch.savepoints is False
-            store.open_call(call("c1"))
-            with pytest.raises(StoreError):
-                store.open_call(call("broken", region=None))
-            assert batch.broken is not None
-            with pytest.raises(TransactionLost):  # nothing more runs in a broken batch
-                store.open_call(call("c2"))
+    with pytest.raises(StoreError, match="(?i)null"), store.batch(savepoints=False) as batch:
+        assert batch.savepoints is False
+        store.open_call(call("c1"))
+        with pytest.raises(StoreError):
+            store.open_call(call("broken", region=None))
+        assert batch.broken is not None
+        with pytest.raises(TransactionLost):  # nothing more runs in a broken batch
+            store.open_call(call("c2"))
     assert commits == []
     assert store.call_row("c1") is None and store.bucket_row("t1", "2018-07", POOL) is None
     commits.clear()
@@ -105,10 +104,9 @@ def test_a_replayed_open_call_inside_one_batch(store):
 
 def test_a_block_that_raises_rolls_everything_back(store):
     commits = count_commits(store)
-    with pytest.raises(RuntimeError):
-        with store.batch():
-            store.open_call(call("c1"))
-            raise RuntimeError("caller gave up")
+    with pytest.raises(RuntimeError), store.batch():
+        store.open_call(call("c1"))
+        raise RuntimeError("caller gave up")
     assert commits == []
     assert store.call_row("c1") is None
     assert store.bucket_row("t1", "2018-07", POOL) is None
@@ -116,10 +114,9 @@ def test_a_block_that_raises_rolls_everything_back(store):
 
 def test_the_blocks_own_error_comes_out_as_raised(store):
     error = RuntimeError("caller gave up")
-    with pytest.raises(RuntimeError) as raised:
-        with store.batch():
-            store.open_call(call("c1"))
-            raise error
+    with pytest.raises(RuntimeError) as raised, store.batch():
+        store.open_call(call("c1"))
+        raise error
     assert raised.value is error and raised.value.__cause__ is None
     assert raised.traceback[-1].name == "test_the_blocks_own_error_comes_out_as_raised"
     with store.batch():  # the next batch starts afresh
@@ -146,11 +143,10 @@ def test_alerts_are_raised_only_once_the_batch_has_committed(store_url):
         pool = BucketSpec(POOL, 10)
         s.open_call(call("c1", pool))
         s.answered("c1", at(0))
-        with pytest.raises(RuntimeError):
-            with s.batch():
-                s.close_call("c1", at(540), "normal")  # 9 of 10 minutes: 80 %
-                assert log.named("pool_threshold") == []
-                raise RuntimeError("rolled back")
+        with pytest.raises(RuntimeError), s.batch():
+            s.close_call("c1", at(540), "normal")  # 9 of 10 minutes: 80 %
+            assert log.named("pool_threshold") == []
+            raise RuntimeError("rolled back")
         assert log.named("pool_threshold") == [] and s.alerts() == []
         with s.batch():
             s.close_call("c1", at(540), "normal")
@@ -165,6 +161,7 @@ def test_a_transaction_dropped_by_the_database_breaks_the_batch(store):
     """SQLite rolls a transaction back by itself on a full disk: later methods
     must not run outside it (they would autocommit), and the batch must not
     report a commit."""
+
     def drop_the_transaction():
         if store.dialect == "sqlite":
             store._conn.execute("ROLLBACK")
@@ -172,14 +169,13 @@ def test_a_transaction_dropped_by_the_database_breaks_the_batch(store):
             store._conn.rollback()
         raise OSError("disk full")
 
-    with pytest.raises(OSError):
-        with store.batch() as batch:
-            store.open_call(call("c1"))
-            with pytest.raises(OSError):
-                store._run(drop_the_transaction)
-            assert isinstance(batch.broken, OSError)
-            with pytest.raises(TransactionLost):
-                store.open_call(call("c2"))
+    with pytest.raises(OSError), store.batch() as batch:
+        store.open_call(call("c1"))
+        with pytest.raises(OSError):
+            store._run(drop_the_transaction)
+        assert isinstance(batch.broken, OSError)
+        with pytest.raises(TransactionLost):
+            store.open_call(call("c2"))
     assert store.call_row("c1") is None and store.call_row("c2") is None
     assert store.open_call(call("c3")) == Grant(POOL, 300)  # the store carries on
 
@@ -191,14 +187,13 @@ def test_postgres_connection_lost_inside_a_batch(pg_schema_url):
     s = open_store(pg_schema_url, instance_id="gw")
     try:
         s.migrate()
-        with pytest.raises(TransactionLost):
-            with s.batch() as batch:
-                s.open_call(call("c1"))
-                with psycopg.connect(pg_schema_url, autocommit=True) as admin:
-                    admin.execute("SELECT pg_terminate_backend(%s)", (s._conn.info.backend_pid,))
-                with pytest.raises(TransactionLost):
-                    s.open_call(call("c2"))
-                assert isinstance(batch.broken, TransactionLost)
+        with pytest.raises(TransactionLost), s.batch() as batch:
+            s.open_call(call("c1"))
+            with psycopg.connect(pg_schema_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (s._conn.info.backend_pid,))
+            with pytest.raises(TransactionLost):
+                s.open_call(call("c2"))
+            assert isinstance(batch.broken, TransactionLost)
         # Nothing committed, and the store re-opened its connection: run it again.
         with s.batch():
             s.open_call(call("c1"))
@@ -223,12 +218,11 @@ def test_postgres_lock_timeout_rolls_the_batch_back_as_a_conflict(pg_schema_url)
         with psycopg.connect(pg_schema_url) as other:  # another instance, in the middle of a transaction
             other.execute("SELECT * FROM buckets FOR UPDATE")
             for savepoints in (True, False):
-                with pytest.raises(TransactionConflict):
-                    with s.batch(savepoints=savepoints) as batch:
-                        s.answered("c0", at(0))
-                        with pytest.raises(TransactionConflict, match="lock timeout"):
-                            s.open_call(call("c1"))
-                        assert isinstance(batch.broken, TransactionConflict)
+                with pytest.raises(TransactionConflict), s.batch(savepoints=savepoints) as batch:
+                    s.answered("c0", at(0))
+                    with pytest.raises(TransactionConflict, match="lock timeout"):
+                        s.open_call(call("c1"))
+                    assert isinstance(batch.broken, TransactionConflict)
             other.rollback()
         assert s.call_row("c0")["state"] == "open"  # the whole batch was rolled back
         with s.batch():  # same connection, no reconnect needed

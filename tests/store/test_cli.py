@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,7 +12,7 @@ from gateway.commands.usage import format_report
 from store import BucketSpec, CallOpen, open_store
 from tests.terminal import run_on_a_terminal
 
-T0 = datetime(2018, 7, 10, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2018, 7, 10, 12, 0, tzinfo=UTC)
 
 CONFIG = """\
 [store]
@@ -76,7 +76,12 @@ def test_usage_report(config, store_url, capsys):
     assert t["pool"]["size_minutes"] == 1500.0 and t["pool"]["used_minutes"] == 5.0
     assert t["pool"]["remaining_minutes"] == 1495.0
     assert t["credits"]["left"] == 120.0
-    assert t["top_organizers"][0] == {"organizer": "alice@contoso.com", "calls": 2, "talk_s": 186.0, "billed_minutes": 5.0}
+    assert t["top_organizers"][0] == {
+        "organizer": "alice@contoso.com",
+        "calls": 2,
+        "talk_s": 186.0,
+        "billed_minutes": 5.0,
+    }
     code, out, _ = run(capsys, "usage", "--config", config, "--month", "2018-07")
     assert code == 0 and "remaining 1,495.0" in out and "alice@contoso.com" in out
     code, _, err = run(capsys, "usage", "--config", config, "--tenant", "nobody")
@@ -88,8 +93,18 @@ def test_usage_report(config, store_url, capsys):
 def test_usage_formats_text_by_default_json_on_request_and_text_on_a_terminal(config, store_url, capsys, monkeypatch):
     assert run(capsys, "db", "upgrade", "--config", config)[0] == 0
     s = open_store(store_url, instance_id="gw")
-    s.open_call(CallOpen("c0", "contoso", "alice@contoso.com", "+33142685300", "FR", "Europe/Paris", T0,
-                         (BucketSpec("tenant_pool", 1500),)))
+    s.open_call(
+        CallOpen(
+            "c0",
+            "contoso",
+            "alice@contoso.com",
+            "+33142685300",
+            "FR",
+            "Europe/Paris",
+            T0,
+            (BucketSpec("tenant_pool", 1500),),
+        )
+    )
     s.answered("c0", T0)
     s.close_call("c0", T0 + timedelta(seconds=61), "normal")
     s.close()
@@ -107,31 +122,66 @@ def test_usage_formats_text_by_default_json_on_request_and_text_on_a_terminal(co
 
 
 def _tenant(**over):
-    t = {"tenant": "contoso", "known": True, "period": "2018-07", "timezone": "Europe/Paris",
-         "pool": {"size_minutes": 1500.0, "used_minutes": 1210.0, "reserved_minutes": 3.0,
-                  "remaining_minutes": 287.0, "percent_used": 80.9},
-         "credits": {"enabled": True, "balance": 120.0, "spent_total": 14.5, "spent_this_month": 4.25,
-                     "reserved": 0.5, "left": 105.0},
-         "addon_minutes": 42.0, "promotion": {"used_minutes": 0.0, "reserved_minutes": 0.0, "cap_minutes": None},
-         "calls": {"total": 1234, "answered": 1200, "live": 1, "talk_minutes": 1150.25, "billed_minutes": 1210.0},
-         "top_organizers": [{"organizer": "alice@contoso.com", "calls": 1000, "talk_s": 60000.0, "billed_minutes": 1010.0},
-                            {"organizer": "bob@contoso.com", "calls": 1, "talk_s": 60.0, "billed_minutes": 1.0}],
-         "top_destinations": [{"e164": "+33142685300", "calls": 1234, "talk_s": 69015.0, "billed_minutes": 1210.0}],
-         "alerts": [{"kind": "pool_80", "at": datetime(2018, 7, 20, 8, 30, tzinfo=timezone.utc).timestamp(),
-                     "percent": 80}]}
+    t = {
+        "tenant": "contoso",
+        "known": True,
+        "period": "2018-07",
+        "timezone": "Europe/Paris",
+        "pool": {
+            "size_minutes": 1500.0,
+            "used_minutes": 1210.0,
+            "reserved_minutes": 3.0,
+            "remaining_minutes": 287.0,
+            "percent_used": 80.9,
+        },
+        "credits": {
+            "enabled": True,
+            "balance": 120.0,
+            "spent_total": 14.5,
+            "spent_this_month": 4.25,
+            "reserved": 0.5,
+            "left": 105.0,
+        },
+        "addon_minutes": 42.0,
+        "promotion": {"used_minutes": 0.0, "reserved_minutes": 0.0, "cap_minutes": None},
+        "calls": {"total": 1234, "answered": 1200, "live": 1, "talk_minutes": 1150.25, "billed_minutes": 1210.0},
+        "top_organizers": [
+            {"organizer": "alice@contoso.com", "calls": 1000, "talk_s": 60000.0, "billed_minutes": 1010.0},
+            {"organizer": "bob@contoso.com", "calls": 1, "talk_s": 60.0, "billed_minutes": 1.0},
+        ],
+        "top_destinations": [{"e164": "+33142685300", "calls": 1234, "talk_s": 69015.0, "billed_minutes": 1210.0}],
+        "alerts": [{"kind": "pool_80", "at": datetime(2018, 7, 20, 8, 30, tzinfo=UTC).timestamp(), "percent": 80}],
+    }
     t.update(over)
     return t
 
 
 def test_usage_format_report():
-    text = format_report({"month": "2018-07", "tenants": [
-        _tenant(),
-        _tenant(tenant="fabrikam", timezone="America/New_York", top_organizers=[], top_destinations=[], alerts=[],
-                credits={"enabled": False, "balance": 0.0, "spent_total": 0.0, "spent_this_month": 0.0,
-                         "reserved": 0.0, "left": 0.0},
-                promotion={"used_minutes": 90.0, "reserved_minutes": 0.0, "cap_minutes": 900.0},
-                calls={"total": 1, "answered": 0, "live": 0, "talk_minutes": 0.0, "billed_minutes": 0.0}),
-    ]})
+    text = format_report(
+        {
+            "month": "2018-07",
+            "tenants": [
+                _tenant(),
+                _tenant(
+                    tenant="fabrikam",
+                    timezone="America/New_York",
+                    top_organizers=[],
+                    top_destinations=[],
+                    alerts=[],
+                    credits={
+                        "enabled": False,
+                        "balance": 0.0,
+                        "spent_total": 0.0,
+                        "spent_this_month": 0.0,
+                        "reserved": 0.0,
+                        "left": 0.0,
+                    },
+                    promotion={"used_minutes": 90.0, "reserved_minutes": 0.0, "cap_minutes": 900.0},
+                    calls={"total": 1, "answered": 0, "live": 0, "talk_minutes": 0.0, "billed_minutes": 0.0},
+                ),
+            ],
+        }
+    )
     contoso, fabrikam = text.split("\n\ntenant ")
     assert contoso.splitlines()[:6] == [
         "tenant contoso   month 2018-07 (Europe/Paris)",
@@ -146,8 +196,7 @@ def test_usage_format_report():
         "  top organisers     calls  billed min\n"
         "  alice@contoso.com  1,000     1,010.0\n"
         "  bob@contoso.com        1         1.0",
-        "  top destinations   calls  billed min\n"
-        "  +33142685300       1,234     1,210.0",
+        "  top destinations   calls  billed min\n  +33142685300       1,234     1,210.0",
     ]
     assert fabrikam.splitlines() == [
         "fabrikam   month 2018-07 (America/New_York)",
@@ -164,40 +213,88 @@ def test_directory_import_csv_and_json(config, store_url, tmp_path, capsys):
     (tmp_path / "tenants.csv").write_text(
         "id,timezone,subscription_licences,credits_enabled,credits_balance\n"
         "northwind,America/New_York,4,yes,50\n"
-        "tailspin,,0,,\n")
+        "tailspin,,0,,\n"
+    )
     (tmp_path / "organizers.csv").write_text(
         "id,tenant,usage_location,audio_conferencing,usca_addon,credits_licence,dialout_policy\n"
-        "dan@northwind.com,northwind,US,subscription,true,false,any\n")
-    (tmp_path / "more.json").write_text(json.dumps({
-        "tenants": [{"id": "woodgrove", "timezone": "Europe/Berlin", "credits": {"enabled": False, "balance": 0}}],
-        "organizers": [{"id": "eve@woodgrove.com", "tenant": "woodgrove", "usage_location": "DE",
-                        "dialout_policy": "tag:DialoutCPCDomesticPSTNInternational"}]}))
-    code, out, err = run(capsys, "directory", "import", "--config", config, str(tmp_path / "tenants.csv"),
-                         str(tmp_path / "organizers.csv"), str(tmp_path / "more.json"))
+        "dan@northwind.com,northwind,US,subscription,true,false,any\n"
+    )
+    (tmp_path / "more.json").write_text(
+        json.dumps(
+            {
+                "tenants": [
+                    {"id": "woodgrove", "timezone": "Europe/Berlin", "credits": {"enabled": False, "balance": 0}}
+                ],
+                "organizers": [
+                    {
+                        "id": "eve@woodgrove.com",
+                        "tenant": "woodgrove",
+                        "usage_location": "DE",
+                        "dialout_policy": "tag:DialoutCPCDomesticPSTNInternational",
+                    }
+                ],
+            }
+        )
+    )
+    code, out, err = run(
+        capsys,
+        "directory",
+        "import",
+        "--config",
+        config,
+        str(tmp_path / "tenants.csv"),
+        str(tmp_path / "organizers.csv"),
+        str(tmp_path / "more.json"),
+    )
     assert code == 0, err
     assert out == "imported 3 tenants and 2 organizers\n"
     s = open_store(store_url)
     tenants, organizers = s.directory_rows()
     s.close()
-    assert tenants[0] == {"id": "northwind", "timezone": "America/New_York", "subscription_licences": 4,
-                          "credits": {"enabled": True, "balance": 50.0}}
+    assert tenants[0] == {
+        "id": "northwind",
+        "timezone": "America/New_York",
+        "subscription_licences": 4,
+        "credits": {"enabled": True, "balance": 50.0},
+    }
     assert tenants[1] == {"id": "tailspin", "subscription_licences": 0}
-    assert organizers[0] == {"id": "dan@northwind.com", "tenant": "northwind", "usage_location": "US",
-                             "audio_conferencing": "subscription", "usca_addon": True, "credits_licence": False,
-                             "dialout_policy": "any"}
+    assert organizers[0] == {
+        "id": "dan@northwind.com",
+        "tenant": "northwind",
+        "usage_location": "US",
+        "audio_conferencing": "subscription",
+        "usca_addon": True,
+        "credits_licence": False,
+        "dialout_policy": "any",
+    }
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("t.csv", "id,subscription_licences\nok,1\nbad,many\n", "t.csv row 3: key 'subscription_licences': expected a whole number >= 0, got 'many'"),
-    ("t.csv", "id,licences\nx,1\n", "t.csv: header: unknown column 'licences' for tenants"),
-    ("o.csv", "id,tenant,usca_addon\na,t,perhaps\n", "o.csv row 2: key 'usca_addon': expected true or false"),
-    ("o.csv", "id,tenant\n,t\n", "o.csv row 2: key 'id': required"),
-    ("d.json", '{"organizers": [{"id": "a", "tenant": "t"}, {"id": "b"}]}', "d.json organizers[1]: key 'tenant': required"),
-    ("d.json", '{"tenants": [{"id": "t", "credits": {"enabled": "yes"}}]}', "d.json tenants[0]: credits: key 'enabled': expected true or false"),
-    ("d.json", '{"tenants": [{"id": "t"}, {"id": "T"}]}', "tenant 'T' appears twice"),
-    ("d.json", "[1, 2]", 'expected an object {"tenants"'),
-    ("d.txt", "x", "unknown file type"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "t.csv",
+            "id,subscription_licences\nok,1\nbad,many\n",
+            "t.csv row 3: key 'subscription_licences': expected a whole number >= 0, got 'many'",
+        ),
+        ("t.csv", "id,licences\nx,1\n", "t.csv: header: unknown column 'licences' for tenants"),
+        ("o.csv", "id,tenant,usca_addon\na,t,perhaps\n", "o.csv row 2: key 'usca_addon': expected true or false"),
+        ("o.csv", "id,tenant\n,t\n", "o.csv row 2: key 'id': required"),
+        (
+            "d.json",
+            '{"organizers": [{"id": "a", "tenant": "t"}, {"id": "b"}]}',
+            "d.json organizers[1]: key 'tenant': required",
+        ),
+        (
+            "d.json",
+            '{"tenants": [{"id": "t", "credits": {"enabled": "yes"}}]}',
+            "d.json tenants[0]: credits: key 'enabled': expected true or false",
+        ),
+        ("d.json", '{"tenants": [{"id": "t"}, {"id": "T"}]}', "tenant 'T' appears twice"),
+        ("d.json", "[1, 2]", 'expected an object {"tenants"'),
+        ("d.txt", "x", "unknown file type"),
+    ],
+)
 def test_directory_import_rejects_bad_rows(tmp_path, capsys, name, content, message):
     config = tmp_path / "gateway.toml"
     config.write_text(CONFIG.format(url=f"sqlite:///{tmp_path}/ledger.db"))
@@ -215,7 +312,9 @@ def test_bad_store_config_and_unreachable_database(tmp_path, capsys):
     assert code == 2 and "store.url: expected sqlite:///PATH or postgresql://" in err
     config.write_text(CONFIG.format(url="postgresql://u:pw@127.0.0.1:1/db"))
     code, _, err = run(capsys, "db", "upgrade", "--config", str(config))
-    assert code == 1 and err.startswith("dialout-gw db: cannot connect to PostgreSQL at postgresql://u:***@127.0.0.1:1/db")
+    assert code == 1 and err.startswith(
+        "dialout-gw db: cannot connect to PostgreSQL at postgresql://u:***@127.0.0.1:1/db"
+    )
     assert err.count("\n") == 1 and "Traceback" not in err
     code, _, err = run(capsys, "db", "upgrade", "--config", str(tmp_path / "missing.toml"))
     assert code == 2 and "config file not found" in err

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,9 +26,25 @@ def test_processes_never_overspend_a_shared_pool(store_url):
     store.migrate()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     start_at = time.time() + 1.5  # all processes start their burst together
-    procs = [subprocess.Popen([sys.executable, str(WORKER), store_url, f"gw{p}", str(CALLS), str(start_at),
-                               str(pool_minutes), str(credits)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env) for p in range(PROCS)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                store_url,
+                f"gw{p}",
+                str(CALLS),
+                str(start_at),
+                str(pool_minutes),
+                str(credits),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for p in range(PROCS)
+    ]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=150)
@@ -62,8 +78,9 @@ def test_processes_never_overspend_a_shared_pool(store_url):
         refused = sum(1 for r in results for d in ("grants", "extends") for g in r[d].values() if g is None)
         assert refused > 0
         assert sum(1 for r in results if any(r["grants"].values())) >= 2
-        snapshot = store.snapshot(tenant="t1", organizer="org-0", e164=None, tz="Europe/Paris",
-                                  now=datetime(2018, 7, 10, 13, tzinfo=timezone.utc))
+        snapshot = store.snapshot(
+            tenant="t1", organizer="org-0", e164=None, tz="Europe/Paris", now=datetime(2018, 7, 10, 13, tzinfo=UTC)
+        )
         assert snapshot["concurrent_tenant"] == 0
     finally:
         store.close()

@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import threading
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from store import BucketSpec, Grant, StoreError, open_store
 from store.base import load_migrations
-
 from tests.store.helpers import POOL, T0, UTC, Recorder, at, call, snap
 
-
 # --------------------------------------------------------------------------- schema
+
 
 def test_migrations_are_idempotent(store_url):
     s = open_store(store_url, instance_id="gw")
@@ -54,6 +53,7 @@ def test_sqlite_relative_path_creates_parent(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- billing
+
 
 def test_per_started_minute(store):
     assert store.open_call(call()) == Grant(POOL, 300)
@@ -212,6 +212,7 @@ def test_extend_on_closed_or_unknown_call(store):
 
 # --------------------------------------------------------------------------- counters
 
+
 def test_counters_see_open_calls_and_decrement_on_every_end_path(store):
     chain = (BucketSpec(POOL, 600),)
     store.open_call(call("cancel", *chain))
@@ -249,23 +250,41 @@ def _counters_from_the_ledger(store, now, organizer="alice", tenant="t1", e164="
     """The guard counters computed the slow way, from the calls table alone."""
     since = int(now.timestamp()) - 60
     day = now.astimezone(ZoneInfo("Europe/Paris")).strftime("%Y-%m-%d")
-    x = store._run(lambda: store._x(
-        "SELECT (SELECT COUNT(*) FROM calls WHERE organizer = ? AND state IN ('open', 'answered')),"
-        " (SELECT COUNT(*) FROM calls WHERE tenant = ? AND state IN ('open', 'answered')),"
-        " (SELECT COUNT(*) FROM calls WHERE organizer = ? AND started_at >= ?),"
-        " (SELECT COUNT(DISTINCT e164) FROM calls WHERE organizer = ? AND day = ?),"
-        " (SELECT COUNT(*) FROM calls WHERE organizer = ? AND day = ? AND e164 = ?),"
-        " (SELECT COALESCE(SUM(addon_minutes), 0) FROM calls WHERE organizer = ? AND period = ?)",
-        (organizer, tenant, organizer, since + 1, organizer, day, organizer, day, e164, organizer, day[:7])
-    ).fetchone(), write=False)
-    return {"concurrent_organizer": x[0], "concurrent_tenant": x[1], "calls_last_minute_organizer": x[2],
-            "distinct_destinations_today": x[3], "destination_seen_today": bool(x[4]), "addon_used_minutes": x[5]}
+    x = store._run(
+        lambda: store._x(
+            "SELECT (SELECT COUNT(*) FROM calls WHERE organizer = ? AND state IN ('open', 'answered')),"
+            " (SELECT COUNT(*) FROM calls WHERE tenant = ? AND state IN ('open', 'answered')),"
+            " (SELECT COUNT(*) FROM calls WHERE organizer = ? AND started_at >= ?),"
+            " (SELECT COUNT(DISTINCT e164) FROM calls WHERE organizer = ? AND day = ?),"
+            " (SELECT COUNT(*) FROM calls WHERE organizer = ? AND day = ? AND e164 = ?),"
+            " (SELECT COALESCE(SUM(addon_minutes), 0) FROM calls WHERE organizer = ? AND period = ?)",
+            (organizer, tenant, organizer, since + 1, organizer, day, organizer, day, e164, organizer, day[:7]),
+        ).fetchone(),
+        write=False,
+    )
+    return {
+        "concurrent_organizer": x[0],
+        "concurrent_tenant": x[1],
+        "calls_last_minute_organizer": x[2],
+        "distinct_destinations_today": x[3],
+        "destination_seen_today": bool(x[4]),
+        "addon_used_minutes": x[5],
+    }
 
 
 def _guard_counters(store, now, e164="+33142685300"):
     s = snap(store, now=now, e164=e164)
-    return {k: s[k] for k in ("concurrent_organizer", "concurrent_tenant", "calls_last_minute_organizer",
-                              "distinct_destinations_today", "destination_seen_today", "addon_used_minutes")}
+    return {
+        k: s[k]
+        for k in (
+            "concurrent_organizer",
+            "concurrent_tenant",
+            "calls_last_minute_organizer",
+            "distinct_destinations_today",
+            "destination_seen_today",
+            "addon_used_minutes",
+        )
+    }
 
 
 def test_running_counters_agree_with_the_ledger_on_every_path(store):
@@ -276,15 +295,16 @@ def test_running_counters_agree_with_the_ledger_on_every_path(store):
     pool = (BucketSpec(POOL, 600),)
     for i in range(12):
         chain = unlimited if i % 3 == 0 else pool
-        store.open_call(call(f"c{i}", *chain, organizer="alice" if i % 4 else "bob",
-                             e164=f"+3314268530{i % 5}", started=at(i * 7)))
-    store.open_call(call("c1", *pool, started=at(7)))           # a retransmitted INVITE: no double count
+        store.open_call(
+            call(f"c{i}", *chain, organizer="alice" if i % 4 else "bob", e164=f"+3314268530{i % 5}", started=at(i * 7))
+        )
+    store.open_call(call("c1", *pool, started=at(7)))  # a retransmitted INVITE: no double count
     assert _guard_counters(store, at(80)) == _counters_from_the_ledger(store, at(80))
     for i in (0, 3, 6):
         store.answered(f"c{i}", at(i * 7 + 1))
     store.extend("c3", at(100))
     store.close_call("c3", at(200), "normal")
-    store.close_call("c3", at(300), "normal")                    # idempotent: counted once
+    store.close_call("c3", at(300), "normal")  # idempotent: counted once
     store.close_call("c0", at(150), "normal")
     store.close_call("c5", at(60), "trunk_failure", b_status=486)
     store.recover_open_calls(at(400))
@@ -306,10 +326,16 @@ def test_migration_002_backfills_the_counters_of_an_existing_ledger(store):
     assert before["addon_used_minutes"] == 2.0
 
     def back_to_version_1():
-        for table in ("live_calls", "organizer_seconds", "organizer_destinations", "organizer_days",
-                      "organizer_periods"):
+        for table in (
+            "live_calls",
+            "organizer_seconds",
+            "organizer_destinations",
+            "organizer_days",
+            "organizer_periods",
+        ):
             store._x(f"DROP TABLE {table}")
         store._x("DELETE FROM schema_version WHERE version = 2")
+
     store._run(back_to_version_1)
     assert store.schema_version() == 1
     assert store.migrate() == 2
@@ -334,7 +360,7 @@ def test_sqlite_snapshot_is_primary_key_lookups_only(tmp_path):
     store._x = lambda sql, params=(): captured.append((sql, params)) or real_x(sql, params)
     snap(store, e164="+33142685300")
     store._x = real_x
-    (sql, params), = captured
+    ((sql, params),) = captured
     plan = [row[3] for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()]
     assert plan and not [line for line in plan if line.startswith("SCAN") and line != "SCAN CONSTANT ROW"], plan
     assert all("calls" not in line.split() for line in plan), plan
@@ -362,7 +388,7 @@ def test_sqlite_checkpoints_run_off_the_writer_thread(tmp_path):
         try:
             in_main_file = copy.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
         except sqlite3.OperationalError:
-            in_main_file = 0   # not even the schema checkpointed yet
+            in_main_file = 0  # not even the schema checkpointed yet
         copy.close()
         if in_main_file == 50 or time.monotonic() > deadline:
             break
@@ -381,6 +407,7 @@ def test_destination_day_is_in_the_tenant_timezone(store):
 
 
 # --------------------------------------------------------------------------- periods
+
 
 def test_call_is_charged_to_the_month_it_started_in_tenant_time(store):
     # 2018-07-31 23:59 in Paris is 21:59 UTC; the call runs into August.
@@ -409,6 +436,7 @@ def test_new_month_has_a_fresh_pool(store):
 
 # --------------------------------------------------------------------------- recovery
 
+
 def test_recovery_settles_to_last_heartbeat(store_url):
     gw1 = open_store(store_url, instance_id="gw1")
     gw2 = open_store(store_url, instance_id="gw2")
@@ -430,7 +458,13 @@ def test_recovery_settles_to_last_heartbeat(store_url):
         recovered = {s.call_id: s for s in gw1.recover_open_calls(at(1000))}
         assert set(recovered) == {"a", "ringing", "no-hb"}
         a = recovered["a"]
-        assert (a.outcome, a.recovered, a.talk_s, a.billed_units, a.charges) == ("recovered", True, 120.0, 2, ((POOL, 2.0),))
+        assert (a.outcome, a.recovered, a.talk_s, a.billed_units, a.charges) == (
+            "recovered",
+            True,
+            120.0,
+            2,
+            ((POOL, 2.0),),
+        )
         assert recovered["ringing"].billed_units == 0
         assert recovered["no-hb"].talk_s == 0.0
         assert gw1.call_row("a")["recovered"] == 1
@@ -474,6 +508,7 @@ def test_extend_moves_the_heartbeat_of_an_answered_call(store):
 
 # --------------------------------------------------------------------------- alerts
 
+
 def test_pool_alerts_fire_once_per_period(store_url):
     log = Recorder()
     s1 = open_store(store_url, instance_id="gw1", log=log, chunk_s=600)
@@ -487,7 +522,10 @@ def test_pool_alerts_fire_once_per_period(store_url):
             store.close_call(f"c{i}", at(talk), "normal")
         # 7 -> 8 (80 %) -> 9 -> 10 (100 %) -> 10 (nothing left to grant for c4)
         events = log.named("pool_threshold")
-        assert [(e["tenant"], e["period"], e["percent"]) for e in events] == [("t1", "2018-07", 80), ("t1", "2018-07", 100)]
+        assert [(e["tenant"], e["period"], e["percent"]) for e in events] == [
+            ("t1", "2018-07", 80),
+            ("t1", "2018-07", 100),
+        ]
         assert sorted(a["kind"] for a in s1.alerts(tenant="t1")) == ["pool_100", "pool_80"]
         # Next month: fresh period, fresh alerts.
         aug = datetime(2018, 8, 2, tzinfo=UTC)
@@ -508,7 +546,7 @@ def test_credits_low_alert_and_webhook(store_url):
     attempts = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             attempts.append(1)
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if len(attempts) == 1:
@@ -524,8 +562,7 @@ def test_credits_low_alert_and_webhook(store_url):
     server = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     log = Recorder()
-    s = open_store(store_url, log=log, credits_floor=1.0,
-                   alert_webhook=f"http://127.0.0.1:{server.server_port}/alerts")
+    s = open_store(store_url, log=log, credits_floor=1.0, alert_webhook=f"http://127.0.0.1:{server.server_port}/alerts")
     try:
         s.migrate()
         s._notifier.backoff_s = 0.05
@@ -546,6 +583,7 @@ def test_credits_low_alert_and_webhook(store_url):
 
 # --------------------------------------------------------------------------- heartbeat, directory, report
 
+
 def test_heartbeat_many_calls_in_one_go(store):
     ids = [f"c{i}" for i in range(50)]
     for cid in ids:
@@ -557,11 +595,25 @@ def test_heartbeat_many_calls_in_one_go(store):
 
 
 def test_directory_round_trip(store):
-    tenants = [{"id": "contoso", "timezone": "Europe/Paris", "subscription_licences": 25,
-                "credits": {"enabled": True, "balance": 120.0}}]
-    organizers = [{"id": "alice@contoso.com", "tenant": "contoso", "usage_location": "FR",
-                   "audio_conferencing": "subscription", "usca_addon": False, "credits_licence": True,
-                   "dialout_policy": "any"}]
+    tenants = [
+        {
+            "id": "contoso",
+            "timezone": "Europe/Paris",
+            "subscription_licences": 25,
+            "credits": {"enabled": True, "balance": 120.0},
+        }
+    ]
+    organizers = [
+        {
+            "id": "alice@contoso.com",
+            "tenant": "contoso",
+            "usage_location": "FR",
+            "audio_conferencing": "subscription",
+            "usca_addon": False,
+            "credits_licence": True,
+            "dialout_policy": "any",
+        }
+    ]
     assert store.import_directory(tenants, organizers) == (1, 1)
     assert store.directory_rows() == (tenants, organizers)
     tenants[0]["subscription_licences"] = 30
@@ -570,11 +622,23 @@ def test_directory_round_trip(store):
 
 
 def test_usage_report(store):
-    store.import_directory([{"id": "t1", "timezone": "Europe/Paris", "subscription_licences": 10,
-                             "credits": {"enabled": True, "balance": 20.0}}], [])
+    store.import_directory(
+        [
+            {
+                "id": "t1",
+                "timezone": "Europe/Paris",
+                "subscription_licences": 10,
+                "credits": {"enabled": True, "balance": 20.0},
+            }
+        ],
+        [],
+    )
     chain = (BucketSpec(POOL, 600), BucketSpec("credits", 20.0, 0.5))
-    for cid, org, e164, talk in [("a", "alice", "+33142685300", 125), ("b", "bob", "+33142685301", 30),
-                                 ("c", "alice", "+33142685301", 61)]:
+    for cid, org, e164, talk in [
+        ("a", "alice", "+33142685300", 125),
+        ("b", "bob", "+33142685301", 30),
+        ("c", "alice", "+33142685301", 61),
+    ]:
         store.open_call(call(cid, *chain, organizer=org, e164=e164))
         store.answered(cid, at(0))
         store.close_call(cid, at(talk), "normal")
@@ -584,8 +648,13 @@ def test_usage_report(store):
     store.open_call(call("live", *chain))
     report = store.usage_report(tenant=None, month="2018-07", tenants_config=())
     (t1,) = report["tenants"]
-    assert t1["pool"] == {"size_minutes": 600.0, "used_minutes": 6.0, "reserved_minutes": 5.0,
-                          "remaining_minutes": 589.0, "percent_used": 1.8}
+    assert t1["pool"] == {
+        "size_minutes": 600.0,
+        "used_minutes": 6.0,
+        "reserved_minutes": 5.0,
+        "remaining_minutes": 589.0,
+        "percent_used": 1.8,
+    }
     assert t1["credits"]["balance"] == 20.0 and t1["credits"]["left"] == 20.0
     assert t1["addon_minutes"] == 4.0
     assert t1["calls"]["total"] == 5 and t1["calls"]["live"] == 1
@@ -594,12 +663,16 @@ def test_usage_report(store):
     assert t1["top_destinations"][0]["e164"] == "+12125550100"
     # Config wins over the imported directory; an unknown month is empty.
     cfg = [{"id": "t1", "timezone": "Europe/Paris", "subscription_licences": 2}]
-    assert store.usage_report(tenant="t1", month="2018-07", tenants_config=cfg)["tenants"][0]["pool"]["size_minutes"] == 120.0
+    assert (
+        store.usage_report(tenant="t1", month="2018-07", tenants_config=cfg)["tenants"][0]["pool"]["size_minutes"]
+        == 120.0
+    )
     empty = store.usage_report(tenant="t1", month="2019-01", tenants_config=())["tenants"][0]
     assert empty["calls"]["total"] == 0 and empty["pool"]["used_minutes"] == 0.0
 
 
 # --------------------------------------------------------------------------- PostgreSQL specifics
+
 
 @pytest.mark.postgres
 def test_postgres_reconnects_once_after_a_dropped_connection(pg_schema_url):

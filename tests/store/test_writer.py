@@ -4,13 +4,9 @@ tests freeze a real PostgreSQL (SIGSTOP) and lock a real SQLite file."""
 
 from __future__ import annotations
 
-import os
 import queue
 import shutil
-import signal
 import sqlite3
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,7 +15,6 @@ import pytest
 
 from store import Grant, LedgerWriter, StoreError, WriterStopped, open_store
 from store.settings import StoreSettings
-
 from tests.store.helpers import POOL, Recorder, at, call
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,6 +84,7 @@ def hold(writer):
     def blocker(store):
         started.set()
         release.wait(10)
+
     writer.submit(blocker)
     assert started.wait(10)
     return release
@@ -101,6 +97,7 @@ def count_commits(writer) -> list[int]:
     def counting():
         commits.append(1)
         real()
+
     writer._store._commit = counting
     return commits
 
@@ -111,12 +108,15 @@ def test_ops_run_in_order_and_complete_on_the_loop(migrated, loop):
     order: list[int] = []
     done = Done()
     try:
+
         def op(i):
             def run(store):
                 ran_on.add(threading.current_thread().name)
                 order.append(i)
                 return store.open_call(call(f"c{i}"))
+
             return run
+
         for i in range(30):
             writer.submit(op(i), done)
         loop.run_until(lambda: len(done) == 30)
@@ -152,6 +152,7 @@ def test_a_completion_that_raises_does_not_stop_the_others(migrated, loop):
 
     def bad_callback(result):
         raise RuntimeError("a bug in the caller")
+
     try:
         release = hold(writer)
         writer.submit(lambda store: store.open_call(call("c1")), bad_callback)
@@ -300,6 +301,7 @@ def test_an_op_that_takes_the_transaction_down_fails_alone(migrated, loop):
             else:
                 store._conn.rollback()
             raise OSError("disk full")
+
         return store._run(fn)
 
     try:
@@ -326,8 +328,11 @@ def test_a_failed_commit_fails_every_op_of_the_batch(migrated, loop):
         release = hold(writer)
         store = writer._store
         real_commit = store._commit
-        error = sqlite3.OperationalError("disk I/O error") if store.dialect == "sqlite" else \
-            __import__("psycopg").OperationalError("server closed the connection unexpectedly")
+        error = (
+            sqlite3.OperationalError("disk I/O error")
+            if store.dialect == "sqlite"
+            else __import__("psycopg").OperationalError("server closed the connection unexpectedly")
+        )
 
         calls: list[int] = []
 
@@ -337,6 +342,7 @@ def test_a_failed_commit_fails_every_op_of_the_batch(migrated, loop):
                 return real_commit()
             store._commit = real_commit
             raise error
+
         for i in range(3):
             writer.submit(lambda s, i=i: s.open_call(call(f"c{i}")), done)
         store._commit = failing_commit
@@ -378,9 +384,13 @@ def test_sqlite_reservation_is_on_disk_when_its_completion_is_posted(tmp_path):
                 shutil.copy(src, crash / f"ledger.db{suffix}")
         conn = sqlite3.connect(crash / "ledger.db")
         try:
-            seen.append((conn.execute("SELECT state FROM calls WHERE call_id = 'c1'").fetchall(),
-                         conn.execute("SELECT amount FROM reservations WHERE call_id = 'c1'").fetchall(),
-                         conn.execute("SELECT reserved FROM buckets").fetchall()))
+            seen.append(
+                (
+                    conn.execute("SELECT state FROM calls WHERE call_id = 'c1'").fetchall(),
+                    conn.execute("SELECT amount FROM reservations WHERE call_id = 'c1'").fetchall(),
+                    conn.execute("SELECT reserved FROM buckets").fetchall(),
+                )
+            )
         finally:
             conn.close()
 
@@ -466,7 +476,7 @@ def test_stalled_postgres_never_blocks_the_caller(own_pg_server, loop):
     loop.run_until(lambda: len(done) == 1)
     done.results.clear()
     try:
-        assert own_pg_server.freeze() >= 3      # the postmaster and its backends, the writer's among them
+        assert own_pg_server.freeze() >= 3  # the postmaster and its backends, the writer's among them
         _stalled_checks(writer, loop, done, own_pg_server.unfreeze)
     finally:
         own_pg_server.unfreeze()
@@ -550,6 +560,7 @@ def test_two_instances_batches_that_deadlock_both_complete(pg_schema_url):
         if store.instance_id not in met:
             met.add(store.instance_id)
             both_hold_one.wait()
+
     met: set[str] = set()
     try:
         release_a, release_b = hold(a), hold(b)
