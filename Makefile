@@ -10,7 +10,7 @@ FUZZ_CASES ?= 100000
 FUZZ_SEED ?= $(shell date +%s)
 FUZZ_EXAMPLES ?= 5000
 
-.PHONY: run test test-fast fuzz setup setup-test bench clean
+.PHONY: run test test-fast check fuzz setup setup-test bench clean
 
 run: setup
 	$(VENV)/bin/dialout-gw run --config $(CONFIG)
@@ -21,6 +21,12 @@ test: setup-test
 # The unit tests only (no SIPp, no PostgreSQL): about 20 s, for the edit-test loop.
 test-fast: setup-test
 	$(VENV)/bin/python -m pytest -q -m "not integration and not postgres" $(PYTEST_ARGS)
+
+# Lint and format check (ruff), strict types on policy/, sip/ and store/ (mypy).
+check: setup-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # The pure parsers with many more Hypothesis examples and radamsa mutations, then
 # the running gateway for FUZZ_SECONDS (a new seed each run unless FUZZ_SEED is
