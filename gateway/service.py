@@ -26,41 +26,18 @@ from call.events import Body, RelayPlan
 from call.machine import Call
 from gateway import _sipcore as sc
 from gateway.admission import Admission
+from gateway.canonical import canonical_fields
+from gateway.edge import Malformed, RateLimitedLog, body_bytes, read_invite
 from gateway.engine import CallHandle, Engine
 from gateway.logs import get_logger
 from gateway.trunks import TrunkSide
 from policy import CallRequest, Decision, Reason, Snapshot, assess, decide_assessed
 from policy.routing import route
-from sip import SipParseError, invite_from_request, parse_request, reject_headers, sanitize_text
+from sip import reject_headers, sanitize_text
 from sip.headers import encode_block
 from sip.sdp import check_sdp
 
 UTC = UTC
-
-# Extensions the gateway honours in a bridge's Require (anything else: 420).
-SUPPORTED_EXTENSIONS = frozenset({"timer"})
-MAX_INVITE_BYTES = 16 * 1024
-
-
-class RateLimitedLog:
-    """Events logged at most once per interval per (source, kind), with a count
-    of what was suppressed, so that a flood cannot fill the disk."""
-
-    def __init__(self, log, interval_s: float):
-        self.log = log
-        self.interval_s = interval_s
-        self._last: dict[tuple[str, str], tuple[float, int]] = {}
-
-    def warning(self, event: str, source: str, kind: str, now: float, **fields) -> None:
-        key = (source, kind)
-        last, suppressed = self._last.get(key, (float("-inf"), 0))
-        if now - last < self.interval_s:
-            self._last[key] = (last, suppressed + 1)
-            return
-        if len(self._last) > 50_000:
-            self._last.clear()
-        self._last[key] = (now, 0)
-        self.log.warning(event, source=source, suppressed_since_last=suppressed, **fields)
 
 
 class GatewayService:
@@ -160,8 +137,8 @@ class GatewayService:
             )
             return
         try:
-            message, invite = self._read_invite(raw)
-        except _Malformed as bad:
+            message, invite = read_invite(raw, self.runtime.headers, self.runtime.min_se_s, self.log)
+        except Malformed as bad:
             self.refusals.warning(
                 "invalid_request",
                 source,
@@ -177,7 +154,7 @@ class GatewayService:
             self._answer(leg, bad.status, headers)
             return
 
-        offer = Body(message.header("content-type") or "application/sdp", _body_bytes(raw)) if invite.sdp else None
+        offer = Body(message.header("content-type") or "application/sdp", body_bytes(raw)) if invite.sdp else None
         supported = {t.strip().lower() for v in message.headers_all("supported") for t in v.split(",")}
         allow = frozenset(t.strip().upper() for v in message.headers_all("allow") for t in v.split(",") if t.strip())
         machine = Call(
@@ -227,67 +204,6 @@ class GatewayService:
             )
             return
         self._admit_on_ledger(handle, assessed, started, message, invite)
-
-    def _read_invite(self, raw: bytes):
-        """Parse the INVITE at the edge: undecodable or malformed input is a 4xx here,
-        and never reaches the policy or the ledger."""
-        head, _, _ = raw.partition(b"\r\n\r\n")
-        call_id = _call_id_of(head)
-        if len(raw) > MAX_INVITE_BYTES:
-            raise _Malformed(400, f"the request is larger than {MAX_INVITE_BYTES} bytes", call_id)
-        try:
-            head.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _Malformed(400, "the request's headers are not valid UTF-8", call_id) from None
-        try:
-            message = parse_request(raw)
-            invite = invite_from_request(message, self.runtime.headers)
-        except SipParseError as exc:
-            raise _Malformed(exc.status, f"malformed request: {exc.reason}", call_id) from None
-        if not _accepts_sdp(message.headers_all("Accept")):
-            raise _Malformed(406, "the INVITE's Accept header excludes application/sdp", invite.call_id)
-        if message.body.strip() and not invite.has_sdp:
-            raise _Malformed(
-                415,
-                f"the INVITE's body is {message.content_type or 'untyped'}, not SDP",
-                invite.call_id,
-                [("Accept", "application/sdp")],
-            )
-        encoding = (message.header("content-encoding") or "").strip().lower()
-        if encoding and encoding != "identity":
-            raise _Malformed(
-                415, f"the INVITE's body is {encoding}-encoded", invite.call_id, [("Accept-Encoding", "identity")]
-            )
-        required = {t.strip().lower() for v in message.headers_all("require") for t in v.split(",") if t.strip()}
-        unsupported = sorted(required - SUPPORTED_EXTENSIONS)
-        if unsupported:
-            raise _Malformed(
-                420,
-                f"Require names extensions the gateway does not support: {', '.join(unsupported)}",
-                invite.call_id,
-                [("Unsupported", ", ".join(unsupported))],
-            )
-        if message.has_header("replaces"):
-            self.log.warning(
-                "replace_refused",
-                call_id=invite.call_id,
-                status=403,
-                explanation="an INVITE with Replaces is refused: a call can only start as a new "
-                "dial-out through admission and policy",
-            )
-            raise _Malformed(403, "an INVITE with Replaces is refused", invite.call_id)
-        max_forwards = message.header("max-forwards")
-        if max_forwards is not None and max_forwards.strip() == "0":
-            raise _Malformed(483, "Max-Forwards is 0", invite.call_id)
-        if invite.session_expires is not None and invite.session_expires < self.runtime.min_se_s:
-            raise _Malformed(
-                422,
-                f"Session-Expires {invite.session_expires} s is below the gateway's minimum "
-                f"of {self.runtime.min_se_s} s",
-                invite.call_id,
-                [("Min-SE", str(self.runtime.min_se_s))],
-            )
-        return message, invite
 
     def _admit_on_ledger(self, handle: CallHandle, assessed, started: float, message, invite) -> None:
         """Counters, rules 7-9 and the reservation, in one job on the ledger writer."""
@@ -563,7 +479,7 @@ class GatewayService:
         self.ledger.submit(close, done, urgent=False)
 
     def _account(self, handle: CallHandle, record: CallRecord, settlement) -> None:
-        self._canonical_line(handle, record, settlement)
+        self.log.info("call", **canonical_fields(handle.call_id, handle.decision, handle.invite, record, settlement))
         if self.metrics:
             self.metrics.call_finished(handle.decision if record.admitted else None, record, settlement)
 
@@ -635,99 +551,6 @@ class GatewayService:
 
         self.ledger.submit(beat, done, urgent=False)
         self.stack.call_later(self.runtime.store.heartbeat_s, self._heartbeat)
-
-    # --- the canonical log line ---------------------------------------------------------
-
-    def _canonical_line(self, handle: CallHandle, record: CallRecord, settlement) -> None:
-        d = handle.decision
-        inv = handle.invite
-        fields = {
-            "call_id": handle.call_id,
-            "tenant": d.tenant if d else (inv.tenant if inv else None),
-            "organizer": d.organizer if d and d.organizer else (inv.organizer if inv else None),
-            "meeting": inv.meeting if inv else None,
-            "initiator": inv.initiator if inv else None,
-            "location": inv.location if inv else None,
-            "dialled": inv.dialled if inv else None,
-            "destination": d.e164 if d and d.e164 else None,
-            "region": d.region if d else None,
-            "number_type": str(d.number_type) if d and d.number_type else None,
-            "decision": "allow" if record.admitted else "deny",
-            "reason": record.reason,
-            "bucket": str(d.bucket) if d and d.bucket else None,
-            "fallback_buckets": [str(b) for b in d.fallback_buckets] if d else [],
-            "max_duration_s": d.max_duration_s if d else None,
-            "bridge_status": record.bridge_status,
-            "trunk_status": record.trunk_status,
-            "trunk": record.trunk,
-            "trunk_attempts": [_attempt(a) for a in record.trunk_attempts],
-            "setup_ms": round(record.setup_ms, 2) if record.setup_ms is not None else None,
-            "talk_s": round(record.talk_s, 3),
-            "billed_units": settlement.billed_units if settlement else 0,
-            "charges": {b: amount for b, amount in settlement.charges} if settlement else {},
-            "ended_by": record.ended_by,
-            "explanation": record.explanation or (d.explanation if d else None),
-        }
-        if d is not None and not d.allow:
-            fields["trace"] = [c.detail for c in d.trace]
-        self.log.info("call", **fields)
-
-
-class _Malformed(Exception):
-    def __init__(self, status: int, detail: str, call_id: str | None = None, headers=None):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.call_id = call_id
-        self.headers = list(headers or [])
-
-
-def _accepts_sdp(accept_values: list[str]) -> bool:
-    """RFC 3261 §21.4.7: without an Accept header, application/sdp is assumed."""
-    if not accept_values:
-        return True
-    for value in accept_values:
-        media = value.split(";", 1)[0].strip().lower()
-        if media in ("application/sdp", "application/*", "*/*"):
-            return True
-    return False
-
-
-def _body_bytes(raw: bytes) -> bytes:
-    """The body as the request's Content-Length delimits it: what follows in
-    a datagram is discarded (RFC 3261 §18.3), as sip.parse_request does.
-    pjsip hands over the whole datagram, so without this a body longer than
-    its Content-Length was checked and relayed whole (found by fuzzing)."""
-    crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        head, body = raw[:crlf], raw[crlf + 4 :]
-    elif lf >= 0:
-        head, body = raw[:lf], raw[lf + 2 :]
-    else:
-        return b""
-    for line in head.split(b"\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() in (b"content-length", b"l"):
-            value = value.strip()
-            if value.isdigit() and int(value) <= len(body):
-                return body[: int(value)]
-            break
-    return body
-
-
-def _call_id_of(head: bytes) -> str:
-    for line in head.split(b"\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() in (b"call-id", b"i"):
-            return value.strip().decode("utf-8", "replace")
-    return ""
-
-
-def _attempt(attempt) -> dict:
-    out = {"trunk": attempt.trunk, "status": attempt.status}
-    if attempt.next_hop:
-        out["next_hop"] = attempt.next_hop
-    return out
 
 
 def _request_uri_host(uri: str) -> str | None:
