@@ -8,7 +8,8 @@ expected: `trunks[1].priority: expected an integer >= 0, got -3`.
 The models are strict (no `"5"` for 5, no `true` for 1, no `2.0` for an
 integer), refuse unknown keys, and refuse `nan` and `inf` everywhere. What a
 key must be is said once, in its type: the numeric bounds (`Field(ge=…)`) or
-an `Expect` marker for the domain types (regions, timezones, URIs …). The
+an `Expect` marker for the domain types (regions, timezones, URIs …),
+which gateway/config_types.py defines with the error wording. The
 same text is used for the error messages and for docs/config.md, which
 scripts/gen_config_doc.py writes from these models (a test keeps it current).
 
@@ -21,531 +22,72 @@ that `dialout-gw explain` can read a file written for another machine.
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import re
-from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
-import annotated_types
-import phonenumbers
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticCustomError
+from pydantic import Field, ValidationError, model_validator
 
-from gateway.config_error import ConfigValueError
+from gateway.config_types import (
+    E164,
+    CallerIdUri,
+    Cidr,
+    Day,
+    Destination,
+    EnvName,
+    Expect,
+    HeaderName,
+    HostName,
+    HttpUrl,
+    IpAddress,
+    Nameserver,
+    NumberTypes,
+    OneLine,
+    PolicyName,
+    PromotionRegions,
+    Rate,
+    Region,
+    Regions,
+    Secret,
+    Section,
+    SipUri,
+    StoreUrl,
+    Text,
+    Timezone,
+    TrunkName,
+    describe,
+    fail,
+    first_error,
+    key,
+    parse_nameserver,
+    show_number,
+    toml_fields,
+)
 from policy.config import (
     MAX_CALL_LENGTH_S,
-    MAX_CREDIT_RATE,
     MAX_CREDITS_BALANCE,
     MAX_GUARD_LIMIT,
     MAX_LICENCES,
     MAX_MINUTES,
     MAX_RETRY_AFTER_S,
-    MIN_CREDIT_RATE,
-    PolicyConfigError,
-    parse_dialout_policy,
 )
 from policy.model import Catalogue, Guards
-from policy.numbers import NumberType
-from policy.routing import ANY_DESTINATION
 from sip import HeaderNames
 
+# The defaults that docs/config.md shows come from the policy's own objects.
 _HEADERS = HeaderNames()
 _CATALOGUE = Catalogue()
 _GUARDS = Guards()
-_REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
 
-
-# --- errors ------------------------------------------------------------------------------
-
-_MISSING = object()
-
-
-@dataclass(frozen=True, slots=True)
-class Expect:
-    """What a value must be, in words: the error messages and docs/config.md say it."""
-
-    text: str
-
-
-def _fail(expected: str | None = None, *, field: tuple = (), got: Any = _MISSING) -> None:
-    """Refuse a value from inside a validator. `field` extends the key path (relative to
-    the model or value being validated); `expected` overrides the type's own `Expect`."""
-    ctx: dict[str, Any] = {"field": field}
-    if expected is not None:
-        ctx["expected"] = expected
-    if got is not _MISSING:
-        ctx["got"] = got
-    raise PydanticCustomError("config", "invalid value", ctx)
-
-
-def validate(data: Any) -> ConfigFile:
-    """The whole file, validated; raises ConfigValueError (the first problem)."""
-    try:
-        return ConfigFile.model_validate(data)
-    except ValidationError as exc:
-        raise first_error(exc, ConfigFile) from None
-
-
-def first_error(exc: ValidationError, model: type[BaseModel]) -> ConfigValueError:
-    """The first of pydantic's errors, in our words: the key path and what was expected."""
-    err = exc.errors(include_url=False)[0]
-    ctx = (err.get("ctx") or {}) if err["type"] == "config" else {}  # pydantic's own ctx is its wording
-    loc = tuple(part for part in err["loc"] if part != "[key]")
-    is_key = "[key]" in err["loc"]
-    if err["type"] == "config":
-        loc += tuple(ctx.get("field", ()))
-    key = key_path(loc)
-    if err["type"] == "missing":
-        return ConfigValueError(key, f"{describe_at(model, loc)} (required)")
-    if err["type"] == "extra_forbidden":
-        parent, _ = _split(_resolve(model, loc[:-1]))
-        known = sorted(toml_fields(parent)) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
-        return ConfigValueError(key, "one of the known keys: " + ", ".join(known))
-    expected = ctx.get("expected") or describe_at(model, loc, dict_key=is_key)
-    if "got" in ctx:
-        return ConfigValueError(key, expected, ctx["got"])
-    if ctx.get("field"):  # a check across keys that has no single value to quote
-        return ConfigValueError(key, expected)
-    return ConfigValueError(key, expected, loc[-1] if is_key and loc else err.get("input"))
-
-
-def key_path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-# --- describing a type: one text for errors and docs ------------------------------------------
-
-
-def _split(annotation: Any) -> tuple[Any, list]:
-    """(bare type, metadata) of a possibly Annotated (and Optional) type."""
-    meta: list = []
-    while True:
-        if get_origin(annotation) is Annotated:
-            base, *extra = get_args(annotation)
-            for item in extra:
-                if isinstance(item, FieldInfo):
-                    meta.extend(item.metadata)
-                else:
-                    meta.append(item)
-            annotation = base
-            continue
-        args = get_args(annotation)
-        if _is_union(annotation) and type(None) in args and len(args) == 2:
-            annotation = next(a for a in args if a is not type(None))
-            continue
-        return annotation, meta
-
-
-def _is_union(annotation: Any) -> bool:
-    import types
-
-    return get_origin(annotation) in (Union, types.UnionType)
-
-
-def _resolve(model: Any, loc: tuple, *, dict_key: bool = False) -> Any:
-    """The annotation (possibly Annotated) of the value at `loc` under `model`."""
-    current: Any = model
-    for i, part in enumerate(loc):
-        bare, _ = _split(current)
-        if isinstance(bare, type) and issubclass(bare, BaseModel):
-            info = toml_fields(bare).get(part) if isinstance(part, str) else None
-            if info is None:
-                return None
-            current = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-        elif get_origin(bare) in (list, tuple):
-            current = get_args(bare)[0]
-        elif get_origin(bare) is dict:
-            last = i == len(loc) - 1
-            current = get_args(bare)[0 if (dict_key and last) else 1]
-        else:
-            return None
-    return current
-
-
-def toml_fields(model: type[BaseModel]) -> dict[str, FieldInfo]:
-    """A model's fields by their TOML key (the alias where a Python name would clash)."""
-    return {info.alias or name: info for name, info in model.model_fields.items()}
-
-
-def describe_at(model: type[BaseModel], loc: tuple, *, dict_key: bool = False) -> str:
-    annotation = _resolve(model, loc, dict_key=dict_key)
-    return describe(annotation) if annotation is not None else "a known key"
-
-
-def describe(annotation: Any) -> str:
-    """What a value of this type must be, in words."""
-    bare, meta = _split(annotation)
-    for item in meta:
-        if isinstance(item, Expect):
-            return item.text
-    bounds = _bounds(meta)
-    if bare is bool:
-        return "true or false"
-    if bare is int:
-        return "an integer" + bounds
-    if bare is float:
-        return "a finite number" + bounds
-    if bare is str:
-        return "a string"
-    if get_origin(bare) is Literal:
-        words = [f'"{v}"' for v in get_args(bare)]
-        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
-    if isinstance(bare, type) and issubclass(bare, BaseModel):
-        return "a table"
-    if get_origin(bare) in (list, tuple):
-        return "an array"
-    if get_origin(bare) is dict:
-        return "a table"
-    return "a valid value"
-
-
-def _bounds(meta: list) -> str:
-    parts = []
-    for item in meta:
-        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-            value = getattr(item, attr, None)
-            if isinstance(item, annotated_types.BaseMetadata) and value is not None:
-                parts.append(f"{op} {show_number(value)}")
-    return (" " + " and ".join(parts)) if parts else ""
-
-
-def show_number(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
-
-
-# --- the value types ----------------------------------------------------------------------
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        _fail()
-    return value.strip()
-
-
-Text = Annotated[str, Expect("a non-empty string"), BeforeValidator(_text)]
-
-
-def _region(value: Any) -> str:
-    if not isinstance(value, str) or value.strip().upper() not in _REGIONS:
-        _fail()
-    return value.strip().upper()
-
-
-REGION_TEXT = "an ISO 3166 region code known to phonenumbers (e.g. FR, US)"
-Region = Annotated[str, Expect(REGION_TEXT), BeforeValidator(_region)]
-Regions = Annotated[list[Region], Expect("a list of ISO region codes")]
-
-
-def _timezone(value: Any) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    if not isinstance(value, str) or not value.strip():
-        _fail()
-    try:
-        ZoneInfo(value.strip())
-    except (ZoneInfoNotFoundError, ValueError):
-        _fail()
-    return value.strip()
-
-
-Timezone = Annotated[str, Expect("an IANA timezone name such as Europe/Paris or UTC"), BeforeValidator(_timezone)]
-
-
-def _day(value: Any) -> date:
-    if isinstance(value, datetime):
-        _fail("a date YYYY-MM-DD (no time: dates are whole local days)")
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            pass
-    _fail()
-
-
-Day = Annotated[date, Expect("a date YYYY-MM-DD"), BeforeValidator(_day)]
-
-
-def _policy_name(value: Any) -> str:
-    try:
-        parse_dialout_policy(value)
-    except PolicyConfigError:
-        _fail()
-    return value.strip()
-
-
-PolicyName = Annotated[
-    str,
-    Expect("one of any, domestic, zone_a, disabled, or a tag:DialoutCPC… policy name"),
-    BeforeValidator(_policy_name),
+__all__ = [
+    "SECTIONS",
+    "ConfigFile",
+    "Section",
+    "describe",
+    "parse_nameserver",
+    "show_number",
+    "toml_fields",
+    "validate",
 ]
-
-_TYPE_NAMES = tuple(t.value for t in NumberType)
-
-
-def _number_type(value: Any) -> str:
-    if value not in _TYPE_NAMES:
-        _fail()
-    return value
-
-
-NumberTypeName = Annotated[str, Expect(f"one of {', '.join(_TYPE_NAMES)}"), BeforeValidator(_number_type)]
-NumberTypes = Annotated[list[NumberTypeName], Expect("a list of number types")]
-
-RATE_TEXT = (
-    f"a price per minute: 0 (free) or a finite number >= {show_number(MIN_CREDIT_RATE)} "
-    f"and <= {show_number(MAX_CREDIT_RATE)}"
-)
-
-
-def _rate(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        _fail()
-    if value != 0 and not MIN_CREDIT_RATE <= value <= MAX_CREDIT_RATE:
-        _fail()
-    return float(value) if value else 0.0  # -0.0 is free too: never show a charge of -0.0
-
-
-Rate = Annotated[float, Expect(RATE_TEXT), BeforeValidator(_rate)]
-
-
-def _e164(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip().startswith("+"):
-        _fail()
-    try:
-        number = phonenumbers.parse(value.strip(), None)
-    except phonenumbers.NumberParseException:
-        _fail()
-    if not phonenumbers.is_valid_number(number):
-        _fail()
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-E164 = Annotated[
-    str, Expect('an E.164 number that phonenumbers says is valid, e.g. "+33142685300"'), BeforeValidator(_e164)
-]
-
-
-def _uri(schemes: tuple[str, ...]):
-    def check(value: Any) -> str:
-        if (
-            not isinstance(value, str)
-            or not value.strip().lower().startswith(schemes)
-            or any(c.isspace() or c in '<>"' for c in value.strip())
-        ):
-            _fail()
-        rest = value.strip().split(":", 1)[1]
-        if not rest or rest.startswith(("@", ";")):
-            _fail()
-        return value.strip()
-
-    return BeforeValidator(check)
-
-
-SipUri = Annotated[str, Expect('a SIP URI such as "sip:trunk.example.net:5060"'), _uri(("sip:", "sips:"))]
-CallerIdUri = Annotated[
-    str, Expect('a SIP or tel URI such as "sip:+18005550100@gw.example.net"'), _uri(("sip:", "sips:", "tel:"))
-]
-
-
-def _http_url(value: Any) -> str:
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")) or any(c.isspace() for c in value):
-        _fail()
-    return value
-
-
-HttpUrl = Annotated[str, Expect("an http:// or https:// URL"), BeforeValidator(_http_url)]
-
-
-def _store_url(value: Any) -> str:
-    if (
-        not isinstance(value, str)
-        or not value.startswith(("sqlite:///", "postgresql://", "postgres://"))
-        or value == "sqlite:///"
-    ):
-        _fail()
-    return value
-
-
-StoreUrl = Annotated[
-    str,
-    Expect("sqlite:///PATH or postgresql://USER@HOST:PORT/DB (sqlite:////PATH for an absolute path)"),
-    BeforeValidator(_store_url),
-]
-
-
-def _ip(value: Any) -> str:
-    try:
-        ipaddress.ip_address(value)
-    except (TypeError, ValueError):
-        _fail()
-    return value
-
-
-IpAddress = Annotated[str, Expect('an IP address (not a host name), e.g. "127.0.0.1"'), BeforeValidator(_ip)]
-
-
-def _cidr(value: Any) -> str:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except (TypeError, ValueError):
-        _fail()
-    return value
-
-
-Cidr = Annotated[str, Expect("a CIDR such as 10.0.0.0/24"), BeforeValidator(_cidr)]
-
-
-def parse_nameserver(value: str) -> tuple[str, int]:
-    """(ip, port) of "ip", "ip:port" or "[v6]:port"; ValueError otherwise."""
-    host, port = value, 53
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(value)
-            port = int(rest[1:])
-    elif value.count(":") == 1:
-        host, _, text = value.partition(":")
-        port = int(text)
-    ipaddress.ip_address(host)
-    if not 0 < port < 65536:
-        raise ValueError(value)
-    return host, port
-
-
-def _nameserver(value: Any) -> str:
-    if value != "system":
-        try:
-            parse_nameserver(value)
-        except (TypeError, ValueError, AttributeError):
-            _fail()
-    return value
-
-
-Nameserver = Annotated[
-    str,
-    Expect('"system", or an IP address with an optional port: "10.0.0.2", "127.0.0.1:5353", "[::1]:53"'),
-    BeforeValidator(_nameserver),
-]
-
-
-def _host(value: Any) -> str:
-    if not isinstance(value, str) or not value or not all(c.isalnum() or c in ".-" for c in value):
-        _fail()
-    return value
-
-
-HostName = Annotated[str, Expect("a host name (letters, digits, dots, dashes)"), BeforeValidator(_host)]
-
-
-def _one_line(value: Any) -> str:
-    if not isinstance(value, str) or any(c in value for c in "\r\n") or len(value) > 128:
-        _fail()
-    return value
-
-
-OneLine = Annotated[str, Expect("one line of at most 128 characters, or empty"), BeforeValidator(_one_line)]
-
-
-def _header_name(value: Any) -> str:
-    if not isinstance(value, str) or not value or any(c in value for c in " :\t\r\n"):
-        _fail()
-    return value
-
-
-HeaderName = Annotated[str, Expect("a SIP header name such as X-Dialout-Organizer"), BeforeValidator(_header_name)]
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-def _trunk_name(value: Any) -> str:
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        _fail()
-    return value
-
-
-TrunkName = Annotated[
-    str,
-    Expect("a name of 1-64 letters, digits, '.', '_' or '-' (it appears in logs and metrics)"),
-    BeforeValidator(_trunk_name),
-]
-
-_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _env_name(value: Any) -> str:
-    if not isinstance(value, str) or not _ENV.fullmatch(value):
-        _fail()
-    return value
-
-
-EnvName = Annotated[str, Expect("an environment variable name such as TRUNK_PASSWORD"), BeforeValidator(_env_name)]
-
-
-def _secret(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        _fail()
-    return value
-
-
-Secret = Annotated[str, Expect("a non-empty string"), BeforeValidator(_secret)]
-
-_PREFIX = re.compile(r"\+[0-9]{1,15}")
-DESTINATION_TEXT = (
-    'an ISO region code known to phonenumbers (e.g. "US"), a "+digits" prefix (e.g. "+1876") or "*" (every destination)'
-)
-
-
-def _destination(value: Any) -> str:
-    if isinstance(value, str):
-        text = value.strip()
-        if text == ANY_DESTINATION or _PREFIX.fullmatch(text):
-            return text
-        if text.upper() in _REGIONS:
-            return text.upper()
-    _fail()
-
-
-Destination = Annotated[str, Expect(DESTINATION_TEXT), BeforeValidator(_destination)]
-
-
-def _promotion_regions(value: Any) -> str | list[str]:
-    if value == "zone_a":
-        return value
-    if not isinstance(value, list):
-        _fail()
-    out = []
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or item.strip().upper() not in _REGIONS:
-            _fail(REGION_TEXT, field=(i,), got=item)
-        out.append(item.strip().upper())
-    return out
-
-
-PromotionRegions = Annotated[
-    str | list[str], Expect('a list of ISO region codes or "zone_a"'), BeforeValidator(_promotion_regions)
-]
-
-
-def key(default: Any = ..., doc: str = "", *, shown: str | None = None, **constraints: Any) -> Any:
-    """A key of a section: its default (`...` = required), what it means, and its bounds.
-    `shown` is how docs/config.md states a default that is not a plain value."""
-    extra = {"shown": shown} if shown is not None else None
-    return Field(default, description=doc, json_schema_extra=extra, **constraints)
-
-
-class Section(BaseModel):
-    """A TOML table: strict types, no unknown keys, finite numbers only."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 # --- [gateway] ---------------------------------------------------------------------------
@@ -563,7 +105,7 @@ class Listener(Section):
     @model_validator(mode="after")
     def _tls_files(self) -> Listener:
         if self.transport == "tls" and not (self.cert_file and self.key_file):
-            _fail("cert_file and key_file for a tls listener", field=("cert_file",))
+            fail("cert_file and key_file for a tls listener", field=("cert_file",))
         return self
 
 
@@ -605,7 +147,7 @@ class GatewaySection(Section):
     @model_validator(mode="after")
     def _timers(self) -> GatewaySection:
         if self.min_se_s > self.session_expires_s:
-            _fail(f"seconds <= session_expires_s ({self.session_expires_s})", field=("min_se_s",), got=self.min_se_s)
+            fail(f"seconds <= session_expires_s ({self.session_expires_s})", field=("min_se_s",), got=self.min_se_s)
         return self
 
 
@@ -644,13 +186,13 @@ class TrunkBase(Section):
     @model_validator(mode="after")
     def _credentials(self) -> TrunkBase:
         if self.password is not None and self.password_env is not None:
-            _fail("either password or password_env, not both", field=("password_env",), got=self.password_env)
+            fail("either password or password_env, not both", field=("password_env",), got=self.password_env)
         if (self.password is not None or self.password_env is not None) and self.username is None:
-            _fail("a user name for the digest password", field=("username",))
+            fail("a user name for the digest password", field=("username",))
         if self.transport is not None:
             m = re.search(r";transport=([A-Za-z]+)", self.uri)
             if m and m.group(1).lower() != self.transport:
-                _fail(
+                fail(
                     f'"{m.group(1).lower()}", as the uri says (;transport={m.group(1)})',
                     field=("transport",),
                     got=self.transport,
@@ -773,7 +315,7 @@ class PromotionRow(Section):
     @model_validator(mode="after")
     def _order(self) -> PromotionRow:
         if self.start is not None and self.start > self.end:
-            _fail(f"a date on or before end ({self.end})", field=("start",), got=self.start)
+            fail(f"a date on or before end ({self.end})", field=("start",), got=self.start)
         return self
 
 
@@ -878,7 +420,7 @@ class PolicySection(Section):
         seen: set[str] = set()
         for i, promo in enumerate(self.promotions or ()):
             if promo.name in seen:
-                _fail("a name not used by another promotion", field=("promotions", i, "name"), got=promo.name)
+                fail("a name not used by another promotion", field=("promotions", i, "name"), got=promo.name)
             seen.add(promo.name)
         return self
 
@@ -955,37 +497,45 @@ class ConfigFile(Section):
         tenants: dict[str, str] = {}
         for i, t in enumerate(self.tenants):
             if t.id.casefold() in tenants:
-                _fail("an id not used by another tenant", field=("tenants", i, "id"), got=t.id)
+                fail("an id not used by another tenant", field=("tenants", i, "id"), got=t.id)
             tenants[t.id.casefold()] = t.id
         organizers: set[str] = set()
         for i, o in enumerate(self.organizers):
             if o.id.casefold() in organizers:
-                _fail("an id not used by another organizer", field=("organizers", i, "id"), got=o.id)
+                fail("an id not used by another organizer", field=("organizers", i, "id"), got=o.id)
             organizers.add(o.id.casefold())
             if o.tenant.casefold() not in tenants:
                 known = ", ".join(tenants.values()) or "none defined"
-                _fail(f"the id of a [[tenants]] entry ({known})", field=("organizers", i, "tenant"), got=o.tenant)
+                fail(f"the id of a [[tenants]] entry ({known})", field=("organizers", i, "tenant"), got=o.tenant)
         if self.trunk is not None and self.trunks:
-            _fail("either one [trunk] table or [[trunks]] entries, not both", field=("trunks",), got=len(self.trunks))
+            fail("either one [trunk] table or [[trunks]] entries, not both", field=("trunks",), got=len(self.trunks))
         names: dict[str, int] = {}
         for i, t in enumerate(self.trunks):
             if t.name.casefold() in names:
-                _fail(
+                fail(
                     f"a name not used by another trunk (trunks[{names[t.name.casefold()]}])",
                     field=("trunks", i, "name"),
                     got=t.name,
                 )
             names[t.name.casefold()] = i
             if t.caller_id is None and (self.gateway is None or self.gateway.caller_id is None):
-                _fail("a caller ID URI here, or a default in gateway.caller_id", field=("trunks", i, "caller_id"))
+                fail("a caller ID URI here, or a default in gateway.caller_id", field=("trunks", i, "caller_id"))
         if (
             self.trunk is not None
             and self.trunk.caller_id is None
             and (self.gateway is None or self.gateway.caller_id is None)
         ):
-            _fail("a caller ID URI here, or a default in gateway.caller_id", field=("trunk", "caller_id"))
+            fail("a caller ID URI here, or a default in gateway.caller_id", field=("trunk", "caller_id"))
         return self
 
 
 #: The top-level keys, in file order.
 SECTIONS = tuple(toml_fields(ConfigFile))
+
+
+def validate(data: Any) -> ConfigFile:
+    """The whole file, validated; raises ConfigValueError (the first problem)."""
+    try:
+        return ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        raise first_error(exc, ConfigFile) from None

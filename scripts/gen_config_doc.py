@@ -23,7 +23,8 @@ sys.path.insert(0, str(REPO))
 from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
-from gateway.schema import ConfigFile, Section, _split, describe, show_number, toml_fields  # noqa: E402
+from gateway.config_types import _split, describe, show_number  # noqa: E402
+from gateway.schema import ConfigFile, Section, toml_fields  # noqa: E402
 
 DOC = REPO / "docs" / "config.md"
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from gateway.config import ConfigValueError
-from gateway.schema import ConfigFile, _split, toml_fields, validate
+from gateway.config_types import _split
+from gateway.schema import ConfigFile, toml_fields, validate
 from gateway.settings import TrunkCheckError, parse_runtime_settings, runtime_settings
 
 # A file that uses every section, with one row in every array of tables.
