@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.commands.explain import ASCII_MARKS, format_duration, render_decision
+from gateway.commands.verdict import ASCII_MARKS, format_duration, render_decision
 from tests.terminal import run_on_a_terminal
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "gateway.toml")
