@@ -10,7 +10,7 @@ from a background thread (webhook.py), so it never blocks a call.
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from store.core import StoreCore
 from store.rows import EPS
@@ -26,7 +26,7 @@ class AlertRow(NamedTuple):
 
 
 class AlertsMixin(StoreCore):
-    def __init__(self, *, credits_floor: float = 0.0, alert_webhook: str | None = None, **kwargs) -> None:
+    def __init__(self, *, credits_floor: float = 0.0, alert_webhook: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.credits_floor = float(credits_floor)
         self._alerted: set[tuple[str, str, str]] = set()  # (tenant, period, kind) known to be raised
@@ -68,7 +68,7 @@ class AlertsMixin(StoreCore):
                     balance=capacity,
                 )
 
-    def _raise_alert(self, tenant: str, period: str, kind: str, event: str, now_ts: float, **detail) -> None:
+    def _raise_alert(self, tenant: str, period: str, kind: str, event: str, now_ts: float, **detail: float) -> None:
         key = (tenant, period, kind)
         if key in self._alerted:
             return
@@ -83,16 +83,16 @@ class AlertsMixin(StoreCore):
         else:  # raised before, by this instance or another
             self._after_commit(lambda: self._alerted.add(key))
 
-    def _emit_alert(self, key: tuple[str, str, str], event: str, fields: dict) -> None:
+    def _emit_alert(self, key: tuple[str, str, str], event: str, fields: dict[str, Any]) -> None:
         self._alerted.add(key)
         self.log.warning(event, **fields)
         if self._notifier is not None:
             self._notifier.post({"event": event, **fields})
 
-    def alerts(self, *, tenant: str | None = None) -> list[dict]:
+    def alerts(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
         """Alerts raised so far (for reports and tests)."""
         sql = "SELECT tenant, period, kind, created_at, detail FROM alerts"
-        params: tuple = ()
+        params: tuple[str, ...] = ()
         if tenant is not None:
             sql += " WHERE tenant = ?"
             params = (tenant,)

@@ -24,13 +24,26 @@ a reservation are locked by the upsert that reads them.
 
 from __future__ import annotations
 
+from typing import Required, TypedDict
+
+from store.core import Logger
 from store.periods import period_of
 from store.report import ReportsMixin
 from store.reservations import ReservationsMixin
 from store.schema import SchemaMixin, load_migrations
 from store.settlement import SettlementMixin
 
-__all__ = ["Store", "load_migrations", "period_of"]
+__all__ = ["Store", "StoreOptions", "load_migrations", "period_of"]
+
+
+class StoreOptions(TypedDict, total=False):
+    """The keyword options every backend takes (`open_store` passes them on)."""
+
+    instance_id: Required[str]
+    chunk_s: int
+    log: Logger | None
+    credits_floor: float
+    alert_webhook: str | None
 
 
 class Store(ReservationsMixin, SettlementMixin, SchemaMixin, ReportsMixin):

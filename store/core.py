@@ -42,15 +42,44 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 from store.types import StoreError
 
-Row = TypeVar("Row", bound=tuple)
+Row = TypeVar("Row", bound=tuple[Any, ...])
+T = TypeVar("T")
+Params = tuple[Any, ...] | list[Any]
 
 _MAX_ATTEMPTS = 5
+
+
+class Logger(Protocol):
+    """What the store needs of a logger: structlog's bound loggers have it."""
+
+    def info(self, event: str, /, **kw: Any) -> object: ...
+
+    def warning(self, event: str, /, **kw: Any) -> object: ...
+
+    def error(self, event: str, /, **kw: Any) -> object: ...
+
+    def exception(self, event: str, /, **kw: Any) -> object: ...
+
+
+class Cursor(Protocol):
+    """What the store reads from the DB-API cursor that `_x` returns."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    @property
+    def description(self) -> Sequence[Sequence[Any]] | None: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Sequence[Any]: ...
 
 
 class RetryTransaction(Exception):
@@ -104,13 +133,15 @@ class BatchScope:
         self._batch = store._start_batch(self._savepoints)
         return self._batch
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         if self._batch is None:
             return False
         try:
             self._store._end_batch(self._batch, exc)
         except BaseException as raised:
-            if raised is not exc:
+            if exc is None or raised is not exc:
                 raise
             exc.__traceback__ = tb  # the block's own error, as it was raised
         return False
@@ -121,8 +152,12 @@ class StoreCore(ABC):
 
     dialect: str = ""
     for_update: str = ""  # row lock suffix for SELECTs on PostgreSQL
+    # The backend's connection and its cursor (sqlite3 or psycopg), from
+    # `_connect`; each backend declares its own types.
+    _conn: Any
+    _cur: Any
 
-    def __init__(self, *, instance_id: str, chunk_s: int = 300, log=None) -> None:
+    def __init__(self, *, instance_id: str, chunk_s: int = 300, log: Logger | None = None) -> None:
         if chunk_s < 1:
             raise ValueError("chunk_s must be at least 1 second")
         if log is None:
@@ -131,19 +166,19 @@ class StoreCore(ABC):
             log = structlog.get_logger("dialout.store")
         self.instance_id = instance_id
         self.chunk_s = int(chunk_s)
-        self.log = log
+        self.log: Logger = log
         self._batch: Batch | None = None
-        self._after_commit_effects: list[Callable[[], None]] = []
+        self._after_commit_effects: list[Callable[[], object]] = []
         self._checked_statements: set[tuple[type, str]] = set()
 
     # ------------------------------------------------------------------ dialect hooks
 
     @abstractmethod
-    def _x(self, sql: str, params: tuple | list = ()) -> Any:
+    def _x(self, sql: str, params: Params = ()) -> Cursor:
         """Execute one statement (written with ? placeholders); return the cursor."""
 
     @abstractmethod
-    def _xmany(self, sql: str, rows: list[tuple]) -> None: ...
+    def _xmany(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
 
     @abstractmethod
     def _begin(self, write: bool, single_statement: bool = False) -> None: ...
@@ -164,7 +199,8 @@ class StoreCore(ABC):
         """'reconnect', 'retry' (deadlock, serialization), 'error' (driver error) or None."""
 
     @abstractmethod
-    def _connect(self): ...
+    def _connect(self) -> Any:
+        """Open the backend's connection (`_conn`)."""
 
     def _reconnect(self) -> None:
         self._close_connection()
@@ -187,40 +223,39 @@ class StoreCore(ABC):
 
     # ------------------------------------------------------------------ rows by name
 
-    def _one(self, row_type: type[Row], sql: str, params: tuple | list = ()) -> Row | None:
+    def _one(self, row_type: type[Row], sql: str, params: Params = ()) -> Row | None:
         """The first row of `sql` as a `row_type`, or None."""
         cur = self._x(sql, params)
         self._check_columns(row_type, sql, cur)
         got = cur.fetchone()
         return None if got is None else row_type._make(got)  # type: ignore[attr-defined]
 
-    def _all(self, row_type: type[Row], sql: str, params: tuple | list = ()) -> list[Row]:
+    def _all(self, row_type: type[Row], sql: str, params: Params = ()) -> list[Row]:
         """Every row of `sql` as a `row_type`."""
         cur = self._x(sql, params)
         self._check_columns(row_type, sql, cur)
         make = row_type._make  # type: ignore[attr-defined]
         return [make(r) for r in cur.fetchall()]
 
-    def _scalar(self, sql: str, params: tuple | list = ()) -> Any:
+    def _scalar(self, sql: str, params: Params = ()) -> Any:
         """The single value of a one-column, one-row statement."""
         (value,) = self._x(sql, params).fetchone()
         return value
 
-    def _check_columns(self, row_type: type, sql: str, cur) -> None:
+    def _check_columns(self, row_type: type[tuple[Any, ...]], sql: str, cur: Cursor) -> None:
         """Once per statement: its column names must be the row type's fields."""
         key = (row_type, sql)
         if key in self._checked_statements:
             return
-        names = tuple(d[0] for d in cur.description)
-        if names != row_type._fields:  # type: ignore[attr-defined]
-            raise TypeError(
-                f"statement returns columns {names}, but {row_type.__name__} has fields {row_type._fields}: {sql}"
-            )  # type: ignore[attr-defined]
+        names = tuple(d[0] for d in cur.description or ())
+        fields: tuple[str, ...] = row_type._fields  # type: ignore[attr-defined]  # a NamedTuple class
+        if names != fields:
+            raise TypeError(f"statement returns columns {names}, but {row_type.__name__} has fields {fields}: {sql}")
         self._checked_statements.add(key)
 
     # ------------------------------------------------------------------ effects after commit
 
-    def _after_commit(self, effect: Callable[[], None]) -> None:
+    def _after_commit(self, effect: Callable[[], object]) -> None:
         """Run `effect` once the current transaction has committed (dropped on rollback)."""
         self._after_commit_effects.append(effect)
 
@@ -234,7 +269,7 @@ class StoreCore(ABC):
 
     # ------------------------------------------------------------------ transactions
 
-    def _run(self, fn: Callable[[], Any], *, write: bool = True, single_statement: bool = False) -> Any:
+    def _run(self, fn: Callable[[], T], *, write: bool = True, single_statement: bool = False) -> T:
         """Run `fn` as one transaction (or, inside `batch()`, as one savepoint).
 
         `single_statement`: `fn` reads with one statement, which is consistent
@@ -302,7 +337,7 @@ class StoreCore(ABC):
     def _broken_batch(self, batch: Batch) -> TransactionLost:
         return TransactionLost(f"{self.dialect} store: the batch cannot go on ({batch.broken})")
 
-    def _run_in_batch(self, fn: Callable[[], Any], batch: Batch) -> Any:
+    def _run_in_batch(self, fn: Callable[[], T], batch: Batch) -> T:
         """`fn` straight in the batch's transaction: if it fails, the batch is broken.
 
         (`_run` inlines the common case: a batch not broken yet.)
@@ -334,7 +369,7 @@ class StoreCore(ABC):
         if error is not exc:
             raise error from exc
 
-    def _run_in_savepoint(self, fn: Callable[[], Any], batch: Batch) -> Any:
+    def _run_in_savepoint(self, fn: Callable[[], T], batch: Batch) -> T:
         """`fn` inside the batch's transaction: all of it, or (on error) none of it."""
         if batch.broken is not None:
             raise self._broken_batch(batch) from batch.broken
@@ -490,8 +525,8 @@ class StoreCore(ABC):
     def close(self) -> None:
         self._close_connection()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -16,7 +16,7 @@ increments them once its call row is inserted, settlement decrements them.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from store.core import StoreCore
 from store.periods import epoch, period_and_day
@@ -56,7 +56,7 @@ _SNAPSHOT_SQL = (
 
 
 class CountersMixin(StoreCore):
-    def snapshot(self, *, tenant: str, organizer: str, e164: str | None, tz: str, now: datetime) -> dict:
+    def snapshot(self, *, tenant: str, organizer: str, e164: str | None, tz: str, now: datetime) -> dict[str, Any]:
         """What the policy needs for one decision. used/spent include live reservations.
 
         One statement of primary-key lookups into the running counters
@@ -84,8 +84,9 @@ class CountersMixin(StoreCore):
             e164 or "",
         )
 
-        def fn() -> dict:
+        def fn() -> dict[str, Any]:
             row = self._one(CounterRow, _SNAPSHOT_SQL, params)
+            assert row is not None  # a SELECT without FROM: always one row
             return {
                 "pool_used_minutes": round(row.pool_used or 0.0, 9),
                 "promotion_used_minutes": round(row.promotion_used or 0.0, 9),

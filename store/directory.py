@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from store.core import StoreCore
 
@@ -19,7 +19,7 @@ class DataRow(NamedTuple):
 
 
 class DirectoryMixin(StoreCore):
-    def import_directory(self, tenants: list[dict], organizers: list[dict]) -> tuple[int, int]:
+    def import_directory(self, tenants: list[dict[str, Any]], organizers: list[dict[str, Any]]) -> tuple[int, int]:
         """Upsert tenants and organisers (dicts with the TOML keys). Returns the counts."""
         now = datetime.now(UTC).timestamp()
         trows = [(str(t["id"]), json.dumps(t, sort_keys=True), now) for t in tenants]
@@ -43,10 +43,10 @@ class DirectoryMixin(StoreCore):
 
         return self._run(fn)
 
-    def directory_rows(self) -> tuple[list[dict], list[dict]]:
+    def directory_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """All imported (tenants, organizers), as dicts with the TOML keys, ordered by id."""
 
-        def fn():
+        def fn() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             tenants = [json.loads(r.data) for r in self._all(DataRow, "SELECT data FROM tenants ORDER BY id")]
             organizers = [json.loads(r.data) for r in self._all(DataRow, "SELECT data FROM organizers ORDER BY id")]
             return tenants, organizers

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from store.base import Store
+from store.base import Store, StoreOptions
+from store.core import Logger
 from store.types import StoreError
 
 
@@ -13,7 +14,7 @@ def open_store(
     *,
     instance_id: str | None = None,
     chunk_s: int = 300,
-    log=None,
+    log: Logger | None = None,
     credits_floor: float = 0.0,
     alert_webhook: str | None = None,
 ) -> Store:
@@ -27,13 +28,13 @@ def open_store(
     Raises StoreError for a bad URL or a database that cannot be reached.
     The schema is not touched: call `migrate()` (the gateway does at startup).
     """
-    common = dict(
-        instance_id=instance_id or socket.gethostname(),
-        chunk_s=chunk_s,
-        log=log,
-        credits_floor=credits_floor,
-        alert_webhook=alert_webhook,
-    )
+    common: StoreOptions = {
+        "instance_id": instance_id or socket.gethostname(),
+        "chunk_s": chunk_s,
+        "log": log,
+        "credits_floor": credits_floor,
+        "alert_webhook": alert_webhook,
+    }
     if not isinstance(url, str) or not url:
         raise StoreError("store url is empty; expected sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
     if url.startswith("sqlite:"):

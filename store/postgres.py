@@ -19,11 +19,14 @@ a lock wait beyond `set_lock_timeout()` rolls the whole batch back
 from __future__ import annotations
 
 import re
+from typing import Any, Unpack
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.rows import TupleRow
 
-from store.base import Store
+from store.base import Store, StoreOptions
+from store.core import Params
 from store.types import StoreError
 
 
@@ -34,8 +37,10 @@ def mask_url(url: str) -> str:
 class PostgresStore(Store):
     dialect = "postgresql"
     for_update = " FOR UPDATE"
+    _conn: psycopg.Connection[TupleRow]
+    _cur: psycopg.Cursor[TupleRow]
 
-    def __init__(self, url: str, *, connect_timeout_s: int = 5, **kwargs) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: int = 5, **kwargs: Unpack[StoreOptions]) -> None:
         super().__init__(**kwargs)
         self.url = url
         self.connect_timeout_s = connect_timeout_s
@@ -44,7 +49,7 @@ class PostgresStore(Store):
         self._conn = self._connect()
         self._cur = self._conn.cursor()
 
-    def _connect(self) -> psycopg.Connection:
+    def _connect(self) -> psycopg.Connection[TupleRow]:
         try:
             conn = psycopg.connect(
                 self.url,
@@ -59,7 +64,7 @@ class PostgresStore(Store):
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"cannot connect to PostgreSQL at {mask_url(self.url)}: {message}") from None
 
-    def _set_lock_timeout(self, conn: psycopg.Connection) -> None:
+    def _set_lock_timeout(self, conn: psycopg.Connection[TupleRow]) -> None:
         ms = 0 if self.lock_timeout_s is None else max(1, round(self.lock_timeout_s * 1000))
         conn.execute(f"SET lock_timeout = {int(ms)}")
         conn.commit()
@@ -74,10 +79,10 @@ class PostgresStore(Store):
             out = self._sql_cache[sql] = sql.replace("?", "%s")
         return out
 
-    def _x(self, sql, params=()):
+    def _x(self, sql: str, params: Params = ()) -> psycopg.Cursor[TupleRow]:
         return self._cur.execute(self._sql(sql), params)
 
-    def _xmany(self, sql, rows):
+    def _xmany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         with self._conn.cursor() as cur:
             cur.executemany(self._sql(sql), rows)
 
@@ -94,7 +99,7 @@ class PostgresStore(Store):
     def _transaction_alive(self) -> bool:
         return not (self._conn.closed or self._conn.broken)
 
-    def _classify(self, exc):
+    def _classify(self, exc: BaseException) -> str | None:
         if isinstance(exc, (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)):
             return "retry"
         if isinstance(exc, psycopg.OperationalError) and (self._conn.closed or self._conn.broken):
@@ -104,7 +109,8 @@ class PostgresStore(Store):
         return None
 
     def _table_exists(self, name: str) -> bool:
-        return self._x("SELECT to_regclass(?)", (name,)).fetchone()[0] is not None
+        row = self._x("SELECT to_regclass(?)", (name,)).fetchone()
+        return row[0] is not None  # type: ignore[index]  # psycopg: fetchone() may be None; not here
 
     def _lock_migrations(self) -> None:
         self._x("SELECT pg_advisory_xact_lock(7242016001)")  # any constant; one migrator at a time
@@ -115,7 +121,7 @@ class PostgresStore(Store):
         except psycopg.Error:
             pass
 
-    def _raw_connection(self) -> psycopg.Connection:
+    def _raw_connection(self) -> psycopg.Connection[TupleRow]:
         """For tests that simulate a dropped connection."""
         return self._conn
 

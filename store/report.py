@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from store.directory import DirectoryMixin
 from store.periods import period_of
@@ -57,13 +57,13 @@ class AlertSeen(NamedTuple):
     detail: str
 
 
-def _get(obj, key, default=None):
+def _get(obj: object, key: str, default: Any = None) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(key, default)
     return getattr(obj, key, default)
 
 
-def tenant_info(obj, fallback_id: str | None = None) -> dict:
+def tenant_info(obj: object, fallback_id: str | None = None) -> dict[str, Any]:
     """Normalise a tenant (TOML dict, imported row or config object) to the fields the report needs."""
     credits = _get(obj, "credits")
     if credits is not None:
@@ -82,7 +82,7 @@ def tenant_info(obj, fallback_id: str | None = None) -> dict:
     }
 
 
-def _iter_config(tenants_config):
+def _iter_config(tenants_config: Mapping[str, object] | Iterable[object] | None) -> Iterator[dict[str, Any]]:
     if tenants_config is None:
         return
     if isinstance(tenants_config, Mapping):
@@ -97,19 +97,19 @@ _NO_BUCKET = BucketUsage("", "", None, 0.0, 0.0)
 
 
 class ReportsMixin(DirectoryMixin):
-    def call_row(self, call_id: str) -> dict | None:
+    def call_row(self, call_id: str) -> dict[str, Any] | None:
         """One call as a dict (for tests, `explain` and operators)."""
 
-        def fn():
+        def fn() -> dict[str, Any] | None:
             cur = self._x("SELECT * FROM calls WHERE call_id = ?", (call_id,))
             row = cur.fetchone()
             if row is None:
                 return None
-            return dict(zip([d[0] for d in cur.description], row))
+            return dict(zip([d[0] for d in cur.description or ()], row))
 
         return self._run(fn, write=False)
 
-    def bucket_row(self, tenant: str, period: str, bucket: str) -> dict | None:
+    def bucket_row(self, tenant: str, period: str, bucket: str) -> dict[str, Any] | None:
         row = self._run(
             lambda: self._one(
                 BucketRow,
@@ -125,22 +125,22 @@ class ReportsMixin(DirectoryMixin):
         *,
         tenant: str | None = None,
         month: str | None = None,
-        tenants_config=(),
+        tenants_config: Mapping[str, object] | Iterable[object] | None = (),
         now: datetime | None = None,
         top: int = 5,
         pool_minutes_per_licence: int = 60,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Per tenant: pool size/used/remaining, credits spent/left, add-on minutes, top organisers
         and destinations. `month` is YYYY-MM (default: the current month in each tenant's timezone)."""
         now = now or datetime.now(UTC)
-        known: dict[str, dict] = {}
+        known: dict[str, dict[str, Any]] = {}
         for row in self.directory_rows()[0]:
             info = tenant_info(row)
             known[info["id"]] = info
         for info in _iter_config(tenants_config):
             known[info["id"]] = info  # the config file wins over an imported row
 
-        def fn() -> dict:
+        def fn() -> dict[str, Any]:
             seen = {
                 r.tenant: r.tz for r in self._all(TenantZone, "SELECT tenant, MAX(tz) AS tz FROM calls GROUP BY tenant")
             }
@@ -163,8 +163,8 @@ class ReportsMixin(DirectoryMixin):
         return self._run(fn, write=False)
 
     def _tenant_usage(
-        self, tid: str, known: bool, info: dict, period: str, top: int, pool_minutes_per_licence: int
-    ) -> dict:
+        self, tid: str, known: bool, info: dict[str, Any], period: str, top: int, pool_minutes_per_licence: int
+    ) -> dict[str, Any]:
         buckets = {
             (b.bucket, b.period): b
             for b in self._all(
@@ -200,7 +200,7 @@ class ReportsMixin(DirectoryMixin):
             " COALESCE(SUM(CASE WHEN state = 'closed' THEN 0 ELSE 1 END), 0) AS live"
             " FROM calls WHERE tenant = ? AND period = ?",
             (tid, period),
-        )
+        ) or CallTotals(0, 0, 0.0, 0.0, 0)  # an aggregate without GROUP BY: always one row
         tops = {}
         for column in ("organizer", "e164"):
             tops[column] = [

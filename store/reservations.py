@@ -88,6 +88,7 @@ class ReservationsMixin(CountersMixin):
                 " RETURNING used, reserved",
                 (tenant, bperiod, spec.bucket, capacity),
             )
+            assert level is not None  # the upsert always returns its row
             left = capacity - level.used - level.reserved
             if unit_amount > 0:
                 units = min(want, math.floor(left / unit_amount + EPS))

@@ -11,7 +11,7 @@ Row types used by a single module live next to their query (for example
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # Amounts are floats: compare them with this tolerance.
 EPS = 1e-9
@@ -20,7 +20,7 @@ EPS = 1e-9
 LIVE = "('open', 'answered')"
 
 
-def columns(row_type: type[tuple]) -> str:
+def columns(row_type: type[tuple[Any, ...]]) -> str:
     """The SELECT list of a row type: its fields, comma-separated."""
     return ", ".join(row_type._fields)  # type: ignore[attr-defined]
 

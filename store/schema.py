@@ -82,6 +82,7 @@ class SchemaMixin(StoreCore):
         def fn() -> int:
             if not self._table_exists("schema_version"):
                 return 0
-            return self._scalar(_CURRENT)
+            version: int = self._scalar(_CURRENT)
+            return version
 
         return self._run(fn, write=False)

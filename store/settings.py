@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from store.types import StoreError
+
+if TYPE_CHECKING:  # annotations only: the settings need none of the store at run time
+    from store.base import Store
+    from store.core import Logger
 
 DEFAULT_URL = "sqlite:///var/ledger.db"
 
@@ -52,7 +56,7 @@ def store_settings(section: Any) -> StoreSettings:
     )
 
 
-def open_from_settings(settings: StoreSettings, *, log=None):
+def open_from_settings(settings: StoreSettings, *, log: Logger | None = None) -> Store:
     """open_store() with the settings of a [store] section."""
     from store.factory import open_store
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime
-from typing import NamedTuple
+from functools import partial
+from typing import NamedTuple, cast
 
 from store.alerts import AlertsMixin
 from store.counters import CountersMixin
@@ -38,7 +39,7 @@ def settlement_of(call: CallRow) -> Settlement:
     charges = tuple((b, a) for b, a in json.loads(call.charges or "[]"))
     return Settlement(
         call.call_id,
-        call.outcome,
+        cast(str, call.outcome),  # a closed call's is always set
         call.talk_s or 0.0,
         call.billed_units or 0,
         call.increment_s,
@@ -112,6 +113,7 @@ class SettlementMixin(CountersMixin, AlertsMixin):
                     " RETURNING used, capacity",
                     (call.tenant, chunk.period, chunk.bucket, debit, chunk.amount, EPS, chunk.amount),
                 )
+                assert after is not None  # the upsert always returns its row
                 if chunk.bucket in ("tenant_pool", "credits"):
                     checks.append((chunk.bucket, after))
             self._x(
@@ -157,7 +159,7 @@ class SettlementMixin(CountersMixin, AlertsMixin):
         now_ts = epoch(now)
         out = []
         for call_id in self._run(lambda: self._live_call_ids(now_ts, stale_after_s, include_own), write=False):
-            settlement = self._run(lambda call_id=call_id: self._recover(call_id))
+            settlement = self._run(partial(self._recover, call_id))
             if settlement is not None:
                 out.append(settlement)
         return out

@@ -18,15 +18,19 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any, Unpack
 
-from store.base import Store
+from store.base import Store, StoreOptions
+from store.core import Params
 from store.types import StoreError
 
 
 class SQLiteStore(Store):
     dialect = "sqlite"
+    _conn: sqlite3.Connection
+    _cur: sqlite3.Cursor
 
-    def __init__(self, path: str, *, busy_timeout_ms: int = 10000, **kwargs) -> None:
+    def __init__(self, path: str, *, busy_timeout_ms: int = 10000, **kwargs: Unpack[StoreOptions]) -> None:
         super().__init__(**kwargs)
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
@@ -56,10 +60,10 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from None
         return conn
 
-    def _x(self, sql, params=()):
+    def _x(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
         return self._cur.execute(sql, params)
 
-    def _xmany(self, sql, rows):
+    def _xmany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         self._conn.executemany(sql, rows)
 
     def _begin(self, write: bool, single_statement: bool = False) -> None:
@@ -81,7 +85,7 @@ class SQLiteStore(Store):
         # disk, an I/O error): a savepoint taken then would start a new one.
         return self._conn.in_transaction
 
-    def _classify(self, exc):
+    def _classify(self, exc: BaseException) -> str | None:
         if isinstance(exc, sqlite3.Error):
             return "error"
         return None

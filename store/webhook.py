@@ -8,29 +8,45 @@ the queue is full the alert is dropped (and logged) rather than stalling a call.
 
 from __future__ import annotations
 
+import enum
 import json
 import queue
 import threading
 import time
 import urllib.request
+from typing import Any
 
-_STOP = object()
+from store.core import Logger
+
+
+class _Stop(enum.Enum):
+    STOP = enum.auto()
+
+
+_STOP = _Stop.STOP  # queued by close(): the thread ends there
 
 
 class WebhookNotifier:
     def __init__(
-        self, url: str, log, *, timeout_s: float = 2.0, retries: int = 3, backoff_s: float = 0.5, max_queue: int = 1000
+        self,
+        url: str,
+        log: Logger,
+        *,
+        timeout_s: float = 2.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        max_queue: int = 1000,
     ) -> None:
         self.url = url
         self.log = log
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue[dict[str, Any] | _Stop] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._run, name="alert-webhook", daemon=True)
         self._thread.start()
 
-    def post(self, payload: dict) -> None:
+    def post(self, payload: dict[str, Any]) -> None:
         try:
             self._queue.put_nowait(payload)
         except queue.Full:
@@ -51,7 +67,7 @@ class WebhookNotifier:
                 return
             self._deliver(item)
 
-    def _deliver(self, payload: dict) -> None:
+    def _deliver(self, payload: dict[str, Any]) -> None:
         body = json.dumps(payload).encode()
         for attempt in range(1, self.retries + 1):
             request = urllib.request.Request(

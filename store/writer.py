@@ -47,7 +47,7 @@ from functools import partial
 from typing import Any
 
 from store.base import Store
-from store.core import TransactionConflict, TransactionLost
+from store.core import Logger, TransactionConflict, TransactionLost
 from store.factory import open_store
 from store.settings import StoreSettings, open_from_settings
 from store.types import StoreError
@@ -98,7 +98,7 @@ class LedgerWriter:
         source: StoreSettings | str,
         post: Post,
         *,
-        log=None,
+        log: Logger | None = None,
         max_batch: int = 100,
         linger_s: float = 0.0,
         lock_timeout_s: float | None = 0.2,
@@ -106,7 +106,7 @@ class LedgerWriter:
         name: str = "ledger-writer",
         background_linger_s: float = 0.05,
         post_lazy: Post | None = None,
-        **store_options,
+        **store_options: Any,
     ) -> None:
         """Open the writer's own Store connection and start its thread.
 
