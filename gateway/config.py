@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # keep `dialout-gw --help` free of phonenumbers and pydantic
     from policy.model import PolicySettings
     from store.settings import StoreSettings
 
-POLICY_SECTIONS = ("policy", "tenants", "organizers")
 RAW_SECTIONS = ("gateway", "trunk", "trunks", "sip", "store", "logging", "metrics")
 
 

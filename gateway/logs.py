@@ -35,7 +35,6 @@ import structlog
 
 from sip.privacy import mask_number, mask_numbers_in, redact_url
 
-LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("auto", "json", "console")
 
 # Fields whose whole value is one phone number.

@@ -152,7 +152,6 @@ class SipStack:
         self.transport_ids: list[int] = []
         self._timers = TimerHeap()
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._after_poll: list[Callable[[], None]] = []
         self.running = False
         self.started = False
 
@@ -192,10 +191,6 @@ class SipStack:
         it (for work nobody waits for: at most one poll interval later)."""
         self._jobs.put(callback)
 
-    def after_poll(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once, after the current poll's events have been handled."""
-        self._after_poll.append(callback)
-
     def _run_due(self) -> None:
         while not self._jobs.empty():  # checked first: most polls have no job, and raising Empty costs
             try:
@@ -207,10 +202,6 @@ class SipStack:
         for timer in self._timers.pop_due(now):
             if not timer.cancelled:  # an earlier timer of this batch may have cancelled it
                 self._guard(timer.callback)
-        if self._after_poll:
-            pending, self._after_poll = self._after_poll, []
-            for job in pending:
-                self._guard(job)
 
     def _guard(self, job: Callable[[], None]) -> None:
         try:
@@ -223,7 +214,7 @@ class SipStack:
         wait = max_wait_ms
         if due is not None:
             wait = max(0, min(wait, int((due - time.monotonic()) * 1000) + 1))
-        if not self._jobs.empty() or self._after_poll:
+        if not self._jobs.empty():
             wait = 0
         _sipcore.poll(wait)
         self._run_due()

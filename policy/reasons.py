@@ -83,6 +83,3 @@ class Bucket(StrEnum):
     USCA_UNLIMITED = "usca_unlimited"
     TENANT_POOL = "tenant_pool"
     CREDITS = "credits"
-
-
-BUCKET_ORDER: tuple[Bucket, ...] = tuple(Bucket)

@@ -7,9 +7,6 @@ from datetime import datetime
 
 BUCKETS = ("promotion", "usca_unlimited", "tenant_pool", "credits")
 
-# Buckets measured in minutes; `credits` is measured in money.
-MINUTE_BUCKETS = frozenset({"promotion", "usca_unlimited", "tenant_pool"})
-
 # Credits are a balance, not a monthly allowance: their bucket row is kept
 # under this period key for the tenant's whole life.
 LIFETIME = "lifetime"
