@@ -18,6 +18,8 @@ The models are an intermediate form: `policy.config.build_policy_settings`,
 them into the frozen objects the rest of the code reads. What needs the
 machine (host name defaults, `password_env`) is resolved there, not here, so
 that `dialout-gw explain` can read a file written for another machine.
+
+(Over 400 lines on purpose: it is the one list of every section and key.)
 """
 
 from __future__ import annotations

@@ -13,6 +13,12 @@ SIP engine reports (gateway.engine):
 
 Trusted sources and TLS are checked below, in the engine (csrc/), before any
 work: an INVITE from elsewhere gets one stateless 403 or nothing.
+
+(Over 400 lines on purpose: it is the one place where a call's admission,
+its ledger jobs and their deadlines meet, so that "every call ends exactly
+once, in the ledger and in the metrics" can be checked by reading one class.
+What is not about that moved out: the edge checks to gateway/edge.py, the
+canonical line to gateway/canonical.py, trunk state to gateway/trunks.py.)
 """
 
 from __future__ import annotations

@@ -33,6 +33,10 @@ The writer owns a Store connection of its own and one thread:
   back and runs again after a short random pause. Every store write is
   idempotent or harmless to replay; an op may therefore run more than once
   before it completes, and must have no effect outside the store.
+
+(Longer than 400 lines on purpose: the queue, the batch loop, its retries
+and the hand-back to the loop share one lock and one set of invariants, and
+are easiest to check in one place.)
 """
 
 from __future__ import annotations
