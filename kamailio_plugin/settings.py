@@ -15,7 +15,9 @@ a ledger URL is written once. The plugin uses:
 
 The gateway-only keys (`gateway.listen`, session timers, admission limits,
 `trunk.caller_id`, `[metrics]`) are accepted and not used: Kamailio listens,
-and its own modules (`pike`, `ratelimit`, `uac`) do those jobs.
+and its own modules (`pike`, `ratelimit`, `uac`) do those jobs. The file is
+still validated by the one schema, so what it requires (a trunk's caller ID)
+must be there, and the same file serves `dialout-gw run` unchanged.
 """
 
 from __future__ import annotations
