@@ -19,11 +19,12 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NoReturn, Union, get_args, get_origin
 
 import annotated_types
 import phonenumbers
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
@@ -52,7 +53,7 @@ class Expect:
     text: str
 
 
-def fail(expected: str | None = None, *, field: tuple = (), got: Any = _MISSING) -> None:
+def fail(expected: str | None = None, *, field: tuple[str | int, ...] = (), got: Any = _MISSING) -> NoReturn:
     """Refuse a value from inside a validator. `field` extends the key path (relative to
     the model or value being validated); `expected` overrides the type's own `Expect`."""
     ctx: dict[str, Any] = {"field": field}
@@ -86,7 +87,7 @@ def first_error(exc: ValidationError, model: type[BaseModel]) -> ConfigValueErro
     return ConfigValueError(key, expected, loc[-1] if is_key and loc else err.get("input"))
 
 
-def key_path(loc: tuple) -> str:
+def key_path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -96,9 +97,9 @@ def key_path(loc: tuple) -> str:
 # --- describing a type: one text for errors and docs ------------------------------------------
 
 
-def _split(annotation: Any) -> tuple[Any, list]:
+def _split(annotation: Any) -> tuple[Any, list[Any]]:
     """(bare type, metadata) of a possibly Annotated (and Optional) type."""
-    meta: list = []
+    meta: list[Any] = []
     while True:
         if get_origin(annotation) is Annotated:
             base, *extra = get_args(annotation)
@@ -122,7 +123,7 @@ def _is_union(annotation: Any) -> bool:
     return get_origin(annotation) in (Union, types.UnionType)
 
 
-def _resolve(model: Any, loc: tuple, *, dict_key: bool = False) -> Any:
+def _resolve(model: Any, loc: tuple[Any, ...], *, dict_key: bool = False) -> Any:
     """The annotation (possibly Annotated) of the value at `loc` under `model`."""
     current: Any = model
     for i, part in enumerate(loc):
@@ -147,7 +148,7 @@ def toml_fields(model: type[BaseModel]) -> dict[str, FieldInfo]:
     return {info.alias or name: info for name, info in model.model_fields.items()}
 
 
-def describe_at(model: type[BaseModel], loc: tuple, *, dict_key: bool = False) -> str:
+def describe_at(model: type[BaseModel], loc: tuple[Any, ...], *, dict_key: bool = False) -> str:
     annotation = _resolve(model, loc, dict_key=dict_key)
     return describe(annotation) if annotation is not None else "a known key"
 
@@ -179,7 +180,7 @@ def describe(annotation: Any) -> str:
     return "a valid value"
 
 
-def _bounds(meta: list) -> str:
+def _bounds(meta: list[Any]) -> str:
     parts = []
     for item in meta:
         for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
@@ -248,6 +249,8 @@ Day = Annotated[date, Expect("a date YYYY-MM-DD"), BeforeValidator(_day)]
 
 
 def _policy_name(value: Any) -> str:
+    if not isinstance(value, str):
+        fail()
     try:
         parse_dialout_policy(value)
     except PolicyConfigError:
@@ -265,7 +268,7 @@ _TYPE_NAMES = tuple(t.value for t in NumberType)
 
 
 def _number_type(value: Any) -> str:
-    if value not in _TYPE_NAMES:
+    if not isinstance(value, str) or value not in _TYPE_NAMES:
         fail()
     return value
 
@@ -307,7 +310,7 @@ E164 = Annotated[
 ]
 
 
-def _uri(schemes: tuple[str, ...]):
+def _uri(schemes: tuple[str, ...]) -> BeforeValidator:
     def check(value: Any) -> str:
         if (
             not isinstance(value, str)
@@ -356,6 +359,8 @@ StoreUrl = Annotated[
 
 
 def _ip(value: Any) -> str:
+    if not isinstance(value, str):
+        fail()
     try:
         ipaddress.ip_address(value)
     except (TypeError, ValueError):
@@ -367,6 +372,8 @@ IpAddress = Annotated[str, Expect('an IP address (not a host name), e.g. "127.0.
 
 
 def _cidr(value: Any) -> str:
+    if not isinstance(value, str):
+        fail()
     try:
         ipaddress.ip_network(value, strict=False)
     except (TypeError, ValueError):
@@ -396,6 +403,8 @@ def parse_nameserver(value: str) -> tuple[str, int]:
 
 
 def _nameserver(value: Any) -> str:
+    if not isinstance(value, str):
+        fail()
     if value != "system":
         try:
             parse_nameserver(value)
@@ -493,7 +502,7 @@ Destination = Annotated[str, Expect(DESTINATION_TEXT), BeforeValidator(_destinat
 
 def _promotion_regions(value: Any) -> str | list[str]:
     if value == "zone_a":
-        return value
+        return "zone_a"
     if not isinstance(value, list):
         fail()
     out = []
@@ -512,7 +521,7 @@ PromotionRegions = Annotated[
 def key(default: Any = ..., doc: str = "", *, shown: str | None = None, **constraints: Any) -> Any:
     """A key of a section: its default (`...` = required), what it means, and its bounds.
     `shown` is how docs/config.md states a default that is not a plain value."""
-    extra = {"shown": shown} if shown is not None else None
+    extra: JsonDict | None = {"shown": shown} if shown is not None else None
     return Field(default, description=doc, json_schema_extra=extra, **constraints)
 
 

@@ -512,15 +512,15 @@ class ConfigFile(Section):
         if self.trunk is not None and self.trunks:
             fail("either one [trunk] table or [[trunks]] entries, not both", field=("trunks",), got=len(self.trunks))
         names: dict[str, int] = {}
-        for i, t in enumerate(self.trunks):
-            if t.name.casefold() in names:
+        for i, entry in enumerate(self.trunks):
+            if entry.name.casefold() in names:
                 fail(
-                    f"a name not used by another trunk (trunks[{names[t.name.casefold()]}])",
+                    f"a name not used by another trunk (trunks[{names[entry.name.casefold()]}])",
                     field=("trunks", i, "name"),
-                    got=t.name,
+                    got=entry.name,
                 )
-            names[t.name.casefold()] = i
-            if t.caller_id is None and (self.gateway is None or self.gateway.caller_id is None):
+            names[entry.name.casefold()] = i
+            if entry.caller_id is None and (self.gateway is None or self.gateway.caller_id is None):
                 fail("a caller ID URI here, or a default in gateway.caller_id", field=("trunks", i, "caller_id"))
         if (
             self.trunk is not None
