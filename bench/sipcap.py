@@ -16,7 +16,7 @@ kernel drops) on stdout, then exits. Needs CAP_NET_RAW (root); exits 3 without.
 
 from __future__ import annotations
 
-import ctypes
+import array
 import json
 import re
 import signal
@@ -56,9 +56,10 @@ def bpf_udp_port(port: int) -> list[tuple[int, int, int, int]]:
     ]
 
 
-def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> ctypes.Array:
-    buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
-    fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
+def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> array.array[int]:
+    buf = array.array("B", b"".join(struct.pack("HBBI", *ins) for ins in prog))
+    address, _ = buf.buffer_info()  # struct sock_fprog points at the program: no ctypes needed
+    fprog = struct.pack("HL", len(prog), address)
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
     return buf  # the kernel copies the program, but keep it alive until then
 
