@@ -22,7 +22,7 @@ test: setup-test
 test-fast: setup-test
 	$(VENV)/bin/python -m pytest -q -m "not integration and not postgres" $(PYTEST_ARGS)
 
-# Lint and format check (ruff), strict types on policy/, sip/ and store/ (mypy).
+# Lint and format check (ruff), strict types (mypy) on the files pyproject.toml lists.
 check: setup-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

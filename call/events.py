@@ -12,7 +12,7 @@ Header values arrive as the engine prints them: one ``Name: value`` per line
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Side = Literal["bridge", "trunk"]
 BRIDGE: Side = "bridge"
@@ -210,7 +210,7 @@ class Abort:
     """Something failed while handling this call: end it cleanly on every leg."""
 
     error: str = ""
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Event = (

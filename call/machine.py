@@ -42,7 +42,9 @@ The rules kept here, each in one place:
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from call import actions as A
 from call import events as E
@@ -97,7 +99,7 @@ class Call:
         received_at: float,
         offer: Body | None,
         bridge_timer: bool = False,
-        check_sdp=None,
+        check_sdp: Callable[[Body], str | None] | None = None,
         bridge_allow: frozenset[str] | None = None,
     ):
         self.state = State.DECIDING
@@ -609,19 +611,19 @@ class Call:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _final_to_bridge(self, code: int, reason: str, headers) -> None:
+    def _final_to_bridge(self, code: int, reason: str, headers: Iterable[tuple[str, str]]) -> None:
         self.bridge_final = code
         self.setup_ms = (self._now - self.received_at) * 1000
         self.bridge_done = True
         self._emit(A.AnswerBridge(code, reason, tuple(headers)))
 
-    def _gateway_headers(self, reason: str, code: int, text: str, retry_after: int | None = None):
+    def _gateway_headers(self, reason: str, code: int, text: str, retry_after: int | None = None) -> A.Headers:
         from sip.responses import reject_headers  # pure; local to keep this module's imports few
 
         self.explanation = text
         return tuple(reject_headers(reason, code, text, "gateway", retry_after))
 
-    def _bye(self, side: Side, headers=()) -> None:
+    def _bye(self, side: Side, headers: Iterable[tuple[str, str]] = ()) -> None:
         if side == TRUNK:
             self.trunk_done = True
         else:
@@ -666,7 +668,7 @@ class Call:
         interval = self.session_interval
         self._emit(A.StartTimer("session", max(1.0, interval - min(32.0, interval / 3))))
 
-    def _log(self, event: str, **fields) -> None:
+    def _log(self, event: str, **fields: Any) -> None:
         self._emit(A.Log(event, tuple(fields.items())))
 
     def _emit(self, *actions: A.Action) -> None:
@@ -713,7 +715,7 @@ class Call:
             self._emit(A.Ack(event.side))
 
 
-_HANDLERS = {
+_HANDLERS: dict[type[E.Event], Callable[[Call, Any], None]] = {
     E.Denied: Call._on_denied,
     E.Admitted: Call._on_admitted,
     E.Provisional: Call._on_provisional,

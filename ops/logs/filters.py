@@ -98,14 +98,14 @@ class Matcher:
             return False
         return (self.since is None or when >= self.since) and (self.until is None or when < self.until)
 
-    def call(self, e: dict) -> bool:
+    def call(self, e: dict[str, Any]) -> bool:
         if self.tenant is not None and e.get("tenant") != self.tenant:
             return False
         if self.reason is not None and e.get("reason") != self.reason:
             return False
         return self.in_time(e.get("timestamp"))
 
-    def refusal(self, e: dict) -> bool:
+    def refusal(self, e: dict[str, Any]) -> bool:
         # Admission refusals carry no tenant (nothing about the call is read).
         if self.tenant is not None:
             return False

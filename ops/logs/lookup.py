@@ -21,12 +21,12 @@ class CallReport:
     pjsip lines that mention it (in log order)."""
 
     call_id: str
-    events: list[dict] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
     lines: int = 0
     malformed: int = 0
 
     @property
-    def canonical(self) -> list[dict]:
+    def canonical(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("event") == "call" and e.get("call_id") == self.call_id]
 
     @property

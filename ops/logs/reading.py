@@ -38,7 +38,7 @@ class _Prefixed(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf) -> int:
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
         if self._head:
             n = min(len(buf), len(self._head))
             buf[:n] = self._head[:n]
@@ -85,7 +85,7 @@ def open_log(source: str | BinaryIO, stdin: BinaryIO | None = None) -> Iterator[
             if not more:
                 break
             head += more
-        stream: BinaryIO = io.BufferedReader(_Prefixed(head, raw), CHUNK_BYTES)  # type: ignore[arg-type]
+        stream: BinaryIO = io.BufferedReader(_Prefixed(head, raw), CHUNK_BYTES)
         if head == GZIP_MAGIC:
             stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
         yield stream

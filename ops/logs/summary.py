@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -76,7 +76,7 @@ class Summary:
     non_json: int = 0
     malformed: int = 0
     filtered_out: int = 0
-    combos: dict[tuple, list] = field(default_factory=dict)  # key -> [calls, billed_units, talk_s]
+    combos: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict)  # key -> [calls, billed_units, talk_s]
     setup_relayed: list[float] = field(default_factory=list)
     setup_rejected: list[float] = field(default_factory=list)
     refusal_lines: int = 0
@@ -86,7 +86,7 @@ class Summary:
     first_ts: str | None = None
     last_ts: str | None = None
 
-    def add_call(self, e: dict) -> None:
+    def add_call(self, e: dict[str, Any]) -> None:
         allowed = e.get("decision") == "allow"
         key = (
             e.get("tenant"),
@@ -114,7 +114,7 @@ class Summary:
             if self.first_ts is None or ts < self.first_ts:
                 self.first_ts = ts
 
-    def add_refusal(self, e: dict) -> None:
+    def add_refusal(self, e: dict[str, Any]) -> None:
         self.refusal_lines += 1
         suppressed = e.get("suppressed_since_last") or 0
         n = 1 + (suppressed if isinstance(suppressed, int) else 0)
@@ -176,9 +176,9 @@ class Summary:
             out[reason] = out.get(reason, 0) + row[0]
         return out
 
-    def group(self, index: int) -> dict[str, list]:
+    def group(self, index: int) -> dict[str, list[Any]]:
         """Per tenant (0), organizer (1) or region (2): [calls, relayed, rejected, billed_units, talk_s]."""
-        out: dict[str, list] = {}
+        out: dict[str, list[Any]] = {}
         for key, (calls, billed, talk) in self.combos.items():
             name = key[index] if key[index] is not None else "-"
             g = out.get(name)
@@ -193,7 +193,7 @@ class Summary:
     def to_dict(self, top: int = 10) -> dict[str, Any]:
         calls, relayed = self.calls, self.relayed
 
-        def cut(rows: list) -> list:
+        def cut(rows: list[Any]) -> list[Any]:
             return rows[:top] if top > 0 else rows
 
         def ranked(index: int, name: str, money: bool = True) -> list[dict[str, Any]]:
@@ -246,7 +246,7 @@ class Summary:
 # json.loads(bytes) spends a third of its time detecting the encoding and
 # wrapping the C scanner; the hot loop calls the scanner itself on the decoded
 # line and falls back to json.loads for anything unusual (leading spaces, a BOM).
-_SCAN_ONCE = json.JSONDecoder().scan_once
+_SCAN_ONCE = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set in __init__, not in the stubs
 
 
 def _slow_loads(line: bytes) -> Any:
@@ -374,14 +374,14 @@ def summarize_path(
         if second is None:
             return _summarize_blocks(_chain(first, blocks), filters)
 
-        def jobs_iter():
+        def jobs_iter() -> Iterator[tuple[bytes, Filters]]:
             for block in _chain(first, second, blocks):
                 yield block, filters
 
         return _pooled(_summarize_block, jobs_iter(), jobs, filters)
 
 
-def _chain(*parts):
+def _chain(*parts: bytes | Iterable[bytes]) -> Iterator[bytes]:
     for part in parts:
         if isinstance(part, bytes):
             yield part
@@ -389,7 +389,7 @@ def _chain(*parts):
             yield from part
 
 
-def _pooled(work, jobs_iter: Iterable, jobs: int, filters: Filters) -> Summary:
+def _pooled(work: Callable[[Any], Summary], jobs_iter: Iterable[Any], jobs: int, filters: Filters) -> Summary:
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)

@@ -42,7 +42,7 @@ class TrunkTally:
     failover_calls: int = 0  # ... with more than one
     failover_answered: int = 0  # ... of which the last trunk answered
 
-    def add(self, e: dict) -> None:
+    def add(self, e: dict[str, Any]) -> None:
         """One canonical line (only called for lines that name a trunk)."""
         attempts = e.get("trunk_attempts")
         if type(attempts) is not list:
@@ -78,7 +78,7 @@ class TrunkTally:
             return
         self.routed += 1
         final = e.get("trunk")
-        self.trunks[final if final in names else previous][_FINAL] += 1
+        self.trunks[final if final in names else names[-1]][_FINAL] += 1
         if len(names) > 1:
             self.failover_calls += 1
             self.failover_answered += answered
