@@ -630,8 +630,12 @@ static void refused(pjsip_rx_data *rdata, int status, const char *reason, const 
     ev_new(EV_REFUSED, 0, 0, status, 0, f, 6, 0);
 }
 
-static void respond_stateless(pjsip_rx_data *rdata, int code, const char *warning, const pj_str_t *hname,
-                              const pj_str_t *hvalue)
+/* `identity`: whether the configured Server header goes too. Not in the 403
+ * to an untrusted source: with gateway.server_header set, that 403 carried
+ * it, and svmap listed the product as the device's user agent (found by
+ * tests/integration/test_scanners.py). */
+static void send_stateless(pjsip_rx_data *rdata, int code, const char *warning, const pj_str_t *hname,
+                           const pj_str_t *hvalue, int identity)
 {
     pjsip_tx_data *tdata;
     if (pjsip_endpt_create_response(endpt, rdata, code, NULL, &tdata) != PJ_SUCCESS) return;
@@ -648,7 +652,7 @@ static void respond_stateless(pjsip_rx_data *rdata, int code, const char *warnin
         wv.slen = snprintf(w, sizeof(w), "399 - \"%s\"", warning);
         add_hdr(tdata, &STR_WARNING, &wv);
     }
-    add_identity(tdata);
+    if (identity) add_identity(tdata);
     {
         pjsip_response_addr res_addr;
         if (pjsip_get_response_addr(tdata->pool, rdata, &res_addr) == PJ_SUCCESS)
@@ -656,6 +660,12 @@ static void respond_stateless(pjsip_rx_data *rdata, int code, const char *warnin
         else
             pjsip_tx_data_dec_ref(tdata);
     }
+}
+
+static void respond_stateless(pjsip_rx_data *rdata, int code, const char *warning, const pj_str_t *hname,
+                              const pj_str_t *hvalue)
+{
+    send_stateless(rdata, code, warning, hname, hvalue, 1);
 }
 
 /* Methods that exist only inside a dialog or transaction: 481 outside one. */
@@ -783,7 +793,7 @@ static pj_bool_t filter_on_rx_request(pjsip_rx_data *rdata)
     if (untrusted_reject && msg->line.req.method.id == PJSIP_INVITE_METHOD) {
         /* The reason only: nothing about organisers, numbers or the gateway itself. */
         static const pj_str_t reason = {"Reason", 6}, reason_v = {"SIP;cause=403;text=\"untrusted_source\"", 37};
-        respond_stateless(rdata, 403, NULL, &reason, &reason_v);
+        send_stateless(rdata, 403, NULL, &reason, &reason_v, 0);
         refused(rdata, 403, "untrusted_source", tls_ok ? "source not trusted" : "not over TLS");
     } else {
         refused(rdata, 0, "untrusted_source", tls_ok ? "source not trusted" : "not over TLS");

@@ -129,7 +129,10 @@ class GatewaySection(Section):
     untrusted: Literal["drop", "reject"] = key(
         "drop", "what an untrusted source gets: nothing (`drop`) or one stateless `403` (`reject`)"
     )
-    server_header: OneLine = key("", "Server/User-Agent header value; empty sends none (no fingerprint)")
+    server_header: OneLine = key(
+        "",
+        "Server/User-Agent header value; empty sends none (no fingerprint); never in the `403` to an untrusted source",
+    )
     max_concurrent_calls: int = key(3000, "above it: `503 overloaded` with `Retry-After`", ge=1, le=1_000_000)
     max_calls_per_second: float = key(
         500.0, "token bucket; above it: `503 overloaded` with `Retry-After`", gt=0, le=100_000

@@ -2,7 +2,7 @@
 # Install everything dialout-gateway needs on a fresh Debian machine, idempotently.
 #
 #   scripts/setup.sh          runtime: build tools, SIPp, the pjsua2 capacity wheel, the venv
-#   scripts/setup.sh --test   the same, plus what the test suite needs (PostgreSQL, Kamailio, baresip, promtool)
+#   scripts/setup.sh --test   the same, plus what the test suite needs (PostgreSQL, Kamailio, baresip, promtool, SIPVicious)
 #
 # A second run with nothing changed takes about a second: every step checks
 # before it acts (dpkg for packages, a stamp for the venv, the wheel cache).
@@ -22,7 +22,9 @@ if [ "${1:-}" = "--test" ]; then
   # Kamailio's app_python3 for the plugin's test (tests/integration/test_kamailio_plugin.py).
   # Prometheus for its promtool, which checks and unit-tests docker/prometheus/alerts.yml
   # (tests/test_monitoring.py); the server itself is not used.
-  packages+=(postgresql kamailio kamailio-python3-modules baresip-core prometheus)
+  # SIPVicious (svmap, svwar, svcrack), the toll-fraud scanner aimed at the gateway
+  # by tests/integration/test_scanners.py.
+  packages+=(postgresql kamailio kamailio-python3-modules baresip-core prometheus sipvicious)
 fi
 
 missing=()

@@ -40,9 +40,11 @@ def gateway_config(
     trunks: str | None = None,
     sip_extra: str = "",
     store_extra: str = "",
+    trusted_sources: tuple[str, ...] = ("127.0.0.1/32",),
 ) -> str:
     """A test config. `trunks` replaces the single `[trunk]` with `[[trunks]]`
-    tables (and `gateway.caller_id`); `{trunk_port}` in it is the trunk port."""
+    tables (and `gateway.caller_id`); `{trunk_port}` in it is the trunk port.
+    `trusted_sources` are the bridge addresses (CIDRs) the gateway serves."""
     url = store_url or f"sqlite:///{db_path}"
     if trunks is None:
         trunk_section = f"""[trunk]
@@ -57,7 +59,7 @@ answer_timeout_s = 4"""
 [gateway]
 listen = [{{ transport = "udp", address = "127.0.0.1", port = {sip_port} }},
           {{ transport = "tcp", address = "127.0.0.1", port = {sip_port} }}]
-trusted_sources = ["127.0.0.1/32"]
+trusted_sources = {json.dumps(list(trusted_sources))}
 host = "gw-under-test"
 drain_timeout_s = 5
 {extra_gateway}

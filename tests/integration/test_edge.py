@@ -113,8 +113,11 @@ def test_an_untrusted_invite_gets_nothing_back_by_default(gateway):
     assert gateway.call_lines() == []
 
 
-def test_an_untrusted_invite_that_is_never_acked_gets_exactly_one_stateless_403(make_gateway):
-    gw = make_gateway(extra_gateway='untrusted = "reject"')
+@pytest.mark.parametrize("server_header", ["", "dialout-gw/1.0"])
+def test_an_untrusted_invite_that_is_never_acked_gets_exactly_one_stateless_403(make_gateway, server_header):
+    """Even with a Server header configured for the bridges, which the 403 to a
+    stranger used to carry (svmap showed it as the device's user agent)."""
+    gw = make_gateway(extra_gateway=f'untrusted = "reject"\nserver_header = "{server_header}"')
     with SipSocket("udp", gw.target) as sock:
         sock.sock.close()
         sock.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
