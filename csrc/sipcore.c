@@ -926,8 +926,12 @@ static void on_dropped(pjsip_tp_dropped_data *dd)
     /* Also PJSIP_EMISSINGHDR: parsed, but without Call-ID, From, To, Via or
      * CSeq, or (TCP) without a Content-Length; and PJSIP_EINVALIDHDR: (TCP)
      * a Content-Length that is not a number in range. Found by fuzzing:
-     * these got silence, not the 400 of any malformed request. */
-    if ((dd->status != PJSIP_EINVALIDMSG && dd->status != PJSIP_EMISSINGHDR && dd->status != PJSIP_EINVALIDHDR) ||
+     * these got silence, not the 400 of any malformed request. And
+     * PJSIP_ERXOVERFLOW: (TCP) a message longer than the receive buffer,
+     * which pjsip discards whole; over UDP the same request gets a 400
+     * (filter_on_rx_request). Found by fuzzing the TCP framing. */
+    if ((dd->status != PJSIP_EINVALIDMSG && dd->status != PJSIP_EMISSINGHDR && dd->status != PJSIP_EINVALIDHDR &&
+         dd->status != PJSIP_ERXOVERFLOW) ||
         dd->len == 0 || dd->len > PJSIP_MAX_PKT_LEN)
         return;
     ++stat_malformed;
@@ -955,6 +959,12 @@ static void on_dropped(pjsip_tp_dropped_data *dd)
     } else if (dd->status == PJSIP_EINVALIDHDR) {
         code = 400;
         warning = "the Content-Length is not valid";
+    } else if (dd->status == PJSIP_ERXOVERFLOW) {
+        static char too_long[96];
+        code = 400;
+        snprintf(too_long, sizeof(too_long), "the request is longer than the %d bytes the gateway reads",
+                 (int)PJSIP_MAX_PKT_LEN);
+        warning = too_long;
     } else {
         /* Parse it again (pjsip's rx_data is not at hand for every transport) for
          * the list of what failed to parse. */
