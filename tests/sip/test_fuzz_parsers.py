@@ -276,6 +276,17 @@ def test_a_bare_cr_in_a_header_block_ends_the_line():
     assert H.encode_block(H.relay_response_headers(block)) == b"Reason: SIP;cause=200\r\nSession-Expires: 90\r\n"
 
 
+def test_an_unbalanced_quote_in_a_list_header_does_not_raise():
+    """Found by fuzzing (FUZZ_EXAMPLES=20000): pjsip accepts `Supported: "x`
+    (any characters between commas), and relaying it raised SipParseError,
+    which tore the call down."""
+    block = 'Supported: timer, "x\r\nRequire: "timer\r\nAllow: INVITE, "BYE\r\n'
+    assert H.has_option(block, "supported", "timer")
+    assert H.values(block, "allow") == ["INVITE", '"BYE']
+    assert H.relay_request_headers(block)[-1] == ("Supported", "timer")
+    assert H.relay_response_headers(block) == ()
+
+
 # --- the SDP path ----------------------------------------------------------------------------------
 
 
