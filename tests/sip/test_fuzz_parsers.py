@@ -307,6 +307,16 @@ def _check_accepted_sdp(sdp_bytes: bytes) -> None:
         assert port.isdigit() and int(port) <= 65535
 
 
+@pytest.mark.parametrize("old, new", [("m=audio", "m=\taudio"), ("m=audio", "m= audio"), ("c=IN", "c= IN")])
+def test_check_sdp_refuses_whitespace_after_the_equals_sign(old, new):
+    """Found by test_check_sdp_on_radamsa_mutations with FUZZ_MUTATIONS=10000:
+    split() hid the tab of "m=\\taudio", and a peer's parser reads an empty
+    media type. A blank session name ("s= ") is RFC 8866's own example."""
+    sdp = SDP.format(sess=1)
+    assert check_sdp(sdp.replace(old, new).encode()).endswith("has whitespace after '='")
+    assert check_sdp(sdp.replace("s=-", "s= ").encode()) is None
+
+
 @fuzz
 @given(st.one_of(sdp_texts(), st.text(max_size=600)))
 def test_check_sdp_answers_for_any_text(text):
