@@ -832,6 +832,26 @@ static pj_bool_t filter_on_rx_request(pjsip_rx_data *rdata)
     return PJ_TRUE;
 }
 
+/* A response in a datagram that filled pjsip's receive buffer was cut there,
+ * as a request is (filter_on_rx_request): its body is only the start of the
+ * peer's, and RFC 3261 18.3 discards a response whose packet ends before its
+ * body does. Found by fuzzing the trunk's answers: a 17 KB 200 was relayed
+ * cut, the bridge's 200 then no longer fitted pjsip's send buffer, and the
+ * bridge got no final answer at all (the call ended by the ACK timeout).
+ * Dropped: the trunk retransmits, or the INVITE times out (408). */
+static pj_bool_t filter_on_rx_response(pjsip_rx_data *rdata)
+{
+    if (rdata->tp_info.transport && (rdata->tp_info.transport->flag & PJSIP_TRANSPORT_DATAGRAM) &&
+        rdata->pkt_info.len >= PJSIP_MAX_PKT_LEN) {
+        char w[96];
+        snprintf(w, sizeof(w), "a response longer than the %d bytes read from a datagram was discarded",
+                 (int)PJSIP_MAX_PKT_LEN - 1);
+        refused(rdata, 0, "malformed", w);
+        return PJ_TRUE;
+    }
+    return PJ_FALSE;
+}
+
 /* A packet pjsip could not parse. From a trusted source, a request gets a
  * stateless 400 built from its own Via/From/To/Call-ID/CSeq lines; anything
  * else is dropped (and counted). pjsip's drop callback carries no source
@@ -1041,7 +1061,7 @@ static pjsip_module mod_filter = {
     NULL, NULL, {"mod-gw-filter", 13}, -1,
     PJSIP_MOD_PRIORITY_TRANSPORT_LAYER + 1,
     NULL, NULL, NULL, NULL,
-    &filter_on_rx_request, NULL, NULL, NULL, NULL,
+    &filter_on_rx_request, &filter_on_rx_response, NULL, NULL, NULL,
 };
 
 /* ------------------------------------------------------------------------ */
