@@ -9,6 +9,8 @@ FUZZ_SECONDS ?= 600
 FUZZ_CASES ?= 100000
 FUZZ_SEED ?= $(shell date +%s)
 FUZZ_EXAMPLES ?= 5000
+FUZZ_CALL_SECONDS ?= 300
+FUZZ_CALL_CASES ?= 50000
 
 .PHONY: run test test-fast check fuzz setup setup-test bench clean
 
@@ -29,14 +31,17 @@ check: setup-test
 	$(VENV)/bin/mypy
 
 # The pure parsers with many more Hypothesis examples and radamsa mutations, then
-# the running gateway for FUZZ_SECONDS (a new seed each run unless FUZZ_SEED is
+# the running gateway for FUZZ_SECONDS of INVITEs and FUZZ_CALL_SECONDS of trunk
+# answers and in-dialog requests (a new seed each run unless FUZZ_SEED is
 # given; inputs that crash, hang or make it log an error land in
 # tests/data/fuzz/crashers/, which `make test` replays).
 fuzz: setup-test
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_MUTATIONS=$$(( $(FUZZ_EXAMPLES) / 2 )) \
 	  $(VENV)/bin/python -m pytest tests/sip/test_fuzz_parsers.py -q $(PYTEST_ARGS)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_CASES=$(FUZZ_CASES) FUZZ_SEED=$(FUZZ_SEED) FUZZ_REPORT=$(CURDIR)/var/fuzz-report.json \
-	  $(VENV)/bin/python -m pytest tests/integration/test_fuzz.py -q -s -p no:cacheprovider -o timeout=$$(( $(FUZZ_SECONDS) + 300 )) $(PYTEST_ARGS)
+	FUZZ_CALL_SECONDS=$(FUZZ_CALL_SECONDS) FUZZ_CALL_CASES=$(FUZZ_CALL_CASES) \
+	  $(VENV)/bin/python -m pytest tests/integration/test_fuzz.py -q -s -p no:cacheprovider \
+	  -o timeout=$$(( $(FUZZ_SECONDS) + $(FUZZ_CALL_SECONDS) + 300 )) $(PYTEST_ARGS)
 
 setup:
 	@scripts/setup.sh

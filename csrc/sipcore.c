@@ -300,17 +300,58 @@ static pj_str_t headers_block(pj_pool_t *pool, const pjsip_msg *msg)
     return out;
 }
 
-static void body_fields(pj_pool_t *pool, const pjsip_msg *msg, pj_str_t *ctype, pj_str_t *body)
+/* Where the body of a raw message starts: after the first empty line (CRLF
+ * CRLF or LF LF, whichever comes first, as gateway/edge.py body_bytes reads
+ * the bridge's INVITE), leading line ends skipped; NULL without one. */
+static char *raw_body_start(char *buf, pj_ssize_t len)
 {
+    char *p = buf, *end = buf + len;
+    while (p < end && (*p == '\r' || *p == '\n')) ++p;
+    for (; p < end; ++p) {
+        if (p + 3 < end && p[0] == '\r' && p[1] == '\n' && p[2] == '\r' && p[3] == '\n') return p + 4;
+        if (p + 1 < end && p[0] == '\n' && p[1] == '\n') return p + 2;
+    }
+    return NULL;
+}
+
+/* The body of a received message, as the bytes that came, and its type.
+ * Bodies cross the gateway opaquely, so they are taken from the packet:
+ * - pjsip parses a multipart body into its parts (the body's length is then
+ *   0) and drops one it cannot split: both were relayed as no body at all;
+ * - over UDP pjsip's body is the rest of the datagram whatever the
+ *   Content-Length says; what lies beyond it is discarded (RFC 3261 18.3),
+ *   as for the bridge's INVITE (gateway/edge.py body_bytes).
+ * Found by fuzzing the trunk's answers and the bridge's in-dialog requests:
+ * a trunk's multipart 200 reached the bridge without its SDP, and a
+ * Content-Length shorter than the datagram was relayed with what followed. */
+static void body_fields(pjsip_rx_data *rdata, pj_str_t *ctype, pj_str_t *body)
+{
+    const pjsip_msg *msg = rdata->msg_info.msg;
+    const pjsip_media_type *mt = NULL;
+    char *buf = rdata->msg_info.msg_buf, *start = NULL, *end;
+    pj_ssize_t len;
+    char tbuf[512];
+    int n;
+
     ctype->ptr = NULL; ctype->slen = -1;
     body->ptr = NULL; body->slen = -1;
-    if (msg->body && msg->body->len > 0) {
-        char buf[512];
-        int n = pjsip_media_type_print(buf, sizeof(buf), &msg->body->content_type);
-        if (n > 0) str_from(pool, ctype, buf, n);
-        body->ptr = (char *)msg->body->data;
-        body->slen = msg->body->len;
-    }
+    if (msg->body) mt = &msg->body->content_type;
+    else if (rdata->msg_info.ctype) mt = &rdata->msg_info.ctype->media;
+    if (!mt || !buf || rdata->msg_info.len <= 0) return;   /* without Content-Type pjsip reads no body */
+    end = buf + rdata->msg_info.len;
+    if (msg->body && msg->body->len > 0 && (char *)msg->body->data >= buf && (char *)msg->body->data <= end)
+        start = (char *)msg->body->data;
+    else
+        start = raw_body_start(buf, rdata->msg_info.len);
+    if (!start || start >= end) return;
+    len = end - start;
+    if (rdata->msg_info.clen && rdata->msg_info.clen->len >= 0 && rdata->msg_info.clen->len < len)
+        len = rdata->msg_info.clen->len;
+    if (len <= 0) return;
+    n = pjsip_media_type_print(tbuf, sizeof(tbuf), mt);
+    if (n > 0) str_from(rdata->tp_info.pool, ctype, tbuf, n);
+    body->ptr = start;
+    body->slen = len;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -801,6 +842,26 @@ static pj_bool_t filter_on_rx_request(pjsip_rx_data *rdata)
     return PJ_TRUE;
 }
 
+/* A response in a datagram that filled pjsip's receive buffer was cut there,
+ * as a request is (filter_on_rx_request): its body is only the start of the
+ * peer's, and RFC 3261 18.3 discards a response whose packet ends before its
+ * body does. Found by fuzzing the trunk's answers: a 17 KB 200 was relayed
+ * cut, the bridge's 200 then no longer fitted pjsip's send buffer, and the
+ * bridge got no final answer at all (the call ended by the ACK timeout).
+ * Dropped: the trunk retransmits, or the INVITE times out (408). */
+static pj_bool_t filter_on_rx_response(pjsip_rx_data *rdata)
+{
+    if (rdata->tp_info.transport && (rdata->tp_info.transport->flag & PJSIP_TRANSPORT_DATAGRAM) &&
+        rdata->pkt_info.len >= PJSIP_MAX_PKT_LEN) {
+        char w[96];
+        snprintf(w, sizeof(w), "a response longer than the %d bytes read from a datagram was discarded",
+                 (int)PJSIP_MAX_PKT_LEN - 1);
+        refused(rdata, 0, "malformed", w);
+        return PJ_TRUE;
+    }
+    return PJ_FALSE;
+}
+
 /* A packet pjsip could not parse. From a trusted source, a request gets a
  * stateless 400 built from its own Via/From/To/Call-ID/CSeq lines; anything
  * else is dropped (and counted). pjsip's drop callback carries no source
@@ -895,8 +956,12 @@ static void on_dropped(pjsip_tp_dropped_data *dd)
     /* Also PJSIP_EMISSINGHDR: parsed, but without Call-ID, From, To, Via or
      * CSeq, or (TCP) without a Content-Length; and PJSIP_EINVALIDHDR: (TCP)
      * a Content-Length that is not a number in range. Found by fuzzing:
-     * these got silence, not the 400 of any malformed request. */
-    if ((dd->status != PJSIP_EINVALIDMSG && dd->status != PJSIP_EMISSINGHDR && dd->status != PJSIP_EINVALIDHDR) ||
+     * these got silence, not the 400 of any malformed request. And
+     * PJSIP_ERXOVERFLOW: (TCP) a message longer than the receive buffer,
+     * which pjsip discards whole; over UDP the same request gets a 400
+     * (filter_on_rx_request). Found by fuzzing the TCP framing. */
+    if ((dd->status != PJSIP_EINVALIDMSG && dd->status != PJSIP_EMISSINGHDR && dd->status != PJSIP_EINVALIDHDR &&
+         dd->status != PJSIP_ERXOVERFLOW) ||
         dd->len == 0 || dd->len > PJSIP_MAX_PKT_LEN)
         return;
     ++stat_malformed;
@@ -924,6 +989,12 @@ static void on_dropped(pjsip_tp_dropped_data *dd)
     } else if (dd->status == PJSIP_EINVALIDHDR) {
         code = 400;
         warning = "the Content-Length is not valid";
+    } else if (dd->status == PJSIP_ERXOVERFLOW) {
+        static char too_long[96];
+        code = 400;
+        snprintf(too_long, sizeof(too_long), "the request is longer than the %d bytes the gateway reads",
+                 (int)PJSIP_MAX_PKT_LEN);
+        warning = too_long;
     } else {
         /* Parse it again (pjsip's rx_data is not at hand for every transport) for
          * the list of what failed to parse. */
@@ -1000,7 +1071,7 @@ static pjsip_module mod_filter = {
     NULL, NULL, {"mod-gw-filter", 13}, -1,
     PJSIP_MOD_PRIORITY_TRANSPORT_LAYER + 1,
     NULL, NULL, NULL, NULL,
-    &filter_on_rx_request, NULL, NULL, NULL, NULL,
+    &filter_on_rx_request, &filter_on_rx_response, NULL, NULL, NULL,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -1117,7 +1188,7 @@ static void on_in_dialog_request(pjsip_dialog *dlg, pjsip_rx_data *rdata)
             pjsip_tsx_stop_retransmit(t);
             pjsip_tsx_terminate_async2(t, t->status_code, NULL, pjsip_cfg()->tsx.td);
             f[0].ptr = NULL; f[0].slen = -1; f[1] = f[0];
-            body_fields(rdata->tp_info.pool, msg, &f[2], &f[3]);
+            body_fields(rdata, &f[2], &f[3]);
             ev_new(EV_ACK, leg->id, 0, 0, initial ? F_INITIAL : 0, f, 4, 8u);
         }
         return;
@@ -1232,7 +1303,7 @@ static void on_in_dialog_request(pjsip_dialog *dlg, pjsip_rx_data *rdata)
         if (r->is_invite) leg->uas_invite_pending = 1;
         f[0] = msg->line.req.method.name;
         f[1].ptr = NULL; f[1].slen = -1;
-        body_fields(rdata->tp_info.pool, msg, &f[2], &f[3]);
+        body_fields(rdata, &f[2], &f[3]);
         f[4] = headers_block(rdata->tp_info.pool, msg);
         ev_new(EV_REQUEST, leg->id, r->id, 0, 0, f, 5, 8u);
     }
@@ -1312,7 +1383,7 @@ static void on_uac_invite_state(leg_t *leg, pjsip_transaction *tsx, pjsip_event 
             if (leg->cancelling) return;
             f[0] = msg->line.status.reason;
             f[1] = rdata->msg_info.to->tag;
-            body_fields(rdata->tp_info.pool, msg, &f[2], &f[3]);
+            body_fields(rdata, &f[2], &f[3]);
             f[4] = headers_block(rdata->tp_info.pool, msg);
             ev_new(EV_PROVISIONAL, leg->id, 0, code, reliable ? F_RELIABLE : 0, f, 5, 8u);
             return;
@@ -1347,7 +1418,7 @@ static void on_uac_invite_state(leg_t *leg, pjsip_transaction *tsx, pjsip_event 
             }
             f[0] = msg->line.status.reason;
             f[1] = rdata->msg_info.to->tag;
-            body_fields(rdata->tp_info.pool, msg, &f[2], &f[3]);
+            body_fields(rdata, &f[2], &f[3]);
             f[4] = headers_block(rdata->tp_info.pool, msg);
             ev_new(EV_ANSWER, leg->id, 0, code, 0, f, 5, 8u);
             return;
@@ -1415,7 +1486,7 @@ static void on_uac_request_state(leg_t *leg, pjsip_transaction *tsx, pjsip_event
         }
         f[0] = msg->line.status.reason;
         f[1] = tsx->method.name;
-        body_fields(rdata->tp_info.pool, msg, &f[2], &f[3]);
+        body_fields(rdata, &f[2], &f[3]);
         f[4] = headers_block(rdata->tp_info.pool, msg);
         ev_new(EV_RESPONSE, leg->id, c->id, code, flags, f, 5, 8u);
         return;

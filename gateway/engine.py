@@ -31,6 +31,15 @@ if TYPE_CHECKING:
 EV_NAMES = {getattr(sc, n): n for n in dir(sc) if n.startswith("EV_")}
 
 
+def wire(text: str | None) -> bytes | None:
+    """Text for the engine as the bytes it came as: the engine hands over a
+    peer's reason phrase and Content-Type decoded as UTF-8 with invalid bytes
+    kept as surrogates, and takes them back as bytes (as `encode_block` does
+    for headers). Found by fuzzing the trunk's answers: "486 Occup\\xe9" in
+    Latin-1 failed the call (UnicodeEncodeError) and the bridge got a 503."""
+    return text.encode("utf-8", "surrogateescape") if text else None
+
+
 class CallHandle:
     """Everything the shell keeps for one call besides its state machine."""
 
@@ -269,9 +278,9 @@ class Engine:
         sc.answer(
             handle.bridge_leg,
             action.code,
-            action.reason or None,
+            wire(action.reason),
             encode_block(action.headers),
-            body.ctype if body else None,
+            wire(body.ctype) if body else None,
             body.data if body else None,
         )
 
@@ -283,7 +292,7 @@ class Engine:
                 leg,
                 action.method,
                 encode_block(action.headers),
-                body.ctype if body else None,
+                wire(body.ctype) if body else None,
                 body.data if body else None,
             )
             if leg is not None
@@ -303,9 +312,9 @@ class Engine:
         sc.respond(
             action.req,
             action.code,
-            action.reason or None,
+            wire(action.reason),
             encode_block(action.headers),
-            body.ctype if body else None,
+            wire(body.ctype) if body else None,
             body.data if body else None,
         )
 
@@ -313,7 +322,7 @@ class Engine:
         leg = self._leg(handle, action.side)
         if leg is not None:
             body = action.body
-            sc.ack(leg, body.ctype if body else None, body.data if body else None)
+            sc.ack(leg, wire(body.ctype) if body else None, body.data if body else None)
 
     def _cancel_trunk(self, handle: CallHandle, action: A.CancelTrunk) -> None:
         if handle.trunk_leg is not None:
@@ -355,7 +364,7 @@ class Engine:
                 route.target,
                 route.contact,
                 encode_block(action.headers),
-                body.ctype if body else None,
+                wire(body.ctype) if body else None,
                 body.data if body else None,
                 route.username,
                 route.password,

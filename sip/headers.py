@@ -98,13 +98,26 @@ def parse_block(block: str | None) -> list[tuple[str, str]]:
     return out
 
 
+def _list(value: str) -> list[str]:
+    """A list header's elements. The block was accepted by pjsip, whose
+    Supported, Require and Allow are any run of characters between commas:
+    an unbalanced quote (``Supported: "x``) is no reason to fail a call, so
+    where `split_header_list` refuses the value it is split at every comma.
+    Found by fuzzing: such a header in a bridge's in-dialog request, or in a
+    trunk's 18x/200, raised SipParseError and the call was torn down."""
+    try:
+        return split_header_list(value)
+    except SipParseError:
+        return [p for p in (s.strip(" \t") for s in value.split(",")) if p]
+
+
 def values(block: str | None, name: str) -> list[str]:
     """Every value of header `name` (case-insensitive, compact forms), list headers split."""
     key = header_key(name)
     out: list[str] = []
     for hname, value in parse_block(block):
         if header_key(hname) == key:
-            out.extend(split_header_list(value) if key in _LIST_HEADERS else [value])
+            out.extend(_list(value) if key in _LIST_HEADERS else [value])
     return out
 
 
@@ -128,7 +141,7 @@ def relay_request_headers(block: str | None) -> Headers:
     timer = False
     for name, value in parse_block(block):
         key = header_key(name)
-        if key == "supported" and any(t.strip().lower() == "timer" for t in split_header_list(value)):
+        if key == "supported" and any(t.strip().lower() == "timer" for t in _list(value)):
             timer = True
         if key in _REQUEST_DENY or key.startswith("x-dialout-"):
             continue
@@ -145,7 +158,7 @@ def relay_response_headers(block: str | None) -> Headers:
         key = header_key(name)
         if key in _RESPONSE_ALLOW:
             out.append((name, value))
-        elif key == "require" and any(t.strip().lower() == "timer" for t in split_header_list(value)):
+        elif key == "require" and any(t.strip().lower() == "timer" for t in _list(value)):
             out.append(("Require", "timer"))
     return tuple(out)
 

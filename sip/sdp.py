@@ -210,6 +210,7 @@ _CONTROL = _re.compile("[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed; CR/LF spli
 MAX_SDP_BYTES = 16 * 1024
 MAX_SDP_LINE = 1024
 MAX_MEDIA = 16
+_TEXT_LINES = frozenset("si")  # session name and information: text, "s= " is RFC 8866's own example
 _NET_TYPES = {"IP4", "IP6"}
 _RTP_PROFILES = ("RTP/AVP", "RTP/SAVP", "RTP/AVPF", "RTP/SAVPF", "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
 
@@ -273,6 +274,10 @@ def check_sdp(body: Any) -> str | None:
         if _CONTROL.search(line):
             return f"SDP line {number} holds a control character"
         kind, value = line[0], line[2:]
+        if value[:1] in (" ", "\t") and kind not in _TEXT_LINES:
+            # RFC 8866 5: no whitespace on either side of "=". Found by fuzzing:
+            # "m=\taudio 7000 ..." passed (split() hid it) and was relayed.
+            return f"SDP line {number} has whitespace after '='"
         if kind == "o":
             parts = value.split()
             if len(parts) != 6:

@@ -33,11 +33,16 @@ except Exception:  # pragma: no cover - the built-in mutator takes over
     _RADAMSA = None
 
 __all__ = [
+    "DIALOG_SEEDS",
     "SDP",
     "SEEDS",
+    "TRUNK_SEEDS",
     "FuzzCase",
     "fill_seed",
+    "fill_template",
     "make_case",
+    "make_dialog_case",
+    "make_trunk_case",
     "mutate_bytes",
     "number_for",
     "radamsa_available",
@@ -854,6 +859,10 @@ class FuzzCase:
     mutators: tuple[str, ...]
     transport: str  # "udp" or "tcp"
     data: bytes
+    # What `data` is: "invite" (the bridge's INVITE), "trunk" (a response the
+    # trunk sends to a clean INVITE) or "dialog" (a request the bridge sends in
+    # an established call); the last two are templates (see `fill_template`).
+    role: str = "invite"
 
 
 def make_case(
@@ -873,3 +882,295 @@ def make_case(
         fn = MUTATORS[name]
         data = fn(data, rng, case) if name == "request_uri" else fn(data, rng)
     return FuzzCase(case, seed_name, chosen, transport, data)
+
+
+# --- the other side of a call: the trunk's answers, and requests inside the dialog --------------
+#
+# Both are templates: the values only known once the call runs (the dialog's
+# tags, Call-ID, CSeq, the gateway's Contact) are `${name}` placeholders that
+# `fill_template` replaces when the message is sent. The mutators work on the
+# template, so a case is still a pure function of its number and seed, and a
+# kept input replays in any later call.
+
+TRUNK_SDP = SDP.replace("bridge {sess}", "trunk 1").replace("7000", "9000").replace("{sess}", "1")
+
+
+def _response(status: str, extra: list[str], body: str = "", ctype: str | None = "application/sdp") -> str:
+    lines = [
+        f"SIP/2.0 {status}",
+        "Via: ${via}",
+        "From: ${from}",
+        "To: ${to};tag=${to-tag}",
+        "Call-ID: ${call-id}",
+        "CSeq: ${cseq}",
+        *extra,
+    ]
+    if body and ctype:
+        lines.append(f"Content-Type: {ctype}")
+    lines.append(f"Content-Length: {len(body.encode())}")
+    return CRLF.join(lines) + CRLF + CRLF + body
+
+
+_TRUNK_CONTACT = "Contact: <sip:trunk@127.0.0.1:${port}>"
+
+# What a carrier answers to the gateway's INVITE (an offer): provisionals
+# (then a clean 200 follows), answers and failures.
+TRUNK_SEEDS: dict[str, str] = {
+    "ringing": _response("180 Ringing", [_TRUNK_CONTACT]),
+    "early_media": _response("183 Session Progress", [_TRUNK_CONTACT], TRUNK_SDP),
+    "reliable": _response("183 Session Progress", [_TRUNK_CONTACT, "Require: 100rel", "RSeq: 1"], TRUNK_SDP),
+    "answer": _response(
+        "200 OK",
+        [_TRUNK_CONTACT, "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO", "Supported: timer"],
+        TRUNK_SDP,
+    ),
+    "answer_timers": _response(
+        "200 OK", [_TRUNK_CONTACT, "Session-Expires: 1800;refresher=uac", "Require: timer"], TRUNK_SDP
+    ),
+    "answer_multipart": _response(
+        "200 OK",
+        [_TRUNK_CONTACT],
+        _MULTIPART.replace("{case}", "1").replace("bridge {sess}", "trunk 1").replace("{sess}", "1"),
+        ctype="multipart/mixed;boundary=b0undary",
+    ),
+    "busy": _response("486 Busy Here", ['Reason: Q.850;cause=17;text="User busy"']),
+    "redirect": _response("302 Moved Temporarily", ["Contact: <sip:+33142685301@127.0.0.1;user=phone>"]),
+    "unavailable": _response("503 Service Unavailable", ["Retry-After: 5"]),
+}
+
+# Reason phrases and status lines a carrier may really send (Latin-1 from old
+# equipment, UTF-8, empty), and broken ones.
+STATUS_REASONS: list[bytes] = [
+    b"",
+    b" ",
+    b"Occup\xe9",
+    b"Sonnerie en cours \xe0 distance",
+    "Numéro inconnu ☎".encode(),
+    b"\xff\xfe",
+    b"\xed\xa0\x80",
+    b"a\x00b",
+    b"a\tb",
+    b"a\x7fb",
+    b"A" * 300,
+    b"A" * 5000,
+    b"%s%n",
+]
+STATUS_CODES: list[bytes] = [
+    b"100",
+    b"101",
+    b"180",
+    b"181",
+    b"182",
+    b"183",
+    b"199",
+    b"200",
+    b"202",
+    b"299",
+    b"300",
+    b"302",
+    b"380",
+    b"401",
+    b"407",
+    b"408",
+    b"422",
+    b"481",
+    b"486",
+    b"487",
+    b"488",
+    b"491",
+    b"500",
+    b"503",
+    b"599",
+    b"600",
+    b"603",
+    b"699",
+    b"700",
+    b"000",
+    b"99",
+    b"2000",
+    b"-200",
+    b"2OO",
+]
+RESPONSE_HEADERS: list[bytes] = [
+    b"Require: 100rel",
+    b"Require: 100rel\r\nRSeq: 0",
+    b"Require: 100rel\r\nRSeq: 4294967295",
+    b"Require: 100rel\r\nRSeq: 4294967296",
+    b"Require: 100rel\r\nRSeq: x",
+    b"Require: timer, foo",
+    b'Require: "timer',
+    b'Supported: timer, "x',
+    b'Allow: INVITE, "BYE',
+    b"Session-Expires: 0",
+    b"Session-Expires: 1;refresher=uas",
+    b"Session-Expires: 99999999999999",
+    b"Session-Expires: 90;refresher=",
+    b"Min-SE: -1",
+    b"Record-Route: <sip:127.0.0.1:5999;lr>",
+    b"Record-Route: <sip:127.0.0.2;lr>, <sip:127.0.0.3;lr>",
+    b"Record-Route: <sip:\xff;lr>",
+    b"Record-Route: " + b"<sip:127.0.0.1;lr>," * 100 + b"<sip:127.0.0.1;lr>",
+    b"Contact: *",
+    b"Contact: <tel:+33142685300>",
+    b"Contact: " + b"<sip:+33142685301@127.0.0.1>," * 200 + b"<sip:1@127.0.0.1>",
+    b"Contact: <sip:+33\xe9@127.0.0.1>",
+    b"Allow: \xff, , ,",
+    b"Allow: " + b"X," * 500 + b"INVITE",
+    b"Retry-After: -1",
+    b"Retry-After: 99999999999999999999 (x)",
+    b"Reason: Q.850;cause=999999999999",
+    b'Reason: SIP;text="\xe9"',
+    b"P-Early-Media: sendrecv",
+    b"Content-Disposition: session;handling=required",
+    b"To: <sip:x@127.0.0.1>;tag=other",
+    b"Via: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKextra",
+    b"CSeq: 1 INVITE",
+    b"Call-ID: other@127.0.0.1",
+    b"Content-Type: application/sdp",
+    b"Content-Encoding: gzip",
+]
+
+
+def _m_status_line(data, rng):
+    lines, sep, body = _split(data)
+    parts = lines[0].split(b" ", 2)
+    code = parts[1] if len(parts) > 1 else b"200"
+    reason = parts[2] if len(parts) > 2 else b"OK"
+    choice = rng.randrange(3)
+    if choice == 0:
+        reason = rng.choice(STATUS_REASONS)
+    elif choice == 1:
+        code = rng.choice(STATUS_CODES)
+    else:
+        code, reason = rng.choice(STATUS_CODES), rng.choice(STATUS_REASONS)
+    lines[0] = b"SIP/2.0 " + code + b" " + reason
+    return _join(lines, sep, body)
+
+
+def _m_response_header(data, rng):
+    lines, sep, body = _split(data)
+    for _ in range(rng.choice([1, 1, 2, 3])):
+        lines.insert(rng.randrange(1, len(lines) + 1), rng.choice(RESPONSE_HEADERS))
+    return _join(lines, sep, body)
+
+
+RESPONSE_MUTATORS = {
+    "radamsa_whole": _m_radamsa_whole,
+    "radamsa_sdp": _m_radamsa_sdp,
+    "header_value": _m_header_value,
+    "header_name": _m_header_name,
+    "sdp_line": _m_sdp_line,
+    "content_length": _m_content_length,
+    "cseq": _m_cseq,
+    "encoding": _m_encoding,
+    "sizes": _m_sizes,
+    "structure": _m_structure,
+    "status_line": _m_status_line,
+    "response_header": _m_response_header,
+}
+_RESPONSE_WEIGHTS = {
+    "radamsa_whole": 3,
+    "radamsa_sdp": 2,
+    "header_value": 2,
+    "header_name": 1,
+    "sdp_line": 3,
+    "content_length": 2,
+    "cseq": 1,
+    "encoding": 2,
+    "sizes": 1,
+    "structure": 1,
+    "status_line": 3,
+    "response_header": 3,
+}
+
+
+def _in_dialog(method: str, extra: list[str], body: str = "", ctype: str | None = "application/sdp") -> str:
+    lines = [
+        f"{method} ${{uri}} SIP/2.0",
+        "Via: SIP/2.0/{transport} 127.0.0.1:5999;branch={branch};rport",
+        "Max-Forwards: 70",
+        "From: ${from}",
+        "To: ${to}",
+        "Call-ID: ${call-id}",
+        f"CSeq: ${{cseq}} {method}",
+        "Contact: <sip:bridge@127.0.0.1:5999>",
+        *extra,
+    ]
+    if body and ctype:
+        lines.append(f"Content-Type: {ctype}")
+    lines.append(f"Content-Length: {len(body.encode())}")
+    return CRLF.join(lines) + CRLF + CRLF + body
+
+
+# Filled in here, before `_in_dialog` counts the Content-Length.
+_HOLD_SDP = SDP.replace("a=sendrecv", "a=sendonly").replace("bridge {sess} 1", "bridge 1 2")
+
+# What a bridge sends inside an established call.
+DIALOG_SEEDS: dict[str, str] = {
+    "reinvite_hold": _in_dialog("INVITE", [], _HOLD_SDP),
+    "reinvite_offerless": _in_dialog("INVITE", []),
+    "reinvite_timers": _in_dialog(
+        "INVITE", ["Supported: timer", "Session-Expires: 1800;refresher=uac", "Min-SE: 90"], _HOLD_SDP
+    ),
+    "reinvite_multipart": _in_dialog(
+        "INVITE",
+        [],
+        _MULTIPART.replace("{case}", "2").replace("bridge {sess} 1", "bridge 1 2"),
+        ctype="multipart/mixed;boundary=b0undary",
+    ),
+    "update": _in_dialog("UPDATE", [], _HOLD_SDP),
+    "update_refresh": _in_dialog("UPDATE", ["Supported: timer", "Session-Expires: 1800;refresher=uac"]),
+    "info_dtmf": _in_dialog("INFO", [], "Signal=5\r\nDuration=160\r\n", ctype="application/dtmf-relay"),
+    "message": _in_dialog("MESSAGE", [], "hello", ctype="text/plain;charset=utf-8"),
+    "options": _in_dialog("OPTIONS", ["Accept: application/sdp"]),
+    "notify": _in_dialog(
+        "NOTIFY", ["Event: refer", "Subscription-State: terminated"], "SIP/2.0 200 OK", "message/sipfrag"
+    ),
+    "prack": _in_dialog("PRACK", ["RAck: 1 1 INVITE"]),
+    "refer": _in_dialog("REFER", ["Refer-To: <sip:+33142685301@127.0.0.1>"]),
+    "bye": _in_dialog("BYE", ['Reason: Q.850;cause=16;text="Normal call clearing"']),
+}
+
+
+def fill_template(template: bytes, values: dict[str, str]) -> bytes:
+    """`${name}` placeholders replaced by `values` (those a mutation broke stay as they are)."""
+    for name, value in values.items():
+        template = template.replace(b"${" + name.encode() + b"}", value.encode("utf-8", "surrogateescape"))
+    return template
+
+
+def _mutated(data: bytes, rng: random.Random, mutators: dict, weights: dict, case: int) -> tuple[bytes, tuple]:
+    names = sorted(mutators)
+    chosen = tuple(rng.choices(names, [weights[n] for n in names], k=rng.choice([1, 1, 1, 2, 2, 3])))
+    for name in chosen:
+        fn = mutators[name]
+        data = fn(data, rng, case) if name == "request_uri" else fn(data, rng)
+    return data, chosen
+
+
+def make_trunk_case(case: int, run_seed: int = 4475, *, clean_share: float = 0.05) -> FuzzCase:
+    """The trunk's answer number `case` of the run `run_seed`: a mutated
+    response template (role "trunk"), sent to a clean INVITE."""
+    rng = random.Random(run_seed * 1_000_003 + case + 7_000_000)
+    seed_name = rng.choice(sorted(TRUNK_SEEDS))
+    data = TRUNK_SEEDS[seed_name].encode()
+    if rng.random() < clean_share:
+        return FuzzCase(case, seed_name, (), "udp", data, "trunk")
+    data, chosen = _mutated(data, rng, RESPONSE_MUTATORS, _RESPONSE_WEIGHTS, case)
+    return FuzzCase(case, seed_name, chosen, "udp", data, "trunk")
+
+
+def make_dialog_case(
+    case: int, run_seed: int = 4475, *, tcp_share: float = 0.15, clean_share: float = 0.05
+) -> FuzzCase:
+    """The in-dialog request number `case` of the run `run_seed`: a mutated
+    request template (role "dialog"), sent once the bridge's call is up."""
+    rng = random.Random(run_seed * 1_000_003 + case + 9_000_000)
+    seed_name = rng.choice(sorted(DIALOG_SEEDS))
+    transport = "tcp" if rng.random() < tcp_share else "udp"
+    text = DIALOG_SEEDS[seed_name].replace("{transport}", transport.upper())
+    data = text.replace("{branch}", f"z9hG4bK-dlg-{case}").encode()
+    if rng.random() < clean_share:
+        return FuzzCase(case, seed_name, (), transport, data, "dialog")
+    data, chosen = _mutated(data, rng, MUTATORS, _WEIGHTS, case)
+    return FuzzCase(case, seed_name, chosen, transport, data, "dialog")

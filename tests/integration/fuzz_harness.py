@@ -20,6 +20,22 @@ The run, for each case of tests/fuzzing.py (deterministic per case number):
 4. new error lines in the gateway's log (anything at level error or above
    but pjsip's own lines) are kept as findings, with the input.
 
+Two more roles of a case (tests.fuzzing.FuzzCase.role) fuzz the rest of a
+call; the INVITE is then a clean offer:
+
+* "trunk": the trunk answers it with the case's mutated response (after a
+  clean 100). When the gateway does not take it (no ACK within 0.3 s) the
+  clean response of its seed follows, and a provisional is followed by a
+  clean 200, so that every call still ends; such a trunk leg counts as
+  answered once the gateway ACKs a 2xx of it. A body the bridge gets in a
+  18x or 2xx must be one the trunk sent, as its Content-Length delimits it,
+  and the bridge's 200 must carry a body when the 2xx the gateway took had
+  one;
+* "dialog": once the call is up, the bridge sends the case's mutated request
+  inside it (ACKing a 2xx to a re-INVITE), then BYE (the trunk hangs up if
+  the gateway refuses that BYE). A request relayed to the trunk must carry
+  the bridge's body as its Content-Length delimits it.
+
 The trunk (:class:`PyTrunk`) answers every new INVITE 180 then 200 with an
 SDP, answers BYE, CANCEL, re-INVITE and other in-dialog requests, and records
 each leg: when it answered and when it was *released* (a BYE or CANCEL
@@ -46,6 +62,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import select
 import socket
 import threading
@@ -56,7 +73,7 @@ from datetime import datetime
 from pathlib import Path
 
 from sip import SipParseError, parse_request
-from tests.fuzzing import SDP, FuzzCase, fill_seed, number_for
+from tests.fuzzing import SDP, TRUNK_SEEDS, FuzzCase, fill_seed, fill_template, number_for
 from tests.integration.gateway_proc import GatewayProcess, example_policy_text
 from tests.integration.netns import NetNamespace
 from tests.integration.raw_sip import (
@@ -181,6 +198,46 @@ def _tag(value: str | None) -> str | None:
     return None
 
 
+def _branch(via: str | None) -> str:
+    for part in (via or "").split(";")[1:]:
+        k, _, v = part.partition("=")
+        if k.strip().lower() == "branch":
+            return v.strip()
+    return ""
+
+
+def status_class(data: bytes) -> int | None:
+    """The class (1-6) of a response as its status line reads, None when it does not read as one."""
+    m = re.match(rb"SIP/2\.0 +([1-6])\d\d[ \t\r\n]", data.lstrip(b"\r\n"))
+    return int(m.group(1)) if m else None
+
+
+def delimited_body(data: bytes) -> bytes:
+    """A datagram's body as its Content-Length delimits it (RFC 3261 18.3);
+    the rest of the datagram when that length is missing or too large."""
+    data = data.lstrip(b"\r\n")
+    crlf, lf = data.find(b"\r\n\r\n"), data.find(b"\n\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        head, body = data[:crlf], data[crlf + 4 :]
+    elif lf >= 0:
+        head, body = data[:lf], data[lf + 2 :]
+    else:
+        return b""
+    for line in head.split(b"\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() in (b"content-length", b"l"):
+            value = value.strip()
+            if value.isdigit() and int(value) <= len(body):
+                return body[: int(value)]
+            break
+    return body
+
+
+def _has_content_type(data: bytes) -> bool:
+    head = re.split(rb"\r?\n\r?\n", data.lstrip(b"\r\n"), maxsplit=1)[0]
+    return any(line.split(b":", 1)[0].strip().lower() in (b"content-type", b"c") for line in head.split(b"\n")[1:])
+
+
 @dataclass
 class TrunkLeg:
     call_id: str
@@ -193,6 +250,18 @@ class TrunkLeg:
     released_by: str | None = None
     last_response: bytes = b""
     body: bytes = b""
+    # Scripted answers (fuzzed trunk responses): what was sent, and the 2xx
+    # the gateway ACKed (a scripted leg is answered once a 2xx of it is ACKed).
+    scripted: bool = False
+    branch: str = ""
+    sent: list[bytes] = field(default_factory=list)
+    last_2xx: bytes | None = None
+    acked_2xx: bytes | None = None
+    # Requests received inside the dialog: (method, body, wall clock).
+    requests: list[tuple[str, bytes, float]] = field(default_factory=list)
+    # For a BYE from the trunk's side: where the gateway is, and its INVITE's headers.
+    addr: tuple | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def answered_unreleased(self) -> bool:
@@ -208,6 +277,7 @@ class PyTrunk:
         self.port = port
         self.sock: socket.socket = ns.call(self._bind, port)
         self.legs: dict[str, TrunkLeg] = {}
+        self.scripts: dict[str, tuple[bytes, bytes]] = {}  # number -> (mutated, clean) response templates
         self.requests = 0
         self.lock = threading.Lock()
         self._stop = False
@@ -224,6 +294,87 @@ class PyTrunk:
         self._stop = True
         self._thread.join(timeout=2)
         self.sock.close()
+
+    def arm(self, number: str, template: bytes, clean: bytes) -> None:
+        """Answer the next INVITE to `number` with the response `template`
+        (a tests.fuzzing trunk template, mutated or not) instead of 180/200.
+        `clean` is the unmutated template: when the gateway does not take the
+        scripted answer (no ACK within a moment), the clean one follows, and
+        a provisional is always followed by a clean 200."""
+        with self.lock:
+            self.scripts[number] = (template, clean)
+
+    def bye(self, number: str) -> bool:
+        """The trunk hangs up its answered leg to `number` (when the bridge
+        could not end the call itself)."""
+        with self.lock:
+            legs = [leg for leg in self.legs.values() if leg.number == number and leg.addr and leg.headers]
+            if not legs:
+                return False
+            leg = legs[-1]
+            contact = _get(leg.headers, "contact") or ""
+            uri = contact.split("<", 1)[1].split(">", 1)[0] if "<" in contact else f"sip:{leg.addr[0]}:{leg.addr[1]}"
+            lines = [
+                f"BYE {uri} SIP/2.0",
+                f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{uuid.uuid4().hex};rport",
+                "Max-Forwards: 70",
+                f"From: {_get(leg.headers, 'to')};tag={leg.to_tag}",
+                f"To: {_get(leg.headers, 'from')}",
+                f"Call-ID: {leg.call_id}",
+                "CSeq: 1 BYE",
+                "Content-Length: 0",
+            ]
+            self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), leg.addr)
+            if leg.released_at is None:
+                leg.released_at, leg.released_by = time.time(), "trunk_bye"
+            return True
+
+    def _scripted(self, leg: TrunkLeg, addr, start: str, headers, template: bytes, clean: bytes) -> None:
+        """Answer with `template` (see `arm`); the lock is held."""
+        values = {
+            "via": _get(headers, "via") or "",
+            "from": _get(headers, "from") or "",
+            "to": _get(headers, "to") or "",
+            "call-id": _get(headers, "call-id") or "",
+            "cseq": _get(headers, "cseq") or "",
+            "to-tag": leg.to_tag,
+            "port": str(self.port),
+        }
+        leg.scripted = True
+        self._respond(addr, start, headers, to_tag=None, status=100, reason="Trying")
+        data = fill_template(template, values)
+        self._send_scripted(leg, addr, data)
+        if status_class(clean) == 1:
+            # A provisional: the call is then answered (a clean 200 with SDP),
+            # unless the mutation made it a final the gateway took (ACKed).
+            follow = fill_template(TRUNK_SEEDS["answer"].encode(), values)
+            provisional = status_class(data) in (1, None)
+            self._later(0.05 if provisional else 0.3, leg, addr, follow, always=provisional)
+        else:
+            self._later(0.3, leg, addr, fill_template(clean, values), always=False)
+
+    def _send_scripted(self, leg: TrunkLeg, addr, data: bytes) -> None:
+        leg.sent.append(data)
+        if status_class(data) == 2:
+            leg.last_2xx = data
+        leg.last_response = data
+        try:
+            self.sock.sendto(data[:65000], addr)
+        except OSError:
+            pass
+
+    def _later(self, delay: float, leg: TrunkLeg, addr, data: bytes, *, always: bool) -> None:
+        def send() -> None:
+            with self.lock:
+                if self._stop:
+                    return
+                if not always and (leg.acked_at is not None or leg.released_at is not None):
+                    return  # the gateway took the scripted answer
+                self._send_scripted(leg, addr, data)
+
+        timer = threading.Timer(delay, send)
+        timer.daemon = True
+        timer.start()
 
     def _loop(self) -> None:
         while not self._stop:
@@ -289,8 +440,13 @@ class PyTrunk:
                     return
                 uri = start.split(" ")[1] if " " in start else ""
                 number = uri.split(":", 1)[-1].split("@", 1)[0].split(";", 1)[0]
-                leg = TrunkLeg(call_id, number, now, uuid.uuid4().hex[:10], body=body)
+                leg = TrunkLeg(call_id, number, now, uuid.uuid4().hex[:10], body=body, addr=addr, headers=headers)
+                leg.branch = _branch(_get(headers, "via"))
                 self.legs[call_id] = leg
+                script = self.scripts.pop(number, None)
+                if script is not None:
+                    self._scripted(leg, addr, start, headers, *script)
+                    return
                 self._respond(addr, start, headers, to_tag=None, status=100, reason="Trying")
                 self._respond(addr, start, headers, to_tag=leg.to_tag, status=180, reason="Ringing", extra=(contact,))
                 leg.answered_at = time.time()
@@ -307,6 +463,12 @@ class PyTrunk:
             elif method == "ACK":
                 if leg is not None and leg.acked_at is None:
                     leg.acked_at = now
+                if leg is not None and leg.scripted and _branch(_get(headers, "via")) != leg.branch:
+                    # The ACK of a 2xx (a new transaction): the gateway took the call.
+                    if leg.answered_at is None:
+                        leg.answered_at = now
+                    if leg.acked_2xx is None:
+                        leg.acked_2xx = leg.last_2xx
             elif method == "BYE":
                 self._respond(
                     addr,
@@ -325,10 +487,12 @@ class PyTrunk:
             elif leg is None:
                 self._respond(addr, start, headers, to_tag=None, status=481, reason="Call/Transaction Does Not Exist")
             elif method == "INVITE":  # re-INVITE
+                leg.requests.append((method, body, now))
                 self._respond(
                     addr, start, headers, to_tag=None, status=200, reason="OK", body=self.ANSWER_SDP, extra=(contact,)
                 )
             else:  # UPDATE, INFO, OPTIONS, PRACK... in the dialog
+                leg.requests.append((method, body, now))
                 self._respond(addr, start, headers, to_tag=None, status=200, reason="OK")
 
     def snapshot(self) -> list[TrunkLeg]:
@@ -405,10 +569,13 @@ def _contact_uri(resp: SipResponse) -> str | None:
     return contact.split("<", 1)[1].split(">", 1)[0]
 
 
-def _bye_after_2xx(final: SipResponse, port: int, transport: str) -> bytes:
+def _bye_after_2xx(final: SipResponse, port: int, transport: str, cseq: int | None = None) -> bytes:
     uri = _contact_uri(final) or "sip:gw@127.0.0.1"
-    cseq = (final.header("cseq") or "1").split()[0]
-    number = int(cseq) + 1 if cseq.isdigit() and int(cseq) < 2**31 - 2 else 2
+    invite_cseq = (final.header("cseq") or "1").split()[0]
+    if cseq is not None:
+        number = cseq
+    else:
+        number = int(invite_cseq) + 1 if invite_cseq.isdigit() and int(invite_cseq) < 2**31 - 2 else 2
     lines = [
         f"BYE {uri} SIP/2.0",
         f"Via: SIP/2.0/{transport} 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex};rport",
@@ -442,6 +609,18 @@ def _cancel_for(invite: bytes, first: SipResponse) -> bytes:
         "Content-Length: 0",
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _next_cseq(request: bytes) -> int:
+    """A CSeq number above the one `request` carries (for the BYE after it)."""
+    m = re.search(rb"(?im)^(?:cseq)[ \t]*:[ \t]*(\d{1,10})", request)
+    number = int(m.group(1)) if m else 2
+    return min(max(number, 2) + 1, 2**31 - 1)
+
+
+def _seed_for_class(kind: int | None) -> str:
+    """The clean trunk answer of a kept response's kind (when its seed is not known)."""
+    return {1: "ringing", 3: "redirect", 4: "busy", 5: "unavailable", 6: "busy"}.get(kind or 2, "answer")
 
 
 def point_via_at(data: bytes, port: int) -> bytes:
@@ -507,13 +686,22 @@ class Fuzzer:
 
     def run_case(self, fc: FuzzCase) -> CaseResult:
         started = time.time()
-        data = fc.data
+        data, transport = fc.data, fc.transport
+        if fc.role != "invite":
+            # A clean INVITE (an offer); the fuzzed part is the trunk's answer or a request in the call.
+            transport = fc.transport if fc.role == "dialog" else "udp"
+            salt = f"{fc.role[:2]}{uuid.uuid4().hex[:6]}"
+            data = fill_seed("offer", fc.case, transport=transport.upper(), salt=salt)
+            if fc.role == "trunk":
+                clean = TRUNK_SEEDS.get(fc.seed_name) or TRUNK_SEEDS[_seed_for_class(status_class(fc.data))]
+                self.trunk.arm(number_for(fc.case), fc.data, clean.encode())
+        in_dialog: tuple[bytes, float, list[SipResponse]] | None = None
         try:
-            sock = self.ns.call(SipSocket, fc.transport, self.gw.target)
+            sock = self.ns.call(SipSocket, transport, self.gw.target)
         except OSError as exc:  # TCP refused: the listener is gone
             return self._after(fc, started, [], "silent", extra=f"connect failed: {exc}")
         with sock:
-            if fc.transport == "udp":
+            if transport == "udp":
                 data = point_via_at(data, sock.local_port)[:65000]
             try:
                 sock.send(data)
@@ -528,7 +716,7 @@ class Fuzzer:
                     got += sock._collect(FINAL_WAIT_S, lambda g: final_response(g) is not None)
             final = final_response(got)
             outcome = "silent" if not got else "provisional"
-            tp = "TCP" if fc.transport == "tcp" else "UDP"
+            tp = "TCP" if transport == "tcp" else "UDP"
             try:
                 if final is None and got:
                     sock.send(_cancel_for(data, got[0]))
@@ -538,13 +726,24 @@ class Fuzzer:
                     if 200 <= final.status < 300:
                         outcome = "answered"
                         sock.send(_ack_2xx(data, final, sock.local_port, tp))
-                        bye = _bye_after_2xx(final, sock.local_port, tp)
+                        bye_cseq = None
+                        if fc.role == "dialog":
+                            in_dialog = self._in_dialog(fc, sock, final, tp)
+                            if in_dialog is None:
+                                return self._crash_or_hang(fc, started, got)
+                            bye_cseq = _next_cseq(in_dialog[0])
+                        bye = _bye_after_2xx(final, sock.local_port, tp, cseq=bye_cseq)
+                        ended = False
                         for wait in (0.25, 0.5, 1.0):
                             sock.send(bye)
-                            if any(
-                                r.status >= 200 and (r.header("cseq") or "").endswith("BYE") for r in sock.receive(wait)
-                            ):
+                            answers = [r for r in sock.receive(wait) if (r.header("cseq") or "").endswith("BYE")]
+                            if any(r.status >= 200 for r in answers):
+                                ended = any(r.status < 300 or r.status == 481 for r in answers)
                                 break
+                        if not ended and fc.role == "dialog":
+                            # The fuzzed request left the bridge unable to end the call
+                            # (a CSeq it cannot go beyond): the trunk hangs up instead.
+                            self.trunk.bye(number_for(fc.case))
                     elif final.status >= 300:
                         outcome = "refused"
                         sock.send(ack_for(data, final))
@@ -552,9 +751,134 @@ class Fuzzer:
                     outcome = "refused"
             except OSError:
                 pass
+        if in_dialog is not None:
+            # The case's answer is the one to the request in the call.
+            got = in_dialog[2]
         result = self._after(fc, started, got, outcome)
-        self._check_relayed_body(fc, data, started, result)
+        if fc.role == "invite":
+            self._check_relayed_body(fc, data, started, result)
+        elif fc.role == "trunk":
+            self._check_trunk_answer(fc, got if in_dialog is None else [], started, result)
+        elif in_dialog is not None:
+            self._check_in_dialog_body(fc, in_dialog, started, result)
         return result
+
+    def _in_dialog(
+        self, fc: FuzzCase, sock: SipSocket, invite_final: SipResponse, tp: str
+    ) -> tuple[bytes, float, list[SipResponse]] | None:
+        """Send the case's request inside the call `invite_final` set up:
+        (what was sent, when, the answers), or None if the gateway hung."""
+        values = {
+            "uri": _contact_uri(invite_final) or "sip:gw@127.0.0.1",
+            "from": invite_final.header("from") or "",
+            "to": invite_final.header("to") or "",
+            "call-id": invite_final.call_id or "",
+            "cseq": "2",
+        }
+        data = fill_template(fc.data, values)
+        if tp == "UDP":
+            data = point_via_at(data, sock.local_port)[:65000]
+        sent_at = time.time()
+        invite_cseq = invite_final.header("cseq")
+
+        def answers(got: list[SipResponse]) -> list[SipResponse]:
+            return [r for r in got if r.header("cseq") != invite_cseq]
+
+        try:
+            sock.send(data)
+        except OSError:
+            pass
+        got = answers(sock._collect(PRE_WAIT_S, lambda g: final_response(answers(g)) is not None))
+        if final_response(got) is None:
+            if not self.probe():
+                return None
+            got += answers(sock._collect(3.0, lambda g: final_response(answers(g)) is not None))
+        final = final_response(got)
+        if final is not None and 200 <= final.status < 300 and (final.header("cseq") or "").endswith("INVITE"):
+            sock.send(_ack_2xx(data, final, sock.local_port, tp))
+        return data, sent_at, got
+
+    def _check_in_dialog_body(
+        self, fc: FuzzCase, in_dialog: tuple[bytes, float, list[SipResponse]], started: float, result: CaseResult
+    ) -> None:
+        """A request relayed inside the call reaches the trunk with the
+        bridge's body byte for byte, as its Content-Length delimits it."""
+        sent, sent_at, got = in_dialog
+        final = final_response(got)
+        if final is None or not 200 <= final.status < 300:
+            return
+        legs = [leg for leg in self.trunk.snapshot() if started <= leg.invite_at <= result.ended]
+        if len(legs) != 1:
+            return
+        relayed = [(m, b) for m, b, at in legs[0].requests if at >= sent_at and m not in ("ACK", "BYE", "CANCEL")]
+        if len(relayed) != 1:
+            return
+        try:
+            expected: bytes | None = parse_request(sent).body.encode("utf-8", "surrogateescape")
+        except SipParseError:
+            return
+        if expected is not None and not expected.strip():
+            expected = b""
+        if relayed[0][1] != expected:
+            self._finding(
+                fc,
+                result,
+                {"event": "relayed_body_differs", "sent": expected[:300], "trunk_got": relayed[0][1][:300]},
+                "the body relayed to the trunk differs",
+            )
+
+    def _check_trunk_answer(self, fc: FuzzCase, got: list[SipResponse], started: float, result: CaseResult) -> None:
+        """The trunk's bodies are relayed opaquely too: a body the bridge gets
+        in an answer to its INVITE is one the trunk sent, as its Content-Length
+        delimits it; and the 200 carries an answer when the 2xx the gateway
+        took (ACKed) had one."""
+        legs = [leg for leg in self.trunk.snapshot() if started <= leg.invite_at <= result.ended]
+        if len(legs) != 1:
+            return
+        leg = legs[0]
+        sent = {delimited_body(m) for m in leg.sent}
+        for r in got:
+            if 180 <= r.status < 300 and (r.header("cseq") or "").endswith("INVITE") and r.body and r.body not in sent:
+                self._finding(
+                    fc,
+                    result,
+                    {
+                        "event": "relayed_body_differs",
+                        "status": r.status,
+                        "trunk_sent": sorted(sent)[:3],
+                        "bridge_got": r.body[:300],
+                    },
+                    "the body relayed to the bridge differs",
+                )
+                return
+        final = final_response(got)
+        took = leg.acked_2xx
+        if (
+            final is not None
+            and 200 <= final.status < 300
+            and not final.body
+            and took is not None
+            and delimited_body(took).strip()
+            and _has_content_type(took)
+        ):
+            self._finding(
+                fc,
+                result,
+                {"event": "answer_dropped", "trunk_sent": delimited_body(took)[:300]},
+                "the trunk's 2xx had a body, the bridge's 200 none",
+            )
+
+    def _finding(self, fc: FuzzCase, result: CaseResult, event: dict, why: str) -> None:
+        finding = {
+            "case": fc.case,
+            "mutators": list(fc.mutators),
+            "seed": fc.seed_name,
+            "role": fc.role,
+            "event": event,
+        }
+        finding["file"] = str(self.keep(fc.data, fc.transport, why, fc)) if self.keep_crashers else None
+        result.findings.append(finding)
+        self.findings.append(finding)
 
     def _check_relayed_body(self, fc: FuzzCase, sent: bytes, started: float, result: CaseResult) -> None:
         """The body is relayed opaquely: the trunk's INVITE carries the bridge's
@@ -580,7 +904,7 @@ class Fuzzer:
                 },
             }
             finding["file"] = (
-                str(self.keep(fc.data, fc.transport, "the relayed body differs")) if self.keep_crashers else None
+                str(self.keep(fc.data, fc.transport, "the relayed body differs", fc)) if self.keep_crashers else None
             )
             result.findings.append(finding)
             self.findings.append(finding)
@@ -600,8 +924,16 @@ class Fuzzer:
         if not self.gw.alive():
             return self._crash_or_hang(fc, started, got)
         for event in self._new_failures():
-            finding = {"case": fc.case, "mutators": list(fc.mutators), "seed": fc.seed_name, "event": event}
-            path = self.keep(fc.data, fc.transport, f"error line {event.get('event')}") if self.keep_crashers else None
+            finding = {
+                "case": fc.case,
+                "mutators": list(fc.mutators),
+                "seed": fc.seed_name,
+                "role": fc.role,
+                "event": event,
+            }
+            path = (
+                self.keep(fc.data, fc.transport, f"error line {event.get('event')}", fc) if self.keep_crashers else None
+            )
             finding["file"] = str(path) if path else None
             result.findings.append(finding)
             self.findings.append(finding)
@@ -653,7 +985,7 @@ class Fuzzer:
             what = "hang"
         else:
             what = f"crash (exit {self.gw.proc.returncode})"
-        path = self.keep(fc.data, fc.transport, what) if self.keep_crashers else None
+        path = self.keep(fc.data, fc.transport, what, fc) if self.keep_crashers else None
         self.crashes.append((fc, what, path))
         result = CaseResult(
             fc.case,
@@ -671,14 +1003,20 @@ class Fuzzer:
         self.probe_sock = self.ns.call(SipSocket, "udp", self.gw.target)
         return result
 
-    def keep(self, data: bytes, transport: str, why: str) -> Path:
-        """Write an input under tests/data/fuzz/crashers/ (named by content), with a note."""
+    def keep(self, data: bytes, transport: str, why: str, fc: FuzzCase | None = None) -> Path:
+        """Write an input under tests/data/fuzz/crashers/ (named by content and
+        role, see its README), with a note."""
         self.crashers.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(data).hexdigest()[:16]
-        path = self.crashers / f"{digest}.{transport}.sip"
+        role = fc.role if fc is not None else "invite"
+        name = {"invite": f"{digest}.{transport}", "trunk": f"{digest}.trunk", "dialog": f"{digest}.dialog.{transport}"}
+        path = self.crashers / f"{name.get(role, name['invite'])}.sip"
         if not path.exists():
             path.write_bytes(data)
-            path.with_suffix(".txt").write_text(f"{why}\n")
+            note = f"{why}\n"
+            if fc is not None and fc.mutators:
+                note += f"(case {fc.case}, role {role}: seed {fc.seed_name}, mutators {', '.join(fc.mutators)})\n"
+            path.with_suffix(".txt").write_text(note)
         return path
 
     # -- a normal call afterwards ------------------------------------------------------------------------

@@ -1,10 +1,14 @@
-"""Fuzzed INVITEs against the real gateway (issue "Survive any input").
+"""Fuzzed INVITEs against the real gateway (issue "Survive any input"), then
+the other inputs of a call: fuzzed trunk answers to a clean INVITE, and
+fuzzed requests the bridge sends inside an established call.
 
 A bounded run in `make test` (FUZZ_CASES cases or FUZZ_SECONDS of fuzzing,
-whichever ends first; 300 cases and at most 45 s by default), a longer one
-with `make fuzz`. Inputs are deterministic per case (tests/fuzzing.py,
-FUZZ_SEED); the harness, its safety net (a private network namespace) and
-the invariants are in tests/integration/fuzz_harness.py. At the end:
+whichever ends first; 300 cases and at most 45 s by default; for the call
+inputs FUZZ_CALL_CASES and FUZZ_CALL_SECONDS, 40 cases and at most 45 s),
+a longer one with `make fuzz`. Inputs are deterministic per case
+(tests/fuzzing.py, FUZZ_SEED); the harness, its safety net (a private
+network namespace) and the invariants are in
+tests/integration/fuzz_harness.py. At the end of each run:
 
 * the gateway is alive and relays a normal call;
 * every stdout line is a JSON object;
@@ -12,7 +16,10 @@ the invariants are in tests/integration/fuzz_harness.py. At the end:
 * no trunk leg stayed answered while its bridge leg was not (defined in
   fuzz_harness.py: each trunk leg is released by the time its call's line is
   written, and none is left answered at the end);
-* no input crashed or hung the gateway, and none made it log an error.
+* no input crashed or hung the gateway, and none made it log an error;
+* every body crossed as its Content-Length delimits it (the bridge's INVITE
+  and in-dialog requests toward the trunk, the trunk's answers toward the
+  bridge).
 
 Inputs that crash or hang it, or make it log an error, are written to
 tests/data/fuzz/crashers/; test_fuzz_crashers.py replays every file there.
@@ -26,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzzing import make_case, number_for, radamsa_available
+from tests.fuzzing import make_case, make_dialog_case, make_trunk_case, number_for, radamsa_available
 from tests.integration import netns
 from tests.integration.fuzz_harness import (
     Fuzzer,
@@ -44,6 +51,8 @@ FUZZ_CASES = env_int("FUZZ_CASES", 300)
 FUZZ_SECONDS = env_int("FUZZ_SECONDS", 45)
 FUZZ_SEED = env_int("FUZZ_SEED", 4475)
 FUZZ_FIRST = env_int("FUZZ_FIRST", 0)  # replay one stretch: FUZZ_FIRST=812 FUZZ_CASES=1
+FUZZ_CALL_CASES = env_int("FUZZ_CALL_CASES", 40)  # about 0.75 s each: a call per case
+FUZZ_CALL_SECONDS = env_int("FUZZ_CALL_SECONDS", 45)
 
 
 @pytest.fixture
@@ -57,15 +66,35 @@ def namespace():
 
 
 def test_fuzzed_invites_leave_the_gateway_alive_and_clean(namespace, tmp_path):
+    report_path = Path(os.environ.get("FUZZ_REPORT", tmp_path / "fuzz-report.json"))
+    fuzz_and_check(namespace, tmp_path, report_path, FUZZ_CASES, FUZZ_SECONDS, lambda case: make_case(case, FUZZ_SEED))
+
+
+def test_fuzzed_trunk_answers_and_in_dialog_requests_leave_the_gateway_alive_and_clean(namespace, tmp_path):
+    """Even cases: the trunk answers a clean INVITE with a fuzzed response
+    (then a clean one when the gateway did not take it); odd cases: a clean
+    call, a fuzzed request from the bridge inside it, then BYE."""
+    report = Path(os.environ.get("FUZZ_REPORT", tmp_path / "fuzz-report.json"))
+    report_path = report.with_name(report.stem + "-calls" + report.suffix)
+
+    def case_for(case: int):
+        return make_trunk_case(case, FUZZ_SEED) if case % 2 == 0 else make_dialog_case(case, FUZZ_SEED)
+
+    fuzz_and_check(namespace, tmp_path, report_path, FUZZ_CALL_CASES, FUZZ_CALL_SECONDS, case_for, at_least=20)
+
+
+def fuzz_and_check(
+    namespace, tmp_path, report_path: Path, cases: int, seconds: int, case_for, at_least: int = 50
+) -> None:
     gw = NetnsGateway.create_in(namespace, tmp_path / "gw").start()
     trunk = PyTrunk(namespace, gw.trunk_port)
     fuzzer = Fuzzer(namespace, gw, trunk)
     try:
-        deadline = time.monotonic() + FUZZ_SECONDS
-        for case in range(FUZZ_FIRST, FUZZ_FIRST + FUZZ_CASES):
+        deadline = time.monotonic() + seconds
+        for case in range(FUZZ_FIRST, FUZZ_FIRST + cases):
             if time.monotonic() > deadline:
                 break
-            fuzzer.run_case(make_case(case, FUZZ_SEED))
+            fuzzer.run_case(case_for(case))
         ran = len(fuzzer.results)
 
         # 1. alive, and a normal call still goes through, end to end.
@@ -98,7 +127,7 @@ def test_fuzzed_invites_leave_the_gateway_alive_and_clean(namespace, tmp_path):
         "radamsa": radamsa_available(),
         "exit_code": rc,
     }
-    write_report(Path(os.environ.get("FUZZ_REPORT", tmp_path / "fuzz-report.json")), report)
+    write_report(report_path, report)
     print(f"\nfuzz report: {report}")
 
     # 4. every stdout line is JSON, and the gateway stopped cleanly.
@@ -109,5 +138,5 @@ def test_fuzzed_invites_leave_the_gateway_alive_and_clean(namespace, tmp_path):
     )
     assert not fuzzer.findings, f"inputs made the gateway log errors: {fuzzer.findings[:5]}"
     assert not violations, violations[:10]
-    assert ran >= min(FUZZ_CASES, 50), f"only {ran} cases ran in {FUZZ_SECONDS} s"
+    assert ran >= min(cases, at_least), f"only {ran} cases ran in {seconds} s"
     assert report["outcomes"].get("answered", 0) > 0, "no fuzzed INVITE was relayed: the seeds no longer work"

@@ -276,6 +276,17 @@ def test_a_bare_cr_in_a_header_block_ends_the_line():
     assert H.encode_block(H.relay_response_headers(block)) == b"Reason: SIP;cause=200\r\nSession-Expires: 90\r\n"
 
 
+def test_an_unbalanced_quote_in_a_list_header_does_not_raise():
+    """Found by fuzzing (FUZZ_EXAMPLES=20000): pjsip accepts `Supported: "x`
+    (any characters between commas), and relaying it raised SipParseError,
+    which tore the call down."""
+    block = 'Supported: timer, "x\r\nRequire: "timer\r\nAllow: INVITE, "BYE\r\n'
+    assert H.has_option(block, "supported", "timer")
+    assert H.values(block, "allow") == ["INVITE", '"BYE']
+    assert H.relay_request_headers(block)[-1] == ("Supported", "timer")
+    assert H.relay_response_headers(block) == ()
+
+
 # --- the SDP path ----------------------------------------------------------------------------------
 
 
@@ -294,6 +305,16 @@ def _check_accepted_sdp(sdp_bytes: bytes) -> None:
     for m in media:
         port = m.split()[1].split("/")[0]
         assert port.isdigit() and int(port) <= 65535
+
+
+@pytest.mark.parametrize("old, new", [("m=audio", "m=\taudio"), ("m=audio", "m= audio"), ("c=IN", "c= IN")])
+def test_check_sdp_refuses_whitespace_after_the_equals_sign(old, new):
+    """Found by test_check_sdp_on_radamsa_mutations with FUZZ_MUTATIONS=10000:
+    split() hid the tab of "m=\\taudio", and a peer's parser reads an empty
+    media type. A blank session name ("s= ") is RFC 8866's own example."""
+    sdp = SDP.format(sess=1)
+    assert check_sdp(sdp.replace(old, new).encode()).endswith("has whitespace after '='")
+    assert check_sdp(sdp.replace("s=-", "s= ").encode()) is None
 
 
 @fuzz
