@@ -87,6 +87,20 @@ typedef struct event {
 static event_t *ev_head, *ev_tail;
 static unsigned ev_count;
 
+/* One trunk's digest credentials, for any realm (a trunk's own 401/407), as
+ * both the dialog's auth session and a registration take them. The strings
+ * are borrowed: pjsip copies them into its own pool. */
+static void digest_credentials(pjsip_cred_info *cred, const char *user, Py_ssize_t ul, const char *pw,
+                               Py_ssize_t pl)
+{
+    pj_bzero(cred, sizeof(*cred));
+    cred->realm = pj_str("*");
+    cred->scheme = pj_str("digest");
+    cred->username.ptr = (char *)user; cred->username.slen = ul;
+    cred->data_type = PJSIP_CRED_DATA_PLAIN_PASSWD;
+    cred->data.ptr = (char *)(pw ? pw : ""); cred->data.slen = pl;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Legs and the requests Python must answer.                                 */
 
@@ -1667,12 +1681,7 @@ static PyObject *py_register(PyObject *self, PyObject *args)
     st = pjsip_regc_init(r->regc, &sreg, &saor, &saor, 1, &scontact, expires);
     if (st == PJ_SUCCESS && user && ul) {
         pjsip_cred_info cred;
-        pj_bzero(&cred, sizeof(cred));
-        cred.realm = pj_str("*");
-        cred.scheme = pj_str("digest");
-        cred.username.ptr = (char *)user; cred.username.slen = ul;
-        cred.data_type = PJSIP_CRED_DATA_PLAIN_PASSWD;
-        cred.data.ptr = (char *)(pw ? pw : ""); cred.data.slen = pl;
+        digest_credentials(&cred, user, ul, pw, pl);
         st = pjsip_regc_set_credentials(r->regc, 1, &cred);
     }
     if (st == PJ_SUCCESS) st = pjsip_regc_register(r->regc, PJ_TRUE, &tdata);
@@ -2231,12 +2240,7 @@ static PyObject *py_dial(PyObject *self, PyObject *args)
     if (!leg) { pjsip_dlg_dec_lock(dlg); return PyErr_NoMemory(); }
     if (user && ul) {
         pjsip_cred_info cred;
-        pj_bzero(&cred, sizeof(cred));
-        cred.realm = pj_str("*");
-        cred.scheme = pj_str("digest");
-        cred.username.ptr = (char *)user; cred.username.slen = ul;
-        cred.data_type = PJSIP_CRED_DATA_PLAIN_PASSWD;
-        cred.data.ptr = (char *)(pw ? pw : ""); cred.data.slen = pl;
+        digest_credentials(&cred, user, ul, pw, pl);
         pjsip_auth_clt_set_credentials(&dlg->auth_sess, 1, &cred);
     }
     st = pjsip_dlg_create_request(dlg, &pjsip_invite_method, -1, &tdata);
