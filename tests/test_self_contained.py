@@ -1,5 +1,5 @@
 """The suite reads nothing outside the repository: a fresh clone has no
-``../shared``. Test data lives under ``tests/data`` (the RFC 4475 corpus is
+sibling ``shared`` directory beside it. Test data lives under ``tests/data`` (the RFC 4475 corpus is
 vendored there with its origin in its README)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# A path that climbs out of the repository: "../shared", parents[N] / "..", etc.
+# A path that climbs out of the repository: the sibling shared directory, parents[N] / "..", etc.
 OUTSIDE = re.compile(r"""\.\./shared|["']\.\.["']\s*/|parents\[\d+\]\s*/\s*["']\.\.["']|/work/shared""")
 
 
